@@ -1,0 +1,307 @@
+"""One typed, validated run configuration.
+
+A config is a TOML file with one table per section (``[data]``, ``[train]`` …). The same keys, flattened as
+``section.key``, are what ``--set section.key=value`` overrides and what Flower's run config carries under
+``flwr run .``, so one schema serves the CLI, simulation and deployment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from fedlearn.errors import ConfigError
+
+MODEL_NAMES = ("mlp", "logreg")
+OPTIMIZER_NAMES = ("sgd", "adam")
+STRATEGY_NAMES = (
+    "fedavg",
+    "fedprox",
+    "fedadam",
+    "krum",
+    "multikrum",
+    "bulyan",
+    "fedtrimmedavg",
+    "fedmedian",
+)
+SCORING_METHODS = ("loo", "shapley", "gtg", "none")
+UTILITIES = ("accuracy", "neg_loss")
+PARTITION_SCHEMES = ("iid", "dirichlet", "pathological", "quantity_skew")
+
+
+@dataclass(frozen=True)
+class RunSection:
+    name: str = "fedlearn"
+    seed: int = 42
+    rounds: int = 5
+    output_dir: str = "runs"
+
+
+@dataclass(frozen=True)
+class DataSection:
+    dataset: str = "digits"
+    label_column: str = "label"
+    institutions: int = 10
+    partition: str = "dirichlet"
+    alpha: float = 0.5
+    classes_per_institution: int = 2
+    validation_fraction: float = 0.15
+    test_fraction: float = 0.15
+    name_prefix: str = "hospital"
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    name: str = "mlp"
+    hidden_units: int = 64
+    hidden_layers: int = 1
+
+
+@dataclass(frozen=True)
+class TrainSection:
+    local_epochs: int = 1
+    batch_size: int = 32
+    learning_rate: float = 0.05
+    optimizer: str = "sgd"
+    momentum: float = 0.0
+    proximal_mu: float = 0.0
+    # "auto" picks CUDA when present, else CPU.
+    device: str = "auto"
+
+
+@dataclass(frozen=True)
+class StrategySection:
+    name: str = "fedavg"
+    fraction_train: float = 1.0
+    # Byzantine tolerance f for Krum, MultiKrum and Bulyan.
+    num_malicious: int = 0
+    multikrum_select: int = 0
+    trimmed_beta: float = 0.2
+    server_learning_rate: float = 0.1
+
+
+@dataclass(frozen=True)
+class ScoringSection:
+    method: str = "gtg"
+    utility: str = "accuracy"
+    gtg_within_round_epsilon: float = 1e-3
+    gtg_between_round_epsilon: float = 1e-3
+    gtg_convergence_tolerance: float = 0.05
+    gtg_max_permutations: int = 0
+
+
+@dataclass(frozen=True)
+class SimulationSection:
+    client_cpus: float = 1.0
+    client_gpus: float = 0.0
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    run: RunSection = field(default_factory=RunSection)
+    data: DataSection = field(default_factory=DataSection)
+    model: ModelSection = field(default_factory=ModelSection)
+    train: TrainSection = field(default_factory=TrainSection)
+    strategy: StrategySection = field(default_factory=StrategySection)
+    scoring: ScoringSection = field(default_factory=ScoringSection)
+    simulation: SimulationSection = field(default_factory=SimulationSection)
+
+    # ---- construction ------------------------------------------------------------------------------------
+
+    @classmethod
+    def from_flat(cls, values: Mapping[str, Any]) -> RunConfig:
+        """Build from ``section.key`` → value pairs; unknown keys and ill-typed values are errors."""
+        sections: dict[str, dict[str, Any]] = {}
+        known = _known_keys()
+        for key, value in values.items():
+            if key not in known:
+                raise ConfigError(f"unknown config key {key!r} (known keys: {', '.join(sorted(known))})")
+            section, name = key.split(".", 1)
+            sections.setdefault(section, {})[name] = _coerce(key, value, known[key])
+        built = {s.name: s.type_cls(**sections.get(s.name, {})) for s in _section_fields()}
+        config = cls(**built)
+        config.validate()
+        return config
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+        """Read a TOML file (or the defaults), then apply ``key=value`` overrides."""
+        flat: dict[str, Any] = {}
+        if path is not None:
+            flat.update(_flatten_toml(Path(path)))
+        for item in overrides or []:
+            key, sep, raw = item.partition("=")
+            if not sep or not key.strip():
+                raise ConfigError(f"override {item!r} is not of the form section.key=value")
+            flat[key.strip()] = _parse_override(raw.strip())
+        return cls.from_flat(flat)
+
+    @classmethod
+    def from_json(cls, text: str) -> RunConfig:
+        return cls.from_flat(json.loads(text))
+
+    # ---- export -----------------------------------------------------------------------------------------
+
+    def flat(self) -> dict[str, Any]:
+        """``section.key`` → value, the form Flower's run config and ``--set`` use."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            for k, v in dataclasses.asdict(getattr(self, f.name)).items():
+                out[f"{f.name}.{k}"] = v
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps(self.flat(), sort_keys=True)
+
+    def to_toml(self) -> str:
+        lines: list[str] = []
+        for f in dataclasses.fields(self):
+            lines.append(f"[{f.name}]")
+            for k, v in dataclasses.asdict(getattr(self, f.name)).items():
+                lines.append(f"{k} = {json.dumps(v)}")
+            lines.append("")
+        return "\n".join(lines)
+
+    def replace(self, **sections: Any) -> RunConfig:
+        """A copy with some sections' fields replaced: ``cfg.replace(run={"rounds": 3})``."""
+        updated = {
+            name: dataclasses.replace(getattr(self, name), **changes) for name, changes in sections.items()
+        }
+        config = dataclasses.replace(self, **updated)
+        config.validate()
+        return config
+
+    # ---- validation -------------------------------------------------------------------------------------
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the first invalid value."""
+        r, d, m, t, s, sc, sim = (
+            self.run,
+            self.data,
+            self.model,
+            self.train,
+            self.strategy,
+            self.scoring,
+            self.simulation,
+        )
+        _check(r.rounds >= 1, "run.rounds", r.rounds, "must be at least 1")
+        _check(bool(r.name.strip()), "run.name", r.name, "must not be empty")
+        _check(d.institutions >= 1, "data.institutions", d.institutions, "must be at least 1")
+        _one_of("data.partition", d.partition, PARTITION_SCHEMES)
+        _check(d.alpha > 0, "data.alpha", d.alpha, "must be > 0")
+        _check(d.classes_per_institution >= 1, "data.classes_per_institution", d.classes_per_institution,
+               "must be at least 1")
+        for key, frac in (("data.validation_fraction", d.validation_fraction),
+                          ("data.test_fraction", d.test_fraction)):
+            _check(0 < frac < 1, key, frac, "must be in (0, 1)")
+        _check(d.validation_fraction + d.test_fraction < 1, "data.test_fraction", d.test_fraction,
+               "plus data.validation_fraction must be < 1")
+        _one_of("model.name", m.name, MODEL_NAMES)
+        _check(m.hidden_units >= 1, "model.hidden_units", m.hidden_units, "must be at least 1")
+        _check(m.hidden_layers >= 1, "model.hidden_layers", m.hidden_layers, "must be at least 1")
+        _check(t.local_epochs >= 1, "train.local_epochs", t.local_epochs, "must be at least 1")
+        _check(t.batch_size >= 1, "train.batch_size", t.batch_size, "must be at least 1")
+        _check(t.learning_rate > 0, "train.learning_rate", t.learning_rate, "must be > 0")
+        _one_of("train.optimizer", t.optimizer, OPTIMIZER_NAMES)
+        _check(0 <= t.momentum < 1, "train.momentum", t.momentum, "must be in [0, 1)")
+        _check(t.proximal_mu >= 0, "train.proximal_mu", t.proximal_mu, "must be >= 0")
+        _check(t.device == "auto" or t.device == "cpu" or t.device.startswith("cuda"), "train.device",
+               t.device, "must be auto, cpu, cuda or cuda:N")
+        _one_of("strategy.name", s.name, STRATEGY_NAMES)
+        _check(0 < s.fraction_train <= 1, "strategy.fraction_train", s.fraction_train, "must be in (0, 1]")
+        _check(s.num_malicious >= 0, "strategy.num_malicious", s.num_malicious, "must be >= 0")
+        _check(s.multikrum_select >= 0, "strategy.multikrum_select", s.multikrum_select, "must be >= 0")
+        _check(0 <= s.trimmed_beta < 0.5, "strategy.trimmed_beta", s.trimmed_beta, "must be in [0, 0.5)")
+        _check(s.server_learning_rate > 0, "strategy.server_learning_rate", s.server_learning_rate,
+               "must be > 0")
+        _one_of("scoring.method", sc.method, SCORING_METHODS)
+        _one_of("scoring.utility", sc.utility, UTILITIES)
+        if sc.method == "shapley":
+            _check(d.institutions <= 10, "data.institutions", d.institutions,
+                   "exceeds 10, the limit for exact Shapley (use scoring.method = \"gtg\")")
+        for key, eps in (("scoring.gtg_within_round_epsilon", sc.gtg_within_round_epsilon),
+                         ("scoring.gtg_between_round_epsilon", sc.gtg_between_round_epsilon),
+                         ("scoring.gtg_convergence_tolerance", sc.gtg_convergence_tolerance)):
+            _check(eps >= 0, key, eps, "must be >= 0")
+        _check(sc.gtg_max_permutations >= 0, "scoring.gtg_max_permutations", sc.gtg_max_permutations,
+               "must be >= 0 (0: automatic)")
+        _check(sim.client_cpus > 0, "simulation.client_cpus", sim.client_cpus, "must be > 0")
+        _check(sim.client_gpus >= 0, "simulation.client_gpus", sim.client_gpus, "must be >= 0")
+
+
+# ---- helpers ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _SectionField:
+    name: str
+    type_cls: type
+
+
+def _section_fields() -> list[_SectionField]:
+    hints = {
+        "run": RunSection,
+        "data": DataSection,
+        "model": ModelSection,
+        "train": TrainSection,
+        "strategy": StrategySection,
+        "scoring": ScoringSection,
+        "simulation": SimulationSection,
+    }
+    return [_SectionField(f.name, hints[f.name]) for f in dataclasses.fields(RunConfig)]
+
+
+def _known_keys() -> dict[str, type]:
+    known: dict[str, type] = {}
+    for section in _section_fields():
+        for f in dataclasses.fields(section.type_cls):
+            known[f"{section.name}.{f.name}"] = type(f.default)
+    return known
+
+
+def _coerce(key: str, value: Any, target: type) -> Any:
+    if target is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if target is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if not isinstance(value, target) or (target is int and isinstance(value, bool)):
+        raise ConfigError(f"config key {key!r} expects {target.__name__}, got {value!r}")
+    return value
+
+
+def _parse_override(raw: str) -> Any:
+    """``3`` → int, ``0.5`` → float, ``true`` → bool, ``"x"`` or ``x`` → str."""
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def _flatten_toml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        doc = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    flat: dict[str, Any] = {}
+    for section, table in doc.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"config file {path}: top-level key {section!r} must be a [table]")
+        for key, value in table.items():
+            flat[f"{section}.{key}"] = value
+    return flat
+
+
+def _check(ok: bool, key: str, value: Any, why: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key} = {value!r} {why}")
+
+
+def _one_of(key: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"unknown {key} {value!r} (choose from {', '.join(choices)})")

@@ -1,0 +1,89 @@
+"""Checks every training reply before it may be aggregated or scored.
+
+A bad reply (an error, wrong shapes, NaN/Inf, a non-positive or absurd example count, no institution name) is
+set aside with a reason; it scores 0 and the round goes on without it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from flwr.app import ArrayRecord, Message
+
+ARRAYS_KEY = "arrays"
+METRICS_KEY = "metrics"
+META_KEY = "meta"
+EXAMPLES_KEY = "num-examples"
+INSTITUTION_KEY = "institution"
+# No institution holds more rows than this; a larger claim is treated as a lie about its weight.
+MAX_EXAMPLES = 10**9
+
+
+@dataclass(frozen=True)
+class Rejection:
+    institution: str
+    reason: str
+
+
+def institution_of(reply: Message) -> str:
+    """The institution a reply names, or a node label when it names none."""
+    if not reply.has_error():
+        meta = reply.content.config_records.get(META_KEY)
+        if meta is not None and isinstance(meta.get(INSTITUTION_KEY), str) and meta[INSTITUTION_KEY]:
+            return str(meta[INSTITUTION_KEY])
+    return f"node-{reply.metadata.src_node_id}"
+
+
+def check_reply(reply: Message, reference: ArrayRecord) -> str | None:
+    """Why ``reply`` cannot be used against the round's global arrays ``reference``; None when it can."""
+    if reply.has_error():
+        return f"client error: {reply.error.reason}"
+    content = reply.content
+    meta = content.config_records.get(META_KEY)
+    if meta is None or not isinstance(meta.get(INSTITUTION_KEY), str) or not meta[INSTITUTION_KEY]:
+        return "reply names no institution"
+    if len(content.array_records) != 1 or ARRAYS_KEY not in content.array_records:
+        return f"expected exactly one ArrayRecord under {ARRAYS_KEY!r}"
+    if len(content.metric_records) != 1 or METRICS_KEY not in content.metric_records:
+        return f"expected exactly one MetricRecord under {METRICS_KEY!r}"
+    examples = content.metric_records[METRICS_KEY].get(EXAMPLES_KEY)
+    if isinstance(examples, bool) or not isinstance(examples, (int, float)):
+        return f"{EXAMPLES_KEY} missing or not a number"
+    if not math.isfinite(examples) or examples <= 0 or examples > MAX_EXAMPLES:
+        return f"{EXAMPLES_KEY} = {examples} is not a positive count"
+    arrays = content.array_records[ARRAYS_KEY]
+    if set(arrays.keys()) != set(reference.keys()):
+        return "array names differ from the global model's"
+    for name, ref in reference.items():
+        try:
+            value = arrays[name].numpy()
+        except Exception as exc:  # noqa: BLE001 - any undecodable array makes the reply unusable
+            return f"array {name!r} cannot be decoded: {exc}"
+        if tuple(value.shape) != tuple(ref.shape):
+            return f"array {name!r} has shape {tuple(value.shape)}, expected {tuple(ref.shape)}"
+        if not np.issubdtype(value.dtype, np.floating):
+            return f"array {name!r} has dtype {value.dtype}, expected a float type"
+        if not np.isfinite(value).all():
+            return f"array {name!r} holds NaN or Inf"
+    return None
+
+
+def partition_replies(
+    replies: list[Message], reference: ArrayRecord
+) -> tuple[list[Message], list[Rejection]]:
+    """(usable replies sorted by institution name, rejections); a repeated institution is rejected."""
+    accepted: dict[str, Message] = {}
+    rejected: list[Rejection] = []
+    for reply in replies:
+        name = institution_of(reply)
+        reason = check_reply(reply, reference)
+        if reason is None and name in accepted:
+            reason = "institution replied twice in one round"
+        if reason is None:
+            accepted[name] = reply
+        else:
+            rejected.append(Rejection(name, reason))
+    # Sorted by name so aggregation order, and so every score, is independent of arrival order.
+    return [accepted[name] for name in sorted(accepted)], rejected

@@ -1,0 +1,113 @@
+"""The run directory: a copy of the config, per-round results, the final model and a summary.
+
+Files are replaced atomically (write, then rename), so a run stopped at any point leaves readable files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from flwr.app import ArrayRecord
+
+from fedlearn.config import RunConfig
+from fedlearn.strategy import RoundScores
+
+CONFIG_FILE = "config.toml"
+ROUNDS_FILE = "rounds.json"
+SUMMARY_FILE = "summary.json"
+MODEL_FILE = "model.npz"
+
+
+def new_run_dir(config: RunConfig) -> Path:
+    """A fresh directory ``<output_dir>/<name>-<timestamp>`` (suffixed when it exists)."""
+    base = Path(config.run.output_dir) / f"{config.run.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    path.mkdir(parents=True)
+    return path
+
+
+def write_json(path: Path, data: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def save_model(path: Path, arrays: ArrayRecord) -> None:
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, **{name: array.numpy() for name, array in arrays.items()})
+    os.replace(tmp, path)
+
+
+@dataclass
+class RoundResult:
+    server_round: int
+    test_accuracy: float
+    test_loss: float
+    scores: RoundScores | None = None
+
+
+@dataclass
+class RunRecorder:
+    """Collects what every round produced and keeps the run directory current."""
+
+    path: Path
+    config: RunConfig
+    institutions: list[str]
+    examples: dict[str, int]
+    rounds: list[RoundResult] = field(default_factory=list)
+    _pending: RoundScores | None = None
+
+    def __post_init__(self) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        (self.path / CONFIG_FILE).write_text(self.config.to_toml())
+
+    def scored(self, scores: RoundScores) -> None:
+        self._pending = scores
+
+    def evaluated(self, server_round: int, accuracy: float, loss: float) -> RoundResult:
+        result = RoundResult(server_round, accuracy, loss, self._pending if server_round > 0 else None)
+        self._pending = None
+        self.rounds.append(result)
+        write_json(self.path / ROUNDS_FILE, [dataclasses.asdict(r) for r in self.rounds])
+        return result
+
+    def cumulative_scores(self) -> dict[str, float]:
+        total = {name: 0.0 for name in self.institutions}
+        for r in self.rounds:
+            if r.scores is not None:
+                for name, value in r.scores.scores.items():
+                    total[name] = total.get(name, 0.0) + value
+        return total
+
+    def finish(self, arrays: ArrayRecord) -> dict[str, Any]:
+        save_model(self.path / MODEL_FILE, arrays)
+        cumulative = self.cumulative_scores()
+        positive = sum(max(v, 0.0) for v in cumulative.values())
+        summary = {
+            "run_dir": str(self.path),
+            "rounds": len(self.rounds) - 1,
+            "final_test_accuracy": self.rounds[-1].test_accuracy if self.rounds else None,
+            "final_test_loss": self.rounds[-1].test_loss if self.rounds else None,
+            "institutions": [
+                {
+                    "name": name,
+                    "examples": self.examples.get(name, 0),
+                    "cumulative_score": cumulative[name],
+                    # Share of the positive score mass: what a budget split by score would pay.
+                    "share": max(cumulative[name], 0.0) / positive if positive > 0 else 0.0,
+                }
+                for name in self.institutions
+            ],
+        }
+        write_json(self.path / SUMMARY_FILE, summary)
+        return summary

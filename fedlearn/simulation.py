@@ -1,0 +1,75 @@
+"""Run a federation in Flower's simulation engine from a config, with a progress bar and a run directory."""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+from fedlearn.config import RunConfig
+from fedlearn.errors import FedlearnError
+from fedlearn.federation import federated_split
+from fedlearn.rundir import RoundResult, new_run_dir
+
+
+class SimulationFailed(FedlearnError):
+    exit_code = 6
+
+
+def run_federation(
+    config: RunConfig, *, run_dir: Path | None = None, quiet: bool = True, progress: bool = True
+) -> dict[str, Any]:
+    """Train ``config.run.rounds`` rounds over ``config.data.institutions`` simulated institutions."""
+    # Import lazily: Flower and Ray take seconds to import, and config errors should not wait for them.
+    from flwr.simulation import run_simulation
+    from tqdm import tqdm
+
+    from clients.app import build_client_app
+    from fedlearn.training import select_device
+    from server.app import build_server_app
+
+    federated_split(config)  # data errors surface here, before the engine starts
+    select_device(config.train.device)
+    run_dir = run_dir or new_run_dir(config)
+    # disable=None: no bar when stdout is not a terminal (CI logs), the per-round lines still print.
+    bar = tqdm(total=config.run.rounds, desc="rounds", unit="round", disable=None if progress else True)
+    outcome: dict[str, Any] = {}
+
+    def on_round(result: RoundResult, total: int) -> None:
+        if result.server_round == 0:
+            bar.write(f"round 0/{total}  test accuracy {result.test_accuracy:.4f}  loss {result.test_loss:.4f}")
+            return
+        s = result.scores
+        scoring = f"  scoring {s.scoring_seconds:.2f}s ({s.method}, {s.evaluations} evals)" if s else ""
+        rejected = f"  set aside: {', '.join(sorted(s.rejected))}" if s and s.rejected else ""
+        bar.write(
+            f"round {result.server_round}/{total}  test accuracy {result.test_accuracy:.4f}  "
+            f"loss {result.test_loss:.4f}{scoring}{rejected}"
+        )
+        bar.update(1)
+
+    if quiet:
+        logging.getLogger("flwr").setLevel(logging.ERROR)
+        os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+        warnings.filterwarnings("ignore")
+    try:
+        run_simulation(
+            server_app=build_server_app(config, run_dir, on_round=on_round, on_finish=outcome.update),
+            client_app=build_client_app(config),
+            num_supernodes=config.data.institutions,
+            backend_config={
+                "client_resources": {
+                    "num_cpus": config.simulation.client_cpus,
+                    "num_gpus": config.simulation.client_gpus,
+                },
+                "init_args": {"logging_level": "ERROR", "log_to_driver": not quiet},
+            },
+            verbose_logging=not quiet,
+        )
+    finally:
+        bar.close()
+    if not outcome:
+        raise SimulationFailed(f"the federated run stopped before finishing; see {run_dir} and rerun with --verbose")
+    return outcome

@@ -1,0 +1,87 @@
+"""The utility of a subset of a round's updates: the validation metric of the model they aggregate to.
+
+How subset models are formed: the wrapped Flower strategy aggregates the subset exactly as it aggregates the
+whole round (FedAvg and FedProx: the weighted mean; Krum / MultiKrum: their selection among the subset;
+Bulyan, FedTrimmedAvg, FedMedian: their robust rule over the subset; FedAdam: its server-optimiser step from the
+round's optimiser state, on a copy so scoring never moves the real state). Where a robust rule cannot run on
+a subset that small (Bulyan needs at least 4f + 3 updates, FedTrimmedAvg fails when beta trims everything), the
+subset's weighted mean stands in. The empty subset is the round's starting global model.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, Message
+from flwr.serverapp.strategy import FedAvgM, Strategy
+from flwr.serverapp.strategy.fedopt import FedOpt
+from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
+from torch import nn
+
+from fedlearn.replies import EXAMPLES_KEY
+
+
+class SubsetAggregator:
+    """Aggregates any subset of one round's accepted replies with the wrapped strategy's own rule."""
+
+    def __init__(self, strategy: Strategy, server_round: int, replies: list[Message], start: ArrayRecord):
+        # Server-optimiser strategies keep state that one aggregation advances: keep the state the round
+        # started from (build this before the real aggregation) and aggregate every subset on a copy of it.
+        self._stateful = isinstance(strategy, (FedOpt, FedAvgM))
+        self._strategy = copy.deepcopy(strategy) if self._stateful else strategy
+        self._round = server_round
+        self._replies = replies
+        self._start = start
+
+    def __call__(self, subset: frozenset[int]) -> ArrayRecord:
+        if not subset:
+            return self._start
+        chosen = [self._replies[i] for i in sorted(subset)]
+        strategy = copy.deepcopy(self._strategy) if self._stateful else self._strategy
+        flwr_logger = logging.getLogger("flwr")
+        level = flwr_logger.level
+        flwr_logger.setLevel(logging.ERROR)  # thousands of subset aggregations would flood the log
+        try:
+            arrays, _ = strategy.aggregate_train(self._round, chosen)
+        except Exception:  # noqa: BLE001 - a robust rule refusing a small subset
+            arrays = None
+        finally:
+            flwr_logger.setLevel(level)
+        if arrays is None:
+            arrays = aggregate_arrayrecords([m.content for m in chosen], EXAMPLES_KEY)
+        return arrays
+
+
+class ModelUtility:
+    """U(S) for a round: accuracy (or negative loss) on the server validation set of the subset's model."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        aggregate: Callable[[frozenset[int]], ArrayRecord],
+        X: np.ndarray,
+        y: np.ndarray,
+        metric: str = "accuracy",
+        device: torch.device | None = None,
+    ):
+        self._model = model
+        self._aggregate = aggregate
+        self._device = device or torch.device("cpu")
+        self._X = torch.as_tensor(X, dtype=torch.float32, device=self._device)
+        self._y = torch.as_tensor(y, dtype=torch.long, device=self._device)
+        self._metric = metric
+        self._model.to(self._device)
+
+    @torch.no_grad()
+    def __call__(self, subset: frozenset[int]) -> float:
+        arrays = self._aggregate(subset)
+        self._model.load_state_dict(arrays.to_torch_state_dict())
+        self._model.eval()
+        logits = self._model(self._X)
+        if self._metric == "neg_loss":
+            return -float(nn.functional.cross_entropy(logits, self._y))
+        return float((logits.argmax(dim=1) == self._y).float().mean())

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Creates .venv and installs fedlearn with its development tools. Idempotent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+# The CPU build of torch first: an unpinned torch would pull a multi-GB CUDA build.
+# Users with GPUs install their own torch before running this script.
+if ! .venv/bin/python -c "import torch" 2>/dev/null; then
+  .venv/bin/pip install -q "torch==2.13.0"
+fi
+.venv/bin/pip install -q -e ".[dev]"
