@@ -29,7 +29,7 @@ from fedlearn.replies import EXAMPLES_KEY, METRICS_KEY, Rejection, institution_o
 from fedlearn.scoring import score_round
 from fedlearn.valuation import ModelUtility, SubsetAggregator
 
-log = logging.getLogger("fedlearn")
+log = logging.getLogger("flwr")  # shown with Flower's own lines under `flwr run`
 
 
 def build_flower_strategy(config: RunConfig) -> Strategy:

@@ -18,7 +18,7 @@ from fedlearn.rundir import RoundResult, RunRecorder, new_run_dir
 from fedlearn.strategy import ScoredStrategy, build_flower_strategy
 from fedlearn.training import evaluate
 
-log = logging.getLogger("fedlearn")
+log = logging.getLogger("flwr")  # shown with Flower's own lines under `flwr run`
 
 
 def log_round(result: RoundResult, total: int) -> None:
