@@ -34,13 +34,15 @@ class SubsetAggregator:
         self._stateful = isinstance(strategy, (FedOpt, FedAvgM))
         self._strategy = copy.deepcopy(strategy) if self._stateful else strategy
         self._round = server_round
-        self._replies = replies
+        # FedMedian, FedTrimmedAvg and Bulyan pop arrays out of the replies they aggregate: keep pristine
+        # copies (taken before the real aggregation) and hand each aggregation copies of its own.
+        self._replies = [copy.deepcopy(m) for m in replies]
         self._start = start
 
     def __call__(self, subset: frozenset[int]) -> ArrayRecord:
         if not subset:
             return self._start
-        chosen = [self._replies[i] for i in sorted(subset)]
+        chosen = [copy.deepcopy(self._replies[i]) for i in sorted(subset)]
         strategy = copy.deepcopy(self._strategy) if self._stateful else self._strategy
         flwr_logger = logging.getLogger("flwr")
         level = flwr_logger.level

@@ -1,0 +1,48 @@
+"""Shared fixtures: Flower messages built outside a running federation."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.supercore.task_identity import TaskIdentity
+
+from fedlearn.replies import ARRAYS_KEY, EXAMPLES_KEY, INSTITUTION_KEY, META_KEY, METRICS_KEY
+
+ReplyFactory = Callable[..., Message]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _task_identity() -> None:
+    # Messages need a run identity; Flower's engines set it, a unit test must.
+    TaskIdentity.run_id = 1
+    TaskIdentity.task_id = 1
+    TaskIdentity.node_id = 0
+
+
+def arrays_of(values: dict[str, np.ndarray]) -> ArrayRecord:
+    return ArrayRecord({k: Array(np.asarray(v)) for k, v in values.items()})
+
+
+@pytest.fixture
+def make_reply() -> ReplyFactory:
+    """``make_reply(arrays, examples, institution, node_id)`` → a training reply as a ClientApp sends it."""
+
+    def factory(
+        arrays: dict[str, np.ndarray],
+        examples: float = 10,
+        institution: str | None = "hospital-01",
+        node_id: int = 7,
+    ) -> Message:
+        instruction = Message(content=RecordDict(), dst_node_id=node_id, message_type="train")
+        content = RecordDict({
+            ARRAYS_KEY: arrays_of(arrays),
+            METRICS_KEY: MetricRecord({EXAMPLES_KEY: examples, "train-loss": 0.5}),
+        })
+        if institution is not None:
+            content[META_KEY] = ConfigRecord({INSTITUTION_KEY: institution})
+        return Message(content=content, reply_to=instruction)
+
+    return factory

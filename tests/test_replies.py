@@ -1,0 +1,70 @@
+"""Reply checks: a bad reply is set aside with a reason naming the institution, never aggregated."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from flwr.app import Error, Message, RecordDict
+
+from fedlearn.replies import check_reply, institution_of, partition_replies
+from tests.conftest import ReplyFactory, arrays_of
+
+REFERENCE = arrays_of({"w": np.zeros((2, 3), np.float32), "b": np.zeros(2, np.float32)})
+
+
+def good(**overrides: np.ndarray) -> dict[str, np.ndarray]:
+    arrays = {"w": np.ones((2, 3), np.float32), "b": np.ones(2, np.float32)}
+    arrays.update(overrides)
+    return arrays
+
+
+def test_a_well_formed_reply_passes(make_reply: ReplyFactory) -> None:
+    assert check_reply(make_reply(good()), REFERENCE) is None
+
+
+@pytest.mark.parametrize(
+    ("arrays", "examples", "expected"),
+    [
+        (good(w=np.ones((3, 2), np.float32)), 10, "has shape (3, 2), expected (2, 3)"),
+        (good(w=np.full((2, 3), np.nan, np.float32)), 10, "NaN or Inf"),
+        (good(b=np.array([np.inf, 0], np.float32)), 10, "NaN or Inf"),
+        (good(b=np.array([1, 2], np.int64)), 10, "expected a float type"),
+        ({"w": np.ones((2, 3), np.float32)}, 10, "array names differ"),
+        (good(), 0, "is not a positive count"),
+        (good(), -5, "is not a positive count"),
+        (good(), float("nan"), "is not a positive count"),
+        (good(), 10**12, "is not a positive count"),
+    ],
+)
+def test_bad_replies_are_rejected_with_a_reason(
+    make_reply: ReplyFactory, arrays: dict[str, np.ndarray], examples: float, expected: str
+) -> None:
+    reason = check_reply(make_reply(arrays, examples=examples), REFERENCE)
+    assert reason is not None and expected in reason
+
+
+def test_reply_without_an_institution_name_is_rejected(make_reply: ReplyFactory) -> None:
+    reply = make_reply(good(), institution=None, node_id=42)
+    assert check_reply(reply, REFERENCE) == "reply names no institution"
+    assert institution_of(reply) == "node-42"
+
+
+def test_client_error_reply_is_rejected() -> None:
+    instruction = Message(content=RecordDict(), dst_node_id=3, message_type="train")
+    reply = Message(Error(code=0, reason="out of memory"), reply_to=instruction)
+    assert check_reply(reply, REFERENCE) == "client error: out of memory"
+
+
+def test_partition_sorts_by_name_and_rejects_duplicates(make_reply: ReplyFactory) -> None:
+    replies = [
+        make_reply(good(), institution="hospital-03"),
+        make_reply(good(), institution="hospital-01"),
+        make_reply(good(w=np.full((2, 3), np.nan, np.float32)), institution="hospital-02"),
+        make_reply(good(), institution="hospital-01"),
+    ]
+    accepted, rejected = partition_replies(replies, REFERENCE)
+    assert [institution_of(m) for m in accepted] == ["hospital-01", "hospital-03"]
+    assert {(r.institution, r.reason.split(":")[0]) for r in rejected} == {
+        ("hospital-02", "array 'w' holds NaN or Inf"),
+        ("hospital-01", "institution replied twice in one round"),
+    }

@@ -1,0 +1,152 @@
+"""ScoredStrategy: checks replies, lets the wrapped Flower strategy aggregate, scores every institution."""
+
+from __future__ import annotations
+
+import copy
+import re
+
+import numpy as np
+import pytest
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Message
+from flwr.serverapp.strategy import FedAdam
+
+from fedlearn.config import STRATEGY_NAMES, RunConfig
+from fedlearn.errors import ConfigError
+from fedlearn.models import init_model
+from fedlearn.strategy import ScoredStrategy, build_flower_strategy
+from tests.conftest import ReplyFactory
+
+FEATURES, CLASSES = 4, 3
+
+
+class LoopbackGrid:
+    """Just enough of a Grid for ``configure_train``: a fixed set of connected nodes."""
+
+    def __init__(self, n: int) -> None:
+        self.nodes = list(range(1, n + 1))
+
+    def get_node_ids(self) -> list[int]:
+        return self.nodes
+
+
+def make_config(strategy: str = "fedavg", method: str = "shapley", n: int = 5, **strategy_keys: object) -> RunConfig:
+    return RunConfig.load(overrides=[
+        f"strategy.name='{strategy}'", f"scoring.method='{method}'", f"data.institutions={n}",
+        "model.name='logreg'", *[f"strategy.{k}={v}" for k, v in strategy_keys.items()],
+    ])
+
+
+def validation_set(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(120, FEATURES)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(np.int64) + (X[:, 1] > 1).astype(np.int64)
+    return X, y
+
+
+def institution_updates(make_reply: ReplyFactory, start: ArrayRecord, n: int, seed: int = 1) -> list[Message]:
+    """n replies: the global model moved by a different random step for each institution."""
+    rng = np.random.default_rng(seed)
+    base = {k: v.numpy() for k, v in start.items()}
+    return [
+        make_reply({k: (v + rng.normal(scale=0.5, size=v.shape)).astype(np.float32) for k, v in base.items()},
+                   examples=int(rng.integers(10, 100)), institution=f"hospital-{i + 1:02d}", node_id=i + 1)
+        for i in range(n)
+    ]
+
+
+def scored(config: RunConfig) -> tuple[ScoredStrategy, ArrayRecord]:
+    model = init_model(config.model, FEATURES, CLASSES, seed=0)
+    strategy = ScoredStrategy(build_flower_strategy(config), copy.deepcopy(model), validation_set(), config)
+    start = ArrayRecord(model.state_dict())
+    list(strategy.configure_train(1, start, ConfigRecord(), LoopbackGrid(config.data.institutions)))
+    return strategy, start
+
+
+def test_aggregate_equals_the_wrapped_strategy_and_every_institution_is_scored(make_reply: ReplyFactory) -> None:
+    # Prepare
+    config = make_config()
+    strategy, start = scored(config)
+    replies = institution_updates(make_reply, start, 5)
+    plain = build_flower_strategy(config)
+    # Execute
+    arrays, _ = strategy.aggregate_train(1, replies)
+    expected, _ = plain.aggregate_train(1, replies)
+    # Assert
+    assert arrays is not None and expected is not None
+    for key in expected.keys():
+        np.testing.assert_allclose(arrays[key].numpy(), expected[key].numpy(), rtol=1e-6)
+    record = strategy.book.rounds[-1]
+    assert sorted(record.scores) == [f"hospital-{i:02d}" for i in range(1, 6)]
+    assert record.evaluations == 2**5  # exact Shapley evaluates every subset once
+
+
+def test_shapley_scores_sum_to_the_rounds_gain(make_reply: ReplyFactory) -> None:
+    config = make_config()
+    strategy, start = scored(config)
+    replies = institution_updates(make_reply, start, 5)
+    arrays, _ = strategy.aggregate_train(1, replies)
+    assert arrays is not None
+    model = init_model(config.model, FEATURES, CLASSES, seed=0)
+    X, y = validation_set()
+
+    def accuracy(record: ArrayRecord) -> float:
+        model.load_state_dict(record.to_torch_state_dict())
+        with torch.no_grad():
+            return float((model(torch.as_tensor(X)).argmax(1) == torch.as_tensor(y)).float().mean())
+
+    gain = accuracy(arrays) - accuracy(start)
+    assert sum(strategy.book.rounds[-1].scores.values()) == pytest.approx(gain, abs=1e-9)
+
+
+def test_a_bad_reply_scores_zero_and_the_round_goes_on(make_reply: ReplyFactory) -> None:
+    config = make_config(method="loo")
+    strategy, start = scored(config)
+    replies = institution_updates(make_reply, start, 4)
+    poisoned = {k: np.full(v.numpy().shape, np.nan, np.float32) for k, v in start.items()}
+    replies.append(make_reply(poisoned, examples=50, institution="hospital-05", node_id=5))
+
+    arrays, _ = strategy.aggregate_train(1, replies)
+    expected, _ = build_flower_strategy(config).aggregate_train(1, replies[:4])
+
+    assert arrays is not None and expected is not None
+    assert np.isfinite(arrays["weight"].numpy()).all()
+    np.testing.assert_allclose(arrays["weight"].numpy(), expected["weight"].numpy(), rtol=1e-6)
+    record = strategy.book.rounds[-1]
+    assert record.scores["hospital-05"] == 0.0
+    assert "NaN" in record.rejected["hospital-05"]
+    assert "hospital-05" not in record.num_examples
+
+
+@pytest.mark.parametrize("name", STRATEGY_NAMES)
+def test_every_named_strategy_aggregates_and_scores(make_reply: ReplyFactory, name: str) -> None:
+    config = make_config(strategy=name, method="gtg", n=7, num_malicious=1)
+    strategy, start = scored(config)
+    arrays, _ = strategy.aggregate_train(1, institution_updates(make_reply, start, 7))
+    assert arrays is not None
+    record = strategy.book.rounds[-1]
+    assert len(record.scores) == 7 and all(np.isfinite(v) for v in record.scores.values())
+
+
+def test_scoring_does_not_move_a_server_optimisers_state(make_reply: ReplyFactory) -> None:
+    config = make_config(strategy="fedadam")
+    strategy, start = scored(config)
+    replies = institution_updates(make_reply, start, 5)
+    plain = build_flower_strategy(config)
+    assert isinstance(plain, FedAdam)
+    list(plain.configure_train(1, start, ConfigRecord(), LoopbackGrid(5)))
+
+    for server_round in (1, 2):  # the second round exposes any state the first round's scoring moved
+        arrays, _ = strategy.aggregate_train(server_round, replies)
+        expected, _ = plain.aggregate_train(server_round, replies)
+        assert arrays is not None and expected is not None
+        np.testing.assert_allclose(arrays["weight"].numpy(), expected["weight"].numpy(), rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("name", "n", "f", "message"),
+    [("bulyan", 6, 1, "needs at least 4f + 3"), ("krum", 4, 1, "more than 2f + 2")],
+)
+def test_robust_strategies_refuse_too_many_malicious(name: str, n: int, f: int, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        build_flower_strategy(make_config(strategy=name, n=n, num_malicious=f))
