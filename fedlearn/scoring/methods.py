@@ -1,0 +1,44 @@
+"""Scoring methods by name, as configuration and the CLI spell them."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import numpy as np
+
+from fedlearn.errors import ScoringError
+from fedlearn.scoring._validate import check_players
+from fedlearn.scoring.gtg import gtg_shapley
+from fedlearn.scoring.loo import leave_one_out
+from fedlearn.scoring.result import ScoreResult
+from fedlearn.scoring.shapley import exact_shapley
+from fedlearn.scoring.utility import Utility
+
+SCORING_METHODS: tuple[str, ...] = ("loo", "shapley", "gtg", "none")
+
+# Keyword options gtg_shapley accepts besides rng; checked for every method so that a misspelt
+# option fails even while another method is configured.
+GTG_OPTIONS: frozenset[str] = frozenset(
+    name
+    for name, p in inspect.signature(gtg_shapley).parameters.items()
+    if p.kind is inspect.Parameter.KEYWORD_ONLY and name != "rng"
+)
+
+
+def score_round(
+    method: str, n: int, utility: Utility, *, rng: np.random.Generator, **gtg_options: Any
+) -> ScoreResult:
+    """Score one round's n players with the named method; ``gtg_options`` only affect "gtg"."""
+    unknown = sorted(set(gtg_options) - GTG_OPTIONS)
+    if unknown:
+        raise ScoringError(f"unknown GTG option(s) {', '.join(unknown)}; valid: {', '.join(sorted(GTG_OPTIONS))}")
+    if method == "loo":
+        return leave_one_out(n, utility)
+    if method == "shapley":
+        return exact_shapley(n, utility)
+    if method == "gtg":
+        return gtg_shapley(n, utility, rng=rng, **gtg_options)
+    if method == "none":
+        return ScoreResult(np.zeros(check_players(n)), 0, "none")
+    raise ScoringError(f"unknown scoring method {method!r}; valid: {', '.join(SCORING_METHODS)}")

@@ -1,0 +1,48 @@
+"""A memoising wrapper around the round's utility: every evaluation is a model evaluation."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+
+from fedlearn.errors import ScoringError
+
+Utility = Callable[[frozenset[int]], float]
+
+
+class CachedUtility:
+    """Caches ``utility(subset)`` by frozenset and counts distinct evaluations.
+
+    Scoring methods wrap their utility in one of these (or reuse the one they are given, see
+    :meth:`wrap`), so that no subset is ever evaluated twice, and report how many evaluations
+    they caused as the difference of :attr:`evaluations` before and after.
+    """
+
+    def __init__(self, utility: Utility) -> None:
+        self._utility = utility
+        self._cache: dict[frozenset[int], float] = {}
+
+    @classmethod
+    def wrap(cls, utility: Utility) -> CachedUtility:
+        """Return ``utility`` itself when it already caches, so callers can share one cache."""
+        return utility if isinstance(utility, CachedUtility) else cls(utility)
+
+    @property
+    def evaluations(self) -> int:
+        """Distinct subsets evaluated so far."""
+        return len(self._cache)
+
+    def __contains__(self, subset: Iterable[int]) -> bool:
+        return frozenset(subset) in self._cache
+
+    def __call__(self, subset: Iterable[int]) -> float:
+        key = subset if isinstance(subset, frozenset) else frozenset(subset)
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached
+        value = float(self._utility(key))
+        if not math.isfinite(value):
+            # A NaN would silently poison every score of the round; fail loudly instead.
+            raise ScoringError(f"utility of subset {sorted(key)} is {value}, not a finite number")
+        self._cache[key] = value
+        return value
