@@ -1,0 +1,68 @@
+"""The committed contract artifacts (ABI and bytecode): running never needs a compiler."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from fedlearn.errors import ChainError
+
+TOKEN = "ContributionToken"
+DISTRIBUTOR = "RewardDistributor"
+CONTRACT_NAMES: tuple[str, ...] = (TOKEN, DISTRIBUTOR)
+
+
+def contracts_dir() -> Path:
+    """The contracts/ folder: $FEDLEARN_CONTRACTS_DIR, else the one beside the package."""
+    override = os.environ.get("FEDLEARN_CONTRACTS_DIR")
+    return Path(override) if override else Path(__file__).resolve().parents[2] / "contracts"
+
+
+def artifacts_dir() -> Path:
+    return contracts_dir() / "artifacts"
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One compiled contract."""
+
+    name: str
+    abi: list[dict[str, Any]]
+    bytecode: str
+    deployed_bytecode: str
+    sha256: str  # of the artifact file, recorded in deployment files to tell which build was deployed
+
+
+@lru_cache(maxsize=None)
+def _load(path: Path) -> Artifact:
+    try:
+        raw = path.read_bytes()
+        data = json.loads(raw)
+        return Artifact(
+            name=data["contractName"],
+            abi=data["abi"],
+            bytecode=data["bytecode"],
+            deployed_bytecode=data["deployedBytecode"],
+            sha256=hashlib.sha256(raw).hexdigest(),
+        )
+    except FileNotFoundError:
+        raise ChainError(f"missing contract artifact {path} (run `fedlearn contracts build`)") from None
+    except (ValueError, KeyError) as exc:
+        raise ChainError(f"unreadable contract artifact {path}: {exc}") from None
+
+
+def load_artifact(name: str) -> Artifact:
+    """The committed artifact of contract `name`."""
+    if name not in CONTRACT_NAMES:
+        raise ChainError(f"unknown contract {name!r}; known: {', '.join(CONTRACT_NAMES)}")
+    return _load(artifacts_dir() / f"{name}.json")
+
+
+def all_abis() -> list[list[dict[str, Any]]]:
+    """Every contract's ABI, for decoding reverts whichever contract raised them."""
+    return [load_artifact(name).abi for name in CONTRACT_NAMES]

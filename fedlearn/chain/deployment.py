@@ -1,0 +1,125 @@
+"""Deploys the token and the distributor and records where they live in a JSON deployment file."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from eth_utils import is_address, to_checksum_address
+from web3.contract import Contract
+
+from fedlearn.chain.artifacts import DISTRIBUTOR, TOKEN, load_artifact
+from fedlearn.chain.session import ChainSession
+from fedlearn.chain.transactions import deploy_contract
+from fedlearn.errors import ChainError
+
+DEFAULT_UNSTAKE_DELAY_S = 7 * 24 * 3600
+FORMAT = "fedlearn-deployment-1"
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """Where the contracts of one federation live."""
+
+    chain_id: int
+    token: str
+    distributor: str
+    block: int  # the distributor's deployment block: where event scans start
+    admin: str
+    coordinator: str
+    unstake_delay: int
+    artifacts: dict[str, str] = field(default_factory=dict)  # contract name -> sha256 of its artifact file
+    backend: str = ""
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(json.dumps({"format": FORMAT, **asdict(self)}, indent=2) + "\n")
+        tmp.replace(path)  # atomic: a reader never sees half a file
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, chain_id: int | None = None) -> Deployment:
+        """Reads a deployment file; with `chain_id`, refuses one written for another chain."""
+        try:
+            data = json.loads(Path(path).read_text())
+        except OSError as exc:
+            raise ChainError(f"cannot read deployment file {path}: {exc.strerror}") from None
+        except ValueError:
+            raise ChainError(f"deployment file {path} is not JSON") from None
+        if not isinstance(data, dict) or data.pop("format", None) != FORMAT:
+            raise ChainError(f"{path} is not a fedlearn deployment file")
+        try:
+            deployment = cls(**data)
+        except TypeError as exc:
+            raise ChainError(f"deployment file {path} is malformed: {exc}") from None
+        for name in ("token", "distributor", "admin", "coordinator"):
+            if not is_address(getattr(deployment, name)):
+                raise ChainError(f"deployment file {path} has an invalid {name} address")
+        if chain_id is not None and deployment.chain_id != chain_id:
+            raise ChainError(f"deployment {path} is for chain id {deployment.chain_id}, connected to {chain_id}")
+        return deployment
+
+    def check(self, session: ChainSession) -> None:
+        """Raises unless the session's chain is this deployment's and the distributor has code there."""
+        if session.chain_id != self.chain_id:
+            raise ChainError(f"deployment is for chain id {self.chain_id}, connected to chain id {session.chain_id}")
+        if not session.w3.eth.get_code(to_checksum_address(self.distributor)):
+            raise ChainError(f"no contract at {self.distributor} on chain {session.chain_id}: was the node reset?")
+
+
+def token_contract(session: ChainSession, deployment: Deployment) -> Contract:
+    return session.w3.eth.contract(address=to_checksum_address(deployment.token), abi=load_artifact(TOKEN).abi)
+
+
+def distributor_contract(session: ChainSession, deployment: Deployment) -> Contract:
+    return session.w3.eth.contract(
+        address=to_checksum_address(deployment.distributor), abi=load_artifact(DISTRIBUTOR).abi
+    )
+
+
+def deploy(
+    session: ChainSession,
+    *,
+    admin: str | None = None,
+    coordinator: str | None = None,
+    unstake_delay: int = DEFAULT_UNSTAKE_DELAY_S,
+    name: str = "Contribution Token",
+    symbol: str = "CTB",
+) -> Deployment:
+    """Deploys the token (minted by `admin`) and the distributor (`admin` funds and pauses, `coordinator`
+    settles and slashes); both default to the session's account."""
+    admin = to_checksum_address(admin) if admin else session.address
+    coordinator = to_checksum_address(coordinator) if coordinator else session.address
+    if not 0 <= unstake_delay < 2**64:
+        raise ChainError(f"unstake delay must be in [0, 2**64) seconds, got {unstake_delay}")
+    token_art, dist_art = load_artifact(TOKEN), load_artifact(DISTRIBUTOR)
+    w3 = session.w3
+    token_tx = deploy_contract(
+        session, w3.eth.contract(abi=token_art.abi, bytecode=token_art.bytecode), [name, symbol, admin], "deploying token"
+    )
+    token = token_tx.receipt["contractAddress"]
+    dist_tx = deploy_contract(
+        session,
+        w3.eth.contract(abi=dist_art.abi, bytecode=dist_art.bytecode),
+        [token, admin, coordinator, unstake_delay],
+        "deploying distributor",
+    )
+    return Deployment(
+        chain_id=session.chain_id,
+        token=to_checksum_address(token),
+        distributor=to_checksum_address(dist_tx.receipt["contractAddress"]),
+        block=dist_tx.block,
+        admin=admin,
+        coordinator=coordinator,
+        unstake_delay=unstake_delay,
+        artifacts={TOKEN: token_art.sha256, DISTRIBUTOR: dist_art.sha256},
+        backend=session.backend,
+    )
+
+
+def as_dict(deployment: Deployment) -> dict[str, Any]:
+    return asdict(deployment)
