@@ -110,8 +110,9 @@ def settle_round(
     on_chain_hash, on_chain_root = call(dist.functions.roundOf(round), "reading round")
     if on_chain_root != ZERO32:
         if on_chain_root == tree.root and on_chain_hash == model_hash:
-            settled_total = call(dist.functions.totalSettled(), "reading totals")
-            return Settlement(round, model_hash, tree.root, tree.total - settled_total, tree, None)
+            logs = dist.events.RoundSettled().get_logs(from_block=deployment.block, argument_filters={"round": round})
+            total = int(logs[0]["args"]["roundTotal"]) if logs else 0
+            return Settlement(round, model_hash, tree.root, total, tree, None)
         raise ChainError(
             f"round {round} is already settled with root 0x{on_chain_root.hex()} and model hash "
             f"0x{on_chain_hash.hex()}, not 0x{tree.root.hex()} and 0x{model_hash.hex()}"

@@ -120,6 +120,34 @@ def load_private_key(
         raise ChainError(f"private key in ${env} is malformed: expected 32 bytes of hex") from None
 
 
+def save_state(session: ChainSession, path: str | Path) -> Path:
+    """Writes an eth-tester chain's whole database to `path` (JSON), so a later process can go on with it."""
+    if not session.is_eth_tester:
+        raise ChainError("only an eth-tester chain has a state file; a JSON-RPC node keeps its own state")
+    backend = session.w3.provider.ethereum_tester.backend  # type: ignore[attr-defined]
+    store = backend.chain.chaindb.db.wrapped_db.kv_store
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps({"chain_id": session.chain_id, "kv": {k.hex(): v.hex() for k, v in store.items()}}))
+    tmp.replace(path)
+    return path
+
+
+def _load_state(w3: Web3, path: Path) -> None:
+    try:
+        data = json.loads(path.read_text())
+        kv = {bytes.fromhex(k): bytes.fromhex(v) for k, v in data["kv"].items()}
+    except (OSError, ValueError, KeyError, AttributeError) as exc:
+        raise ChainError(f"cannot read eth-tester state file {path}: {exc}") from None
+    backend = w3.provider.ethereum_tester.backend  # type: ignore[attr-defined]
+    db = backend.chain.chaindb.db
+    db.wrapped_db.kv_store.clear()
+    db.wrapped_db.kv_store.update(kv)
+    # A chain object reads its head from the database it is built on.
+    backend.chain = type(backend.chain)(db)
+
+
 def _eth_tester_web3(institutions: int) -> Web3:
     from eth_tester import EthereumTester, PyEVMBackend
     from eth_tester.backends.pyevm.main import get_default_account_state
@@ -144,14 +172,18 @@ def connect(
     password_file: str | Path | None = None,
     expected_chain_id: int | None = None,
     institutions: int = 0,
+    state_file: str | Path | None = None,
     timeout: float = 10.0,
 ) -> ChainSession:
     """Connects to `backend`: "eth-tester" (a fresh in-memory chain whose dev account 0 signs, with the first
-    `institutions` simulated institution accounts funded in the genesis) or an http(s) JSON-RPC URL, signing with
+    `institutions` simulated institution accounts funded in the genesis, or the chain saved in `state_file` when
+    that exists, see save_state) or an http(s) JSON-RPC URL, signing with
     `account` or the key from `key_env` / `keystore`. Raises ChainError when the node cannot be reached or its
     chain id is not `expected_chain_id`."""
     if backend == ETH_TESTER:
         w3 = _eth_tester_web3(institutions)
+        if state_file is not None and Path(state_file).exists():
+            _load_state(w3, Path(state_file))
         signer = account or dev_account(0)
     else:
         if not backend.startswith(("http://", "https://")):
@@ -161,7 +193,14 @@ def connect(
     try:
         chain_id = int(w3.eth.chain_id)
     except Exception as exc:  # requests' connection errors, JSON-RPC errors, timeouts
-        reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        import requests
+
+        if isinstance(exc, requests.exceptions.Timeout):
+            reason = f"no answer within {timeout:g} s"
+        elif isinstance(exc, requests.exceptions.ConnectionError):
+            reason = "connection refused or host unreachable"
+        else:
+            reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
         raise ChainError(f"cannot reach JSON-RPC node at {backend}: {reason}") from None
     if expected_chain_id is not None and chain_id != expected_chain_id:
         raise ChainError(f"wrong chain: {backend} has chain id {chain_id}, expected {expected_chain_id}")

@@ -1,0 +1,87 @@
+"""The chain commands end to end on eth-tester, each in its own parse (the chain kept in the state file)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+
+from fedlearn import chain
+from fedlearn.chain.cli import register
+from fedlearn.errors import ChainError
+
+MODEL = "0x" + "ab" * 32
+
+
+def run(*argv: str) -> int:
+    parser = argparse.ArgumentParser(prog="fedlearn")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(list(argv))
+    return args.handler(args)
+
+
+@pytest.fixture
+def deployed(tmp_path: Path) -> Path:
+    path = tmp_path / "deployment.json"
+    assert run("chain", "deploy", "--deployment", str(path), "--unstake-delay", "0") == 0
+    assert run("chain", "fund", "--deployment", str(path), "--amount", "1e6") == 0
+    return path
+
+
+def test_deploy_settle_claim_stake_slash_from_the_cli(deployed: Path, tmp_path: Path, capsys) -> None:
+    d = ["--deployment", str(deployed)]
+    accounts = [a.address for a in chain.institution_accounts(3)]
+    rewards = tmp_path / "r1.json"
+    rewards.write_text(json.dumps({a: str(100 * (i + 1)) for i, a in enumerate(accounts)}))
+    assert run("chain", "settle", *d, "--round", "1", "--model-hash", MODEL, "--rewards", str(rewards)) == 0
+    tree = deployed.parent / "trees" / "round-1.json"
+    assert tree.exists()
+    assert run("chain", "settle", *d, "--round", "1", "--model-hash", MODEL, "--rewards", str(rewards)) == 0
+    assert "already on chain, nothing sent" in capsys.readouterr().out
+    # Institution 1 claims for itself (it has gas from the genesis top-up), then stakes what it got.
+    assert run("claim", *d, "--institution", "1", "--tree", str(tree)) == 0
+    assert run("chain", "stake", *d, "--institution", "1", "--amount", "150") == 0
+    assert run("chain", "slash", *d, "--account", accounts[1], "--amount", "50", "--evidence", MODEL) == 0
+    assert run("chain", "unstake", *d, "--institution", "1", "--amount", "100") == 0
+    assert run("chain", "withdraw", *d, "--institution", "1") == 0
+    capsys.readouterr()
+    assert run("chain", "status", *d, "--json") == 0
+    state = json.loads(capsys.readouterr().out)
+    assert state["last_round"] == 1 and state["total_claimed"] == 200 and state["total_slashed"] == 50
+    assert state["stakes"][accounts[1]]["active"] == 0
+
+
+def test_cli_bad_input_raises_one_line_chain_errors(deployed: Path, tmp_path: Path) -> None:
+    d = ["--deployment", str(deployed)]
+    account = chain.institution_accounts(1)[0].address
+    rewards = tmp_path / "r.json"
+    rewards.write_text(json.dumps({account: 10}))
+    assert run("chain", "settle", *d, "--round", "2", "--model-hash", MODEL, "--rewards", str(rewards)) == 0
+    tree = str(deployed.parent / "trees" / "round-2.json")
+    cases = [
+        (["chain", "settle", *d, "--round", "1", "--model-hash", MODEL, "--rewards", str(rewards)],
+         r"RoundNotIncreasing\(round=1, lastRound=2\)"),
+        (["claim", *d, "--account", account, "--tree", tree, "--amount", "11"], "above the cumulative 10 owed"),
+        (["claim", *d, "--account", account, "--amount", "10", "--proof", "0x" + "00" * 32], "InvalidProof"),
+        (["chain", "slash", *d, "--account", account, "--amount", "1", "--evidence", MODEL], "SlashExceedsStake"),
+        (["chain", "stake", *d, "--institution", "0", "--amount", "5"], "holds 0 tokens, needs 5"),
+        (["chain", "status", "--deployment", str(tmp_path / "none.json")], "no eth-tester state at"),
+        (["chain", "status", *d, "--chain-id", "1"], r"wrong chain: eth-tester has chain id \d+, expected 1"),
+        (["chain", "status", *d, "--rpc", "http://127.0.0.1:9"], "cannot reach JSON-RPC node"),
+        (["chain", "settle", *d, "--round", "3", "--model-hash", "0x12", "--rewards", str(rewards)],
+         "model hash must be 32 bytes"),
+        (["chain", "settle", *d, "--round", "3", "--model-hash", MODEL, "--rewards", str(tmp_path / "x")],
+         "cannot read rewards file"),
+    ]
+    for argv, message in cases:
+        with pytest.raises(ChainError, match=message) as err:
+            run(*argv)
+        assert "\n" not in str(err.value) and err.value.exit_code == 5
+
+
+def test_deploy_on_rpc_needs_a_well_formed_key(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("FEDLEARN_PRIVATE_KEY", "not-a-key")
+    with pytest.raises(ChainError, match=r"private key in \$FEDLEARN_PRIVATE_KEY is malformed"):
+        run("chain", "deploy", "--rpc", "http://127.0.0.1:9", "--deployment", str(tmp_path / "d.json"))

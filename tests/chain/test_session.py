@@ -1,0 +1,69 @@
+"""Connecting: unreachable nodes, wrong chain ids, malformed keys and keystore passwords are one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from eth_account import Account
+
+from fedlearn import chain
+from fedlearn.chain.session import load_private_key
+from fedlearn.errors import ChainError
+
+KEY = "0x" + "4c" * 32
+
+
+def test_unreachable_rpc(monkeypatch) -> None:
+    monkeypatch.setenv("FEDLEARN_PRIVATE_KEY", KEY)
+    with pytest.raises(ChainError, match=r"cannot reach JSON-RPC node at http://127.0.0.1:9: connection refused"):
+        chain.connect("http://127.0.0.1:9", timeout=2)
+
+
+def test_not_a_url() -> None:
+    with pytest.raises(ChainError, match="backend must be 'eth-tester' or an http"):
+        chain.connect("ganache")
+
+
+def test_wrong_chain_id() -> None:
+    with pytest.raises(ChainError, match=r"wrong chain: eth-tester has chain id \d+, expected 1$"):
+        chain.connect(chain.ETH_TESTER, expected_chain_id=1)
+
+
+@pytest.mark.parametrize("value", ["0x1234", "zz" * 32, ""])
+def test_malformed_private_key(monkeypatch, value: str) -> None:
+    monkeypatch.setenv("MY_KEY", value)
+    with pytest.raises(ChainError, match=r"(private key in \$MY_KEY is malformed|no signing key: set \$MY_KEY)"):
+        load_private_key(key_env="MY_KEY")
+
+
+def test_private_key_from_env(monkeypatch) -> None:
+    monkeypatch.setenv("MY_KEY", KEY)
+    assert load_private_key(key_env="MY_KEY").address == Account.from_key(KEY).address
+
+
+def test_keystore_password(tmp_path, monkeypatch) -> None:
+    keystore = tmp_path / "key.json"
+    keystore.write_text(json.dumps(Account.encrypt(KEY, "right", iterations=2)))
+    (tmp_path / "pw").write_text("right\n")
+    assert load_private_key(keystore=keystore, password_file=tmp_path / "pw").address == Account.from_key(KEY).address
+    monkeypatch.setenv("FEDLEARN_KEYSTORE_PASSWORD", "wrong")
+    with pytest.raises(ChainError, match=f"wrong password for keystore {keystore}"):
+        load_private_key(keystore=keystore)
+    monkeypatch.delenv("FEDLEARN_KEYSTORE_PASSWORD")
+    with pytest.raises(ChainError, match="needs its password in"):
+        load_private_key(keystore=keystore)
+    (tmp_path / "junk.json").write_text("{}")
+    with pytest.raises(ChainError, match="malformed keystore"):
+        load_private_key(keystore=tmp_path / "junk.json", password_file=tmp_path / "pw")
+
+
+def test_eth_tester_state_survives_a_new_process(tmp_path) -> None:
+    from fedlearn.chain.session import save_state
+
+    session = chain.connect()
+    deployment = chain.deploy(session)
+    chain.fund(session, deployment, 77)
+    save_state(session, tmp_path / "state.json")
+    again = chain.connect(state_file=tmp_path / "state.json")
+    assert chain.status(again, deployment).total_funded == 77
