@@ -42,7 +42,10 @@ def run_federation(
             bar.write(f"round 0/{total}  test accuracy {result.test_accuracy:.4f}  loss {result.test_loss:.4f}")
             return
         s = result.scores
-        scoring = f"  scoring {s.scoring_seconds:.2f}s ({s.method}, {s.evaluations} evals)" if s else ""
+        scoring = ""
+        if s is not None:
+            detail = "round gain below epsilon, no scores" if s.truncated else f"{s.evaluations} evals"
+            scoring = f"  scoring {s.scoring_seconds:.2f}s ({s.method}, {detail})"
         rejected = f"  set aside: {', '.join(sorted(s.rejected))}" if s and s.rejected else ""
         bar.write(
             f"round {result.server_round}/{total}  test accuracy {result.test_accuracy:.4f}  "

@@ -11,3 +11,5 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   .venv/bin/pip install -q "torch==2.13.0"
 fi
 .venv/bin/pip install -q -e ".[dev]"
+# Node packages for the contracts (solc-js, OpenZeppelin, anvil); running needs none of them.
+bash scripts/setup-chain.sh

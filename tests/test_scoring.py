@@ -211,11 +211,13 @@ def test_gtg_is_exact_on_additive_games(weights: list[float], seed: int) -> None
 @given(random_games(max_players=4), st.integers(0, 2**32 - 1))
 @settings(max_examples=50)
 def test_gtg_returns_exact_values_once_every_coalition_is_cached(game: tuple[int, list[float]], seed: int) -> None:
-    # A tolerance no sampling reaches: only covering all 2^n coalitions can stop it before the cap.
+    # Enough permutations that every coalition is met (a pair is missed by one block with probability 1/3 for
+    # n = 4, so by 20 blocks with probability 3e-10); from then on GTG must answer from the cache exactly.
     n, values = game
     values[-1] = values[0] + 1.0  # a round with gain, so it is not skipped
     result = gtg_shapley(
-        n, table_game(values), rng=np.random.default_rng(seed), within_round_epsilon=0.0, convergence_tolerance=1e-12
+        n, table_game(values), rng=np.random.default_rng(seed), within_round_epsilon=0.0,
+        convergence_tolerance=1e-12, min_permutations=40 * n,
     )
     np.testing.assert_allclose(result.values, exact_shapley(n, table_game(values)).values, atol=1e-9)
     assert result.evaluations == 1 << n

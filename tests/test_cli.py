@@ -1,0 +1,58 @@
+"""The command line: bad input ends in one line on stderr, a non-zero exit and no run directory."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+def fedlearn(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "fedlearn.cli", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=120)
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "fragment"),
+    [
+        (["--set", "data.dataset=mnist"], 3, "mnist"),
+        (["--set", "model.name=transformer"], 2, "unknown model.name 'transformer'"),
+        (["--set", "strategy.name=fedfoo"], 2, "unknown strategy.name 'fedfoo'"),
+        (["--set", "data.alpha=0"], 2, "data.alpha = 0.0 must be > 0"),
+        (["--set", "data.institutions=2000"], 3, "2000"),
+        (["--set", "run.colour=blue"], 2, "unknown config key 'run.colour'"),
+        (["--set", "data.dataset=/nonexistent/data.csv"], 3, "/nonexistent/data.csv"),
+        (["--set", "train.device=cuda:7"], 2, "train.device"),
+    ],
+)
+def test_bad_input_is_one_line_and_nonzero(tmp_path: Path, args: list[str], code: int, fragment: str) -> None:
+    if args[-1] == "train.device=cuda:7":
+        import torch
+
+        if torch.cuda.device_count() > 7:
+            pytest.skip("this machine has a cuda:7")
+    result = fedlearn("run", "--set", f"run.output_dir='{tmp_path / 'runs'}'", *args, cwd=tmp_path)
+    assert result.returncode == code, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fedlearn: error: ") and fragment in lines[0]
+    assert not (tmp_path / "runs").exists()
+
+
+def test_corrupt_data_file_and_missing_label_column(tmp_path: Path) -> None:
+    corrupt = tmp_path / "data.npz"
+    corrupt.write_bytes(b"not a zip archive")
+    result = fedlearn("run", "--set", f"data.dataset='{corrupt}'", cwd=tmp_path)
+    assert result.returncode == 3 and "data.npz" in result.stderr
+    table = tmp_path / "table.csv"
+    table.write_text("a,b,outcome\n" + "\n".join(f"{i},{i % 3},{i % 2}" for i in range(40)))
+    result = fedlearn("run", "--set", f"data.dataset='{table}'", "--set", "data.institutions=2", cwd=tmp_path)
+    assert result.returncode == 3 and "'label'" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_config_command_prints_the_effective_config(tmp_path: Path) -> None:
+    result = fedlearn("config", "--set", "run.rounds=9", cwd=tmp_path)
+    assert result.returncode == 0 and "rounds = 9" in result.stdout
+    np.testing.assert_equal(result.stderr, "")

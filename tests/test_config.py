@@ -1,0 +1,82 @@
+"""Config: TOML + overrides, validation with one-line errors naming the key and value."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fedlearn.config import RunConfig
+from fedlearn.errors import ConfigError
+
+
+def test_defaults_are_valid_and_round_trip_through_flat_keys() -> None:
+    config = RunConfig()
+    config.validate()
+    assert RunConfig.from_flat(config.flat()) == config
+    assert RunConfig.from_json(config.to_json()) == config
+
+
+def test_toml_file_then_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "run.toml"
+    path.write_text('[run]\nrounds = 7\n[data]\ndataset = "wine"\nalpha = 1\n')
+    config = RunConfig.load(path, ["run.rounds=3", "scoring.method=loo", "train.learning_rate=0.1"])
+    assert (config.run.rounds, config.data.dataset, config.data.alpha) == (3, "wine", 1.0)
+    assert (config.scoring.method, config.train.learning_rate) == ("loo", 0.1)
+
+
+def test_written_toml_reads_back(tmp_path: Path) -> None:
+    config = RunConfig.load(overrides=["data.partition='iid'", "strategy.name='krum'"])
+    path = tmp_path / "copy.toml"
+    path.write_text(config.to_toml())
+    assert RunConfig.load(path) == config
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["data.nope=1"], "unknown config key 'data.nope'"),
+        (["strategy.name=fedfoo"], "unknown strategy.name 'fedfoo'"),
+        (["model.name=resnet"], "unknown model.name 'resnet'"),
+        (["data.partition=zipf"], "unknown data.partition 'zipf'"),
+        (["scoring.method=banzhaf"], "unknown scoring.method 'banzhaf'"),
+        (["data.alpha=0"], "data.alpha = 0.0 must be > 0"),
+        (["data.alpha=-1"], "data.alpha = -1.0 must be > 0"),
+        (["run.rounds=0"], "run.rounds = 0 must be at least 1"),
+        (["run.rounds='three'"], "expects int, got 'three'"),
+        (["train.learning_rate=true"], "expects float, got True"),
+        (["data.validation_fraction=0.6", "data.test_fraction=0.5"], "plus data.validation_fraction must be < 1"),
+        (["scoring.method=shapley", "data.institutions=11"], "exceeds 10"),
+        (["strategy.fraction_train=1.5"], "strategy.fraction_train = 1.5 must be in (0, 1]"),
+        (["norun"], "is not of the form section.key=value"),
+    ],
+)
+def test_bad_values_name_the_key_and_value(overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        RunConfig.load(overrides=overrides)
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_missing_and_corrupt_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="config file not found"):
+        RunConfig.load(tmp_path / "absent.toml")
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[run\nrounds = ")
+    with pytest.raises(ConfigError, match="is not valid TOML"):
+        RunConfig.load(broken)
+    flat = tmp_path / "flat.toml"
+    flat.write_text("rounds = 3\n")
+    with pytest.raises(ConfigError, match="must be a \\[table\\]"):
+        RunConfig.load(flat)
+
+
+def test_flower_app_config_lists_every_key() -> None:
+    # `flwr run --run-config` refuses keys the app config does not list.
+    import tomllib
+
+    doc = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    app_config = doc["tool"]["flwr"]["app"]["config"]
+    flat = {f"{section}.{key}": value for section, table in app_config.items() for key, value in table.items()}
+    assert set(flat) == set(RunConfig().flat())
+    RunConfig.from_flat(flat)  # and the values are valid
