@@ -166,9 +166,9 @@ contract RewardDistributor is AccessControl, Pausable, ReentrancyGuardTransient 
      * @notice What round `round` recorded; both zero if it was never settled.
      * @param round The round number.
      * @return modelHash Hash of the round's global model.
-     * @return rewardsRoot The Merkle root of cumulative rewards after the round.
+     * @return root The Merkle root of cumulative rewards after the round.
      */
-    function roundOf(uint256 round) external view returns (bytes32 modelHash, bytes32 rewardsRoot) {
+    function roundOf(uint256 round) external view returns (bytes32 modelHash, bytes32 root) {
         Round storage r = _rounds[round];
         return (r.modelHash, r.rewardsRoot);
     }
