@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,12 @@ class SimulationFailed(FedlearnError):
 
 
 def run_federation(
-    config: RunConfig, *, run_dir: Path | None = None, quiet: bool = True, progress: bool = True
+    config: RunConfig,
+    *,
+    run_dir: Path | None = None,
+    quiet: bool = True,
+    progress: bool = True,
+    observer: Callable[[RoundResult, int], None] | None = None,
 ) -> dict[str, Any]:
     """Train ``config.run.rounds`` rounds over ``config.data.institutions`` simulated institutions."""
     # Import lazily: Flower and Ray take seconds to import, and config errors should not wait for them.
@@ -38,6 +44,8 @@ def run_federation(
     outcome: dict[str, Any] = {}
 
     def on_round(result: RoundResult, total: int) -> None:
+        if observer is not None:
+            observer(result, total)
         if result.server_round == 0:
             bar.write(f"round 0/{total}  test accuracy {result.test_accuracy:.4f}  loss {result.test_loss:.4f}")
             return
