@@ -3,38 +3,127 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from fedlearn.config import RunConfig
-from fedlearn.errors import FedlearnError
+from fedlearn.errors import ConfigError, FedlearnError
+from fedlearn.rewards import WEI_PER_TOKEN
 
 
 def _run(args: argparse.Namespace) -> int:
     from fedlearn.simulation import run_federation
 
-    config = RunConfig.load(args.config, args.set)
-    summary = run_federation(config, quiet=not args.verbose, progress=not args.no_progress)
+    if args.resume is not None:
+        config = _resume_config(args)
+        run_dir = args.resume
+    else:
+        config = RunConfig.load(args.config, args.set)
+        run_dir = None
+    if args.stop_after is not None and args.stop_after < 1:
+        raise ConfigError(f"--stop-after {args.stop_after} must be at least 1")
+    summary = run_federation(config, run_dir=run_dir, quiet=not args.verbose, progress=not args.no_progress,
+                             stop_after=args.stop_after)
+    if "stopped_after" in summary:
+        print(f"\nstopped after round {summary['stopped_after']}; resume with: "
+              f"fedlearn run --resume {summary['run_dir']}")
+        return 0
     print()
     print(format_table(summary))
+    report = _report_path(Path(summary["run_dir"]))
     print(f"\nrun directory: {summary['run_dir']}")
+    if report is not None:
+        print(f"report: {report}")
     return 0
 
 
+def _resume_config(args: argparse.Namespace) -> RunConfig:
+    """The resumed run's own config; a --config/--set that changes anything but run.rounds is refused."""
+    run_dir: Path = args.resume
+    saved_file = run_dir / "config.toml"
+    if not saved_file.is_file():
+        raise ConfigError(f"--resume {run_dir}: not a run directory (no config.toml)")
+    saved = RunConfig.load(saved_file)
+    if args.config is None and not args.set:
+        return saved
+    given = RunConfig.load(args.config, args.set) if args.config else RunConfig.load(saved_file, args.set)
+    differ = sorted(k for k, v in given.flat().items() if saved.flat()[k] != v and k != "run.rounds")
+    if differ:
+        raise ConfigError(f"--resume {run_dir}: that run was made with another config (differs in {', '.join(differ)})")
+    return saved.replace(run={"rounds": given.run.rounds})
+
+
+def _report_path(run_dir: Path) -> Path | None:
+    try:
+        from fedlearn.report import build_report
+    except ImportError:
+        return None
+    return build_report(run_dir)
+
+
+def _claim(args: argparse.Namespace) -> int:
+    from fedlearn.settlement import RunChain
+
+    run = RunChain.open(args.run_dir)
+    names = run.institutions if args.institution is None else [args.institution]
+    unknown = [n for n in names if n not in run.paymaster.addresses]
+    if unknown:
+        raise ConfigError(f"unknown institution {unknown[0]!r} (this run has {', '.join(run.institutions)})")
+    paid = run.paymaster.claim(names)
+    balances = run.paymaster.balances()
+    earned = {e.institution: e.cumulative for e in run.paymaster.latest_tree_entries()}
+    width = max(len("institution"), *(len(n) for n in names))
+    print(f"{'institution':<{width}}  {'paid now':>14}  {'earned':>14}  {'balance':>14}")
+    for name in names:
+        print(f"{name:<{width}}  {_tokens(paid[name]):>14}  {_tokens(earned.get(name, 0)):>14}  "
+              f"{_tokens(balances[name]):>14}")
+    return 0
+
+
+def _settle(args: argparse.Namespace) -> int:
+    from fedlearn.settlement import RunChain
+
+    run = RunChain.open(args.run_dir)
+    before = len(run.paymaster.ledger.pending())
+    run.paymaster.drain()
+    print(f"{before} queued round(s) settled; {len(run.paymaster.ledger.rounds())} round(s) on chain")
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from fedlearn.verify import verify_run
+
+    problems, checked = verify_run(args.run_dir)
+    for problem in problems:
+        print(f"MISMATCH {problem}")
+    if problems:
+        print(f"fedlearn: verify: {len(problems)} mismatch(es) in {args.run_dir}", file=sys.stderr)
+        return 10
+    print(f"verified {checked} round(s): ledger, model weights and chain agree")
+    return 0
+
+
+def _tokens(wei: int | str) -> str:
+    return f"{int(wei) / WEI_PER_TOKEN:,.4f}"
+
+
 def format_table(summary: dict[str, Any]) -> str:
-    """Per institution: examples, cumulative score, share of the positive score."""
+    """Per institution: examples, cumulative score, share of the positive score, tokens earned and claimed."""
     rows = summary["institutions"]
+    tokens = all("tokens_earned" in r for r in rows)
     width = max([len("institution")] + [len(r["name"]) for r in rows])
-    lines = [
-        f"final test accuracy {summary['final_test_accuracy']:.4f} after {summary['rounds']} rounds",
-        f"{'institution':<{width}}  {'examples':>8}  {'cumulative score':>16}  {'share':>7}",
-    ]
+    header = f"{'institution':<{width}}  {'examples':>8}  {'cumulative score':>16}  {'share':>7}"
+    if tokens:
+        header += f"  {'tokens earned':>14}  {'tokens claimed':>14}"
+    lines = [f"final test accuracy {summary['final_test_accuracy']:.4f} after {summary['rounds']} rounds", header]
     for r in rows:
-        lines.append(
-            f"{r['name']:<{width}}  {r['examples']:>8}  {r['cumulative_score']:>16.4f}  {r['share']:>7.2%}"
-        )
+        line = f"{r['name']:<{width}}  {r['examples']:>8}  {r['cumulative_score']:>16.4f}  {r['share']:>7.2%}"
+        if tokens:
+            line += f"  {_tokens(r['tokens_earned']):>14}  {_tokens(r['tokens_claimed']):>14}"
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -48,18 +137,36 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override one config key; repeatable")
     run.add_argument("--verbose", action="store_true", help="show Flower's and the engine's logs")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a run from its last completed round")
+    run.add_argument("--stop-after", type=int, metavar="ROUND", help="stop (resumably) after this round")
     run.set_defaults(handler=_run)
+
+    claim = sub.add_parser("claim", help="claim a run's rewards on chain and print balances")
+    claim.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    claim.add_argument("--institution", metavar="NAME", help="only this institution (default: all)")
+    claim.set_defaults(handler=_claim)
+
+    settle = sub.add_parser("settle", help="send a run's queued settlements (after a chain outage)")
+    settle.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    settle.set_defaults(handler=_settle)
+
+    verify = sub.add_parser("verify", help="recompute a run's roots and model hashes and compare with the chain")
+    verify.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    verify.set_defaults(handler=_verify)
 
     show = sub.add_parser("config", help="print the effective config as TOML")
     show.add_argument("--config", type=Path)
     show.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     show.set_defaults(handler=lambda a: print(RunConfig.load(a.config, a.set).to_toml()) or 0)
 
-    try:
-        from fedlearn.chain.cli import register
-    except ImportError:
-        pass
-    else:
+    from fedlearn.chain.cli import register as register_chain
+
+    register_chain(sub)
+    for module in ("fedlearn.chain.license_cli", "fedlearn.report"):
+        try:
+            register = importlib.import_module(module).register
+        except (ImportError, AttributeError):
+            continue  # optional command groups
         register(sub)
     return parser
 

@@ -100,6 +100,32 @@ class SimulationSection:
     client_gpus: float = 0.0
 
 
+FUNDING_MODES = ("total", "per_round", "none")
+
+
+@dataclass(frozen=True)
+class ChainSection:
+    enabled: bool = True
+    # "eth-tester" (embedded, in the run directory) or an http(s) JSON-RPC URL.
+    backend: str = "eth-tester"
+    # An existing deployment file to attach to; "" deploys fresh contracts.
+    deployment: str = ""
+    chain_id: int = 0
+    key_env: str = "FEDLEARN_PRIVATE_KEY"
+    keystore: str = ""
+    password_env: str = "FEDLEARN_KEYSTORE_PASSWORD"
+    # Tokens paid per round, split by positive score; a round where nobody scores above 0 rolls over.
+    reward_per_round: float = 100.0
+    # "total": fund every round's budget up front; "per_round": before each round; "none": use existing funds.
+    funding: str = "total"
+    # A TOML file mapping institution name → address (pilots); "" derives simulated addresses.
+    addresses: str = ""
+    # Submit every institution's claim when the run ends (simulated institutions on eth-tester only).
+    claim_at_end: bool = True
+    # How long the end of a run keeps retrying settlements queued while the node was unreachable.
+    retry_seconds: float = 60.0
+
+
 @dataclass(frozen=True)
 class RunConfig:
     run: RunSection = field(default_factory=RunSection)
@@ -109,6 +135,7 @@ class RunConfig:
     strategy: StrategySection = field(default_factory=StrategySection)
     scoring: ScoringSection = field(default_factory=ScoringSection)
     simulation: SimulationSection = field(default_factory=SimulationSection)
+    chain: ChainSection = field(default_factory=ChainSection)
 
     # ---- construction ------------------------------------------------------------------------------------
 
@@ -179,6 +206,13 @@ class RunConfig:
 
     def validate(self) -> None:
         """Raise ConfigError naming the first invalid value."""
+        ch = self.chain
+        _check(ch.backend == "eth-tester" or ch.backend.startswith(("http://", "https://")), "chain.backend",
+               ch.backend, "must be eth-tester or an http(s) JSON-RPC URL")
+        _check(ch.chain_id >= 0, "chain.chain_id", ch.chain_id, "must be >= 0 (0: any)")
+        _check(ch.reward_per_round >= 0, "chain.reward_per_round", ch.reward_per_round, "must be >= 0")
+        _one_of("chain.funding", ch.funding, FUNDING_MODES)
+        _check(ch.retry_seconds >= 0, "chain.retry_seconds", ch.retry_seconds, "must be >= 0")
         r, d, m, t, s, sc, sim = (
             self.run,
             self.data,
@@ -251,6 +285,7 @@ def _section_fields() -> list[_SectionField]:
         "strategy": StrategySection,
         "scoring": ScoringSection,
         "simulation": SimulationSection,
+        "chain": ChainSection,
     }
     return [_SectionField(f.name, hints[f.name]) for f in dataclasses.fields(RunConfig)]
 

@@ -17,12 +17,17 @@ import numpy as np
 from flwr.app import ArrayRecord
 
 from fedlearn.config import RunConfig
+from fedlearn.errors import FedlearnError
 from fedlearn.strategy import RoundScores
 
 CONFIG_FILE = "config.toml"
 ROUNDS_FILE = "rounds.json"
 SUMMARY_FILE = "summary.json"
 MODEL_FILE = "model.npz"
+
+
+class RunDirError(FedlearnError):
+    exit_code = 9
 
 
 def new_run_dir(config: RunConfig) -> Path:
@@ -69,7 +74,21 @@ class RunRecorder:
 
     def __post_init__(self) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
-        (self.path / CONFIG_FILE).write_text(self.config.to_toml())
+        if not (self.path / CONFIG_FILE).exists():
+            (self.path / CONFIG_FILE).write_text(self.config.to_toml())
+
+    def resume_after(self, server_round: int) -> None:
+        """Keep the recorded rounds up to ``server_round`` (a resumed run recomputes the rest)."""
+        path = self.path / ROUNDS_FILE
+        try:
+            saved = json.loads(path.read_text()) if path.exists() else []
+        except ValueError:
+            raise RunDirError(f"{path} is corrupt") from None
+        self.rounds = [
+            RoundResult(r["server_round"], r["test_accuracy"], r["test_loss"],
+                        RoundScores(**r["scores"]) if r.get("scores") else None)
+            for r in saved if r["server_round"] <= server_round
+        ]
 
     def scored(self, scores: RoundScores) -> None:
         self._pending = scores
@@ -89,7 +108,8 @@ class RunRecorder:
                     total[name] = total.get(name, 0.0) + value
         return total
 
-    def finish(self, arrays: ArrayRecord) -> dict[str, Any]:
+    def finish(self, arrays: ArrayRecord, tokens: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+        """Write the final model and summary; ``tokens`` adds per-institution address, earned and claimed."""
         save_model(self.path / MODEL_FILE, arrays)
         cumulative = self.cumulative_scores()
         positive = sum(max(v, 0.0) for v in cumulative.values())
@@ -105,6 +125,7 @@ class RunRecorder:
                     "cumulative_score": cumulative[name],
                     # Share of the positive score mass: what a budget split by score would pay.
                     "share": max(cumulative[name], 0.0) / positive if positive > 0 else 0.0,
+                    **(tokens or {}).get(name, {}),
                 }
                 for name in self.institutions
             ],

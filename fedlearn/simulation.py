@@ -12,6 +12,8 @@ from typing import Any
 from fedlearn.config import RunConfig
 from fedlearn.errors import FedlearnError
 from fedlearn.federation import federated_split
+from fedlearn.ledger import RoundEntry
+from fedlearn.rewards import WEI_PER_TOKEN
 from fedlearn.rundir import RoundResult, new_run_dir
 
 
@@ -25,6 +27,7 @@ def run_federation(
     run_dir: Path | None = None,
     quiet: bool = True,
     progress: bool = True,
+    stop_after: int | None = None,
     observer: Callable[[RoundResult, int], None] | None = None,
 ) -> dict[str, Any]:
     """Train ``config.run.rounds`` rounds over ``config.data.institutions`` simulated institutions."""
@@ -34,7 +37,7 @@ def run_federation(
 
     from clients.app import build_client_app
     from fedlearn.training import select_device
-    from server.app import build_server_app
+    from server.app import RunOptions, build_server_app
 
     federated_split(config)  # data errors surface here, before the engine starts
     select_device(config.train.device)
@@ -43,7 +46,7 @@ def run_federation(
     bar = tqdm(total=config.run.rounds, desc="rounds", unit="round", disable=None if progress else True)
     outcome: dict[str, Any] = {}
 
-    def on_round(result: RoundResult, total: int) -> None:
+    def on_round(result: RoundResult, total: int, payout: RoundEntry | None) -> None:
         if observer is not None:
             observer(result, total)
         if result.server_round == 0:
@@ -55,9 +58,13 @@ def run_federation(
             detail = "round gain below epsilon, no scores" if s.truncated else f"{s.evaluations} evals"
             scoring = f"  scoring {s.scoring_seconds:.2f}s ({s.method}, {detail})"
         rejected = f"  set aside: {', '.join(sorted(s.rejected))}" if s and s.rejected else ""
+        paid = ""
+        if payout is not None:
+            paid = f"  paid {payout.round_total / WEI_PER_TOKEN:.2f} tokens"
+            paid += f" (tx {payout.tx_hash[:10]}…)" if payout.tx_hash else f" ({payout.status})"
         bar.write(
             f"round {result.server_round}/{total}  test accuracy {result.test_accuracy:.4f}  "
-            f"loss {result.test_loss:.4f}{scoring}{rejected}"
+            f"loss {result.test_loss:.4f}{scoring}{paid}{rejected}"
         )
         bar.update(1)
 
@@ -67,7 +74,7 @@ def run_federation(
         warnings.filterwarnings("ignore")
     try:
         run_simulation(
-            server_app=build_server_app(config, run_dir, on_round=on_round, on_finish=outcome.update),
+            server_app=build_server_app(config, RunOptions(run_dir, stop_after, on_round, outcome.update)),
             client_app=build_client_app(config),
             num_supernodes=config.data.institutions,
             backend_config={
@@ -81,6 +88,8 @@ def run_federation(
         )
     finally:
         bar.close()
+    if stop_after is not None and stop_after < config.run.rounds:
+        return {"run_dir": str(run_dir), "stopped_after": stop_after}
     if not outcome:
         raise SimulationFailed(f"the federated run stopped before finishing; see {run_dir} and rerun with --verbose")
     return outcome

@@ -1,4 +1,4 @@
-"""The coordinator's ServerApp: one federated run, every round checked, aggregated, scored and recorded."""
+"""The coordinator's ServerApp: every round checked, aggregated, scored, journaled, settled and checkpointed."""
 
 from __future__ import annotations
 
@@ -6,75 +6,125 @@ import copy
 import logging
 import random
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
+from fedlearn import checkpoint
 from fedlearn.config import RunConfig
 from fedlearn.federation import federated_split
+from fedlearn.fingerprint import model_hash
+from fedlearn.ledger import LEDGER_FILE, Ledger, RoundEntry
 from fedlearn.models import init_model
+from fedlearn.rewards import WEI_PER_TOKEN
 from fedlearn.rundir import RoundResult, RunRecorder, new_run_dir
+from fedlearn.settlement import ChainLink, Paymaster, institution_addresses
 from fedlearn.strategy import ScoredStrategy, build_flower_strategy
 from fedlearn.training import evaluate
 
 log = logging.getLogger("flwr")  # shown with Flower's own lines under `flwr run`
 
+RoundCallback = Callable[[RoundResult, int, RoundEntry | None], None]
 
-def log_round(result: RoundResult, total: int) -> None:
+
+def log_round(result: RoundResult, total: int, payout: RoundEntry | None) -> None:
     scores = result.scores
     scoring = f"  scoring {scores.scoring_seconds:.2f}s ({scores.evaluations} evals)" if scores else ""
-    log.info("round %d/%d  test accuracy %.4f  loss %.4f%s", result.server_round, total,
-             result.test_accuracy, result.test_loss, scoring)
+    paid = f"  paid {payout.round_total / WEI_PER_TOKEN:.2f} tokens ({payout.status})" if payout else ""
+    log.info("round %d/%d  test accuracy %.4f  loss %.4f%s%s", result.server_round, total,
+             result.test_accuracy, result.test_loss, scoring, paid)
 
 
-def build_server_app(
-    config: RunConfig | None = None,
-    run_dir: Path | None = None,
-    on_round: Callable[[RoundResult, int], None] = log_round,
-    on_finish: Callable[[dict], None] | None = None,
-) -> ServerApp:
+@dataclass
+class RunOptions:
+    run_dir: Path | None = None
+    stop_after: int | None = None  # stop (resumably) once this round is completed
+    on_round: RoundCallback = log_round
+    on_finish: Callable[[dict[str, Any]], None] | None = None
+
+
+def build_server_app(config: RunConfig | None = None, options: RunOptions | None = None) -> ServerApp:
     """A ServerApp for ``config`` (or, under ``flwr run``, the run config Flower passes in)."""
     app = ServerApp()
+    opts = options or RunOptions()
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
         cfg = config or RunConfig.from_flat(context.run_config)
-        random.seed(cfg.run.seed)  # Flower samples institutions with random.sample
+        run_dir = opts.run_dir or new_run_dir(cfg)
 
         # Data: the server holds the validation set (for scoring) and the test set (for reporting).
         split = federated_split(cfg)
         test, validation = split.test, split.validation
         model = init_model(cfg.model, test.X.shape[1], test.num_classes, cfg.run.seed)
-        recorder = RunRecorder(
-            run_dir or new_run_dir(cfg), cfg, split.institutions,
-            {name: len(part) for name, part in zip(split.institutions, split.partitions)},
-        )
+        recorder = RunRecorder(run_dir, cfg, split.institutions,
+                               {name: len(part) for name, part in zip(split.institutions, split.partitions)})
 
-        # Strategy: the named Flower strategy, wrapped so every reply is checked and every round scored.
-        strategy = ScoredStrategy(
-            build_flower_strategy(cfg), copy.deepcopy(model), (validation.X, validation.y), cfg,
-            on_round=recorder.scored,
-        )
+        # Start or resume: the last checkpoint holds the global model, the strategy's state and the RNG.
+        inner, arrays, first = build_flower_strategy(cfg), ArrayRecord(model.state_dict()), 1
+        random.seed(cfg.run.seed)  # Flower samples institutions with random.sample
+        resumed = checkpoint.latest(run_dir)
+        if resumed is not None:
+            inner, arrays, first = resumed.strategy, resumed.arrays, resumed.server_round + 1
+            random.setstate(resumed.random_state)
+            recorder.resume_after(resumed.server_round)
+
+        # Chain: journal and settle every round (embedded eth-tester unless the config names a node).
+        paymaster = None
+        if cfg.chain.enabled:
+            ledger = Ledger.open(run_dir / LEDGER_FILE, create=True)
+            link = ChainLink.open(cfg.chain, run_dir, len(split.institutions))
+            paymaster = Paymaster(cfg, ledger, link, institution_addresses(cfg, split.institutions))
+            ledger.set_meta(backend=cfg.chain.backend, chain_id=str(link.session.chain_id),
+                            distributor=link.deployment.distributor, token=link.deployment.token)
+            paymaster.fund_run()
+            paymaster.flush()  # whatever an interrupted run left queued
+
+        strategy = ScoredStrategy(inner, copy.deepcopy(model), (validation.X, validation.y), cfg,
+                                  on_round=recorder.scored)
         eval_model = copy.deepcopy(model)
 
-        def evaluate_global(server_round: int, arrays: ArrayRecord) -> MetricRecord:
+        def evaluate_global(server_round: int, arrays: ArrayRecord) -> RoundResult:
             eval_model.load_state_dict(arrays.to_torch_state_dict())
             loss, accuracy = evaluate(eval_model, test.X, test.y)
-            on_round(recorder.evaluated(server_round, accuracy, loss), cfg.run.rounds)
-            return MetricRecord({"test-accuracy": accuracy, "test-loss": loss})
+            return recorder.evaluated(server_round, accuracy, loss)
 
-        # Rounds: sample → local training → checks → aggregation → scoring → evaluation.
-        result = strategy.start(
-            grid=grid,
-            initial_arrays=ArrayRecord(model.state_dict()),
-            num_rounds=cfg.run.rounds,
-            train_config=ConfigRecord({"seed": cfg.run.seed}),
-            evaluate_fn=evaluate_global,
-        )
-        summary = recorder.finish(result.arrays)
-        if on_finish is not None:
-            on_finish(summary)
+        if first == 1:
+            opts.on_round(evaluate_global(0, arrays), cfg.run.rounds, None)
+
+        # Rounds: sample → local training → checks → aggregation → scoring → evaluation → settlement.
+        last = cfg.run.rounds if opts.stop_after is None else min(cfg.run.rounds, opts.stop_after)
+        for server_round in range(first, last + 1):
+            replies = grid.send_and_receive(
+                strategy.configure_train(server_round, arrays, ConfigRecord({"seed": cfg.run.seed}), grid),
+                timeout=3600,
+            )
+            aggregated, _ = strategy.aggregate_train(server_round, replies)
+            arrays = aggregated if aggregated is not None else arrays
+            result = evaluate_global(server_round, arrays)
+            payout = None
+            if paymaster is not None and result.scores is not None:
+                payout = paymaster.settle(server_round, result.scores.scores, result.scores.rejected,
+                                          model_hash(checkpoint.load_arrays_dict(arrays)))
+            checkpoint.save(run_dir, server_round, arrays, inner, random.getstate())
+            opts.on_round(result, cfg.run.rounds, payout)
+
+        if last < cfg.run.rounds:
+            log.info("stopped after round %d of %d; resume with `fedlearn run --resume %s`",
+                     last, cfg.run.rounds, run_dir)
+            return
+        tokens = None
+        if paymaster is not None:
+            paymaster.drain()
+            if cfg.chain.claim_at_end and paymaster.link.session.is_eth_tester and not cfg.chain.addresses:
+                paymaster.claim(split.institutions)
+            tokens = paymaster.token_summary()
+        summary = recorder.finish(arrays, tokens)
+        if opts.on_finish is not None:
+            opts.on_finish(summary)
 
     return app
 

@@ -1,4 +1,4 @@
-"""`fedlearn contracts build`, `fedlearn chain ...` and `fedlearn claim`: handlers return an exit code and raise
+"""`fedlearn contracts build` and `fedlearn chain ...` (claim included): handlers return an exit code and raise
 ChainError (one line) for every bad input.
 
 Without --rpc the commands run on eth-tester, whose in-memory chain is kept between commands in a state file
@@ -241,7 +241,7 @@ def _cmd_claim(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Adds `contracts`, `chain` and `claim` to the `fedlearn` command line."""
+    """Adds `contracts` and `chain` to the `fedlearn` command line."""
     contracts = subparsers.add_parser("contracts", help="Solidity contracts")
     csub = contracts.add_subparsers(dest="contracts_command", required=True)
     b = csub.add_parser("build", help="compile with the pinned solc and write contracts/artifacts")
@@ -296,7 +296,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--evidence", required=True, help="32-byte hex hash of the evidence")
     p.set_defaults(handler=_cmd_slash)
 
-    p = subparsers.add_parser("claim", help="claim an account's cumulative rewards")
+    p = sub.add_parser("claim", help="claim an account's cumulative rewards from a tree file")
     _connection_options(p)
     p.add_argument("--account", help="account paid (default: the signer); anyone may submit")
     p.add_argument("--tree", type=Path, help="the latest round's tree file (from `chain settle`)")

@@ -36,8 +36,8 @@ def test_deploy_settle_two_rounds_claim_stake_slash_on_anvil(anvil: str, tmp_pat
         assert run("chain", "settle", *node, *admin, "--round", str(round_), "--model-hash", MODEL,
                    "--rewards", str(rewards)) == 0
     tree = str(tmp_path / "trees" / "round-2.json")
-    assert run("claim", *node, *institution, "--tree", tree) == 0
-    assert run("claim", *node, *admin, "--account", other, "--tree", tree) == 0
+    assert run("chain", "claim", *node, *institution, "--tree", tree) == 0
+    assert run("chain", "claim", *node, *admin, "--account", other, "--tree", tree) == 0
     assert run("chain", "stake", *node, *institution, "--amount", "1e18") == 0
     with pytest.raises(ChainError, match=r"SlashExceedsStake\(account=.*, amount=2000000000000000000, staked=10{18}\)"):
         run("chain", "slash", *node, *admin, "--account", inst, "--amount", "2e18", "--evidence", MODEL)

@@ -41,7 +41,7 @@ def test_deploy_settle_claim_stake_slash_from_the_cli(deployed: Path, tmp_path: 
     assert run("chain", "settle", *d, "--round", "1", "--model-hash", MODEL, "--rewards", str(rewards)) == 0
     assert "already on chain, nothing sent" in capsys.readouterr().out
     # Institution 1 claims for itself (it has gas from the genesis top-up), then stakes what it got.
-    assert run("claim", *d, "--institution", "1", "--tree", str(tree)) == 0
+    assert run("chain", "claim", *d, "--institution", "1", "--tree", str(tree)) == 0
     assert run("chain", "stake", *d, "--institution", "1", "--amount", "150") == 0
     assert run("chain", "slash", *d, "--account", accounts[1], "--amount", "50", "--evidence", MODEL) == 0
     assert run("chain", "unstake", *d, "--institution", "1", "--amount", "100") == 0
@@ -63,8 +63,8 @@ def test_cli_bad_input_raises_one_line_chain_errors(deployed: Path, tmp_path: Pa
     cases = [
         (["chain", "settle", *d, "--round", "1", "--model-hash", MODEL, "--rewards", str(rewards)],
          r"RoundNotIncreasing\(round=1, lastRound=2\)"),
-        (["claim", *d, "--account", account, "--tree", tree, "--amount", "11"], "above the cumulative 10 owed"),
-        (["claim", *d, "--account", account, "--amount", "10", "--proof", "0x" + "00" * 32], "InvalidProof"),
+        (["chain", "claim", *d, "--account", account, "--tree", tree, "--amount", "11"], "above the cumulative 10 owed"),
+        (["chain", "claim", *d, "--account", account, "--amount", "10", "--proof", "0x" + "00" * 32], "InvalidProof"),
         (["chain", "slash", *d, "--account", account, "--amount", "1", "--evidence", MODEL], "SlashExceedsStake"),
         (["chain", "stake", *d, "--institution", "0", "--amount", "5"], "holds 0 tokens, needs 5"),
         (["chain", "status", "--deployment", str(tmp_path / "none.json")], "no eth-tester state at"),

@@ -1,0 +1,89 @@
+"""Per-round checkpoints in the run directory: the global model, the wrapped strategy's state, Python's RNG.
+
+A round counts as completed once its checkpoint is written (after it was scored and journaled), so a resumed
+run starts from the last checkpoint and replays nothing twice: a round journaled but not checkpointed is
+recomputed identically and found already journaled.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from flwr.app import Array, ArrayRecord
+from flwr.serverapp.strategy import Strategy
+
+from fedlearn.errors import FedlearnError
+
+CHECKPOINT_DIR = "checkpoints"
+_MODEL = re.compile(r"round-(\d{4,})\.npz$")
+
+
+class CheckpointError(FedlearnError):
+    exit_code = 9
+
+
+@dataclass
+class Checkpoint:
+    server_round: int
+    arrays: ArrayRecord
+    strategy: Strategy
+    random_state: Any
+
+
+def model_path(run_dir: Path, server_round: int) -> Path:
+    return run_dir / CHECKPOINT_DIR / f"round-{server_round:04d}.npz"
+
+
+def save(run_dir: Path, server_round: int, arrays: ArrayRecord, strategy: Strategy, random_state: Any) -> None:
+    directory = run_dir / CHECKPOINT_DIR
+    directory.mkdir(parents=True, exist_ok=True)
+    # State first, model last: the model file is what marks the round completed.
+    state = directory / f"state-{server_round:04d}.pkl"
+    with open(state.with_suffix(".tmp"), "wb") as fh:
+        pickle.dump({"strategy": strategy, "random_state": random_state}, fh)
+    os.replace(state.with_suffix(".tmp"), state)
+    target = model_path(run_dir, server_round)
+    tmp = target.with_name(target.name + ".tmp.npz")
+    np.savez(tmp, **load_arrays_dict(arrays))
+    os.replace(tmp, target)
+
+
+def load_arrays_dict(arrays: ArrayRecord) -> dict[str, np.ndarray]:
+    return {name: array.numpy() for name, array in arrays.items()}
+
+
+def read_model(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path) as data:
+            return {name: data[name] for name in data.files}
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"model file {path} cannot be read: {exc}") from None
+
+
+def completed_rounds(run_dir: Path) -> list[int]:
+    directory = run_dir / CHECKPOINT_DIR
+    if not directory.is_dir():
+        return []
+    return sorted(int(m.group(1)) for p in directory.iterdir() if (m := _MODEL.match(p.name)))
+
+
+def latest(run_dir: Path) -> Checkpoint | None:
+    rounds = completed_rounds(run_dir)
+    if not rounds:
+        return None
+    server_round = rounds[-1]
+    state = run_dir / CHECKPOINT_DIR / f"state-{server_round:04d}.pkl"
+    try:
+        with open(state, "rb") as fh:
+            saved = pickle.load(fh)
+    except (OSError, pickle.UnpicklingError, EOFError) as exc:
+        raise CheckpointError(f"checkpoint {state} cannot be read: {exc}") from None
+    weights = read_model(model_path(run_dir, server_round))
+    arrays = ArrayRecord({name: Array(value) for name, value in weights.items()})
+    return Checkpoint(server_round, arrays, saved["strategy"], saved["random_state"])

@@ -1,0 +1,300 @@
+"""Settlement of a run on chain: scores → rewards → cumulative amounts → Merkle root → one transaction a round.
+
+Every round is journaled in the ledger before it is sent. Sending goes in round order and is idempotent (the
+chain layer returns without a transaction when the chain already has the round with the same root). When a
+JSON-RPC node cannot be reached, rounds stay pending, training goes on, and the next round (or the end of the
+run, for up to ``chain.retry_seconds``) sends the queue.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from eth_utils import is_address, to_checksum_address
+
+from fedlearn.chain import (
+    ETH_TESTER,
+    ChainSession,
+    Deployment,
+    RewardTree,
+    claim_from_tree,
+    connect,
+    deploy,
+    fund,
+    institution_accounts,
+    settle_round,
+    status,
+)
+from fedlearn.chain.session import save_state
+from fedlearn.config import ChainSection, RunConfig
+from fedlearn.errors import ChainError, ConfigError
+from fedlearn.ledger import Entry, Ledger, RoundEntry
+from fedlearn.rewards import split_budget, tokens_to_wei
+
+log = logging.getLogger("flwr")
+
+CHAIN_DIR = "chain"
+DEPLOYMENT_FILE = "deployment.json"
+STATE_FILE = "eth-tester.json"
+
+
+def institution_addresses(config: RunConfig, institutions: list[str]) -> dict[str, str]:
+    """Each institution's payout address: from ``chain.addresses`` (pilots) or derived (simulation)."""
+    if not config.chain.addresses:
+        accounts = institution_accounts(len(institutions))
+        return {name: account.address for name, account in zip(institutions, accounts)}
+    path = Path(config.chain.addresses)
+    try:
+        table = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"chain.addresses file {path} cannot be read: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"chain.addresses file {path} is not valid TOML: {exc}") from None
+    table = table.get("addresses", table)
+    addresses: dict[str, str] = {}
+    for name in institutions:
+        value = table.get(name)
+        if value is None:
+            raise ConfigError(f"institution {name} has no address in {path}")
+        if not isinstance(value, str) or not is_address(value):
+            raise ConfigError(f"institution {name} has an invalid address {value!r} in {path}")
+        addresses[name] = to_checksum_address(value)
+    seen: dict[str, str] = {}
+    for name, address in addresses.items():
+        if address in seen:
+            raise ConfigError(f"institutions {seen[address]} and {name} share the address {address}")
+        seen[address] = name
+    return addresses
+
+
+@dataclass
+class ChainLink:
+    """The run's chain: a session, the deployment it pays from, and (eth-tester) where the chain is kept."""
+
+    session: ChainSession
+    deployment: Deployment
+    state_file: Path | None
+
+    @classmethod
+    def open(cls, chain: ChainSection, run_dir: Path, institutions: int, *, existing: bool = False) -> ChainLink:
+        """Connect, then attach to the run's deployment, the configured one, or deploy fresh contracts;
+        ``existing``: only attach to the run's own deployment (commands on a finished run)."""
+        directory = run_dir / CHAIN_DIR
+        if existing and not (directory / DEPLOYMENT_FILE).exists():
+            raise ChainError(f"run directory {run_dir} has no chain deployment ({CHAIN_DIR}/{DEPLOYMENT_FILE})")
+        directory.mkdir(parents=True, exist_ok=True)
+        state_file: Path | None = None
+        if chain.backend == ETH_TESTER:
+            state_file = directory / STATE_FILE
+            session = connect(ETH_TESTER, institutions=institutions, state_file=state_file,
+                              expected_chain_id=chain.chain_id or None)
+        else:
+            session = connect(chain.backend, key_env=chain.key_env, keystore=chain.keystore or None,
+                              password_env=chain.password_env, expected_chain_id=chain.chain_id or None)
+        own = directory / DEPLOYMENT_FILE
+        if own.exists():
+            deployment = Deployment.load(own, chain_id=session.chain_id)
+        elif chain.deployment:
+            deployment = Deployment.load(chain.deployment, chain_id=session.chain_id)
+        else:
+            deployment = deploy(session)
+        deployment.check(session)
+        if not own.exists():
+            deployment.save(own)
+        link = cls(session, deployment, state_file)
+        link.save()
+        return link
+
+    def save(self) -> None:
+        """Keep an embedded chain on disk, so a resumed run or a later command goes on with it."""
+        if self.state_file is not None:
+            save_state(self.session, self.state_file)
+
+    def reachable(self) -> bool:
+        try:
+            return bool(self.session.w3.is_connected())
+        except Exception:  # noqa: BLE001 - any transport failure means unreachable
+            return False
+
+
+class Paymaster:
+    """Turns each round's scores into a journaled, then settled, payout."""
+
+    def __init__(self, config: RunConfig, ledger: Ledger, link: ChainLink, addresses: Mapping[str, str]):
+        self.chain = config.chain
+        self.rounds = config.run.rounds
+        self.ledger = ledger
+        self.link = link
+        self.addresses = dict(addresses)
+        self.per_round = tokens_to_wei(self.chain.reward_per_round)
+
+    # ---- funding ----------------------------------------------------------------------------------------
+
+    def fund_run(self) -> None:
+        """Fund the whole budget (``total``) or check existing funds cover it (``none``); once per run."""
+        if self.ledger.meta().get("funded") == "yes":
+            return
+        needed = self.per_round * self.rounds
+        if self.chain.funding == "total" and needed > 0:
+            fund(self.link.session, self.link.deployment, needed)
+        elif self.chain.funding == "none":
+            available = status(self.link.session, self.link.deployment, accounts=[]).available
+            if available < needed:
+                raise ChainError(
+                    f"distributor {self.link.deployment.distributor} has {available} wei unsettled, the run's "
+                    f"budget needs {needed} ({self.rounds} rounds x {self.chain.reward_per_round} tokens)"
+                )
+        self.ledger.set_meta(funded="yes")
+        self.link.save()
+
+    # ---- one round --------------------------------------------------------------------------------------
+
+    def settle(self, server_round: int, scores: Mapping[str, float], rejected: Mapping[str, str],
+               model_hash: str) -> RoundEntry:
+        """Journal the round's payout, then send every pending round in order."""
+        record = self.payout(server_round, scores, rejected, model_hash)
+        if self.ledger.journal(record) and self.chain.funding == "per_round" and self.per_round > 0:
+            fund(self.link.session, self.link.deployment, self.per_round)
+        self.flush()
+        return self.ledger.round(server_round) or record
+
+    def payout(self, server_round: int, scores: Mapping[str, float], rejected: Mapping[str, str],
+               model_hash: str) -> RoundEntry:
+        # Rounds are journaled one after another, so the previous round holds the running totals.
+        previous = self.ledger.round(server_round - 1) if server_round > 1 else None
+        before = {e.institution: e.cumulative for e in previous.entries} if previous else {}
+        budget = self.per_round + (previous.rollover if previous else 0)
+        all_scores = {name: float(scores.get(name, 0.0)) for name in self.addresses}
+        rewards, unspent = split_budget(all_scores, budget)
+        cumulative = {name: before.get(name, 0) + rewards[name] for name in self.addresses}
+        tree = RewardTree.of({self.addresses[name]: amount for name, amount in cumulative.items()})
+        return RoundEntry(
+            round=server_round,
+            model_hash=model_hash,
+            root="0x" + tree.root.hex(),
+            round_total=sum(rewards.values()),
+            budget=budget,
+            rollover=unspent,
+            entries=tuple(
+                Entry(name, self.addresses[name], all_scores[name], rewards[name], cumulative[name],
+                      rejected.get(name))
+                for name in sorted(self.addresses)
+            ),
+        )
+
+    def flush(self) -> int:
+        """Send pending rounds in order; returns how many remain pending (the node is unreachable)."""
+        pending = self.ledger.pending()
+        for record in pending:
+            cumulative = {e.address: e.cumulative for e in record.entries}
+            try:
+                settlement = settle_round(self.link.session, self.link.deployment, record.round,
+                                          record.model_hash, cumulative)
+            except ChainError as exc:
+                if self.link.session.is_eth_tester or self.link.reachable():
+                    raise  # the chain refused: a real error, not an outage
+                remaining = len(self.ledger.pending())
+                log.warning("chain unreachable (%s); %d round(s) queued for settlement", exc, remaining)
+                return remaining
+            if "0x" + settlement.root.hex() != record.root:
+                raise ChainError(f"round {record.round}: the chain layer built root 0x{settlement.root.hex()}, "
+                                 f"the ledger holds {record.root}")
+            tx = settlement.tx
+            self.ledger.mark_settled(record.round, tx.tx_hash if tx else None, tx.block if tx else None,
+                                     tx.gas_used if tx else None)
+            self.link.save()
+        return 0
+
+    def drain(self) -> None:
+        """At the end of a run: retry the queue for up to ``chain.retry_seconds``, then fail loudly."""
+        deadline = time.monotonic() + self.chain.retry_seconds
+        while self.flush():
+            if time.monotonic() >= deadline:
+                raise ChainError(
+                    f"{len(self.ledger.pending())} round(s) still unsettled after {self.chain.retry_seconds:.0f} s "
+                    f"of retries; they are journaled in {self.ledger.path}: rerun `fedlearn settle` when the node "
+                    "is back"
+                )
+            time.sleep(1.0)
+
+    # ---- claims -----------------------------------------------------------------------------------------
+
+    def latest_tree(self) -> RewardTree:
+        entries = self.latest_tree_entries()
+        if not entries:
+            raise ChainError("no round of this run is settled yet")
+        return RewardTree.of({e.address: e.cumulative for e in entries})
+
+    def claim(self, institutions: list[str]) -> dict[str, int]:
+        """Claim for ``institutions`` (anyone may submit; tokens go to each address); returns wei paid."""
+        tree = self.latest_tree()
+        token = self.link.deployment
+        paid: dict[str, int] = {}
+        for name in institutions:
+            address = self.addresses[name]
+            owed = tree.amount_of(address) or 0
+            already = _claimed_on_chain(self.link, address)
+            if owed <= already:
+                paid[name] = 0
+                continue
+            result = claim_from_tree(self.link.session, token, tree, address)
+            self.ledger.record_claim(name, address, result.amount, result.cumulative_amount, result.tx.tx_hash)
+            paid[name] = result.amount
+        self.link.save()
+        return paid
+
+    def token_summary(self) -> dict[str, dict[str, str]]:
+        """Per institution: address, wei earned (settled cumulative), wei claimed on chain (decimal strings)."""
+        earned = {e.institution: e.cumulative for e in self.latest_tree_entries()}
+        return {
+            name: {"address": address, "tokens_earned": str(earned.get(name, 0)),
+                   "tokens_claimed": str(_claimed_on_chain(self.link, address))}
+            for name, address in self.addresses.items()
+        }
+
+    def latest_tree_entries(self) -> tuple[Entry, ...]:
+        settled = [r for r in self.ledger.rounds() if r.status == "settled"]
+        return settled[-1].entries if settled else ()
+
+    def balances(self) -> dict[str, int]:
+        """Token balance of each institution's address."""
+        from fedlearn.chain.deployment import token_contract
+
+        token = token_contract(self.link.session, self.link.deployment)
+        return {name: int(token.functions.balanceOf(address).call()) for name, address in self.addresses.items()}
+
+
+def _claimed_on_chain(link: ChainLink, address: str) -> int:
+    from fedlearn.chain.deployment import distributor_contract
+
+    return int(distributor_contract(link.session, link.deployment).functions.claimed(address).call())
+
+
+@dataclass
+class RunChain:
+    """A finished (or interrupted) run's config, ledger and chain, for claim, settle and verify."""
+
+    config: RunConfig
+    institutions: list[str]
+    paymaster: Paymaster
+
+    @classmethod
+    def open(cls, run_dir: Path) -> RunChain:
+        from fedlearn.federation import federated_split
+        from fedlearn.ledger import LEDGER_FILE
+
+        run_dir = Path(run_dir)
+        if not (run_dir / "config.toml").is_file():
+            raise ConfigError(f"{run_dir} is not a run directory (no config.toml)")
+        config = RunConfig.load(run_dir / "config.toml")
+        if not config.chain.enabled:
+            raise ConfigError(f"run {run_dir} ran without a chain (chain.enabled = false)")
+        institutions = federated_split(config).institutions
+        ledger = Ledger.open(run_dir / LEDGER_FILE)
+        link = ChainLink.open(config.chain, run_dir, len(institutions), existing=True)
+        return cls(config, institutions, Paymaster(config, ledger, link, institution_addresses(config, institutions)))

@@ -1,0 +1,82 @@
+"""``fedlearn verify``: recompute every round's payout and model hash, and compare with what the chain holds.
+
+Checks, per round: the root from the ledger's cumulative amounts; rewards from the ledger's scores and budget
+(the budget rule in fedlearn.rewards); running totals; the model hash from the round's saved weights; and the
+chain's record of the round (model hash, root, round total). Any mismatch is reported; none may pass silently.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fedlearn import checkpoint
+from fedlearn.chain import RewardTree
+from fedlearn.chain.deployment import distributor_contract
+from fedlearn.fingerprint import model_hash
+from fedlearn.rewards import split_budget
+from fedlearn.rundir import MODEL_FILE
+from fedlearn.settlement import RunChain
+
+
+def verify_run(run_dir: Path) -> tuple[list[str], int]:
+    """(mismatches, rounds checked)."""
+    run = RunChain.open(run_dir)
+    pm = run.paymaster
+    problems: list[str] = []
+    rounds = pm.ledger.rounds()
+    if not rounds:
+        return ["the ledger holds no round"], 0
+    dist = distributor_contract(pm.link.session, pm.link.deployment)
+    totals = {int(e["args"]["round"]): int(e["args"]["roundTotal"])
+              for e in dist.events.RoundSettled().get_logs(from_block=pm.link.deployment.block)}
+    previous = None
+    for record in rounds:
+        r = record.round
+        if previous is not None and r != previous.round + 1:
+            problems.append(f"round {r}: follows round {previous.round} (a round is missing)")
+        # Payout: rewards recomputed from the journaled scores and budget; running totals; root.
+        budget = pm.per_round + (previous.rollover if previous else 0)
+        if record.budget != budget:
+            problems.append(f"round {r}: budget {record.budget} wei, expected {budget}")
+        rewards, unspent = split_budget({e.institution: e.score for e in record.entries}, record.budget)
+        before = {e.institution: e.cumulative for e in previous.entries} if previous else {}
+        for e in record.entries:
+            if e.reward != rewards.get(e.institution):
+                problems.append(f"round {r}: {e.institution} rewarded {e.reward} wei, its score gives "
+                                f"{rewards.get(e.institution)}")
+            if e.cumulative != before.get(e.institution, 0) + e.reward:
+                problems.append(f"round {r}: {e.institution} cumulative {e.cumulative} wei is not the previous "
+                                f"{before.get(e.institution, 0)} plus {e.reward}")
+            if pm.addresses.get(e.institution) != e.address:
+                problems.append(f"round {r}: {e.institution} paid to {e.address}, configured "
+                                f"{pm.addresses.get(e.institution)}")
+        if record.round_total != sum(e.reward for e in record.entries) or record.rollover != unspent:
+            problems.append(f"round {r}: round total {record.round_total} / rollover {record.rollover} do not "
+                            "match the rewards")
+        root = "0x" + RewardTree.of({e.address: e.cumulative for e in record.entries}).root.hex()
+        if root != record.root:
+            problems.append(f"round {r}: ledger root {record.root}, recomputed {root}")
+        # Model: the round's saved weights.
+        weights = checkpoint.model_path(Path(run_dir), r)
+        if not weights.exists():
+            problems.append(f"round {r}: no saved weights at {weights}")
+        elif model_hash(checkpoint.read_model(weights)) != record.model_hash:
+            problems.append(f"round {r}: model hash {record.model_hash} in the ledger, "
+                            f"{model_hash(checkpoint.read_model(weights))} from {weights.name}")
+        # Chain: what the distributor recorded for the round.
+        on_hash, on_root = dist.functions.roundOf(r).call()
+        on_hash, on_root = "0x" + bytes(on_hash).hex(), "0x" + bytes(on_root).hex()
+        if on_root == "0x" + "00" * 32:
+            problems.append(f"round {r}: not settled on chain (ledger status {record.status})")
+        else:
+            if on_root != record.root:
+                problems.append(f"round {r}: chain root {on_root}, ledger {record.root}")
+            if on_hash != record.model_hash:
+                problems.append(f"round {r}: chain model hash {on_hash}, ledger {record.model_hash}")
+            if totals.get(r) != record.round_total:
+                problems.append(f"round {r}: chain paid {totals.get(r)} wei, ledger {record.round_total}")
+        previous = record
+    final = Path(run_dir) / MODEL_FILE
+    if final.exists() and model_hash(checkpoint.read_model(final)) != rounds[-1].model_hash:
+        problems.append(f"{MODEL_FILE}: its hash is not round {rounds[-1].round}'s model hash")
+    return problems, len(rounds)
