@@ -14,7 +14,10 @@ from fedlearn.errors import ChainError
 
 TOKEN = "ContributionToken"
 DISTRIBUTOR = "RewardDistributor"
-CONTRACT_NAMES: tuple[str, ...] = (TOKEN, DISTRIBUTOR)
+LICENSE = "ModelLicense"
+GOVERNOR = "FederationGovernor"
+TIMELOCK = "FederationTimelock"
+CONTRACT_NAMES: tuple[str, ...] = (TOKEN, DISTRIBUTOR, LICENSE, GOVERNOR, TIMELOCK)
 
 
 def contracts_dir() -> Path:
