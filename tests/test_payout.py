@@ -1,0 +1,119 @@
+"""A run that pays on chain: resume equals an uninterrupted run; verify catches tampering; bad input is refused.
+
+The runs go through the ``fedlearn`` CLI on the embedded eth-tester chain (3 institutions, 3 rounds).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fedlearn.ledger import Ledger
+
+pytestmark = pytest.mark.slow
+
+SETTINGS = ["run.rounds=3", "data.institutions=3", "scoring.method='shapley'", "train.learning_rate=0.1"]
+
+
+def fedlearn(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "fedlearn.cli", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=600)
+
+
+def run_args(out: Path, *extra: str) -> list[str]:
+    pairs = [*SETTINGS, f"run.output_dir='{out}'", *extra]
+    return ["run", "--no-progress", *[a for s in pairs for a in ("--set", s)]]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("whole")
+    result = fedlearn(*run_args(out), cwd=out)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "tokens claimed" in result.stdout and "report:" in result.stdout
+    (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
+    return run_dir
+
+
+def test_every_round_is_settled_and_verify_passes(finished_run: Path) -> None:
+    ledger = Ledger.open(finished_run / "ledger.sqlite")
+    rounds = ledger.rounds()
+    assert [r.round for r in rounds] == [1, 2, 3] and all(r.status == "settled" and r.tx_hash for r in rounds)
+    summary = json.loads((finished_run / "summary.json").read_text())
+    earned = {i["name"]: int(i["tokens_earned"]) for i in summary["institutions"]}
+    assert earned == ledger.cumulative()
+    assert sum(earned.values()) + rounds[-1].rollover == 3 * 100 * 10**18
+    assert all(i["tokens_claimed"] == i["tokens_earned"] for i in summary["institutions"])
+    result = fedlearn("verify", str(finished_run), cwd=finished_run)
+    assert result.returncode == 0 and "verified 3 round(s)" in result.stdout
+
+
+def test_resume_after_round_one_equals_the_uninterrupted_run(finished_run: Path, tmp_path: Path) -> None:
+    first = fedlearn(*run_args(tmp_path), "--stop-after", "1", cwd=tmp_path)
+    assert first.returncode == 0 and "resume with" in first.stdout, first.stderr[-2000:]
+    (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    assert Ledger.open(run_dir / "ledger.sqlite").last_round() == 1
+    second = fedlearn("run", "--no-progress", "--resume", str(run_dir), cwd=tmp_path)
+    assert second.returncode == 0, second.stderr[-2000:]
+
+    whole = Ledger.open(finished_run / "ledger.sqlite").rounds()
+    resumed = Ledger.open(run_dir / "ledger.sqlite").rounds()
+    assert [r.round for r in resumed] == [1, 2, 3]
+    assert all(a.same_settlement(b) for a, b in zip(whole, resumed))
+    balances = [{i["name"]: i["tokens_claimed"] for i in json.loads((d / "summary.json").read_text())["institutions"]}
+                for d in (finished_run, run_dir)]
+    assert balances[0] == balances[1]
+
+
+def test_resume_refuses_another_config(finished_run: Path, tmp_path: Path) -> None:
+    result = fedlearn("run", "--resume", str(finished_run), "--set", "data.alpha=2.0", cwd=tmp_path)
+    assert result.returncode == 2 and "made with another config (differs in data.alpha)" in result.stderr
+
+
+def test_verify_detects_a_tampered_ledger_and_tampered_weights(finished_run: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(finished_run, copy)
+    db = sqlite3.connect(copy / "ledger.sqlite")
+    (reward,) = db.execute("SELECT reward FROM entries WHERE round = 2 AND institution = 'hospital-01'").fetchone()
+    db.execute("UPDATE entries SET reward = ? WHERE round = 2 AND institution = 'hospital-01'", (str(int(reward) + 1),))
+    db.commit()
+    db.close()
+    weights = copy / "checkpoints" / "round-0001.npz"
+    arrays = dict(np.load(weights))
+    arrays["0.bias"] = arrays["0.bias"] + 1e-3
+    np.savez(weights, **arrays)
+
+    result = fedlearn("verify", str(copy), cwd=tmp_path)
+    assert result.returncode == 10
+    assert "round 2: hospital-01 rewarded" in result.stdout
+    assert "round 1: model hash" in result.stdout
+
+
+def test_pilot_bad_inputs_are_refused(finished_run: Path, tmp_path: Path) -> None:
+    addresses = tmp_path / "addresses.toml"
+    addresses.write_text('hospital-01 = "0x' + "12" * 20 + '"\nhospital-02 = "0x' + "34" * 20 + '"\n')
+    result = fedlearn(*run_args(tmp_path, f"chain.addresses='{addresses}'"), cwd=tmp_path)
+    assert result.returncode == 2 and "institution hospital-03 has no address" in result.stderr
+
+    deployment = json.loads((finished_run / "chain" / "deployment.json").read_text())
+    deployment["chain_id"] = 5
+    other = tmp_path / "other-chain.json"
+    other.write_text(json.dumps(deployment))
+    result = fedlearn(*run_args(tmp_path / "o", f"chain.deployment='{other}'"), cwd=tmp_path)
+    assert result.returncode == 5 and "chain" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+    result = fedlearn(*run_args(tmp_path / "n", "chain.funding='none'"), cwd=tmp_path)
+    assert result.returncode == 5 and "the run's budget needs" in result.stderr
+
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(finished_run, corrupt)
+    (corrupt / "ledger.sqlite").write_bytes(b"garbage" * 1000)
+    result = fedlearn("claim", str(corrupt), cwd=tmp_path)
+    assert result.returncode == 7 and "corrupt or not a ledger" in result.stderr
