@@ -1,0 +1,315 @@
+"""Read a run directory into one immutable picture of the run, checking every file before anything is written.
+
+Sources, in order of authority: the ledger (what was paid), rounds.json (what was measured), summary.json (the
+end-of-run digest, absent while a run is unfinished), config.toml (how the run was set up).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+import tomllib
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from fedlearn.errors import FedlearnError
+from fedlearn.ledger import LEDGER_FILE, Ledger, LedgerError, RoundEntry
+
+CONFIG_FILE = "config.toml"
+ROUNDS_FILE = "rounds.json"
+SUMMARY_FILE = "summary.json"
+WEI_PER_TOKEN = 10**18
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+class ReportError(FedlearnError):
+    """A run directory cannot be reported on."""
+
+    exit_code = 8
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One institution in one round."""
+
+    institution: str
+    score: float | None
+    reward_wei: int | None
+    cumulative_wei: int | None
+    rejected: str | None
+
+
+@dataclass(frozen=True)
+class RoundRow:
+    round: int
+    test_accuracy: float | None
+    test_loss: float | None
+    cells: tuple[Cell, ...]
+    method: str | None = None
+    paid_wei: int | None = None
+    budget_wei: int | None = None
+    rollover_wei: int | None = None
+    status: str | None = None
+    tx_hash: str | None = None
+    block: int | None = None
+    gas_used: int | None = None
+
+
+@dataclass(frozen=True)
+class InstitutionRow:
+    name: str
+    address: str | None
+    examples: int | None
+    cumulative_score: float
+    share: float | None
+    earned_wei: int | None
+    claimed_wei: int | None
+
+
+@dataclass(frozen=True)
+class RunReport:
+    run_dir: Path
+    config: dict[str, Any]  # flat "section.key" → value, as written by the run
+    chain: dict[str, str] | None  # ledger meta; None when the run kept no ledger
+    finished: bool
+    final_accuracy: float | None
+    institutions: tuple[InstitutionRow, ...]
+    rounds: tuple[RoundRow, ...]
+
+    @property
+    def has_ledger(self) -> bool:
+        return self.chain is not None
+
+    @property
+    def names(self) -> list[str]:
+        return [i.name for i in self.institutions]
+
+    @property
+    def scored_rounds(self) -> list[RoundRow]:
+        """Training rounds (round 0 is the initial model's evaluation)."""
+        return [r for r in self.rounds if r.round > 0]
+
+
+def tokens(wei: int) -> Decimal:
+    """Exact token amount of a wei amount (18 decimals)."""
+    return Decimal(wei) / WEI_PER_TOKEN
+
+
+def load_run(run_dir: Path) -> RunReport:
+    run_dir = Path(run_dir)
+    if not run_dir.exists():
+        raise ReportError(f"run directory {run_dir} does not exist")
+    if not run_dir.is_dir():
+        raise ReportError(f"{run_dir} is not a directory")
+    missing = [f for f in (CONFIG_FILE, ROUNDS_FILE) if not (run_dir / f).is_file()]
+    if missing:
+        raise ReportError(f"{run_dir} is not a run directory (no {' or '.join(missing)})")
+
+    config = _read_config(run_dir / CONFIG_FILE)
+    measured = _read_rounds(run_dir / ROUNDS_FILE)
+    summary = _read_summary(run_dir / SUMMARY_FILE) if (run_dir / SUMMARY_FILE).exists() else None
+    ledger_path = run_dir / LEDGER_FILE
+    chain, paid, claimed = _read_ledger(ledger_path) if ledger_path.exists() else (None, [], {})
+
+    rounds = _merge_rounds(measured, paid)
+    institutions = _institutions(summary, rounds, paid, claimed)
+    final = summary.get("final_test_accuracy") if summary else None
+    if final is None and rounds:
+        final = rounds[-1].test_accuracy
+    return RunReport(
+        run_dir=run_dir,
+        config=config,
+        chain=chain,
+        finished=summary is not None,
+        final_accuracy=_number(final),
+        institutions=tuple(institutions),
+        rounds=tuple(rounds),
+    )
+
+
+# ---- the files ------------------------------------------------------------------------------------------------
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    # Plain TOML rather than RunConfig.load: a report must still open a run written by an older or newer schema.
+    try:
+        doc = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ReportError(f"{path} is not valid TOML: {_one_line(exc)}") from None
+    except OSError as exc:
+        raise ReportError(f"{path} cannot be read: {exc.strerror}") from None
+    return {f"{section}.{key}": value for section, table in doc.items() if isinstance(table, dict)
+            for key, value in table.items()}
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ReportError(f"{path} is not valid JSON: {_one_line(exc)}") from None
+    except OSError as exc:
+        raise ReportError(f"{path} cannot be read: {exc.strerror}") from None
+
+
+def _read_rounds(path: Path) -> list[dict[str, Any]]:
+    data = _read_json(path)
+    if not isinstance(data, list):
+        raise ReportError(f"{path} is not a list of rounds")
+    out: list[dict[str, Any]] = []
+    for i, item in enumerate(data):
+        if not isinstance(item, dict) or not isinstance(item.get("server_round"), int):
+            raise ReportError(f"{path}: entry {i} has no integer server_round")
+        scores = item.get("scores")
+        if scores is not None and not (isinstance(scores, dict) and isinstance(scores.get("scores", {}), dict)
+                                       and isinstance(scores.get("rejected", {}), dict)):
+            raise ReportError(f"{path}: round {item['server_round']} has malformed scores")
+        try:
+            out.append({
+                "round": item["server_round"],
+                "accuracy": _number(item.get("test_accuracy")),
+                "loss": _number(item.get("test_loss")),
+                "scores": {str(k): float(v) for k, v in (scores or {}).get("scores", {}).items()},
+                "rejected": {str(k): str(v) for k, v in (scores or {}).get("rejected", {}).items()},
+                "method": (scores or {}).get("method"),
+            })
+        except (TypeError, ValueError) as exc:
+            raise ReportError(f"{path}: round {item['server_round']} is malformed: {_one_line(exc)}") from None
+    # A resumed run may re-record a round; the last record of a round is the one that counts.
+    by_round = {r["round"]: r for r in out}
+    return [by_round[k] for k in sorted(by_round)]
+
+
+def _read_summary(path: Path) -> dict[str, Any]:
+    data = _read_json(path)
+    if not isinstance(data, dict) or not isinstance(data.get("institutions", []), list):
+        raise ReportError(f"{path} is not a run summary")
+    for i, row in enumerate(data.get("institutions", [])):
+        if not isinstance(row, dict) or not isinstance(row.get("name"), str):
+            raise ReportError(f"{path}: institution {i} has no name")
+        for key in ("tokens_earned", "tokens_claimed"):
+            if key in row and not _is_wei(row[key]):
+                raise ReportError(f"{path}: {row['name']} has {key} {row[key]!r}, not an amount in wei")
+    return data
+
+
+def _read_ledger(path: Path) -> tuple[dict[str, str], list[RoundEntry], dict[str, int]]:
+    _probe_ledger(path)
+    try:
+        ledger = Ledger.open(path)
+        try:
+            meta = ledger.meta()
+            rounds = ledger.rounds()
+            claimed = ledger.claimed()
+        finally:
+            ledger.close()
+    except LedgerError as exc:
+        raise ReportError(_one_line(exc)) from None
+    except (sqlite3.DatabaseError, ValueError, TypeError) as exc:
+        raise ReportError(f"ledger {path} is corrupt: {_one_line(exc)}") from None
+    meta.pop("schema_version", None)
+    return meta, rounds, claimed
+
+
+def _probe_ledger(path: Path) -> None:
+    """Refuse anything that is not already a ledger, read-only: Ledger.open would write a schema into it."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(len(_SQLITE_MAGIC))
+    except OSError as exc:
+        raise ReportError(f"ledger {path} cannot be read: {exc.strerror}") from None
+    if head != _SQLITE_MAGIC:
+        raise ReportError(f"ledger {path} is corrupt or not a SQLite file")
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        finally:
+            db.close()
+    except sqlite3.DatabaseError as exc:
+        raise ReportError(f"ledger {path} is corrupt: {_one_line(exc)}") from None
+    if not {"meta", "rounds", "entries", "claims"} <= tables:
+        raise ReportError(f"ledger {path} is not a fedlearn ledger (tables: {', '.join(sorted(tables)) or 'none'})")
+
+
+# ---- merging ----------------------------------------------------------------------------------------------------
+
+
+def _merge_rounds(measured: list[dict[str, Any]], paid: list[RoundEntry]) -> list[RoundRow]:
+    by_paid = {r.round: r for r in paid}
+    by_measured = {r["round"]: r for r in measured}
+    rows: list[RoundRow] = []
+    for n in sorted(by_measured.keys() | by_paid.keys()):
+        m = by_measured.get(n, {})
+        p = by_paid.get(n)
+        scores: dict[str, float] = m.get("scores", {})
+        rejected: dict[str, str] = m.get("rejected", {})
+        entries = {e.institution: e for e in (p.entries if p else ())}
+        cells = tuple(
+            Cell(
+                institution=name,
+                score=entries[name].score if name in entries else scores.get(name),
+                reward_wei=entries[name].reward if name in entries else None,
+                cumulative_wei=entries[name].cumulative if name in entries else None,
+                rejected=(entries[name].rejected if name in entries else None) or rejected.get(name),
+            )
+            for name in sorted(scores.keys() | rejected.keys() | entries.keys())
+        )
+        rows.append(RoundRow(
+            round=n, test_accuracy=m.get("accuracy"), test_loss=m.get("loss"), cells=cells, method=m.get("method"),
+            paid_wei=p.round_total if p else None, budget_wei=p.budget if p else None,
+            rollover_wei=p.rollover if p else None, status=p.status if p else None, tx_hash=p.tx_hash if p else None,
+            block=p.block if p else None, gas_used=p.gas_used if p else None,
+        ))
+    return rows
+
+
+def _institutions(summary: dict[str, Any] | None, rounds: list[RoundRow], paid: list[RoundEntry],
+                  claimed: dict[str, int]) -> list[InstitutionRow]:
+    listed = {row["name"]: row for row in (summary or {}).get("institutions", [])}
+    seen = {c.institution for r in rounds for c in r.cells}
+    # The summary's order is the run's order; names only seen in rounds (an unfinished run) follow, sorted.
+    names = list(listed) + sorted(seen - listed.keys())
+    addresses = {e.institution: e.address for r in paid for e in r.entries}
+    earned = {e.institution: e.cumulative for e in paid[-1].entries} if paid else {}
+    score_sum = {name: sum(c.score or 0.0 for r in rounds for c in r.cells if c.institution == name) for name in names}
+    positive = sum(max(v, 0.0) for v in score_sum.values())
+    rows: list[InstitutionRow] = []
+    for name in names:
+        s = listed.get(name, {})
+        cumulative = _number(s.get("cumulative_score"))
+        rows.append(InstitutionRow(
+            name=name,
+            address=addresses.get(name) or s.get("address"),
+            examples=s.get("examples") if isinstance(s.get("examples"), int) else None,
+            cumulative_score=cumulative if cumulative is not None else score_sum[name],
+            share=_number(s.get("share")) if "share" in s else (
+                max(score_sum[name], 0.0) / positive if positive > 0 else 0.0),
+            # The ledger is what was paid; the summary only repeats it, so it is the fallback.
+            earned_wei=earned.get(name, 0) if paid else _wei(s.get("tokens_earned")),
+            claimed_wei=claimed.get(name, 0) if paid else _wei(s.get("tokens_claimed")),
+        ))
+    return rows
+
+
+# ---- small helpers ----------------------------------------------------------------------------------------------
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _is_wei(value: Any) -> bool:
+    return isinstance(value, str) and value.isdigit() or isinstance(value, int) and not isinstance(value, bool)
+
+
+def _wei(value: Any) -> int | None:
+    return int(value) if value is not None and _is_wei(value) else None
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
