@@ -1,0 +1,411 @@
+"""The model license on chain: deploy it, attest revenue, quote and acquire licenses, pay fees, withdraw shares.
+
+Units: revenue, threshold, stakes and fees are integers in the token's smallest unit (18 decimals; one currency
+unit of revenue is 10**18, like one token); the stake rate X is 18-decimal fixed point (10**15 is 0.001); the
+lock period is in seconds. Every check the contract makes is also made here first, so that a refused action is
+one ChainError line and nothing is sent.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from enum import IntEnum
+from pathlib import Path
+from typing import Any
+
+from eth_utils import is_address, to_checksum_address
+from web3 import Web3
+from web3.contract import Contract
+from web3.contract.contract import ContractFunction
+
+from fedlearn.chain.artifacts import LICENSE, load_artifact
+from fedlearn.chain.deployment import Deployment, distributor_contract, token_contract
+from fedlearn.chain.merkle import RewardTree
+from fedlearn.chain.session import ChainSession
+from fedlearn.chain.reverts import ChainRevertError, decode_revert
+from fedlearn.chain.transactions import TxResult, deploy_contract, transact
+from fedlearn.chain.transactions import call as _call
+from fedlearn.errors import ChainError
+
+UNIT = 10**18
+WAD = 10**18
+MAX_REVENUE = 10**36
+DAY = 86_400
+ZERO_ADDRESS = "0x" + "00" * 20
+FORMAT = "fedlearn-license-1"
+
+
+class Parameter(IntEnum):
+    """The governed parameters, numbered as the contract's `Parameter` enum."""
+
+    STAKE_RATE = 0
+    REVENUE_THRESHOLD = 1
+    LOCK_PERIOD = 2
+    REWARD_PER_ROUND = 3
+
+    @property
+    def label(self) -> str:
+        return self.name.lower().replace("_", "-")
+
+    @classmethod
+    def parse(cls, text: str) -> Parameter:
+        for p in cls:
+            if text.strip().lower().replace("_", "-") == p.label:
+                return p
+        raise ChainError(f"unknown parameter {text!r}; known: {', '.join(p.label for p in cls)}")
+
+
+# The contract's parameterBounds, mirrored so that a bad value is refused before anything is sent.
+BOUNDS: dict[Parameter, tuple[int, int]] = {
+    Parameter.STAKE_RATE: (0, WAD),
+    Parameter.REVENUE_THRESHOLD: (0, MAX_REVENUE),
+    Parameter.LOCK_PERIOD: (DAY, 3650 * DAY),
+    Parameter.REWARD_PER_ROUND: (0, 10**9 * UNIT),
+}
+
+
+def check_parameter(p: Parameter, value: int) -> int:
+    """`value` if it lies within `p`'s bounds, else a ChainError naming ParameterOutOfRange."""
+    low, high = BOUNDS[p]
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise ChainError(f"{p.label} {value!r} is outside [{low}, {high}] (ParameterOutOfRange)")
+    return value
+
+
+@dataclass(frozen=True)
+class LicenseParameters:
+    """X (18-decimal fixed point), the revenue threshold (token units), lock period (s), reward per round."""
+
+    stake_rate: int = 10**15
+    revenue_threshold: int = 1_000_000 * UNIT
+    lock_period: int = 365 * DAY
+    reward_per_round: int = 1_000 * UNIT
+
+    def values(self) -> tuple[int, int, int, int]:
+        return (self.stake_rate, self.revenue_threshold, self.lock_period, self.reward_per_round)
+
+    def check(self) -> LicenseParameters:
+        for p, value in zip(Parameter, self.values()):
+            check_parameter(p, value)
+        return self
+
+
+def check_revenue(revenue: int) -> int:
+    """`revenue` if the contract accepts it; a ChainError for a negative or absurd one."""
+    if not isinstance(revenue, int) or isinstance(revenue, bool):
+        raise ChainError(f"revenue must be an integer number of units, got {revenue!r}")
+    if revenue < 0:
+        raise ChainError(f"revenue cannot be negative, got {revenue}")
+    if revenue > MAX_REVENUE:
+        raise ChainError(f"revenue {revenue} is above the largest accepted {MAX_REVENUE} (RevenueTooLarge)")
+    return revenue
+
+
+def required_stake(revenue: int, params: LicenseParameters) -> int:
+    """`X · max(0, revenue − threshold)`, rounded up, as the contract computes it."""
+    above = check_revenue(revenue) - params.revenue_threshold
+    return 0 if above <= 0 else -(-above * params.stake_rate // WAD)
+
+
+@dataclass(frozen=True)
+class LicenseDeployment:
+    """Where a federation's license (and its governance, when it has one) lives."""
+
+    chain_id: int
+    token: str
+    distributor: str
+    license: str
+    admin: str  # the timelock of a governed license, else the account that sets parameters
+    attester: str
+    block: int
+    governor: str | None = None
+    timelock: str | None = None
+    artifacts: dict[str, str] = field(default_factory=dict)
+    backend: str = ""
+
+    @property
+    def governed(self) -> bool:
+        return self.governor is not None
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(json.dumps({"format": FORMAT, **asdict(self)}, indent=2) + "\n")
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, chain_id: int | None = None) -> LicenseDeployment:
+        try:
+            data = json.loads(Path(path).read_text())
+        except OSError as exc:
+            raise ChainError(f"cannot read license file {path}: {exc.strerror} (run `fedlearn license deploy`)") from None
+        except ValueError:
+            raise ChainError(f"license file {path} is not JSON") from None
+        if not isinstance(data, dict) or data.pop("format", None) != FORMAT:
+            raise ChainError(f"{path} is not a fedlearn license file")
+        try:
+            ld = cls(**data)
+        except TypeError as exc:
+            raise ChainError(f"license file {path} is malformed: {exc}") from None
+        for name in ("token", "distributor", "license", "admin", "attester", "governor", "timelock"):
+            value = getattr(ld, name)
+            if value is not None and not is_address(value):
+                raise ChainError(f"license file {path} has an invalid {name} address")
+        if chain_id is not None and ld.chain_id != chain_id:
+            raise ChainError(f"license file {path} is for chain id {ld.chain_id}, connected to {chain_id}")
+        return ld
+
+    def check(self, session: ChainSession) -> None:
+        if session.chain_id != self.chain_id:
+            raise ChainError(f"license is on chain id {self.chain_id}, connected to chain id {session.chain_id}")
+        if not session.w3.eth.get_code(to_checksum_address(self.license)):
+            raise ChainError(f"no license contract at {self.license} on chain {session.chain_id}: was the node reset?")
+
+    def base(self) -> Deployment:
+        """Enough of the base deployment for token calls."""
+        return Deployment(self.chain_id, self.token, self.distributor, self.block, self.admin, self.admin, 0)
+
+
+_ETH_TESTER_REVERT = re.compile(r"execution reverted: (b'.*'|b\".*\")$", re.DOTALL)
+
+
+def call(fn: ContractFunction, action: str) -> Any:
+    """A read-only call whose revert is reported by custom error name, on eth-tester too (whose calls carry the
+    revert data only as a bytes literal in the message)."""
+    try:
+        return fn.call()
+    except Exception as exc:  # web3's, eth-tester's and requests' errors alike
+        match = _ETH_TESTER_REVERT.search(str(exc.args[0]) if exc.args else "")
+        if match:
+            raise ChainRevertError(action, decode_revert(ast.literal_eval(match.group(1)))) from None
+    return _call(fn, action)
+
+
+def license_contract(session: ChainSession, ld: LicenseDeployment) -> Contract:
+    return session.w3.eth.contract(address=to_checksum_address(ld.license), abi=load_artifact(LICENSE).abi)
+
+
+def _address(value: str, what: str) -> str:
+    try:
+        return to_checksum_address(value)
+    except (ValueError, TypeError):
+        raise ChainError(f"{what} is not an address: {value!r}") from None
+
+
+def deploy_license(
+    session: ChainSession,
+    deployment: Deployment,
+    *,
+    admin: str | None = None,
+    attester: str | None = None,
+    params: LicenseParameters = LicenseParameters(),
+) -> LicenseDeployment:
+    """Deploys the license over `deployment`'s token and distributor. `admin` sets parameters and roles (a
+    timelock when governed; defaults to the signer); `attester` attests revenue (defaults to the signer)."""
+    params.check()
+    admin = _address(admin, "admin") if admin else session.address
+    attester = _address(attester, "attester") if attester else session.address
+    art = load_artifact(LICENSE)
+    factory = session.w3.eth.contract(abi=art.abi, bytecode=art.bytecode)
+    tx = deploy_contract(
+        session, factory, [deployment.token, deployment.distributor, admin, attester, params.values()], "deploying license"
+    )
+    return LicenseDeployment(
+        chain_id=session.chain_id,
+        token=deployment.token,
+        distributor=deployment.distributor,
+        license=to_checksum_address(tx.receipt["contractAddress"]),
+        admin=admin,
+        attester=attester,
+        block=tx.block,
+        artifacts={LICENSE: art.sha256},
+        backend=session.backend,
+    )
+
+
+def parameters(session: ChainSession, ld: LicenseDeployment) -> LicenseParameters:
+    values = call(license_contract(session, ld).functions.parameters(), "reading parameters")
+    return LicenseParameters(*(int(v) for v in values))
+
+
+@dataclass(frozen=True)
+class Quote:
+    revenue: int
+    required: int
+    params: LicenseParameters
+
+
+def quote(session: ChainSession, ld: LicenseDeployment, revenue: int) -> Quote:
+    """The stake `revenue` requires under the parameters on chain (computed by the contract)."""
+    check_revenue(revenue)
+    required = call(license_contract(session, ld).functions.requiredStake(revenue), "quote")
+    return Quote(revenue, int(required), parameters(session, ld))
+
+
+ATTESTER_ROLE = bytes(Web3.keccak(text="ATTESTER_ROLE"))
+ADMIN_ROLE = b"\x00" * 32
+
+
+def attest_revenue(session: ChainSession, ld: LicenseDeployment, licensee: str, revenue: int) -> TxResult:
+    """Records `licensee`'s annual revenue (the signer needs the attester role)."""
+    licensee = _address(licensee, "licensee")
+    check_revenue(revenue)
+    lic = license_contract(session, ld)
+    if not call(lic.functions.hasRole(ATTESTER_ROLE, session.address), "reading roles"):
+        raise ChainError(f"attest: account {session.address} lacks the license's ATTESTER_ROLE")
+    return transact(session, lic.functions.attestRevenue(licensee, revenue), f"attesting revenue of {licensee}")
+
+
+@dataclass(frozen=True)
+class LicenseStatus:
+    licensee: str
+    revenue: int
+    attested_at: int
+    locked: int
+    unlock_at: int
+    required: int
+    licensed: bool
+    now: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def license_status(session: ChainSession, ld: LicenseDeployment, licensee: str) -> LicenseStatus:
+    licensee = _address(licensee, "licensee")
+    values = call(license_contract(session, ld).functions.licenseOf(licensee), "reading license")
+    now = int(session.w3.eth.get_block("latest")["timestamp"])
+    revenue, attested_at, locked, unlock_at, required, licensed = values
+    return LicenseStatus(licensee, revenue, attested_at, locked, unlock_at, required, bool(licensed), now)
+
+
+def _ensure_allowance(session: ChainSession, ld: LicenseDeployment, amount: int, what: str) -> None:
+    token = token_contract(session, ld.base())
+    balance = call(token.functions.balanceOf(session.address), "reading balance")
+    if balance < amount:
+        raise ChainError(f"{what}: account {session.address} holds {balance} tokens, needs {amount}")
+    allowance = call(token.functions.allowance(session.address, ld.license), "reading allowance")
+    if allowance < amount:
+        transact(session, token.functions.approve(ld.license, amount), "approving the license contract")
+
+
+@dataclass(frozen=True)
+class Acquired:
+    amount: int
+    status: LicenseStatus
+    tx: TxResult
+
+
+def acquire(
+    session: ChainSession, ld: LicenseDeployment, *, amount: int | None = None, lock_duration: int | None = None
+) -> Acquired:
+    """Locks `amount` more tokens (default: what the required stake lacks) for `lock_duration` seconds (default:
+    the lock period) so that the signer is licensed. Refuses, before sending, a missing attestation, a lock
+    shorter than the lock period, a stake below the required one and a balance below `amount`."""
+    before = license_status(session, ld, session.address)
+    if before.attested_at == 0:
+        raise ChainError(f"acquire: no revenue attested for {session.address} (RevenueNotAttested); ask the attester")
+    params = parameters(session, ld)
+    lock = params.lock_period if lock_duration is None else lock_duration
+    if not isinstance(lock, int) or lock < params.lock_period:
+        raise ChainError(f"acquire: a lock of {lock} s is shorter than the lock period {params.lock_period} s (LockTooShort)")
+    if lock > BOUNDS[Parameter.LOCK_PERIOD][1]:
+        raise ChainError(f"acquire: a lock of {lock} s is longer than {BOUNDS[Parameter.LOCK_PERIOD][1]} s (LockTooLong)")
+    if amount is None:
+        amount = max(0, before.required - before.locked)
+    if not isinstance(amount, int) or isinstance(amount, bool) or amount < 0:
+        raise ChainError(f"acquire: amount must be a non-negative integer, got {amount!r}")
+    if before.locked + amount < before.required:
+        raise ChainError(
+            f"acquire: a stake of {before.locked + amount} is below the {before.required} required for revenue "
+            f"{before.revenue} (InsufficientStake)"
+        )
+    if amount:
+        _ensure_allowance(session, ld, amount, "acquire")
+    tx = transact(session, license_contract(session, ld).functions.acquire(amount, lock), "acquire")
+    return Acquired(amount, license_status(session, ld, session.address), tx)
+
+
+def release(session: ChainSession, ld: LicenseDeployment) -> TxResult:
+    """Takes the signer's locked stake back once its lock has ended (the license lapses)."""
+    return transact(session, license_contract(session, ld).functions.release(), "release")
+
+
+@dataclass(frozen=True)
+class FeePaid:
+    round: int
+    amount: int
+    tx: TxResult
+
+
+def pay_fee(session: ChainSession, ld: LicenseDeployment, amount: int) -> FeePaid:
+    """Pays a license fee, shared by the contributors of the distributor's latest round."""
+    if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0:
+        raise ChainError(f"fee must be a positive integer number of token units, got {amount!r}")
+    if call(distributor_contract(session, ld.base()).functions.lastRound(), "reading rounds") == 0:
+        raise ChainError("pay fee: no round is settled yet, so no contribution to share it by (NoContributions)")
+    _ensure_allowance(session, ld, amount, "pay fee")
+    lic = license_contract(session, ld)
+    tx = transact(session, lic.functions.payFee(amount), "pay fee")
+    logs = lic.events.FeePaid().process_receipt(tx.receipt)
+    return FeePaid(int(logs[0]["args"]["round"]), amount, tx)
+
+
+@dataclass(frozen=True)
+class Epoch:
+    round: int
+    weights_root: str
+    total_weight: int
+    fees: int
+    paid_out: int
+
+
+def epochs(session: ChainSession, ld: LicenseDeployment) -> list[Epoch]:
+    """Every round fees accrued to, oldest first."""
+    lic = license_contract(session, ld)
+    out = []
+    for r in call(lic.functions.feeRounds(), "reading fee rounds"):
+        root, total, fees, paid = call(lic.functions.epochOf(r), "reading fees")
+        out.append(Epoch(int(r), "0x" + bytes(root).hex(), int(total), int(fees), int(paid)))
+    return out
+
+
+def fee_share(session: ChainSession, ld: LicenseDeployment, round: int, tree: RewardTree, account: str) -> int:
+    """What `account` may still withdraw of `round`'s fees, its weight read from `tree` (that round's)."""
+    weight = tree.amount_of(account) or 0
+    return int(call(license_contract(session, ld).functions.feeShareOf(round, _address(account, "account"), weight), "reading share"))
+
+
+@dataclass(frozen=True)
+class Withdrawal:
+    account: str
+    round: int
+    amount: int
+    tx: TxResult
+
+
+def withdraw_fee_share(
+    session: ChainSession, ld: LicenseDeployment, round: int, tree: RewardTree, account: str
+) -> Withdrawal:
+    """Pays `account` its share of `round`'s fees (anyone may send; tokens go to `account`), proving its weight
+    with `tree`, the rewards tree the distributor settled for `round`."""
+    account = _address(account, "account")
+    lic = license_contract(session, ld)
+    root, _, fees, _ = call(lic.functions.epochOf(round), "reading fees")
+    if bytes(root) == b"\x00" * 32:
+        raise ChainError(f"withdraw: no fee accrued to round {round} (NoFeesForRound)")
+    if bytes(root) != tree.root:
+        raise ChainError(f"withdraw: tree root 0x{tree.root.hex()} is not round {round}'s weights root 0x{bytes(root).hex()}")
+    weight = tree.amount_of(account)
+    if weight is None:
+        raise ChainError(f"withdraw: account {account} has no weight in round {round}'s tree")
+    owed = fee_share(session, ld, round, tree, account)
+    if owed == 0:
+        raise ChainError(f"withdraw: account {account} has no fee share of round {round} left (NoFeeShare)")
+    tx = transact(session, lic.functions.withdrawFeeShare(round, account, weight, tree.proof(account)), "withdraw fee share")
+    return Withdrawal(account, round, owed, tx)
