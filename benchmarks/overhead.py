@@ -1,9 +1,10 @@
-"""Overhead of checking and scoring: a scored run against the same run with plain Flower FedAvg, same seed.
+"""Overhead of checking, scoring and settling: ``fedlearn run`` against plain Flower FedAvg, same seed.
 
-Both runs use Flower's simulation engine in this one process, the same data, model, clients and server-side
-test evaluation; the plain run hands Flower's FedAvg to ``Strategy.start`` directly (no reply checks, no
-scoring, no run directory). Reported: total wall time (engine start-up included) and the time from the first
-round's start to the last round's end, each as scored / plain.
+Three runs in Flower's simulation engine in this one process, with the same data, model, clients and
+server-side test evaluation: plain Flower FedAvg handed to ``Strategy.start`` (no reply checks, no scoring, no
+run directory, no chain); fedlearn with scoring; fedlearn with scoring and settlement on eth-tester. Reported:
+total wall time (engine start-up included) and the time from round 0's evaluation to the last round's end,
+each over plain, and the gas of every settlement transaction.
 
     .venv/bin/python benchmarks/overhead.py [--rounds 20] [--institutions 10] [--method gtg]
 """
@@ -27,6 +28,7 @@ from flwr.simulation import run_simulation
 from clients.app import build_client_app
 from fedlearn.config import RunConfig
 from fedlearn.federation import federated_split
+from fedlearn.ledger import Ledger
 from fedlearn.models import init_model
 from fedlearn.rundir import RoundResult
 from fedlearn.simulation import run_federation
@@ -68,7 +70,8 @@ def timed_plain(config: RunConfig) -> tuple[float, float, float]:
     return time.perf_counter() - started, marks["last"] - marks["first"], marks["accuracy"]
 
 
-def timed_scored(config: RunConfig) -> tuple[float, float, float]:
+def timed_fedlearn(config: RunConfig) -> tuple[float, float, float, list[int]]:
+    """(wall s, rounds s, final accuracy, gas per settled round) of a ``fedlearn run``."""
     marks: dict[str, float] = {}
 
     def observe(result: RoundResult, total: int) -> None:
@@ -78,7 +81,11 @@ def timed_scored(config: RunConfig) -> tuple[float, float, float]:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         summary = run_federation(config.replace(run={"output_dir": tmp}), progress=False, observer=observe)
-    return time.perf_counter() - started, marks["last"] - marks["first"], float(summary["final_test_accuracy"])
+        gas: list[int] = []
+        ledger_file = Path(summary["run_dir"]) / "ledger.sqlite"
+        if ledger_file.exists():
+            gas = [r.gas_used or 0 for r in Ledger.open(ledger_file).rounds()]
+    return time.perf_counter() - started, marks["last"] - marks["first"], float(summary["final_test_accuracy"]), gas
 
 
 def main() -> None:
@@ -93,18 +100,27 @@ def main() -> None:
     ])
     logging.getLogger("flwr").setLevel(logging.ERROR)
     plain_total, plain_loop, plain_acc = timed_plain(config)
-    scored_total, scored_loop, scored_acc = timed_scored(config)
-    print_table(["run", "wall s", "rounds s", "final accuracy"], [
-        ["plain Flower FedAvg", plain_total, plain_loop, plain_acc],
-        [f"fedlearn ({args.method} scoring)", scored_total, scored_loop, scored_acc],
-        ["ratio scored / plain", scored_total / plain_total, scored_loop / plain_loop, ""],
+    scored_total, scored_loop, scored_acc, _ = timed_fedlearn(config.replace(chain={"enabled": False}))
+    paid_total, paid_loop, paid_acc, gas = timed_fedlearn(config)
+    print_table(["run", "wall s", "rounds s", "final accuracy", "wall / plain", "rounds / plain"], [
+        ["plain Flower FedAvg", plain_total, plain_loop, plain_acc, 1.0, 1.0],
+        [f"fedlearn, {args.method} scoring", scored_total, scored_loop, scored_acc,
+         scored_total / plain_total, scored_loop / plain_loop],
+        [f"fedlearn, {args.method} scoring + settlement (eth-tester)", paid_total, paid_loop, paid_acc,
+         paid_total / plain_total, paid_loop / plain_loop],
     ])
+    print(f"\ngas per settled round: mean {sum(gas) / max(len(gas), 1):,.0f}, min {min(gas, default=0):,}, "
+          f"max {max(gas, default=0):,} over {len(gas)} rounds")
     path = write_results("overhead", {
         "dataset": config.data.dataset, "institutions": args.institutions, "rounds": args.rounds,
-        "scoring": args.method, "plain_wall_s": plain_total, "scored_wall_s": scored_total,
-        "plain_rounds_s": plain_loop, "scored_rounds_s": scored_loop,
-        "ratio_wall": scored_total / plain_total, "ratio_rounds": scored_loop / plain_loop,
-        "plain_final_accuracy": plain_acc, "scored_final_accuracy": scored_acc,
+        "scoring": args.method,
+        "plain": {"wall_s": plain_total, "rounds_s": plain_loop, "final_accuracy": plain_acc},
+        "scored": {"wall_s": scored_total, "rounds_s": scored_loop, "final_accuracy": scored_acc,
+                   "ratio_wall": scored_total / plain_total, "ratio_rounds": scored_loop / plain_loop},
+        "scored_and_settled": {"wall_s": paid_total, "rounds_s": paid_loop, "final_accuracy": paid_acc,
+                               "ratio_wall": paid_total / plain_total, "ratio_rounds": paid_loop / plain_loop,
+                               "gas_per_round": gas},
+        "target_ratio_settled": 1.10,
     })
     print(f"\nwrote {path}")
 

@@ -105,6 +105,13 @@ class Ledger:
         try:
             db = sqlite3.connect(path, isolation_level=None)  # explicit transactions below
             db.execute("PRAGMA foreign_keys = ON")
+            if not create:
+                # Never turn some other database into an empty ledger: the tables must already be there.
+                tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+                missing = {"meta", "rounds", "entries", "claims"} - tables
+                if missing:
+                    db.close()
+                    raise LedgerError(f"{path} is not a fedlearn ledger (no {', '.join(sorted(missing))} table)")
             db.executescript(SCHEMA)
             ledger = cls(path, db)
             version = ledger.meta().get("schema_version")

@@ -27,7 +27,7 @@ from fedlearn.config import RunConfig
 from fedlearn.errors import ConfigError
 from fedlearn.replies import EXAMPLES_KEY, METRICS_KEY, Rejection, institution_of, partition_replies
 from fedlearn.scoring import score_round
-from fedlearn.valuation import ModelUtility, SubsetAggregator
+from fedlearn.valuation import round_utility
 
 log = logging.getLogger("flwr")  # shown with Flower's own lines under `flwr run`
 
@@ -141,11 +141,13 @@ class ScoredStrategy(Strategy):
         for rejection in rejected:
             log.warning("round %d: update from %s set aside: %s", server_round, rejection.institution,
                         rejection.reason)
-        aggregate = SubsetAggregator(self.inner, server_round, accepted, self._start_arrays)
+        started = time.perf_counter()
+        utility = round_utility(self.inner, server_round, accepted, self._start_arrays, self.model,
+                                self.validation, self.scoring.utility)
         arrays, metrics = (None, None)
         if accepted:
             arrays, metrics = self.inner.aggregate_train(server_round, accepted)
-        self._score(server_round, accepted, rejected, aggregate)
+        self._score(server_round, accepted, rejected, utility, started)
         return arrays, metrics
 
     def _score(
@@ -153,11 +155,10 @@ class ScoredStrategy(Strategy):
         server_round: int,
         accepted: list[Message],
         rejected: list[Rejection],
-        aggregate: SubsetAggregator,
+        utility: Callable[[frozenset[int]], float],
+        started: float,
     ) -> None:
-        started = time.perf_counter()
         names = [institution_of(m) for m in accepted]
-        utility = ModelUtility(self.model, aggregate, *self.validation, metric=self.scoring.utility)
         result = score_round(
             self.scoring.method,
             len(accepted),
@@ -178,6 +179,7 @@ class ScoredStrategy(Strategy):
             },
             rejected={r.institution: r.reason for r in rejected},
             evaluations=result.evaluations,
+            # Scoring time includes building the utility, not the real aggregation in between.
             scoring_seconds=time.perf_counter() - started,
             truncated=result.truncated,
             method=self.scoring.method,

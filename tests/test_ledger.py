@@ -69,3 +69,15 @@ def test_corrupt_and_missing_ledgers_are_one_line_errors(tmp_path: Path) -> None
     db.close()
     with pytest.raises(LedgerError, match="round 1 is corrupt"):
         Ledger.open(tmp_path / "l.sqlite").rounds()
+
+
+def test_another_sqlite_database_is_not_taken_for_a_ledger(tmp_path: Path) -> None:
+    other = tmp_path / "other.sqlite"
+    db = sqlite3.connect(other)
+    db.execute("CREATE TABLE patients (id INTEGER)")
+    db.commit()
+    db.close()
+    with pytest.raises(LedgerError, match="is not a fedlearn ledger"):
+        Ledger.open(other)
+    tables = {r[0] for r in sqlite3.connect(other).execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert tables == {"patients"}

@@ -150,3 +150,21 @@ def test_scoring_does_not_move_a_server_optimisers_state(make_reply: ReplyFactor
 def test_robust_strategies_refuse_too_many_malicious(name: str, n: int, f: int, message: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(message)):
         build_flower_strategy(make_config(strategy=name, n=n, num_malicious=f))
+
+
+def test_fast_mean_utility_equals_flowers_fedavg_on_every_subset(make_reply: ReplyFactory) -> None:
+    import itertools
+
+    from fedlearn.valuation import MeanUtility, ModelUtility, SubsetAggregator
+
+    config = make_config()
+    model = init_model(config.model, FEATURES, CLASSES, seed=0)
+    start = ArrayRecord(model.state_dict())
+    replies = institution_updates(make_reply, start, 5)
+    for metric in ("accuracy", "neg_loss"):
+        fast = MeanUtility(copy.deepcopy(model), replies, start, *validation_set(), metric=metric)
+        flower = ModelUtility(copy.deepcopy(model), SubsetAggregator(build_flower_strategy(config), 1, replies, start),
+                              *validation_set(), metric=metric)
+        for size in range(6):
+            for subset in itertools.combinations(range(5), size):
+                assert fast(frozenset(subset)) == pytest.approx(flower(frozenset(subset)), abs=1e-6)
