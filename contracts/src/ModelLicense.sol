@@ -40,12 +40,12 @@ interface IRewardRecord {
  *
  * Fees. Anyone (a licensee, usually) pays fees with {payFee}. Fees go to the contributors pro rata to their
  * recorded contribution: the cumulative rewards the RewardDistributor settled. Each fee accrues to the epoch of the
- * distributor's latest round, whose rewards root and settled total are copied here when the first fee of that
- * round arrives; the fee raises the epoch's fee-per-weight accumulator (a 128.128 fixed-point number) in O(1), and
- * a contributor withdraws `weight · accumulator − withdrawn` whenever it likes with the same leaf and proof it
- * claims rewards with. The division remainder is carried into the next fee, so the accumulator loses nothing;
- * the only dust is each contributor's rounding down of its share: once everyone has withdrawn, what stays in
- * the contract of an epoch's fees is at most the number of contributors with a positive weight, in token units.
+ * distributor's latest round, whose rewards root and settled total W are copied here when the first fee of that
+ * round arrives. Weights are fixed within an epoch, so its accumulator is its fee total F: a fee is one addition
+ * (O(1) whatever the number of contributors), the fee per unit of weight is F / W held exactly, and a contributor
+ * of weight w withdraws `floor(w · F / W) − withdrawn` whenever it likes, with the same leaf and proof it claims
+ * rewards with. Rounding down is the only dust: once everyone has withdrawn, what stays of an epoch's fees is
+ * the sum of the n contributors' fractional parts, an integer below n (at most n − 1 token units).
  *
  * Governance. {DEFAULT_ADMIN_ROLE} (the federation's TimelockController, driven by its Governor) sets the
  * parameters within fixed bounds ({parameterBounds}), including the reward per round that the coordinator pays
@@ -78,14 +78,12 @@ contract ModelLicense is AccessControl, ReentrancyGuardTransient {
         uint256 locked;
     }
 
-    /// @dev Fees accrued while a round's contributions were the latest: weights and a fee-per-weight accumulator.
+    /// @dev Fees accrued while a round's contributions were the latest: the weights and the fee total.
     struct Epoch {
         bytes32 weightsRoot;
         uint128 totalWeight;
-        uint128 carry;
-        uint256 accX128;
         uint128 fees;
-        uint128 paidOut;
+        uint256 paidOut;
     }
 
     /// @dev Role allowed to record licensees' revenue.
@@ -359,7 +357,7 @@ contract ModelLicense is AccessControl, ReentrancyGuardTransient {
     /**
      * @notice Pays a license fee of `amount` of the caller's tokens, shared by the contributors of the
      * distributor's latest settled round in proportion to their cumulative rewards.
-     * @dev O(1): raises the epoch's fee-per-weight accumulator. Requires an allowance of `amount`. Emits
+     * @dev O(1): adds to the epoch's fee total. Requires an allowance of `amount`. Emits
      * {WeightsSynced} when the round is new here, and {FeePaid}.
      * @param amount Tokens paid.
      * @return round The round whose contributors share the fee.
@@ -369,12 +367,6 @@ contract ModelLicense is AccessControl, ReentrancyGuardTransient {
         round = _syncWeights();
         Epoch storage e = _epochs[round];
         e.fees = SafeCast.toUint128(e.fees + amount);
-        // amount < 2**128 (it fits in e.fees) and carry < totalWeight < 2**128: the numerator fits in 256 bits.
-        // The remainder is carried into the next fee so that the accumulator itself never loses a unit.
-        uint256 numerator = (amount << 128) | e.carry;
-        uint256 total = e.totalWeight;
-        e.accX128 += numerator / total;
-        e.carry = uint128(numerator % total);
         emit FeePaid(_msgSender(), round, amount);
         _token.safeTransferFrom(_msgSender(), address(this), amount);
     }
@@ -422,7 +414,10 @@ contract ModelLicense is AccessControl, ReentrancyGuardTransient {
      * @param weight Its cumulative reward in that round's root.
      */
     function feeShareOf(uint256 round, address account, uint256 weight) public view returns (uint256) {
-        uint256 entitled = Math.mulDiv(weight, _epochs[round].accX128, 1 << 128);
+        Epoch storage e = _epochs[round];
+        if (e.totalWeight == 0) return 0;
+        // 512-bit intermediate: weight * fees may exceed 256 bits, the share cannot.
+        uint256 entitled = Math.mulDiv(weight, e.fees, e.totalWeight);
         uint256 already = _withdrawn[round][account];
         return entitled > already ? entitled - already : 0;
     }
@@ -453,8 +448,7 @@ contract ModelLicense is AccessControl, ReentrancyGuardTransient {
         if (paid > e.fees) revert ShareExceedsFees(round, amount, e.fees - e.paidOut);
 
         _withdrawn[round][account] += amount;
-        // Cannot truncate: paid <= e.fees, a uint128.
-        e.paidOut = uint128(paid);
+        e.paidOut = paid;
         emit FeeShareWithdrawn(account, round, amount);
         _token.safeTransfer(account, amount);
     }

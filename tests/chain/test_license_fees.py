@@ -1,10 +1,10 @@
-"""Fee shares sum to the fees minus a dust of at most one unit per contributor (Hypothesis, model and chain).
+"""Fee shares sum to the fees minus a dust below the number of contributors (Hypothesis, model and chain).
 
-The contract's accumulator: each fee f adds floor((f·2^128 + carry) / W) to acc and keeps the remainder as the
-next carry, so acc·W + carry = 2^128·Σf exactly; a contributor of weight w is owed floor(w·acc / 2^128). The
-shares then sum to Σf − carry/2^128 − Σ frac_i, and since carry < W < 2^128 and each frac_i < 1, the dust
-Σf − Σ shares is an integer below n + 1: at most n, the number of contributors with a positive weight, however
-many fees were paid.
+Weights are fixed within an epoch (one settled round's cumulative rewards, total W), so the contract's
+accumulator is the epoch's fee total F and a contributor of weight w is owed floor(w·F / W). The shares then sum
+to F − Σ frac_i, where frac_i = (w_i·F mod W) / W < 1 and Σ (w_i·F mod W) ≡ W·F ≡ 0 (mod W): the dust is an
+integer below n, the number of contributors with a positive weight, so at most n − 1 units, however many fees
+were paid.
 """
 
 from __future__ import annotations
@@ -22,24 +22,18 @@ from fedlearn.chain.artifacts import DISTRIBUTOR, load_artifact
 from fedlearn.chain.deployment import Deployment, token_contract
 from fedlearn.chain.transactions import deploy_contract, transact
 
-Q128 = 1 << 128
 MAX_UINT = 2**256 - 1
 
 
 def model_shares(weights: list[int], fees: list[int]) -> list[int]:
     """The contract's arithmetic, in Python."""
-    total = sum(weights)
-    acc = carry = 0
-    for fee in fees:
-        numerator = (fee << 128) | carry
-        acc += numerator // total
-        carry = numerator % total
-    return [w * acc // Q128 for w in weights]
+    total, paid = sum(weights), sum(fees)
+    return [w * paid // total for w in weights]
 
 
 def _check_dust(weights: list[int], fees: list[int], shares: list[int]) -> None:
     dust = sum(fees) - sum(shares)
-    assert 0 <= dust <= sum(1 for w in weights if w > 0), (weights, fees, shares)
+    assert 0 <= dust < sum(1 for w in weights if w > 0), (weights, fees, shares)
 
 
 @settings(max_examples=400, deadline=None)
@@ -52,10 +46,10 @@ def test_model_shares_sum_to_fees_minus_bounded_dust(weights: list[int], fees: l
 
 
 def test_dust_bound_is_tight() -> None:
-    # One contributor of weight 3 and a fee of 1 leaves acc = floor(2^128 / 3): its share rounds down to 0.
-    assert model_shares([3], [1]) == [0]
-    assert model_shares([1, 1, 1], [2]) == [0, 0, 0]  # 2 units of dust for 3 contributors
-    assert model_shares([1, 1, 1], [2, 1]) == [1, 1, 1]  # the carry makes later fees whole again
+    assert model_shares([1, 1, 1], [2]) == [0, 0, 0]  # n − 1 = 2 units of dust for 3 contributors
+    assert model_shares([1, 1, 1], [1, 1]) == [0, 0, 0]
+    assert model_shares([1, 1, 1], [2, 1]) == [1, 1, 1]  # later fees make the earlier fractions whole
+    assert model_shares([1_000, 3_000], [100 * 10**18]) == [25 * 10**18, 75 * 10**18]  # exact ratios stay exact
 
 
 @lru_cache(maxsize=1)

@@ -1,0 +1,454 @@
+"""`fedlearn license ...` and `fedlearn gov ...`: license a model, share its fees, govern its parameters.
+
+Amounts on this command line are in whole units (revenue in currency units, stakes and fees in tokens; decimals
+allowed) and become 18-decimal integers on chain; `--base-units` takes them as the integers themselves. The stake
+rate X is a decimal (0.001), durations are seconds or take a unit (`365d`, `12h`, `30m`). Connection options,
+the eth-tester state file and the deployment file are those of `fedlearn chain`; the license's addresses live
+in a license file beside the deployment file. Every bad input is one ChainError line (exit 5).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+
+from fedlearn.chain import governance as gov
+from fedlearn.chain import license as lic
+from fedlearn.chain.cli import _connection_options, _deployment, _finish, _print, _session, _tx_line
+from fedlearn.chain.license import UNIT, LicenseDeployment, LicenseParameters, Parameter
+from fedlearn.chain.merkle import RewardTree
+from fedlearn.chain.session import ChainSession, advance_time
+from fedlearn.errors import ChainError
+
+_DURATION = re.compile(r"(\d+)\s*([smhd]?)")
+_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86_400}
+
+
+def units(text: str, what: str, base_units: bool = False, scale: int = UNIT) -> int:
+    """`text` (a decimal, `5e6` allowed) times `scale`, exactly; negative or fractional units are refused."""
+    try:
+        value = Decimal(str(text).replace("_", "").replace(",", ""))
+    except InvalidOperation:
+        raise ChainError(f"{what} must be a number, got {text!r}") from None
+    if not value.is_finite():
+        raise ChainError(f"{what} must be a finite number, got {text!r}")
+    if value < 0:
+        raise ChainError(f"{what} cannot be negative, got {text}")
+    scaled = value if base_units else value * scale
+    if scaled != scaled.to_integral_value():
+        raise ChainError(f"{what} {text} is finer than the smallest unit")
+    return int(scaled)
+
+
+def duration(text: str, what: str) -> int:
+    """Seconds from `90`, `90s`, `30m`, `12h` or `365d`."""
+    match = _DURATION.fullmatch(str(text).strip().lower())
+    if not match:
+        raise ChainError(f"{what} must be seconds or a number with s, m, h or d, got {text!r}")
+    return int(match.group(1)) * _SECONDS[match.group(2)]
+
+
+def tokens(amount: int) -> str:
+    """18-decimal units as whole units, without trailing zeros."""
+    whole = Decimal(amount) / UNIT
+    text = f"{whole:,f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def _parameter_value(p: Parameter, text: str, base_units: bool) -> int:
+    """X as a decimal, the lock period as a duration, the threshold and reward in whole units."""
+    return duration(text, p.label) if p is Parameter.LOCK_PERIOD else units(text, p.label, base_units)
+
+
+def _show_parameters(params: LicenseParameters) -> str:
+    return (
+        f"X {Decimal(params.stake_rate) / UNIT:f} (stake per unit of revenue above the threshold), "
+        f"threshold {tokens(params.revenue_threshold)}, lock period {params.lock_period // 86_400} days "
+        f"({params.lock_period} s), reward per round {tokens(params.reward_per_round)}"
+    )
+
+
+def _license_path(args: argparse.Namespace) -> Path:
+    return Path(args.license_file) if args.license_file else Path(args.deployment).parent / "license.json"
+
+
+def _license(args: argparse.Namespace, session: ChainSession) -> LicenseDeployment:
+    ld = LicenseDeployment.load(_license_path(args), chain_id=session.chain_id)
+    ld.check(session)
+    return ld
+
+
+def _trees_dir(args: argparse.Namespace) -> Path:
+    return Path(args.trees) if args.trees else Path(args.deployment).parent / "trees"
+
+
+def _tree(args: argparse.Namespace, round_: int) -> RewardTree:
+    import json
+
+    path = _trees_dir(args) / f"round-{round_}.json"
+    try:
+        return RewardTree.load(json.loads(path.read_text()))
+    except OSError:
+        raise ChainError(f"no rewards tree for round {round_} at {path} (written by `fedlearn chain settle`)") from None
+    except ValueError:
+        raise ChainError(f"rewards tree {path} is not JSON") from None
+
+
+# --- license -------------------------------------------------------------------------------------------------
+
+
+def _cmd_deploy(args: argparse.Namespace) -> int:
+    b = args.base_units
+    params = LicenseParameters(
+        stake_rate=units(args.stake_rate, "stake rate"),
+        revenue_threshold=units(args.threshold, "revenue threshold", b),
+        lock_period=duration(args.lock_period, "lock period"),
+        reward_per_round=units(args.reward_per_round, "reward per round", b),
+    ).check()
+    settings = gov.GovernanceSettings(
+        voting_delay=duration(args.voting_delay, "voting delay"),
+        voting_period=duration(args.voting_period, "voting period"),
+        timelock_delay=duration(args.timelock_delay, "timelock delay"),
+        quorum_percent=args.quorum,
+        proposal_threshold=units(args.proposal_threshold, "proposal threshold", b),
+    ).check()
+    session = _session(args)
+    deployment = _deployment(args, session)
+    if args.no_governance:
+        ld = lic.deploy_license(session, deployment, attester=args.attester, params=params)
+    else:
+        ld = gov.deploy_governed_license(session, deployment, attester=args.attester, params=params, settings=settings)
+    ld.save(_license_path(args))
+    _finish(args, session)
+    lines = [f"license {ld.license}"]
+    if ld.governed:
+        lines += [f"governor {ld.governor}", f"timelock {ld.timelock} (admin of the parameters)"]
+    else:
+        lines.append(f"admin {ld.admin} (no governance)")
+    lines += [f"attester {ld.attester}", _show_parameters(params), f"wrote {_license_path(args)}"]
+    _print(args, "\n".join(lines), ld.__dict__)
+    return 0
+
+
+def _cmd_quote(args: argparse.Namespace) -> int:
+    revenue = lic.check_revenue(units(args.revenue, "revenue", args.base_units))
+    session = _session(args, read_only=True)
+    q = lic.quote(session, _license(args, session), revenue)
+    human = (
+        f"revenue {tokens(revenue)}: required stake {tokens(q.required)} tokens ({q.required} units), locked for "
+        f"at least {q.params.lock_period // 86_400} days\n{_show_parameters(q.params)}"
+    )
+    _print(args, human, {"revenue": revenue, "required_stake": q.required, **q.params.__dict__})
+    return 0
+
+
+def _cmd_attest(args: argparse.Namespace) -> int:
+    revenue = lic.check_revenue(units(args.revenue, "revenue", args.base_units))
+    session = _session(args)
+    tx = lic.attest_revenue(session, _license(args, session), args.licensee, revenue)
+    _finish(args, session)
+    print(_tx_line(f"attested revenue {tokens(revenue)} for {args.licensee}", tx))
+    return 0
+
+
+def _cmd_acquire(args: argparse.Namespace) -> int:
+    amount = None if args.amount is None else units(args.amount, "amount", args.base_units)
+    lock = None if args.lock is None else duration(args.lock, "lock")
+    session = _session(args)
+    got = lic.acquire(session, _license(args, session), amount=amount, lock_duration=lock)
+    _finish(args, session)
+    s = got.status
+    print(_tx_line(
+        f"{s.licensee} locked {tokens(got.amount)} more, {tokens(s.locked)} in all until {s.unlock_at}: "
+        f"{'licensed' if s.licensed else 'NOT licensed'}", got.tx))
+    return 0
+
+
+def _cmd_release(args: argparse.Namespace) -> int:
+    session = _session(args)
+    tx = lic.release(session, _license(args, session))
+    _finish(args, session)
+    print(_tx_line(f"{session.address} took back its stake; its license lapsed", tx))
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    session = _session(args, read_only=True)
+    ld = _license(args, session)
+    if args.licensee:
+        s = lic.license_status(session, ld, args.licensee)
+        if s.attested_at == 0:
+            verdict = "NOT licensed: no revenue attested"
+        elif s.licensed:
+            verdict = "licensed" + (" (revenue at or below the threshold)" if s.required == 0 else f" until {s.unlock_at}")
+        elif s.locked >= s.required and s.unlock_at <= s.now:
+            verdict = f"NOT licensed: the lock ended at {s.unlock_at}"
+        else:
+            verdict = f"NOT licensed: {tokens(s.locked)} locked, {tokens(s.required)} required"
+        human = (f"{s.licensee}: {verdict}\nrevenue {tokens(s.revenue)}  required {tokens(s.required)}  "
+                 f"locked {tokens(s.locked)}  unlock {s.unlock_at}  (now {s.now})")
+        _print(args, human, s.as_dict())
+        return 0
+    params = lic.parameters(session, ld)
+    epochs = lic.epochs(session, ld)
+    lines = [f"license {ld.license}" + (f" governed by {ld.governor}" if ld.governed else f" admin {ld.admin}"),
+             _show_parameters(params)]
+    lines += [f"round {e.round}: fees {tokens(e.fees)}  withdrawn {tokens(e.paid_out)}  total weight {e.total_weight}"
+              for e in epochs]
+    data = {"license": ld.license, "parameters": params.__dict__, "fee_rounds": [e.__dict__ for e in epochs]}
+    _print(args, "\n".join(lines), data)
+    return 0
+
+
+def _cmd_pay_fee(args: argparse.Namespace) -> int:
+    amount = units(args.amount, "fee", args.base_units)
+    if amount == 0:
+        raise ChainError("fee must be positive")
+    session = _session(args)
+    paid = lic.pay_fee(session, _license(args, session), amount)
+    _finish(args, session)
+    print(_tx_line(f"paid a fee of {tokens(amount)}, shared by the contributors of round {paid.round}", paid.tx))
+    return 0
+
+
+def _shares(args: argparse.Namespace, session: ChainSession, ld: LicenseDeployment, account: str) -> list[tuple[int, int]]:
+    rounds = [args.round] if args.round is not None else [e.round for e in lic.epochs(session, ld)]
+    out = []
+    for r in rounds:
+        tree = _tree(args, r)
+        if tree.amount_of(account) is not None:
+            out.append((r, lic.fee_share(session, ld, r, tree, account)))
+    return out
+
+
+def _cmd_shares(args: argparse.Namespace) -> int:
+    session = _session(args, read_only=True)
+    ld = _license(args, session)
+    account = args.account or session.address
+    shares = _shares(args, session, ld, account)
+    lines = [f"round {r}: {tokens(v)} withdrawable ({v} units)" for r, v in shares] or ["no fee share"]
+    _print(args, f"{account}\n" + "\n".join(lines), {"account": account, "shares": dict(shares)})
+    return 0
+
+
+def _cmd_withdraw(args: argparse.Namespace) -> int:
+    session = _session(args)
+    ld = _license(args, session)
+    account = args.account or session.address
+    owed = [(r, v) for r, v in _shares(args, session, ld, account) if v > 0]
+    if not owed:
+        raise ChainError(f"withdraw: account {account} has no fee share left to withdraw (NoFeeShare)")
+    for r, _ in owed:
+        got = lic.withdraw_fee_share(session, ld, r, _tree(args, r), account)
+        _finish(args, session)
+        print(_tx_line(f"paid {tokens(got.amount)} of round {r}'s fees to {account}", got.tx))
+    return 0
+
+
+# --- gov -----------------------------------------------------------------------------------------------------
+
+
+def _proposal_id(text: str) -> int:
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a proposal id: {text!r}") from None
+
+
+def _cmd_delegate(args: argparse.Namespace) -> int:
+    session = _session(args)
+    ld = _license(args, session)
+    tx = gov.delegate(session, ld, args.to)
+    _finish(args, session)
+    print(_tx_line(f"{session.address} delegated its votes to {args.to or 'itself'}", tx))
+    return 0
+
+
+def _cmd_propose(args: argparse.Namespace) -> int:
+    changes: dict[Parameter, int] = {}
+    for item in args.set:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise ChainError(f"--set takes NAME=VALUE, got {item!r}")
+        p = Parameter.parse(name)
+        changes[p] = lic.check_parameter(p, _parameter_value(p, value, args.base_units))
+    session = _session(args)
+    proposal = gov.propose(session, _license(args, session), changes, args.description)
+    _finish(args, session)
+    changes_text = ", ".join(f"{k}={v}" for k, v in proposal.changes.items())
+    print(f"proposal {proposal.proposal_id}: {changes_text}\nvote opens after the voting delay: `fedlearn gov vote ID --support for`")
+    return 0
+
+
+def _cmd_vote(args: argparse.Namespace) -> int:
+    session = _session(args)
+    tx = gov.vote(session, _license(args, session), args.proposal, args.support, args.reason or "")
+    _finish(args, session)
+    print(_tx_line(f"{session.address} voted {args.support} on {args.proposal}", tx))
+    return 0
+
+
+def _cmd_queue(args: argparse.Namespace) -> int:
+    session = _session(args)
+    tx = gov.queue(session, _license(args, session), args.proposal)
+    _finish(args, session)
+    print(_tx_line(f"queued {args.proposal} in the timelock", tx))
+    return 0
+
+
+def _cmd_execute(args: argparse.Namespace) -> int:
+    session = _session(args)
+    tx = gov.execute(session, _license(args, session), args.proposal)
+    _finish(args, session)
+    print(_tx_line(f"executed {args.proposal}", tx))
+    return 0
+
+
+def _cmd_gov_status(args: argparse.Namespace) -> int:
+    session = _session(args, read_only=True)
+    ld = _license(args, session)
+    ids = [args.proposal] if args.proposal is not None else gov.proposal_ids(session, ld)
+    statuses = [gov.proposal_status(session, ld, i) for i in ids]
+    lines = [
+        f"{s.proposal_id}: {s.state}  for {tokens(s.votes_for)} against {tokens(s.votes_against)} "
+        f"abstain {tokens(s.votes_abstain)} (quorum {tokens(s.quorum)})  voting {s.snapshot}..{s.deadline}"
+        + (f"  eta {s.eta}" if s.eta else "")
+        + f"\n  {s.description}: " + ", ".join(f"{k}={v}" for k, v in s.changes.items())
+        for s in statuses
+    ] or ["no proposals"]
+    _print(args, "\n".join(lines), {"proposals": [s.as_dict() for s in statuses]})
+    return 0
+
+
+def _cmd_advance(args: argparse.Namespace) -> int:
+    seconds = duration(args.seconds, "time")
+    session = _session(args)
+    if not session.is_eth_tester:
+        try:
+            advance_time(session, seconds)
+        except Exception as exc:  # a node without evm_increaseTime
+            raise ChainError(f"advance-time: {session.backend} cannot move its clock ({exc})") from None
+    else:
+        # eth-tester mines the travelled-to block one second short; one more keeps `advance` exact.
+        advance_time(session, seconds + 1)
+    _finish(args, session)
+    print(f"chain time is now {session.w3.eth.get_block('latest')['timestamp']}")
+    return 0
+
+
+def _common(p: argparse.ArgumentParser, *, units_flag: bool = True) -> None:
+    _connection_options(p)
+    p.add_argument("--license-file", type=Path, help="license file (default: license.json beside the deployment)")
+    if units_flag:
+        p.add_argument("--base-units", action="store_true", help="amounts are 18-decimal integers, not whole units")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Adds `license` and `gov` to the `fedlearn` command line."""
+    license_ = subparsers.add_parser("license", help="license the model commercially; share its fees")
+    sub = license_.add_subparsers(dest="license_command", required=True)
+
+    p = sub.add_parser("deploy", help="deploy the license (and its governor and timelock) over `chain deploy`")
+    _common(p)
+    p.add_argument("--attester", help="address allowed to attest revenue (default: the signer)")
+    p.add_argument("--stake-rate", default="0.001", help="X, stake per unit of revenue above the threshold (%(default)s)")
+    p.add_argument("--threshold", default="1000000", help="revenue threshold (%(default)s)")
+    p.add_argument("--lock-period", default="365d", help="shortest lock (%(default)s)")
+    p.add_argument("--reward-per-round", default="1000", help="tokens the coordinator pays a round (%(default)s)")
+    p.add_argument("--no-governance", action="store_true", help="the signer sets parameters; no governor")
+    p.add_argument("--voting-delay", default="1d", help="(%(default)s)")
+    p.add_argument("--voting-period", default="7d", help="(%(default)s)")
+    p.add_argument("--timelock-delay", default="2d", help="(%(default)s)")
+    p.add_argument("--quorum", type=int, default=4, help="percent of the supply (%(default)s)")
+    p.add_argument("--proposal-threshold", default="0", help="votes a proposer needs (%(default)s)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(handler=_cmd_deploy)
+
+    p = sub.add_parser("quote", help="the stake a revenue requires")
+    _common(p)
+    p.add_argument("--revenue", required=True, help="annual revenue, currency units")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(handler=_cmd_quote)
+
+    p = sub.add_parser("attest", help="record a licensee's annual revenue (attester)")
+    _common(p)
+    p.add_argument("licensee", help="licensee address")
+    p.add_argument("--revenue", required=True, help="annual revenue, currency units")
+    p.set_defaults(handler=_cmd_attest)
+
+    p = sub.add_parser("acquire", help="lock the required stake (the signer is the licensee)")
+    _common(p)
+    p.add_argument("--amount", help="tokens to lock (default: what the required stake lacks)")
+    p.add_argument("--lock", help="lock duration (default: the lock period)")
+    p.set_defaults(handler=_cmd_acquire)
+
+    p = sub.add_parser("status", help="a licensee's license, or the parameters and fees")
+    _common(p)
+    p.add_argument("licensee", nargs="?", help="licensee address (default: the license's parameters and fees)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(handler=_cmd_status)
+
+    p = sub.add_parser("release", help="take the stake back after the lock (the license lapses)")
+    _common(p)
+    p.set_defaults(handler=_cmd_release)
+
+    p = sub.add_parser("pay-fee", help="pay a license fee, shared by the contributors")
+    _common(p)
+    p.add_argument("--amount", required=True, help="tokens")
+    p.set_defaults(handler=_cmd_pay_fee)
+
+    for name, handler, text in (
+        ("shares", _cmd_shares, "fee shares an account may withdraw"),
+        ("withdraw", _cmd_withdraw, "withdraw an account's fee shares (anyone may send; the account is paid)"),
+    ):
+        p = sub.add_parser(name, help=text)
+        _common(p)
+        p.add_argument("--account", help="contributor (default: the signer)")
+        p.add_argument("--round", type=int, help="only this round (default: every round fees accrued to)")
+        p.add_argument("--trees", type=Path, help="folder of round-N.json trees (default: trees/ beside the deployment)")
+        p.add_argument("--json", action="store_true", help="print JSON")
+        p.set_defaults(handler=handler)
+
+    govp = subparsers.add_parser("gov", help="token-holder governance of the license parameters")
+    gsub = govp.add_subparsers(dest="gov_command", required=True)
+
+    p = gsub.add_parser("delegate", help="turn tokens into votes (delegate to yourself or another)")
+    _common(p, units_flag=False)
+    p.add_argument("--to", help="delegate (default: the signer)")
+    p.set_defaults(handler=_cmd_delegate)
+
+    p = gsub.add_parser("propose", help="propose parameter changes")
+    _common(p)
+    p.add_argument("--set", action="append", required=True, metavar="NAME=VALUE",
+                   help="stake-rate=0.002, revenue-threshold=2000000, lock-period=400d, reward-per-round=500")
+    p.add_argument("--description", required=True, help="what and why")
+    p.set_defaults(handler=_cmd_propose)
+
+    p = gsub.add_parser("vote", help="vote on a proposal")
+    _common(p, units_flag=False)
+    p.add_argument("proposal", type=_proposal_id)
+    p.add_argument("--support", choices=sorted(gov.SUPPORT), required=True)
+    p.add_argument("--reason")
+    p.set_defaults(handler=_cmd_vote)
+
+    for name, handler, text in (
+        ("queue", _cmd_queue, "queue a passed proposal in the timelock"),
+        ("execute", _cmd_execute, "execute a queued proposal after the timelock delay"),
+    ):
+        p = gsub.add_parser(name, help=text)
+        _common(p, units_flag=False)
+        p.add_argument("proposal", type=_proposal_id)
+        p.set_defaults(handler=handler)
+
+    p = gsub.add_parser("status", help="proposals, their votes and state")
+    _common(p, units_flag=False)
+    p.add_argument("proposal", nargs="?", type=_proposal_id)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(handler=_cmd_gov_status)
+
+    p = gsub.add_parser("advance-time", help="move a development chain's clock (eth-tester, anvil)")
+    _common(p, units_flag=False)
+    p.add_argument("seconds", help="seconds, or 2d, 12h, 30m")
+    p.set_defaults(handler=_cmd_advance)
