@@ -114,15 +114,20 @@ def format_table(summary: dict[str, Any]) -> str:
     """Per institution: examples, cumulative score, share of the positive score, tokens earned and claimed."""
     rows = summary["institutions"]
     tokens = all("tokens_earned" in r for r in rows)
+    slashed = tokens and any(int(r.get("tokens_slashed", 0)) for r in rows)
     width = max([len("institution")] + [len(r["name"]) for r in rows])
     header = f"{'institution':<{width}}  {'examples':>8}  {'cumulative score':>16}  {'share':>7}"
     if tokens:
         header += f"  {'tokens earned':>14}  {'tokens claimed':>14}"
+    if slashed:
+        header += f"  {'stake slashed':>14}"
     lines = [f"final test accuracy {summary['final_test_accuracy']:.4f} after {summary['rounds']} rounds", header]
     for r in rows:
         line = f"{r['name']:<{width}}  {r['examples']:>8}  {r['cumulative_score']:>16.4f}  {r['share']:>7.2%}"
         if tokens:
             line += f"  {_tokens(r['tokens_earned']):>14}  {_tokens(r['tokens_claimed']):>14}"
+        if slashed:
+            line += f"  {_tokens(r.get('tokens_slashed', 0)):>14}"
         lines.append(line)
     return "\n".join(lines)
 

@@ -27,8 +27,10 @@ STRATEGY_NAMES = (
     "bulyan",
     "fedtrimmedavg",
     "fedmedian",
+    "fltrust",
 )
-SCORING_METHODS = ("loo", "shapley", "gtg", "none")
+SCORING_METHODS = ("loo", "shapley", "gtg", "trust", "none")
+VALIDATION_SOURCES = ("server", "peers")
 UTILITIES = ("accuracy", "neg_loss")
 PARTITION_SCHEMES = ("iid", "dirichlet", "pathological", "quantity_skew")
 
@@ -87,6 +89,8 @@ class StrategySection:
 @dataclass(frozen=True)
 class ScoringSection:
     method: str = "gtg"
+    # "server": utility on the server's validation split; "peers": voters score each update on local data.
+    validation: str = "server"
     utility: str = "accuracy"
     gtg_within_round_epsilon: float = 1e-3
     gtg_between_round_epsilon: float = 1e-3
@@ -127,6 +131,22 @@ class ChainSection:
 
 
 @dataclass(frozen=True)
+class IntegritySection:
+    # Simulated behaviours, e.g. "hospital-03=sign_flip:scale=4, hospital-05=free_rider" (default: all honest).
+    behaviours: str = ""
+    # Fraction of institutions drawn each round as voters when scoring.validation = "peers".
+    voters_fraction: float = 0.3
+    # Slashing: flagged when, in k of its last m rounds, an update was rejected or scored below -threshold.
+    slash: bool = True
+    slash_threshold: float = 0.02
+    slash_k: int = 2
+    slash_m: int = 3
+    slash_fraction: float = 0.5
+    # Tokens each institution stakes before joining (0: no stake asked, nothing to slash).
+    min_stake: float = 0.0
+
+
+@dataclass(frozen=True)
 class RunConfig:
     run: RunSection = field(default_factory=RunSection)
     data: DataSection = field(default_factory=DataSection)
@@ -136,6 +156,7 @@ class RunConfig:
     scoring: ScoringSection = field(default_factory=ScoringSection)
     simulation: SimulationSection = field(default_factory=SimulationSection)
     chain: ChainSection = field(default_factory=ChainSection)
+    integrity: IntegritySection = field(default_factory=IntegritySection)
 
     # ---- construction ------------------------------------------------------------------------------------
 
@@ -254,6 +275,13 @@ class RunConfig:
                "must be > 0")
         _one_of("scoring.method", sc.method, SCORING_METHODS)
         _one_of("scoring.utility", sc.utility, UTILITIES)
+        _one_of("scoring.validation", sc.validation, VALIDATION_SOURCES)
+        g = self.integrity
+        _check(0 < g.voters_fraction <= 1, "integrity.voters_fraction", g.voters_fraction, "must be in (0, 1]")
+        _check(g.min_stake >= 0, "integrity.min_stake", g.min_stake, "must be >= 0")
+        from fedlearn.slashing import SlashingPolicy  # its own checks name the key
+
+        SlashingPolicy(threshold=g.slash_threshold, k=g.slash_k, m=g.slash_m, fraction=g.slash_fraction)
         if sc.method == "shapley":
             _check(d.institutions <= 10, "data.institutions", d.institutions,
                    "exceeds 10, the limit for exact Shapley (use scoring.method = \"gtg\")")
@@ -286,6 +314,7 @@ def _section_fields() -> list[_SectionField]:
         "scoring": ScoringSection,
         "simulation": SimulationSection,
         "chain": ChainSection,
+        "integrity": IntegritySection,
     }
     return [_SectionField(f.name, hints[f.name]) for f in dataclasses.fields(RunConfig)]
 

@@ -1,15 +1,30 @@
-"""The federation a config describes: its institutions and their data, identical wherever it is computed.
+"""The federation a config describes: its members and their data, identical wherever it is computed.
 
-In simulation the server and every institution derive the same split from the config's seed; each
-institution then trains on its own partition only.
+In simulation the server and every institution derive the same split from the config's seed; each member then
+trains on its own partition only. ``integrity.behaviours`` makes some members adversarial; a sybil institution
+appears as k identities ("hospital-03~1" …) that split its data between them.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 
+import numpy as np
+
+from fedlearn.behaviours import HONEST, BehaviourSpec, parse_behaviours, sybil_names, sybil_split
 from fedlearn.config import RunConfig
 from fedlearn.data import Dataset, FederatedSplit, federate, load_dataset
+
+
+@dataclass(frozen=True, eq=False)
+class Member:
+    """One participant: an institution, or one identity of a sybil institution (``origin`` is the real one)."""
+
+    name: str
+    origin: str
+    data: Dataset
+    behaviour: BehaviourSpec
 
 
 def federated_split(config: RunConfig) -> FederatedSplit:
@@ -18,13 +33,13 @@ def federated_split(config: RunConfig) -> FederatedSplit:
 
 @lru_cache(maxsize=4)
 def _split(config_json: str) -> FederatedSplit:
-    d = RunConfig.from_json(config_json).data
-    seed = RunConfig.from_json(config_json).run.seed
+    config = RunConfig.from_json(config_json)
+    d = config.data
     return federate(
         load_dataset(d.dataset, label_column=d.label_column),
         num_institutions=d.institutions,
         scheme=d.partition,
-        seed=seed,
+        seed=config.run.seed,
         alpha=d.alpha,
         classes_per_institution=d.classes_per_institution,
         validation_fraction=d.validation_fraction,
@@ -33,9 +48,33 @@ def _split(config_json: str) -> FederatedSplit:
     )
 
 
-def institution_data(config: RunConfig, partition_id: int) -> tuple[str, Dataset]:
-    """(name, training data) of the institution at ``partition_id``."""
-    split = federated_split(config)
-    if not 0 <= partition_id < len(split.partitions):
-        raise IndexError(f"partition-id {partition_id} outside 0..{len(split.partitions) - 1}")
-    return split.institutions[partition_id], split.partitions[partition_id]
+def roster(config: RunConfig) -> list[Member]:
+    """Every participant, in partition-id order (what ``num-partitions`` counts in simulation)."""
+    return _roster(config.to_json())
+
+
+@lru_cache(maxsize=4)
+def _roster(config_json: str) -> list[Member]:
+    config = RunConfig.from_json(config_json)
+    split = _split(config_json)
+    specs = parse_behaviours(config.integrity.behaviours, split.institutions)
+    members: list[Member] = []
+    for index, (name, data) in enumerate(zip(split.institutions, split.partitions)):
+        spec = specs.get(name, HONEST)
+        if spec.name != "sybil":
+            members.append(Member(name, name, data, spec))
+            continue
+        rng = np.random.default_rng([config.run.seed, index])
+        parts = sybil_split(data.X, data.y, spec.sybil_identities, rng)
+        for identity, (X, y) in zip(sybil_names(name, spec.sybil_identities), parts):
+            # Each identity behaves honestly on its share: the attack is the split itself.
+            members.append(Member(identity, name, Dataset(X, y, data.num_classes, identity), HONEST))
+    return members
+
+
+def institution_data(config: RunConfig, partition_id: int) -> Member:
+    """The member at ``partition_id``."""
+    members = roster(config)
+    if not 0 <= partition_id < len(members):
+        raise IndexError(f"partition-id {partition_id} outside 0..{len(members) - 1}")
+    return members[partition_id]

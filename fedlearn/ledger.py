@@ -45,6 +45,16 @@ CREATE TABLE IF NOT EXISTS entries (
     rejected    TEXT,
     PRIMARY KEY (round, institution)
 );
+CREATE TABLE IF NOT EXISTS slashes (
+    round       INTEGER NOT NULL,
+    institution TEXT NOT NULL,
+    address     TEXT NOT NULL,
+    amount      TEXT NOT NULL,
+    evidence    TEXT NOT NULL,
+    tx_hash     TEXT,
+    slashed_at  TEXT NOT NULL,
+    PRIMARY KEY (round, institution)
+);
 CREATE TABLE IF NOT EXISTS claims (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,
     institution TEXT NOT NULL,
@@ -239,6 +249,20 @@ class Ledger:
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 (institution, address, str(paid), str(cumulative), tx_hash, _now()),
             )
+
+    def record_slash(self, server_round: int, institution: str, address: str, amount: int, evidence: str,
+                     tx_hash: str | None) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO slashes (round, institution, address, amount, evidence, tx_hash, slashed_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (server_round, institution, address, str(amount), evidence, tx_hash, _now()),
+            )
+
+    def slashes(self) -> list[tuple[int, str, int, str]]:
+        """(round, institution, wei, evidence) of every slash, in order."""
+        rows = self._db.execute("SELECT round, institution, amount, evidence FROM slashes ORDER BY round, institution")
+        return [(r, name, int(amount), evidence) for r, name, amount, evidence in rows.fetchall()]
 
     def claimed(self) -> dict[str, int]:
         """Total wei paid out by claims recorded here, per institution."""

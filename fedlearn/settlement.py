@@ -14,6 +14,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from eth_utils import is_address, to_checksum_address
 
@@ -27,14 +28,18 @@ from fedlearn.chain import (
     deploy,
     fund,
     institution_accounts,
+    mint,
     settle_round,
+    stake,
     status,
 )
+from fedlearn.chain import slash as slash_stake
 from fedlearn.chain.session import save_state
 from fedlearn.config import ChainSection, RunConfig
 from fedlearn.errors import ChainError, ConfigError
 from fedlearn.ledger import Entry, Ledger, RoundEntry
 from fedlearn.rewards import split_budget, tokens_to_wei
+from fedlearn.slashing import SlashingPolicy, evidence_hash, slash_amount
 
 log = logging.getLogger("flwr")
 
@@ -222,6 +227,49 @@ class Paymaster:
                 )
             time.sleep(1.0)
 
+    # ---- stake and slash --------------------------------------------------------------------------------
+
+    def stake_of(self, address: str) -> int:
+        from fedlearn.chain.deployment import distributor_contract
+
+        active, _, _ = distributor_contract(self.link.session, self.link.deployment).functions.stakeOf(address).call()
+        return int(active)
+
+    def ensure_stakes(self, tokens: float, signers: Mapping[str, Any] | None) -> None:
+        """Every institution stakes ``tokens`` before joining: simulated ones are minted and stake here
+        (``signers``: name → account); on a real chain an institution short of stake stops the run."""
+        needed = tokens_to_wei(tokens)
+        for name, address in self.addresses.items():
+            current = self.stake_of(address)
+            if current >= needed:
+                continue
+            if signers is None:
+                raise ChainError(f"institution {name} ({address}) has staked {current} wei; this run asks "
+                                 f"{needed} (integrity.min_stake = {tokens}) before joining")
+            mint(self.link.session, self.link.deployment, address, needed - current)
+            stake(self.link.session.as_account(signers[name]), self.link.deployment, needed - current)
+        self.link.save()
+
+    def slash(self, server_round: int, offenders: Mapping[str, str], policy: SlashingPolicy) -> dict[str, int]:
+        """Slash each offender (name → evidence of its update) once per round; returns wei slashed."""
+        done = {(r, name) for r, name, _, _ in self.ledger.slashes()}
+        slashed: dict[str, int] = {}
+        for name, update_hash in sorted(offenders.items()):
+            if (server_round, name) in done or name not in self.addresses:
+                continue
+            address = self.addresses[name]
+            amount = slash_amount(self.stake_of(address), policy)
+            if amount == 0:
+                log.warning("round %d: %s is flagged but has no stake to slash", server_round, name)
+                continue
+            evidence = evidence_hash(server_round, update_hash)
+            tx = slash_stake(self.link.session, self.link.deployment, address, amount, evidence)
+            self.ledger.record_slash(server_round, name, address, amount, "0x" + evidence.hex(), tx.tx_hash)
+            slashed[name] = amount
+            log.warning("round %d: slashed %s %d wei (evidence 0x%s)", server_round, name, amount, evidence.hex())
+        self.link.save()
+        return slashed
+
     # ---- claims -----------------------------------------------------------------------------------------
 
     def latest_tree(self) -> RewardTree:
@@ -251,9 +299,13 @@ class Paymaster:
     def token_summary(self) -> dict[str, dict[str, str]]:
         """Per institution: address, wei earned (settled cumulative), wei claimed on chain (decimal strings)."""
         earned = {e.institution: e.cumulative for e in self.latest_tree_entries()}
+        slashed: dict[str, int] = {}
+        for _, name, amount, _ in self.ledger.slashes():
+            slashed[name] = slashed.get(name, 0) + amount
         return {
             name: {"address": address, "tokens_earned": str(earned.get(name, 0)),
-                   "tokens_claimed": str(_claimed_on_chain(self.link, address))}
+                   "tokens_claimed": str(_claimed_on_chain(self.link, address)),
+                   "tokens_slashed": str(slashed.get(name, 0))}
             for name, address in self.addresses.items()
         }
 
@@ -285,7 +337,7 @@ class RunChain:
 
     @classmethod
     def open(cls, run_dir: Path) -> RunChain:
-        from fedlearn.federation import federated_split
+        from fedlearn.federation import roster
         from fedlearn.ledger import LEDGER_FILE
 
         run_dir = Path(run_dir)
@@ -294,7 +346,7 @@ class RunChain:
         config = RunConfig.load(run_dir / "config.toml")
         if not config.chain.enabled:
             raise ConfigError(f"run {run_dir} ran without a chain (chain.enabled = false)")
-        institutions = federated_split(config).institutions
+        institutions = [m.name for m in roster(config)]
         ledger = Ledger.open(run_dir / LEDGER_FILE)
         link = ChainLink.open(config.chain, run_dir, len(institutions), existing=True)
         return cls(config, institutions, Paymaster(config, ledger, link, institution_addresses(config, institutions)))

@@ -11,7 +11,7 @@ from typing import Any
 
 from fedlearn.config import RunConfig
 from fedlearn.errors import FedlearnError
-from fedlearn.federation import federated_split
+from fedlearn.federation import federated_split, roster
 from fedlearn.ledger import RoundEntry
 from fedlearn.rewards import WEI_PER_TOKEN
 from fedlearn.rundir import RoundResult, new_run_dir
@@ -39,7 +39,7 @@ def run_federation(
     from fedlearn.training import select_device
     from server.app import RunOptions, build_server_app
 
-    federated_split(config)  # data errors surface here, before the engine starts
+    roster(config)  # data and behaviour errors surface here, before the engine starts
     select_device(config.train.device)
     run_dir = run_dir or new_run_dir(config)
     # disable=None: no bar when stdout is not a terminal (CI logs), the per-round lines still print.
@@ -76,7 +76,7 @@ def run_federation(
         run_simulation(
             server_app=build_server_app(config, RunOptions(run_dir, stop_after, on_round, outcome.update)),
             client_app=build_client_app(config),
-            num_supernodes=config.data.institutions,
+            num_supernodes=len(roster(config)),
             backend_config={
                 "client_resources": {
                     "num_cpus": config.simulation.client_cpus,

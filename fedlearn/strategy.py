@@ -25,16 +25,26 @@ from torch import nn
 
 from fedlearn.config import RunConfig
 from fedlearn.errors import ConfigError
-from fedlearn.replies import EXAMPLES_KEY, METRICS_KEY, Rejection, institution_of, partition_replies
+from fedlearn.fltrust import FLTrust, RootTrainer
+from fedlearn.fingerprint import model_hash
+from fedlearn.peers import request_votes
+from fedlearn.replies import ARRAYS_KEY, EXAMPLES_KEY, METRICS_KEY, Rejection, institution_of, partition_replies
+from fedlearn.scoring.trust import fltrust_arrays
+from fedlearn.scoring.votes import combine_votes, select_voters
 from fedlearn.scoring import score_round
 from fedlearn.valuation import round_utility
 
 log = logging.getLogger("flwr")  # shown with Flower's own lines under `flwr run`
 
 
-def build_flower_strategy(config: RunConfig) -> Strategy:
-    """The Flower strategy named in ``strategy.name``; evaluation is server-side, so clients never evaluate."""
-    s, n = config.strategy, config.data.institutions
+def build_flower_strategy(
+    config: RunConfig,
+    members: int | None = None,
+    root_data: tuple[np.ndarray, np.ndarray, int] | None = None,
+) -> Strategy:
+    """The strategy named in ``strategy.name`` for ``members`` participants (default: the institutions);
+    evaluation is server-side, so clients never evaluate. FLTrust trains on ``root_data`` (X, y, classes)."""
+    s, n = config.strategy, members or config.data.institutions
     common = dict(
         fraction_train=s.fraction_train,
         fraction_evaluate=0.0,
@@ -64,10 +74,18 @@ def build_flower_strategy(config: RunConfig) -> Strategy:
         "bulyan": lambda: Bulyan(**common, num_malicious_nodes=s.num_malicious),
         "fedtrimmedavg": lambda: FedTrimmedAvg(**common, beta=s.trimmed_beta),
         "fedmedian": lambda: FedMedian(**common),
+        "fltrust": lambda: FLTrust(_root_trainer(config, root_data), **common),
     }
     if s.name not in builders:
         raise ConfigError(f"unknown strategy.name {s.name!r} (choose from {', '.join(builders)})")
     return builders[s.name]()
+
+
+def _root_trainer(config: RunConfig, root_data: tuple[np.ndarray, np.ndarray, int] | None) -> RootTrainer:
+    if root_data is None:
+        raise ConfigError("strategy.name = 'fltrust' needs the server's root data (the validation split)")
+    X, y, classes = root_data
+    return RootTrainer(config.model, config.train, X, y, classes, config.run.seed)
 
 
 @dataclass
@@ -82,6 +100,8 @@ class RoundScores:
     scoring_seconds: float
     truncated: bool
     method: str
+    update_hashes: dict[str, str] = field(default_factory=dict)
+    disagreeing_voters: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -118,9 +138,12 @@ class ScoredStrategy(Strategy):
         self.validation = validation
         self.scoring = config.scoring
         self.seed = config.run.seed
+        self.voters_fraction = config.integrity.voters_fraction
+        self.train_spec, self.model_spec = config.train, config.model
         self.book = ScoreBook()
         self.on_round = on_round
         self._start_arrays: ArrayRecord | None = None
+        self._grid: Grid | None = None
 
     def summary(self) -> None:
         log.info("scoring: %s on server validation (%s)", self.scoring.method, self.scoring.utility)
@@ -129,7 +152,7 @@ class ScoredStrategy(Strategy):
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        self._start_arrays = arrays
+        self._start_arrays, self._grid = arrays, grid
         return self.inner.configure_train(server_round, arrays, config, grid)
 
     def aggregate_train(
@@ -159,17 +182,24 @@ class ScoredStrategy(Strategy):
         started: float,
     ) -> None:
         names = [institution_of(m) for m in accepted]
-        result = score_round(
-            self.scoring.method,
-            len(accepted),
-            utility,
-            rng=np.random.default_rng([self.seed, server_round]),
-            within_round_epsilon=self.scoring.gtg_within_round_epsilon,
-            between_round_epsilon=self.scoring.gtg_between_round_epsilon,
-            convergence_tolerance=self.scoring.gtg_convergence_tolerance,
-            max_permutations=self.scoring.gtg_max_permutations or None,
-        )
-        scores = {name: float(v) for name, v in zip(names, result.values)}
+        disagreeing: frozenset[str] = frozenset()
+        if self.scoring.validation == "peers" and len(accepted) > 1:
+            scores, disagreeing, evaluations, truncated = self._peer_scores(server_round, accepted, names)
+        elif self.scoring.method == "trust":
+            scores, evaluations, truncated = self._trust_scores(accepted, names, utility), 2, False
+        else:
+            result = score_round(
+                self.scoring.method,
+                len(accepted),
+                utility,
+                rng=np.random.default_rng([self.seed, server_round]),
+                within_round_epsilon=self.scoring.gtg_within_round_epsilon,
+                between_round_epsilon=self.scoring.gtg_between_round_epsilon,
+                convergence_tolerance=self.scoring.gtg_convergence_tolerance,
+                max_permutations=self.scoring.gtg_max_permutations or None,
+            )
+            scores = {name: float(v) for name, v in zip(names, result.values)}
+            evaluations, truncated = result.evaluations, result.truncated
         scores.update({r.institution: 0.0 for r in rejected})
         record = RoundScores(
             server_round=server_round,
@@ -178,15 +208,47 @@ class ScoredStrategy(Strategy):
                 name: int(m.content.metric_records[METRICS_KEY][EXAMPLES_KEY]) for name, m in zip(names, accepted)
             },
             rejected={r.institution: r.reason for r in rejected},
-            evaluations=result.evaluations,
+            evaluations=evaluations,
             # Scoring time includes building the utility, not the real aggregation in between.
             scoring_seconds=time.perf_counter() - started,
-            truncated=result.truncated,
-            method=self.scoring.method,
+            truncated=truncated,
+            method="peers" if self.scoring.validation == "peers" else self.scoring.method,
+            update_hashes={name: model_hash({k: v.numpy() for k, v in m.content[ARRAYS_KEY].items()})
+                           for name, m in zip(names, accepted)},
+            disagreeing_voters=sorted(disagreeing),
         )
         self.book.rounds.append(record)
         if self.on_round is not None:
             self.on_round(record)
+
+    def _peer_scores(
+        self, server_round: int, accepted: list[Message], names: list[str]
+    ) -> tuple[dict[str, float], frozenset[str], int, bool]:
+        """Median of the voters' votes; a voter that disagrees with the consensus earns nothing this round."""
+        assert self._grid is not None and self._start_arrays is not None
+        voters = select_voters(names, self.voters_fraction, self.seed, server_round)
+        votes = request_votes(self._grid, server_round, self._start_arrays, accepted, voters)
+        combined = combine_votes(votes)
+        scores = {name: float(combined.scores.get(name, 0.0)) for name in names}
+        for voter in combined.disagreeing:
+            scores[voter] = 0.0
+        return scores, frozenset(combined.disagreeing), sum(len(v) for v in votes.values()), False
+
+    def _trust_scores(
+        self, accepted: list[Message], names: list[str], utility: Callable[[frozenset[int]], float]
+    ) -> dict[str, float]:
+        """FLTrust trust weights times the round's gain U(N) − U(∅): the gain split by trust."""
+        assert self._start_arrays is not None
+        start = {k: v.numpy() for k, v in self._start_arrays.items()}
+        if isinstance(self.inner, FLTrust) and self.inner.last_trust is not None:
+            trust = self.inner.last_trust
+        else:
+            X, y = self.validation
+            reference = RootTrainer(self.model_spec, self.train_spec, X, y, int(y.max()) + 1, self.seed)(start)
+            clients = [{k: v.numpy() for k, v in m.content[ARRAYS_KEY].items()} for m in accepted]
+            trust, _ = fltrust_arrays(start, reference, clients)
+        gain = utility(frozenset(range(len(accepted)))) - utility(frozenset())
+        return {name: float(w) * gain for name, w in zip(names, trust.weights)}
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid

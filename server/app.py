@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
 import random
 from collections.abc import Callable
@@ -15,13 +16,15 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedlearn import checkpoint
 from fedlearn.config import RunConfig
-from fedlearn.federation import federated_split
+from fedlearn.chain import institution_accounts
+from fedlearn.federation import federated_split, roster
 from fedlearn.fingerprint import model_hash
 from fedlearn.ledger import LEDGER_FILE, Ledger, RoundEntry
 from fedlearn.models import init_model
 from fedlearn.rewards import WEI_PER_TOKEN
 from fedlearn.rundir import RoundResult, RunRecorder, new_run_dir
 from fedlearn.settlement import ChainLink, Paymaster, institution_addresses
+from fedlearn.slashing import RoundFlags, SlashingPolicy
 from fedlearn.strategy import ScoredStrategy, build_flower_strategy
 from fedlearn.training import evaluate
 
@@ -46,6 +49,18 @@ class RunOptions:
     on_finish: Callable[[dict[str, Any]], None] | None = None
 
 
+def offenders(recorder: RunRecorder, policy: SlashingPolicy) -> dict[str, str]:
+    """Institutions the slashing rule flags after the latest round → evidence (their update's hash)."""
+    history = [RoundFlags(r.server_round, r.scores.scores, frozenset(r.scores.rejected))
+               for r in recorder.rounds if r.scores is not None]
+    latest = recorder.rounds[-1].scores
+    if latest is None:
+        return {}
+    return {name: latest.update_hashes.get(name) or "0x" + hashlib.sha256(
+                latest.rejected.get(name, "").encode()).hexdigest()
+            for name in policy.flagged(history)}
+
+
 def build_server_app(config: RunConfig | None = None, options: RunOptions | None = None) -> ServerApp:
     """A ServerApp for ``config`` (or, under ``flwr run``, the run config Flower passes in)."""
     app = ServerApp()
@@ -57,14 +72,15 @@ def build_server_app(config: RunConfig | None = None, options: RunOptions | None
         run_dir = opts.run_dir or new_run_dir(cfg)
 
         # Data: the server holds the validation set (for scoring) and the test set (for reporting).
-        split = federated_split(cfg)
+        split, members = federated_split(cfg), roster(cfg)
+        names = [m.name for m in members]
         test, validation = split.test, split.validation
         model = init_model(cfg.model, test.X.shape[1], test.num_classes, cfg.run.seed)
-        recorder = RunRecorder(run_dir, cfg, split.institutions,
-                               {name: len(part) for name, part in zip(split.institutions, split.partitions)})
+        recorder = RunRecorder(run_dir, cfg, names, {m.name: len(m.data) for m in members})
 
         # Start or resume: the last checkpoint holds the global model, the strategy's state and the RNG.
-        inner, arrays, first = build_flower_strategy(cfg), ArrayRecord(model.state_dict()), 1
+        inner = build_flower_strategy(cfg, len(members), (validation.X, validation.y, validation.num_classes))
+        arrays, first = ArrayRecord(model.state_dict()), 1
         random.seed(cfg.run.seed)  # Flower samples institutions with random.sample
         resumed = checkpoint.latest(run_dir)
         if resumed is not None:
@@ -76,12 +92,18 @@ def build_server_app(config: RunConfig | None = None, options: RunOptions | None
         paymaster = None
         if cfg.chain.enabled:
             ledger = Ledger.open(run_dir / LEDGER_FILE, create=True)
-            link = ChainLink.open(cfg.chain, run_dir, len(split.institutions))
-            paymaster = Paymaster(cfg, ledger, link, institution_addresses(cfg, split.institutions))
+            link = ChainLink.open(cfg.chain, run_dir, len(members))
+            paymaster = Paymaster(cfg, ledger, link, institution_addresses(cfg, names))
             ledger.set_meta(backend=cfg.chain.backend, chain_id=str(link.session.chain_id),
                             distributor=link.deployment.distributor, token=link.deployment.token)
             paymaster.fund_run()
+            if cfg.integrity.min_stake > 0:  # institutions stake before joining
+                simulated = link.session.is_eth_tester and not cfg.chain.addresses
+                signers = dict(zip(names, institution_accounts(len(names)))) if simulated else None
+                paymaster.ensure_stakes(cfg.integrity.min_stake, signers)
             paymaster.flush()  # whatever an interrupted run left queued
+        policy = SlashingPolicy(cfg.integrity.slash_threshold, cfg.integrity.slash_k, cfg.integrity.slash_m,
+                                cfg.integrity.slash_fraction)
 
         strategy = ScoredStrategy(inner, copy.deepcopy(model), (validation.X, validation.y), cfg,
                                   on_round=recorder.scored)
@@ -109,6 +131,8 @@ def build_server_app(config: RunConfig | None = None, options: RunOptions | None
             if paymaster is not None and result.scores is not None:
                 payout = paymaster.settle(server_round, result.scores.scores, result.scores.rejected,
                                           model_hash(checkpoint.load_arrays_dict(arrays)))
+                if cfg.integrity.slash and cfg.integrity.min_stake > 0:
+                    paymaster.slash(server_round, offenders(recorder, policy), policy)
             checkpoint.save(run_dir, server_round, arrays, inner, random.getstate())
             opts.on_round(result, cfg.run.rounds, payout)
 
@@ -120,7 +144,7 @@ def build_server_app(config: RunConfig | None = None, options: RunOptions | None
         if paymaster is not None:
             paymaster.drain()
             if cfg.chain.claim_at_end and paymaster.link.session.is_eth_tester and not cfg.chain.addresses:
-                paymaster.claim(split.institutions)
+                paymaster.claim(names)
             tokens = paymaster.token_summary()
         summary = recorder.finish(arrays, tokens)
         if opts.on_finish is not None:

@@ -57,7 +57,9 @@ def institution_updates(make_reply: ReplyFactory, start: ArrayRecord, n: int, se
 
 def scored(config: RunConfig) -> tuple[ScoredStrategy, ArrayRecord]:
     model = init_model(config.model, FEATURES, CLASSES, seed=0)
-    strategy = ScoredStrategy(build_flower_strategy(config), copy.deepcopy(model), validation_set(), config)
+    X, y = validation_set()
+    strategy = ScoredStrategy(build_flower_strategy(config, root_data=(X, y, CLASSES)), copy.deepcopy(model),
+                              (X, y), config)
     start = ArrayRecord(model.state_dict())
     list(strategy.configure_train(1, start, ConfigRecord(), LoopbackGrid(config.data.institutions)))
     return strategy, start
