@@ -98,8 +98,13 @@ class ScoringSection:
     gtg_max_permutations: int = 0
 
 
+ENGINES = ("ray", "local")
+
+
 @dataclass(frozen=True)
 class SimulationSection:
+    # "ray": Flower's simulation engine; "local": the same apps in this process, one client at a time.
+    engine: str = "ray"
     client_cpus: float = 1.0
     client_gpus: float = 0.0
 
@@ -291,6 +296,7 @@ class RunConfig:
             _check(eps >= 0, key, eps, "must be >= 0")
         _check(sc.gtg_max_permutations >= 0, "scoring.gtg_max_permutations", sc.gtg_max_permutations,
                "must be >= 0 (0: automatic)")
+        _one_of("simulation.engine", sim.engine, ENGINES)
         _check(sim.client_cpus > 0, "simulation.client_cpus", sim.client_cpus, "must be > 0")
         _check(sim.client_gpus >= 0, "simulation.client_gpus", sim.client_gpus, "must be >= 0")
 

@@ -36,6 +36,7 @@ def run_federation(
     from tqdm import tqdm
 
     from clients.app import build_client_app
+    from fedlearn.localgrid import run_in_process
     from fedlearn.training import select_device
     from server.app import RunOptions, build_server_app
 
@@ -72,20 +73,25 @@ def run_federation(
         logging.getLogger("flwr").setLevel(logging.ERROR)
         os.environ.setdefault("RAY_DEDUP_LOGS", "0")
         warnings.filterwarnings("ignore")
+    server_app = build_server_app(config, RunOptions(run_dir, stop_after, on_round, outcome.update))
+    client_app = build_client_app(config)
     try:
-        run_simulation(
-            server_app=build_server_app(config, RunOptions(run_dir, stop_after, on_round, outcome.update)),
-            client_app=build_client_app(config),
-            num_supernodes=len(roster(config)),
-            backend_config={
-                "client_resources": {
-                    "num_cpus": config.simulation.client_cpus,
-                    "num_gpus": config.simulation.client_gpus,
+        if config.simulation.engine == "local":
+            run_in_process(server_app, client_app, len(roster(config)))
+        else:
+            run_simulation(
+                server_app=server_app,
+                client_app=client_app,
+                num_supernodes=len(roster(config)),
+                backend_config={
+                    "client_resources": {
+                        "num_cpus": config.simulation.client_cpus,
+                        "num_gpus": config.simulation.client_gpus,
+                    },
+                    "init_args": {"logging_level": "ERROR", "log_to_driver": not quiet},
                 },
-                "init_args": {"logging_level": "ERROR", "log_to_driver": not quiet},
-            },
-            verbose_logging=not quiet,
-        )
+                verbose_logging=not quiet,
+            )
     finally:
         bar.close()
     if stop_after is not None and stop_after < config.run.rounds:

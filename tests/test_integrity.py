@@ -1,0 +1,101 @@
+"""Integrity in a paying run: adversaries earn nothing and get slashed; honest institutions never do.
+
+Runs use the in-process engine (the real ServerApp and ClientApp, no Ray) on the embedded chain.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fedlearn.config import RunConfig
+from fedlearn.ledger import Ledger
+from fedlearn.simulation import run_federation
+
+BASE = ["run.rounds=5", "data.institutions=6", "data.partition='iid'", "simulation.engine='local'",
+        "train.learning_rate=0.05", "train.momentum=0.9", "integrity.min_stake=10", "scoring.method='loo'"]
+
+
+def paying_run(tmp_path: Path, *overrides: str) -> tuple[dict, Ledger]:
+    config = RunConfig.load(overrides=[*BASE, *overrides])
+    summary = run_federation(config, run_dir=tmp_path / "run", progress=False)
+    return summary, Ledger.open(tmp_path / "run" / "ledger.sqlite")
+
+
+def tokens(summary: dict, key: str = "tokens_earned") -> dict[str, int]:
+    return {i["name"]: int(i[key]) for i in summary["institutions"]}
+
+
+def test_an_all_honest_run_slashes_nobody(tmp_path: Path) -> None:
+    summary, ledger = paying_run(tmp_path)
+    assert ledger.slashes() == []
+    assert all(v == 0 for v in tokens(summary, "tokens_slashed").values())
+    assert summary["final_test_accuracy"] > 0.8
+
+
+def test_a_harmful_sign_flipper_earns_nothing_and_is_slashed(tmp_path: Path) -> None:
+    # Under FedAvg the flipped update hurts every round: its contribution is negative, so it is slashed.
+    summary, ledger = paying_run(tmp_path, "integrity.behaviours='hospital-02=sign_flip:scale=4'")
+    assert tokens(summary)["hospital-02"] == 0
+    assert {name for _, name, _, _ in ledger.slashes()} == {"hospital-02"}
+    first = ledger.slashes()[0]
+    assert first[0] == 2 and first[2] == 5 * 10**18  # at its 2nd bad round, half of the 10-token stake
+
+
+def test_a_robust_aggregator_keeps_accuracy_and_pays_the_flipper_nothing(tmp_path: Path) -> None:
+    summary, _ = paying_run(tmp_path, "integrity.behaviours='hospital-02=sign_flip:scale=4'",
+                            "strategy.name='fedmedian'")
+    assert tokens(summary)["hospital-02"] == 0
+    assert summary["final_test_accuracy"] > 0.8
+
+
+def test_fltrust_scores_a_sign_flipper_zero(tmp_path: Path) -> None:
+    summary, ledger = paying_run(tmp_path, "integrity.behaviours='hospital-03=sign_flip:scale=2'",
+                                 "strategy.name='fltrust'", "scoring.method='trust'")
+    rounds = json.loads((tmp_path / "run" / "rounds.json").read_text())
+    assert all(r["scores"]["scores"]["hospital-03"] == 0.0 for r in rounds[1:])
+    assert tokens(summary)["hospital-03"] == 0
+    assert summary["final_test_accuracy"] > 0.8
+
+
+def test_peer_votes_score_every_proposer(tmp_path: Path) -> None:
+    summary, _ = paying_run(tmp_path, "scoring.validation='peers'", "integrity.voters_fraction=0.5",
+                            "integrity.behaviours='hospital-04=gaussian_noise:sigma=2'")
+    rounds = json.loads((tmp_path / "run" / "rounds.json").read_text())
+    for record in rounds[1:]:
+        scores = record["scores"]
+        assert scores["method"] == "peers" and scores["evaluations"] >= 5
+        assert scores["scores"]["hospital-04"] <= min(v for k, v in scores["scores"].items() if k != "hospital-04")
+    earned = tokens(summary)
+    assert earned["hospital-04"] < 0.01 * sum(earned.values())
+
+
+def test_a_sybil_earns_no_more_than_it_did_whole(tmp_path: Path) -> None:
+    whole, _ = paying_run(tmp_path / "whole", "scoring.method='shapley'")
+    split, _ = paying_run(tmp_path / "split", "scoring.method='gtg'",
+                          "integrity.behaviours='hospital-05=sybil:sybil_identities=3'")
+    as_sybils = sum(v for k, v in tokens(split).items() if k.startswith("hospital-05~"))
+    assert len([k for k in tokens(split) if k.startswith("hospital-05~")]) == 3
+    assert as_sybils <= tokens(whole)["hospital-05"]
+
+
+@pytest.mark.parametrize(
+    ("setting", "fragment"),
+    [
+        ("integrity.behaviours='hospital-02=teleport'", "teleport"),
+        ("integrity.voters_fraction=1.5", "integrity.voters_fraction = 1.5 must be in (0, 1]"),
+        ("integrity.voters_fraction=0", "integrity.voters_fraction = 0.0 must be in (0, 1]"),
+        ("integrity.slash_fraction=1.5", "would slash more than the stake"),
+        ("integrity.slash_k=1", "single bad round"),
+    ],
+)
+def test_bad_integrity_settings_are_one_line_errors(tmp_path: Path, setting: str, fragment: str) -> None:
+    result = subprocess.run([sys.executable, "-m", "fedlearn.cli", "run", "--set", setting, "--set",
+                             f"run.output_dir='{tmp_path}'"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and fragment in result.stderr
+    assert list(tmp_path.iterdir()) == []
