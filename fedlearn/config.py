@@ -143,9 +143,10 @@ class IntegritySection:
     voters_fraction: float = 0.3
     # Slashing: flagged when, in k of its last m rounds, an update was rejected or scored below -threshold.
     slash: bool = True
-    slash_threshold: float = 0.02
-    slash_k: int = 2
-    slash_m: int = 3
+    # Conservative defaults: on non-IID data an honest update can cost a point or two in an unlucky round.
+    slash_threshold: float = 0.03
+    slash_k: int = 3
+    slash_m: int = 4
     slash_fraction: float = 0.5
     # Tokens each institution stakes before joining (0: no stake asked, nothing to slash).
     min_stake: float = 0.0

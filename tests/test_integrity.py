@@ -43,7 +43,7 @@ def test_a_harmful_sign_flipper_earns_nothing_and_is_slashed(tmp_path: Path) -> 
     assert tokens(summary)["hospital-02"] == 0
     assert {name for _, name, _, _ in ledger.slashes()} == {"hospital-02"}
     first = ledger.slashes()[0]
-    assert first[0] == 2 and first[2] == 5 * 10**18  # at its 2nd bad round, half of the 10-token stake
+    assert first[0] == 3 and first[2] == 5 * 10**18  # at its 3rd bad round, half of the 10-token stake
 
 
 def test_a_robust_aggregator_keeps_accuracy_and_pays_the_flipper_nothing(tmp_path: Path) -> None:
