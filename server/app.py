@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
@@ -70,6 +71,8 @@ def build_server_app(config: RunConfig | None = None, options: RunOptions | None
     def main(grid: Grid, context: Context) -> None:
         cfg = config or RunConfig.from_flat(context.run_config)
         run_dir = opts.run_dir or new_run_dir(cfg)
+        if cfg.simulation.server_threads:
+            torch.set_num_threads(cfg.simulation.server_threads)
 
         # Data: the server holds the validation set (for scoring) and the test set (for reporting).
         split, members = federated_split(cfg), roster(cfg)

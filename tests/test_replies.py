@@ -68,3 +68,10 @@ def test_partition_sorts_by_name_and_rejects_duplicates(make_reply: ReplyFactory
         ("hospital-02", "array 'w' holds NaN or Inf"),
         ("hospital-01", "institution replied twice in one round"),
     }
+
+
+def test_an_unchanged_global_model_is_a_free_ride(make_reply: ReplyFactory) -> None:
+    unchanged = {"w": np.zeros((2, 3), np.float32), "b": np.zeros(2, np.float32)}
+    assert check_reply(make_reply(unchanged, examples=10_000), REFERENCE) == (
+        "update is identical to the global model (no local training)"
+    )
