@@ -15,6 +15,7 @@ from typing import Any
 
 from eth_utils import keccak, to_checksum_address
 from web3.contract import Contract
+from web3.logs import DISCARD
 
 from fedlearn.chain.artifacts import GOVERNOR, TIMELOCK, load_artifact
 from fedlearn.chain.deployment import Deployment, token_contract
@@ -193,7 +194,7 @@ def propose_calls(
     targets = [ld.license] * len(calldatas)
     values = [0] * len(calldatas)
     tx = transact(session, gov.functions.propose(targets, values, calldatas, description), "propose")
-    proposal_id = int(gov.events.ProposalCreated().process_receipt(tx.receipt)[0]["args"]["proposalId"])
+    proposal_id = int(gov.events.ProposalCreated().process_receipt(tx.receipt, errors=DISCARD)[0]["args"]["proposalId"])
     return Proposal(proposal_id, targets, values, calldatas, description, {p.label: v for p, v in changes.items()})
 
 

@@ -20,6 +20,7 @@ from eth_utils import is_address, to_checksum_address
 from web3 import Web3
 from web3.contract import Contract
 from web3.contract.contract import ContractFunction
+from web3.logs import DISCARD
 
 from fedlearn.chain.artifacts import LICENSE, load_artifact
 from fedlearn.chain.deployment import Deployment, distributor_contract, token_contract
@@ -352,7 +353,7 @@ def pay_fee(session: ChainSession, ld: LicenseDeployment, amount: int) -> FeePai
     _ensure_allowance(session, ld, amount, "pay fee")
     lic = license_contract(session, ld)
     tx = transact(session, lic.functions.payFee(amount), "pay fee")
-    logs = lic.events.FeePaid().process_receipt(tx.receipt)
+    logs = lic.events.FeePaid().process_receipt(tx.receipt, errors=DISCARD)  # the token's Transfer too
     return FeePaid(int(logs[0]["args"]["round"]), amount, tx)
 
 
