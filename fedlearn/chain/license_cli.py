@@ -58,8 +58,10 @@ def tokens(amount: int) -> str:
 
 
 def _parameter_value(p: Parameter, text: str, base_units: bool) -> int:
-    """X as a decimal, the lock period as a duration, the threshold and reward in whole units."""
-    return duration(text, p.label) if p is Parameter.LOCK_PERIOD else units(text, p.label, base_units)
+    """X as a decimal (always), the lock period as a duration, the threshold and reward in whole units."""
+    if p is Parameter.LOCK_PERIOD:
+        return duration(text, p.label)
+    return units(text, p.label, base_units and p is not Parameter.STAKE_RATE)
 
 
 def _show_parameters(params: LicenseParameters) -> str:
