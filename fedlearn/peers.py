@@ -14,7 +14,6 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDic
 from flwr.serverapp import Grid
 from torch import nn
 
-from fedlearn.replies import ARRAYS_KEY, institution_of
 from fedlearn.training import evaluate
 
 VOTE_MESSAGE = "query.vote"
@@ -26,17 +25,17 @@ LOCAL_VALIDATION_FRACTION = 0.2
 
 
 def request_votes(
-    grid: Grid, server_round: int, start: ArrayRecord, accepted: list[Message], voters: list[str]
+    grid: Grid, server_round: int, start: ArrayRecord, candidates: list[tuple[str, int, ArrayRecord]],
+    voters: list[str],
 ) -> dict[str, dict[str, float]]:
-    """voter → {proposer: vote}; voters that fail to answer are left out."""
-    node_of = {institution_of(m): m.metadata.src_node_id for m in accepted}
+    """voter → {proposer: vote}, from ``candidates`` (proposer, node id, update); silent voters are left out."""
+    node_of = {name: node for name, node, _ in candidates}
     messages = []
     for voter in voters:
         content = RecordDict({START_KEY: start, "config": ConfigRecord({"server-round": server_round})})
-        for reply in accepted:
-            proposer = institution_of(reply)
+        for proposer, _, arrays in candidates:
             if proposer != voter:
-                content[CANDIDATE_PREFIX + proposer] = reply.content[ARRAYS_KEY]
+                content[CANDIDATE_PREFIX + proposer] = arrays
         messages.append(Message(content=content, dst_node_id=node_of[voter], message_type=VOTE_MESSAGE))
     votes: dict[str, dict[str, float]] = {}
     voter_of = {node_of[v]: v for v in voters}

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import (
     Bulyan,
@@ -144,6 +144,7 @@ class ScoredStrategy(Strategy):
         self.on_round = on_round
         self._start_arrays: ArrayRecord | None = None
         self._grid: Grid | None = None
+        self._updates: list[dict[str, np.ndarray]] = []
 
     def summary(self) -> None:
         log.info("scoring: %s on server validation (%s)", self.scoring.method, self.scoring.utility)
@@ -167,6 +168,8 @@ class ScoredStrategy(Strategy):
         started = time.perf_counter()
         utility = round_utility(self.inner, server_round, accepted, self._start_arrays, self.model,
                                 self.validation, self.scoring.utility)
+        # Robust rules pop arrays out of the replies they aggregate: read the updates before they do.
+        self._updates = [{k: v.numpy() for k, v in m.content[ARRAYS_KEY].items()} for m in accepted]
         arrays, metrics = (None, None)
         if accepted:
             arrays, metrics = self.inner.aggregate_train(server_round, accepted)
@@ -213,8 +216,7 @@ class ScoredStrategy(Strategy):
             scoring_seconds=time.perf_counter() - started,
             truncated=truncated,
             method="peers" if self.scoring.validation == "peers" else self.scoring.method,
-            update_hashes={name: model_hash({k: v.numpy() for k, v in m.content[ARRAYS_KEY].items()})
-                           for name, m in zip(names, accepted)},
+            update_hashes={name: model_hash(update) for name, update in zip(names, self._updates)},
             disagreeing_voters=sorted(disagreeing),
         )
         self.book.rounds.append(record)
@@ -227,7 +229,9 @@ class ScoredStrategy(Strategy):
         """Median of the voters' votes; a voter that disagrees with the consensus earns nothing this round."""
         assert self._grid is not None and self._start_arrays is not None
         voters = select_voters(names, self.voters_fraction, self.seed, server_round)
-        votes = request_votes(self._grid, server_round, self._start_arrays, accepted, voters)
+        candidates = [(name, m.metadata.src_node_id, ArrayRecord({k: Array(v) for k, v in update.items()}))
+                      for name, m, update in zip(names, accepted, self._updates)]
+        votes = request_votes(self._grid, server_round, self._start_arrays, candidates, voters)
         combined = combine_votes(votes)
         scores = {name: float(combined.scores.get(name, 0.0)) for name in names}
         for voter in combined.disagreeing:
@@ -245,8 +249,7 @@ class ScoredStrategy(Strategy):
         else:
             X, y = self.validation
             reference = RootTrainer(self.model_spec, self.train_spec, X, y, int(y.max()) + 1, self.seed)(start)
-            clients = [{k: v.numpy() for k, v in m.content[ARRAYS_KEY].items()} for m in accepted]
-            trust, _ = fltrust_arrays(start, reference, clients)
+            trust, _ = fltrust_arrays(start, reference, self._updates)
         gain = utility(frozenset(range(len(accepted)))) - utility(frozenset())
         return {name: float(w) * gain for name, w in zip(names, trust.weights)}
 

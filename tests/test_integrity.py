@@ -99,3 +99,16 @@ def test_bad_integrity_settings_are_one_line_errors(tmp_path: Path, setting: str
     assert result.returncode == 2, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and fragment in result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_peers_and_trust_work_with_a_rule_that_consumes_replies(tmp_path: Path) -> None:
+    # FedMedian pops arrays out of the replies it aggregates; votes, trust and evidence must not see them empty.
+    summary, _ = paying_run(tmp_path / "peers", "strategy.name='fedmedian'", "scoring.validation='peers'",
+                            "run.rounds=2")
+    rounds = json.loads((tmp_path / "peers" / "run" / "rounds.json").read_text())
+    assert all(r["scores"]["evaluations"] > 0 and any(v > 0 for v in r["scores"]["scores"].values())
+               for r in rounds[1:])
+    paying_run(tmp_path / "trust", "strategy.name='fedmedian'", "scoring.method='trust'", "run.rounds=2")
+    rounds = json.loads((tmp_path / "trust" / "run" / "rounds.json").read_text())
+    hashes = rounds[1]["scores"]["update_hashes"]
+    assert len(set(hashes.values())) == len(hashes) == 6
