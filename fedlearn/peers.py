@@ -1,9 +1,11 @@
 """Peer validation, FLock style: voters score the round's candidate updates on their own local data.
 
-The server sends each voter one ``query.vote`` message carrying the round's starting model and every
-candidate update (except the voter's own); the voter replies, per candidate, how much that update alone
-improves accuracy over the starting model on its local validation split. Votes are combined by median in
-fedlearn.scoring.votes; a voter whose votes disagree with the consensus earns nothing that round.
+The server sends each voter one ``query.vote`` message carrying every candidate update (except the voter's
+own) with its example count. The voter forms their example-weighted mean, as FedAvg would, and votes for each
+candidate its leave-one-out contribution on the voter's local validation split: accuracy of the mean of all
+minus accuracy of the mean without that candidate. An honest update in a crowd of honest ones scores about 0,
+a harmful one below 0. Votes are combined by median in fedlearn.scoring.votes; a voter whose votes disagree
+with the consensus earns nothing that round.
 """
 
 from __future__ import annotations
@@ -20,20 +22,24 @@ VOTE_MESSAGE = "query.vote"
 START_KEY = "start"
 CANDIDATE_PREFIX = "candidate:"
 VOTES_KEY = "votes"
+WEIGHTS_KEY = "weights"
 # Share of each member's data held out as its local validation split when peers vote.
 LOCAL_VALIDATION_FRACTION = 0.2
 
 
 def request_votes(
-    grid: Grid, server_round: int, start: ArrayRecord, candidates: list[tuple[str, int, ArrayRecord]],
+    grid: Grid, server_round: int, start: ArrayRecord, candidates: list[tuple[str, int, ArrayRecord, int]],
     voters: list[str],
 ) -> dict[str, dict[str, float]]:
-    """voter → {proposer: vote}, from ``candidates`` (proposer, node id, update); silent voters are left out."""
-    node_of = {name: node for name, node, _ in candidates}
+    """voter → {proposer: vote}, from ``candidates`` (proposer, node id, update, examples); silent voters are
+    left out."""
+    node_of = {name: node for name, node, _, _ in candidates}
     messages = []
     for voter in voters:
-        content = RecordDict({START_KEY: start, "config": ConfigRecord({"server-round": server_round})})
-        for proposer, _, arrays in candidates:
+        weights = ConfigRecord({name: examples for name, _, _, examples in candidates if name != voter})
+        content = RecordDict({START_KEY: start, WEIGHTS_KEY: weights,
+                              "config": ConfigRecord({"server-round": server_round})})
+        for proposer, _, arrays, _ in candidates:
             if proposer != voter:
                 content[CANDIDATE_PREFIX + proposer] = arrays
         messages.append(Message(content=content, dst_node_id=node_of[voter], message_type=VOTE_MESSAGE))
@@ -58,13 +64,22 @@ def local_split(X: np.ndarray, y: np.ndarray, seed: int) -> tuple[tuple[np.ndarr
 
 
 def cast_votes(message: Message, model: nn.Module, X: np.ndarray, y: np.ndarray) -> Message:
-    """A voter's reply: per candidate, accuracy gain of that update alone over the starting model."""
-    model.load_state_dict(message.content[START_KEY].to_torch_state_dict())
-    _, baseline = evaluate(model, X, y, torch.device("cpu"))
-    votes = MetricRecord()
-    for key, arrays in message.content.array_records.items():
-        if key.startswith(CANDIDATE_PREFIX):
-            model.load_state_dict(arrays.to_torch_state_dict())
-            _, accuracy = evaluate(model, X, y, torch.device("cpu"))
-            votes[key.removeprefix(CANDIDATE_PREFIX)] = accuracy - baseline
+    """A voter's reply: per candidate, its leave-one-out contribution to the weighted mean, on local data."""
+    weights = message.content[WEIGHTS_KEY]
+    names = [k.removeprefix(CANDIDATE_PREFIX) for k in message.content.array_records if k.startswith(CANDIDATE_PREFIX)]
+    states = {n: message.content[CANDIDATE_PREFIX + n].to_torch_state_dict() for n in names}
+
+    def accuracy(members: list[str]) -> float:
+        if not members:
+            model.load_state_dict(message.content[START_KEY].to_torch_state_dict())
+        else:
+            total = float(sum(float(weights[n]) for n in members))
+            model.load_state_dict({
+                key: sum(states[n][key] * (float(weights[n]) / total) for n in members)
+                for key in states[members[0]]
+            })
+        return evaluate(model, X, y, torch.device("cpu"))[1]
+
+    everyone = accuracy(names)
+    votes = MetricRecord({n: everyone - accuracy([m for m in names if m != n]) for n in names})
     return Message(content=RecordDict({VOTES_KEY: votes}), reply_to=message)

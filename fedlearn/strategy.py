@@ -229,7 +229,8 @@ class ScoredStrategy(Strategy):
         """Median of the voters' votes; a voter that disagrees with the consensus earns nothing this round."""
         assert self._grid is not None and self._start_arrays is not None
         voters = select_voters(names, self.voters_fraction, self.seed, server_round)
-        candidates = [(name, m.metadata.src_node_id, ArrayRecord({k: Array(v) for k, v in update.items()}))
+        candidates = [(name, m.metadata.src_node_id, ArrayRecord({k: Array(v) for k, v in update.items()}),
+                       int(m.content.metric_records[METRICS_KEY][EXAMPLES_KEY]))
                       for name, m, update in zip(names, accepted, self._updates)]
         votes = request_votes(self._grid, server_round, self._start_arrays, candidates, voters)
         combined = combine_votes(votes)
