@@ -33,10 +33,8 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     print()
     print(format_table(summary))
-    report = _report_path(Path(summary["run_dir"]))
     print(f"\nrun directory: {summary['run_dir']}")
-    if report is not None:
-        print(f"report: {report}")
+    print(f"report: {_report_path(Path(summary['run_dir']))}")
     return 0
 
 
@@ -56,11 +54,9 @@ def _resume_config(args: argparse.Namespace) -> RunConfig:
     return saved.replace(run={"rounds": given.run.rounds})
 
 
-def _report_path(run_dir: Path) -> Path | None:
-    try:
-        from fedlearn.report import build_report
-    except ImportError:
-        return None
+def _report_path(run_dir: Path) -> Path:
+    from fedlearn.report import build_report
+
     return build_report(run_dir)
 
 
@@ -133,10 +129,13 @@ def format_table(summary: dict[str, Any]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fedlearn", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="fedlearn",
+        description="Federated learning where every institution is paid on chain for what its updates contributed.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="run a federated training with contribution scoring (simulation)")
+    run = sub.add_parser("run", help="train a federation, score every update, pay every round on chain")
     run.add_argument("--config", type=Path, help="TOML config file (defaults apply to missing keys)")
     run.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                      help="override one config key; repeatable")
@@ -168,11 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_chain(sub)
     for module in ("fedlearn.chain.license_cli", "fedlearn.report"):
-        try:
-            register = importlib.import_module(module).register
-        except (ImportError, AttributeError):
-            continue  # optional command groups
-        register(sub)
+        importlib.import_module(module).register(sub)
     return parser
 
 
