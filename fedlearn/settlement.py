@@ -34,6 +34,7 @@ from fedlearn.chain import (
     status,
 )
 from fedlearn.chain import slash as slash_stake
+from fedlearn.chain.deployment import distributor_contract, token_contract
 from fedlearn.chain.session import save_state
 from fedlearn.config import ChainSection, RunConfig
 from fedlearn.errors import ChainError, ConfigError
@@ -230,8 +231,6 @@ class Paymaster:
     # ---- stake and slash --------------------------------------------------------------------------------
 
     def stake_of(self, address: str) -> int:
-        from fedlearn.chain.deployment import distributor_contract
-
         active, _, _ = distributor_contract(self.link.session, self.link.deployment).functions.stakeOf(address).call()
         return int(active)
 
@@ -281,7 +280,6 @@ class Paymaster:
     def claim(self, institutions: list[str]) -> dict[str, int]:
         """Claim for ``institutions`` (anyone may submit; tokens go to each address); returns wei paid."""
         tree = self.latest_tree()
-        token = self.link.deployment
         paid: dict[str, int] = {}
         for name in institutions:
             address = self.addresses[name]
@@ -290,7 +288,7 @@ class Paymaster:
             if owed <= already:
                 paid[name] = 0
                 continue
-            result = claim_from_tree(self.link.session, token, tree, address)
+            result = claim_from_tree(self.link.session, self.link.deployment, tree, address)
             self.ledger.record_claim(name, address, result.amount, result.cumulative_amount, result.tx.tx_hash)
             paid[name] = result.amount
         self.link.save()
@@ -315,15 +313,11 @@ class Paymaster:
 
     def balances(self) -> dict[str, int]:
         """Token balance of each institution's address."""
-        from fedlearn.chain.deployment import token_contract
-
         token = token_contract(self.link.session, self.link.deployment)
         return {name: int(token.functions.balanceOf(address).call()) for name, address in self.addresses.items()}
 
 
 def _claimed_on_chain(link: ChainLink, address: str) -> int:
-    from fedlearn.chain.deployment import distributor_contract
-
     return int(distributor_contract(link.session, link.deployment).functions.claimed(address).call())
 
 

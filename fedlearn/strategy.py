@@ -104,20 +104,6 @@ class RoundScores:
     disagreeing_voters: list[str] = field(default_factory=list)
 
 
-@dataclass
-class ScoreBook:
-    """Per-round and cumulative scores per institution."""
-
-    rounds: list[RoundScores] = field(default_factory=list)
-
-    def cumulative(self) -> dict[str, float]:
-        total: dict[str, float] = {}
-        for record in self.rounds:
-            for name, value in record.scores.items():
-                total[name] = total.get(name, 0.0) + value
-        return total
-
-
 class ScoredStrategy(Strategy):
     """Delegates sampling and aggregation to a Flower strategy; checks replies first and scores after.
 
@@ -140,7 +126,7 @@ class ScoredStrategy(Strategy):
         self.seed = config.run.seed
         self.voters_fraction = config.integrity.voters_fraction
         self.train_spec, self.model_spec = config.train, config.model
-        self.book = ScoreBook()
+        self.history: list[RoundScores] = []
         self.on_round = on_round
         self._start_arrays: ArrayRecord | None = None
         self._grid: Grid | None = None
@@ -219,7 +205,7 @@ class ScoredStrategy(Strategy):
             update_hashes={name: model_hash(update) for name, update in zip(names, self._updates)},
             disagreeing_voters=sorted(disagreeing),
         )
-        self.book.rounds.append(record)
+        self.history.append(record)
         if self.on_round is not None:
             self.on_round(record)
 

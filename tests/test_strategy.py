@@ -78,7 +78,7 @@ def test_aggregate_equals_the_wrapped_strategy_and_every_institution_is_scored(m
     assert arrays is not None and expected is not None
     for key in expected.keys():
         np.testing.assert_allclose(arrays[key].numpy(), expected[key].numpy(), rtol=1e-6)
-    record = strategy.book.rounds[-1]
+    record = strategy.history[-1]
     assert sorted(record.scores) == [f"hospital-{i:02d}" for i in range(1, 6)]
     assert record.evaluations == 2**5  # exact Shapley evaluates every subset once
 
@@ -98,7 +98,7 @@ def test_shapley_scores_sum_to_the_rounds_gain(make_reply: ReplyFactory) -> None
             return float((model(torch.as_tensor(X)).argmax(1) == torch.as_tensor(y)).float().mean())
 
     gain = accuracy(arrays) - accuracy(start)
-    assert sum(strategy.book.rounds[-1].scores.values()) == pytest.approx(gain, abs=1e-9)
+    assert sum(strategy.history[-1].scores.values()) == pytest.approx(gain, abs=1e-9)
 
 
 def test_a_bad_reply_scores_zero_and_the_round_goes_on(make_reply: ReplyFactory) -> None:
@@ -114,7 +114,7 @@ def test_a_bad_reply_scores_zero_and_the_round_goes_on(make_reply: ReplyFactory)
     assert arrays is not None and expected is not None
     assert np.isfinite(arrays["weight"].numpy()).all()
     np.testing.assert_allclose(arrays["weight"].numpy(), expected["weight"].numpy(), rtol=1e-6)
-    record = strategy.book.rounds[-1]
+    record = strategy.history[-1]
     assert record.scores["hospital-05"] == 0.0
     assert "NaN" in record.rejected["hospital-05"]
     assert "hospital-05" not in record.num_examples
@@ -126,7 +126,7 @@ def test_every_named_strategy_aggregates_and_scores(make_reply: ReplyFactory, na
     strategy, start = scored(config)
     arrays, _ = strategy.aggregate_train(1, institution_updates(make_reply, start, 7))
     assert arrays is not None
-    record = strategy.book.rounds[-1]
+    record = strategy.history[-1]
     assert len(record.scores) == 7 and all(np.isfinite(v) for v in record.scores.values())
 
 
