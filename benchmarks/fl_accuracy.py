@@ -14,14 +14,13 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-
 from common import print_table, write_results  # noqa: I001 - puts the project root on sys.path
 
 from fedlearn.config import RunConfig
-from fedlearn.federation import federated_split
-from fedlearn.models import init_model
-from fedlearn.simulation import run_federation
-from fedlearn.training import evaluate, select_device, train
+from fedlearn.federation.roster import federated_split
+from fedlearn.federation.simulation import run_federation
+from fedlearn.learning.models import init_model
+from fedlearn.learning.training import evaluate, select_device, train
 
 
 def main() -> None:

@@ -74,7 +74,9 @@ def measure() -> dict[str, Any]:
         recipients = _addresses(f"gas/naive-{n}", n)
         totals = []
         for _ in range(2):
-            totals.append(sum(transact(admin, token.functions.transfer(r, UNIT), "transfer").gas_used for r in recipients))
+            totals.append(
+                sum(transact(admin, token.functions.transfer(r, UNIT), "transfer").gas_used for r in recipients)
+            )
         naive[str(n)] = {"first_round_new_holders": totals[0], "later_round_existing_holders": totals[1]}
     return {
         "backend": "eth-tester (py-evm)",

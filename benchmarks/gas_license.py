@@ -83,7 +83,10 @@ def measure() -> dict[str, Any]:
 def table(r: dict[str, Any]) -> str:
     lines = [f"{k:<52} {v:>8,}" for k, v in r["acquire_gas"].items()]
     lines.append("")
-    lines.append(f"{'contributors':>12}  {'payFee first':>12}  {'payFee later':>12}  {'withdraw new':>12}  {'withdraw holder':>15}")
+    lines.append(
+        f"{'contributors':>12}  {'payFee first':>12}  {'payFee later':>12}  {'withdraw new':>12}"
+        f"  {'withdraw holder':>15}"
+    )
     for n in SIZES:
         f, w = r["pay_fee_gas"][str(n)], r["withdraw_fee_share_gas"][str(n)]
         fv, wv = list(f.values()), list(w.values())

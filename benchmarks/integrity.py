@@ -1,7 +1,7 @@
 """Integrity benchmark: adversarial institutions against every scoring mode × aggregator.
 
-Digits, 10 institutions (Dirichlet α = 1), 8 rounds of 2 local epochs, paying on the embedded chain with a 10-token stake each
-and slashing on. Behaviour sets: all honest; 3 institutions of each behaviour in turn; a mix; one institution
+Digits, 10 institutions (Dirichlet α = 1), 8 rounds of 2 local epochs, paying on the embedded chain with a 10-token
+stake each and slashing on. Behaviour sets: all honest; 3 institutions of each behaviour in turn; a mix; one institution
 split into 3 sybils. Per run: final accuracy, drop against the all-honest run of the same mode × aggregator,
 the adversaries' combined share of tokens, adversaries and honest institutions slashed, and the Spearman
 correlation of honest payouts with data size. Runs use the in-process engine (real apps, no Ray).
@@ -16,13 +16,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import print_table, write_results  # noqa: I001 - puts the project root on sys.path
 from scipy.stats import spearmanr
 
-from common import print_table, write_results  # noqa: I001 - puts the project root on sys.path
-
 from fedlearn.config import RunConfig
-from fedlearn.ledger import Ledger
-from fedlearn.simulation import run_federation
+from fedlearn.federation.simulation import run_federation
+from fedlearn.payout.ledger import Ledger
 
 ADVERSARIES = ["hospital-02", "hospital-05", "hospital-08"]
 BEHAVIOURS = {

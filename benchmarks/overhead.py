@@ -20,20 +20,19 @@ import time
 from pathlib import Path
 
 from common import print_table, write_results  # noqa: I001 - puts the project root on sys.path
-
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 from flwr.simulation import run_simulation
 
-from clients.app import build_client_app
 from fedlearn.config import RunConfig
-from fedlearn.federation import federated_split
-from fedlearn.ledger import Ledger
-from fedlearn.models import init_model
-from fedlearn.rundir import RoundResult
-from fedlearn.simulation import run_federation
-from fedlearn.strategy import build_flower_strategy
-from fedlearn.training import evaluate
+from fedlearn.federation.institution import build_client_app
+from fedlearn.federation.roster import federated_split
+from fedlearn.federation.simulation import run_federation
+from fedlearn.federation.strategy import build_flower_strategy
+from fedlearn.learning.models import init_model
+from fedlearn.learning.training import evaluate
+from fedlearn.payout.ledger import Ledger
+from fedlearn.records.rundir import RoundResult
 
 
 def plain_server_app(config: RunConfig, marks: dict[str, float]) -> ServerApp:

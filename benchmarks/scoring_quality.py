@@ -1,7 +1,7 @@
 """Scoring quality: leave-one-out and GTG-Shapley against exact Shapley on an 8-institution federation.
 
 Two institutions have noisy labels (60 % replaced by random classes), two hold little data (15 % of their
-partition), four are clean. Rounds run in process: each institution trains locally (fedlearn.training) from
+partition), four are clean. Rounds run in process: each institution trains locally (fedlearn.learning.training) from
 the global model, replies as the ClientApp does, Flower's FedAvg aggregates, and every method scores the same
 round with its own utility cache, so each reports the evaluations it needed. Targets for GTG: normalized L1
 error ≤ 5 %, Spearman ≥ 0.95, ≤ 10 % of exact's evaluations.
@@ -17,22 +17,20 @@ import logging
 import time
 
 import numpy as np
-from scipy.stats import spearmanr
-
 from common import print_table, write_results  # noqa: I001 - puts the project root on sys.path
-
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp.strategy import FedAvg
 from flwr.supercore.task_identity import TaskIdentity
+from scipy.stats import spearmanr
 
 from fedlearn.config import RunConfig
 from fedlearn.data import Dataset
-from fedlearn.federation import federated_split
-from fedlearn.models import build_model, init_model
-from fedlearn.replies import ARRAYS_KEY, EXAMPLES_KEY, INSTITUTION_KEY, META_KEY, METRICS_KEY
+from fedlearn.federation.coalitions import ModelUtility, SubsetAggregator
+from fedlearn.federation.replies import ARRAYS_KEY, EXAMPLES_KEY, INSTITUTION_KEY, META_KEY, METRICS_KEY
+from fedlearn.federation.roster import federated_split
+from fedlearn.learning.models import build_model, init_model
+from fedlearn.learning.training import select_device, train
 from fedlearn.scoring import CachedUtility, exact_shapley, gtg_shapley, leave_one_out
-from fedlearn.training import select_device, train
-from fedlearn.valuation import ModelUtility, SubsetAggregator
 
 NOISY, SMALL = (0, 1), (2, 3)
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from fedlearn.errors import ConfigError
 
@@ -288,9 +290,14 @@ class RunConfig:
         g = self.integrity
         _check(0 < g.voters_fraction <= 1, "integrity.voters_fraction", g.voters_fraction, "must be in (0, 1]")
         _check(g.min_stake >= 0, "integrity.min_stake", g.min_stake, "must be >= 0")
-        from fedlearn.slashing import SlashingPolicy  # its own checks name the key
-
-        SlashingPolicy(threshold=g.slash_threshold, k=g.slash_k, m=g.slash_m, fraction=g.slash_fraction)
+        _check(g.slash_threshold >= 0, "integrity.slash_threshold", g.slash_threshold,
+               "must be >= 0 (a score below -threshold counts as harmful)")
+        _check(g.slash_k >= 2, "integrity.slash_k", g.slash_k,
+               "would slash on a single bad round; one unlucky round must not slash an institution (use >= 2)")
+        _check(g.slash_m >= g.slash_k, "integrity.slash_m", g.slash_m,
+               f"cannot hold integrity.slash_k = {g.slash_k} bad rounds (need slash_k <= slash_m)")
+        _check(0 < g.slash_fraction <= 1, "integrity.slash_fraction", g.slash_fraction,
+               "must be in (0, 1] (more than the stake cannot be slashed)")
         if sc.method == "shapley":
             _check(d.institutions <= 10, "data.institutions", d.institutions,
                    "exceeds 10, the limit for exact Shapley (use scoring.method = \"gtg\")")
@@ -341,6 +348,8 @@ def _known_keys() -> dict[str, type]:
 def _coerce(key: str, value: Any, target: type) -> Any:
     if target is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if target is float and isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"config key {key!r} must be a finite number, got {value!r}")
     if target is int and isinstance(value, float) and value.is_integer():
         return int(value)
     if not isinstance(value, target) or (target is int and isinstance(value, bool)):

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from fedlearn.behaviours import (
+from fedlearn.config import ModelSection, TrainSection
+from fedlearn.errors import ConfigError
+from fedlearn.learning.behaviours import (
     BEHAVIOURS,
     HONEST,
     PARAMETERS,
@@ -19,9 +21,7 @@ from fedlearn.behaviours import (
     sybil_split,
     train_as,
 )
-from fedlearn.config import ModelSection, TrainSection
-from fedlearn.errors import ConfigError
-from fedlearn.models import build_model
+from fedlearn.learning.models import build_model
 
 INSTITUTIONS = [f"hospital-{i:02d}" for i in range(1, 11)]
 

@@ -57,7 +57,9 @@ def mean_tv_distance(split: FederatedSplit) -> float:
     ("name", "shape", "num_classes"),
     [("digits", (1797, 64), 10), ("breast_cancer", (569, 30), 2), ("wine", (178, 13), 3)],
 )
-def test_bundled_datasets_have_documented_shapes_and_classes(name: str, shape: tuple[int, int], num_classes: int) -> None:
+def test_bundled_datasets_have_documented_shapes_and_classes(
+    name: str, shape: tuple[int, int], num_classes: int
+) -> None:
     ds = load_dataset(name)
     assert ds.X.shape == shape
     assert ds.X.dtype == np.float32 and ds.y.dtype == np.int64
@@ -225,7 +227,9 @@ def test_subset_selects_rows() -> None:
         ({"seed": -1}, r"seed.*got -1"),
     ],
 )
-def test_bad_federate_arguments_raise_one_line_data_error(wine: Dataset, kwargs: dict[str, object], pattern: str) -> None:
+def test_bad_federate_arguments_raise_one_line_data_error(
+    wine: Dataset, kwargs: dict[str, object], pattern: str
+) -> None:
     args: dict[str, object] = {"num_institutions": 3, "scheme": "iid", "seed": 0} | kwargs
     with pytest.raises(DataError, match=pattern) as info:
         federate(wine, **args)  # type: ignore[arg-type]

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from fedlearn.config import RunConfig
-from fedlearn.ledger import Ledger
-from fedlearn.simulation import run_federation
+from fedlearn.federation.simulation import run_federation
+from fedlearn.payout.ledger import Ledger
 
 BASE = ["run.rounds=5", "data.institutions=6", "data.partition='iid'", "simulation.engine='local'",
         "train.learning_rate=0.05", "train.momentum=0.9", "integrity.min_stake=10", "scoring.method='loo'"]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from fedlearn.ledger import Entry, Ledger, LedgerError, RoundEntry
+from fedlearn.payout.ledger import Entry, Ledger, LedgerError, RoundEntry
 
 BIG = 2**200  # far beyond SQLite's 64-bit integers
 

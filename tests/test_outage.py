@@ -12,9 +12,9 @@ import pytest
 from fedlearn.chain import Deployment, connect, dev_account
 from fedlearn.chain.deployment import distributor_contract
 from fedlearn.config import RunConfig
-from fedlearn.ledger import Ledger
-from fedlearn.rundir import RoundResult
-from fedlearn.simulation import run_federation
+from fedlearn.federation.simulation import run_federation
+from fedlearn.payout.ledger import Ledger
+from fedlearn.records.rundir import RoundResult
 from tests.chain.conftest import ANVIL, _free_port
 
 pytestmark = pytest.mark.slow

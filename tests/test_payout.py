@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fedlearn.ledger import Ledger
+from fedlearn.payout.ledger import Ledger
 
 pytestmark = pytest.mark.slow
 

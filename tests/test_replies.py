@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from flwr.app import Error, Message, RecordDict
 
-from fedlearn.replies import check_reply, institution_of, partition_replies
+from fedlearn.federation.replies import check_reply, institution_of, partition_replies
 from tests.conftest import ReplyFactory, arrays_of
 
 REFERENCE = arrays_of({"w": np.zeros((2, 3), np.float32), "b": np.zeros(2, np.float32)})

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fedlearn.rewards import WEI_PER_TOKEN, split_budget, tokens_to_wei
+from fedlearn.payout.rewards import WEI_PER_TOKEN, split_budget, tokens_to_wei
 
 scores_st = st.dictionaries(st.text(min_size=1, max_size=5), st.floats(-1, 1, allow_nan=False), max_size=12)
 

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fedlearn.errors import ConfigError
-from fedlearn.slashing import EVIDENCE_DOMAIN, Offence, RoundFlags, SlashingPolicy, evidence_hash, slash_amount
+from fedlearn.payout.slashing import EVIDENCE_DOMAIN, Offence, RoundFlags, SlashingPolicy, evidence_hash, slash_amount
 
 POLICY = SlashingPolicy(threshold=0.01, k=3, m=5, fraction=0.5)
 HONEST = ["hospital-01", "hospital-02", "hospital-03"]

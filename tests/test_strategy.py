@@ -13,8 +13,8 @@ from flwr.serverapp.strategy import FedAdam
 
 from fedlearn.config import STRATEGY_NAMES, RunConfig
 from fedlearn.errors import ConfigError
-from fedlearn.models import init_model
-from fedlearn.strategy import ScoredStrategy, build_flower_strategy
+from fedlearn.federation.strategy import ScoredStrategy, build_flower_strategy
+from fedlearn.learning.models import init_model
 from tests.conftest import ReplyFactory
 
 FEATURES, CLASSES = 4, 3
@@ -157,7 +157,7 @@ def test_robust_strategies_refuse_too_many_malicious(name: str, n: int, f: int, 
 def test_fast_mean_utility_equals_flowers_fedavg_on_every_subset(make_reply: ReplyFactory) -> None:
     import itertools
 
-    from fedlearn.valuation import MeanUtility, ModelUtility, SubsetAggregator
+    from fedlearn.federation.coalitions import MeanUtility, ModelUtility, SubsetAggregator
 
     config = make_config()
     model = init_model(config.model, FEATURES, CLASSES, seed=0)

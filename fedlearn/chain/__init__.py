@@ -31,7 +31,7 @@ from fedlearn.chain.session import (
     dev_account,
     institution_accounts,
 )
-from fedlearn.chain.transactions import TxResult
+from fedlearn.chain.transactions import TxResult, funded_institution_accounts
 
 __all__ = [
     "ETH_TESTER",
@@ -52,6 +52,7 @@ __all__ = [
     "deploy",
     "dev_account",
     "fund",
+    "funded_institution_accounts",
     "institution_accounts",
     "mint",
     "pause",

@@ -6,7 +6,7 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,7 @@ class Artifact:
     sha256: str  # of the artifact file, recorded in deployment files to tell which build was deployed
 
 
-@lru_cache(maxsize=None)
+@cache
 def _load(path: Path) -> Artifact:
     try:
         raw = path.read_bytes()

@@ -62,7 +62,9 @@ def collect_sources(root: Path) -> dict[str, str]:
                 sources[unit] = (base / unit).read_text()
                 break
         else:
-            raise ChainError(f"cannot find source {unit} (run scripts/setup-chain.sh to install contracts/node_modules)")
+            raise ChainError(
+                f"cannot find source {unit} (run scripts/setup-chain.sh to install contracts/node_modules)"
+            )
         pending.extend(_source_unit(unit, imported) for imported in _IMPORT.findall(sources[unit]))
     return dict(sorted(sources.items()))
 
@@ -152,11 +154,12 @@ def compile_contracts(root: Path | None = None, solc: str | None = None) -> dict
         try:
             output = solcx.compile_standard(input_json, base_path=str(root), solc_binary=binary)
         except SolcError as exc:
-            first = next((l for l in str(exc).splitlines() if "Error" in l), str(exc).splitlines()[0])
+            first = next((line for line in str(exc).splitlines() if "Error" in line), str(exc).splitlines()[0])
             raise ChainError(f"compilation failed: {first}") from None
     errors = [e for e in output.get("errors", []) if e.get("severity") == "error"]
     if errors:
-        raise ChainError(f"compilation failed: {errors[0].get('formattedMessage', errors[0]['message']).splitlines()[0]}")
+        message = errors[0].get("formattedMessage", errors[0]["message"])
+        raise ChainError(f"compilation failed: {message.splitlines()[0]}")
     long_version = json.loads(next(iter(output["contracts"]["src/RewardDistributor.sol"].values()))["metadata"])
     return {
         "_format": BUILD_INFO_FORMAT,

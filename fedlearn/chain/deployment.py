@@ -99,7 +99,10 @@ def deploy(
     token_art, dist_art = load_artifact(TOKEN), load_artifact(DISTRIBUTOR)
     w3 = session.w3
     token_tx = deploy_contract(
-        session, w3.eth.contract(abi=token_art.abi, bytecode=token_art.bytecode), [name, symbol, admin], "deploying token"
+        session,
+        w3.eth.contract(abi=token_art.abi, bytecode=token_art.bytecode),
+        [name, symbol, admin],
+        "deploying token",
     )
     token = token_tx.receipt["contractAddress"]
     dist_tx = deploy_contract(

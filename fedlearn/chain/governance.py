@@ -97,11 +97,14 @@ def deploy_governed_license(
     deployment: Deployment,
     *,
     attester: str | None = None,
-    params: LicenseParameters = LicenseParameters(),
+    params: LicenseParameters | None = None,
     settings: GovernanceSettings = GovernanceSettings(),
 ) -> LicenseDeployment:
     """Deploys timelock, governor and license; the timelock (driven by votes of delegated tokens) is the
-    license's admin and the governor its only proposer. The signer keeps no power over the parameters."""
+    license's admin and the governor its only proposer. The signer keeps no power over the parameters.
+    `params` defaults to LicenseParameters()."""
+    if params is None:
+        params = LicenseParameters()
     params.check()
     settings.check()
     nonce = session.w3.eth.get_transaction_count(session.address, "pending")
@@ -157,7 +160,8 @@ def delegate(session: ChainSession, ld: LicenseDeployment, to: str | None = None
 
 
 def voting_power(session: ChainSession, ld: LicenseDeployment, account: str) -> int:
-    return int(call(token_contract(session, ld.base()).functions.getVotes(to_checksum_address(account)), "reading votes"))
+    fn = token_contract(session, ld.base()).functions.getVotes(to_checksum_address(account))
+    return int(call(fn, "reading votes"))
 
 
 @dataclass(frozen=True)
@@ -236,10 +240,13 @@ def find_proposal(session: ChainSession, ld: LicenseDeployment, proposal_id: int
 
 
 def state(session: ChainSession, ld: LicenseDeployment, proposal_id: int) -> ProposalState:
-    return ProposalState(call(governor_contract(session, ld).functions.state(proposal_id), f"reading proposal {proposal_id}"))
+    fn = governor_contract(session, ld).functions.state(proposal_id)
+    return ProposalState(call(fn, f"reading proposal {proposal_id}"))
 
 
-def _expect(session: ChainSession, ld: LicenseDeployment, proposal_id: int, action: str, *wanted: ProposalState) -> None:
+def _expect(
+    session: ChainSession, ld: LicenseDeployment, proposal_id: int, action: str, *wanted: ProposalState
+) -> None:
     now = state(session, ld, proposal_id)
     if now not in wanted:
         gov = governor_contract(session, ld)

@@ -25,8 +25,8 @@ from web3.logs import DISCARD
 from fedlearn.chain.artifacts import LICENSE, load_artifact
 from fedlearn.chain.deployment import Deployment, distributor_contract, token_contract
 from fedlearn.chain.merkle import RewardTree
-from fedlearn.chain.session import ChainSession
 from fedlearn.chain.reverts import ChainRevertError, decode_revert
+from fedlearn.chain.session import ChainSession
 from fedlearn.chain.transactions import TxResult, deploy_contract, transact
 from fedlearn.chain.transactions import call as _call
 from fedlearn.errors import ChainError
@@ -144,7 +144,9 @@ class LicenseDeployment:
         try:
             data = json.loads(Path(path).read_text())
         except OSError as exc:
-            raise ChainError(f"cannot read license file {path}: {exc.strerror} (run `fedlearn license deploy`)") from None
+            raise ChainError(
+                f"cannot read license file {path}: {exc.strerror} (run `fedlearn license deploy`)"
+            ) from None
         except ValueError:
             raise ChainError(f"license file {path} is not JSON") from None
         if not isinstance(data, dict) or data.pop("format", None) != FORMAT:
@@ -214,7 +216,10 @@ def deploy_license(
     art = load_artifact(LICENSE)
     factory = session.w3.eth.contract(abi=art.abi, bytecode=art.bytecode)
     tx = deploy_contract(
-        session, factory, [deployment.token, deployment.distributor, admin, attester, params.values()], "deploying license"
+        session,
+        factory,
+        [deployment.token, deployment.distributor, admin, attester, params.values()],
+        "deploying license",
     )
     return LicenseDeployment(
         chain_id=session.chain_id,
@@ -314,9 +319,13 @@ def acquire(
     params = parameters(session, ld)
     lock = params.lock_period if lock_duration is None else lock_duration
     if not isinstance(lock, int) or lock < params.lock_period:
-        raise ChainError(f"acquire: a lock of {lock} s is shorter than the lock period {params.lock_period} s (LockTooShort)")
+        raise ChainError(
+            f"acquire: a lock of {lock} s is shorter than the lock period {params.lock_period} s (LockTooShort)"
+        )
     if lock > BOUNDS[Parameter.LOCK_PERIOD][1]:
-        raise ChainError(f"acquire: a lock of {lock} s is longer than {BOUNDS[Parameter.LOCK_PERIOD][1]} s (LockTooLong)")
+        raise ChainError(
+            f"acquire: a lock of {lock} s is longer than {BOUNDS[Parameter.LOCK_PERIOD][1]} s (LockTooLong)"
+        )
     if amount is None:
         amount = max(0, before.required - before.locked)
     if not isinstance(amount, int) or isinstance(amount, bool) or amount < 0:
@@ -379,7 +388,8 @@ def epochs(session: ChainSession, ld: LicenseDeployment) -> list[Epoch]:
 def fee_share(session: ChainSession, ld: LicenseDeployment, round: int, tree: RewardTree, account: str) -> int:
     """What `account` may still withdraw of `round`'s fees, its weight read from `tree` (that round's)."""
     weight = tree.amount_of(account) or 0
-    return int(call(license_contract(session, ld).functions.feeShareOf(round, _address(account, "account"), weight), "reading share"))
+    fn = license_contract(session, ld).functions.feeShareOf(round, _address(account, "account"), weight)
+    return int(call(fn, "reading share"))
 
 
 @dataclass(frozen=True)
@@ -401,12 +411,16 @@ def withdraw_fee_share(
     if bytes(root) == b"\x00" * 32:
         raise ChainError(f"withdraw: no fee accrued to round {round} (NoFeesForRound)")
     if bytes(root) != tree.root:
-        raise ChainError(f"withdraw: tree root 0x{tree.root.hex()} is not round {round}'s weights root 0x{bytes(root).hex()}")
+        raise ChainError(
+            f"withdraw: tree root 0x{tree.root.hex()} is not round {round}'s weights root 0x{bytes(root).hex()}"
+        )
     weight = tree.amount_of(account)
     if weight is None:
         raise ChainError(f"withdraw: account {account} has no weight in round {round}'s tree")
     owed = fee_share(session, ld, round, tree, account)
     if owed == 0:
         raise ChainError(f"withdraw: account {account} has no fee share of round {round} left (NoFeeShare)")
-    tx = transact(session, lic.functions.withdrawFeeShare(round, account, weight, tree.proof(account)), "withdraw fee share")
+    tx = transact(
+        session, lic.functions.withdrawFeeShare(round, account, weight, tree.proof(account)), "withdraw fee share"
+    )
     return Withdrawal(account, round, owed, tx)

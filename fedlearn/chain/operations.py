@@ -123,7 +123,9 @@ def settle_round(
         raise ChainError(
             f"cumulative rewards sum to {tree.total}, below the {settled} already settled: cumulative amounts only grow"
         )
-    tx = transact(session, dist.functions.settleRound(round, model_hash, tree.root, round_total), f"settling round {round}")
+    tx = transact(
+        session, dist.functions.settleRound(round, model_hash, tree.root, round_total), f"settling round {round}"
+    )
     return Settlement(round, model_hash, tree.root, round_total, tree, tx)
 
 
@@ -264,7 +266,7 @@ def status(session: ChainSession, deployment: Deployment, accounts: list[str] | 
     if accounts is None:
         stakers = dist.events.Staked().get_logs(from_block=deployment.block)
         accounts = sorted({e["args"]["account"] for e in stakers})
-    stakes = {}
+    stakes: dict[str, dict[str, int]] = {}
     for account in accounts:
         active, pending, unlock_at = call(f.stakeOf(_address(account, "account")), "reading stake")
         stakes[to_checksum_address(account)] = {"active": active, "pending": pending, "unlock_at": unlock_at}

@@ -10,6 +10,7 @@ from typing import Any
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
+from eth_typing import ChecksumAddress
 from eth_utils import keccak
 from web3 import Web3
 
@@ -33,7 +34,7 @@ class ChainSession:
     backend: str  # "eth-tester" or the RPC URL
 
     @property
-    def address(self) -> str:
+    def address(self) -> ChecksumAddress:
         return self.account.address
 
     @property
@@ -59,19 +60,9 @@ def institution_key(index: int) -> bytes:
     return keccak(f"fedlearn/institution/{index}".encode())
 
 
-def institution_accounts(n: int, session: ChainSession | None = None) -> list[LocalAccount]:
-    """Accounts of simulated institutions 0..n-1; with an eth-tester `session`, each one holds gas ETH."""
-    accounts = [Account.from_key(institution_key(i)) for i in range(n)]
-    if session is not None:
-        from fedlearn.chain.transactions import send_eth
-
-        if not session.is_eth_tester:
-            raise ChainError("simulated institution accounts are only funded on eth-tester; use real keys on RPC")
-        for account in accounts:
-            # Accounts in the genesis already hold GAS_ETH; later ones get one transfer each, once.
-            if session.w3.eth.get_balance(account.address) == 0:
-                send_eth(session, account.address, GAS_ETH)
-    return accounts
+def institution_accounts(n: int) -> list[LocalAccount]:
+    """Accounts of simulated institutions 0..n-1 (``transactions.fund_gas`` gives them gas on eth-tester)."""
+    return [Account.from_key(institution_key(i)) for i in range(n)]
 
 
 def load_private_key(

@@ -9,11 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from eth_account.signers.local import LocalAccount
 from web3.contract.contract import ContractFunction
 from web3.exceptions import TimeExhausted
 
 from fedlearn.chain.reverts import ChainRevertError, decode_revert, revert_data
-from fedlearn.chain.session import ChainSession
+from fedlearn.chain.session import GAS_ETH, ChainSession, institution_accounts
 from fedlearn.errors import ChainError
 
 RECEIPT_TIMEOUT_S = 120.0
@@ -82,7 +83,9 @@ def _send(session: ChainSession, tx: dict[str, Any], action: str) -> TxResult:
         _raise_from(action, exc)
     if receipt["status"] != 1:
         raise ChainError(f"{action}: transaction {tx_hash.hex()} reverted after it was sent (state changed meanwhile)")
-    return TxResult("0x" + bytes(tx_hash).hex().removeprefix("0x"), int(receipt["gasUsed"]), int(receipt["blockNumber"]), receipt)
+    return TxResult(
+        "0x" + bytes(tx_hash).hex().removeprefix("0x"), int(receipt["gasUsed"]), int(receipt["blockNumber"]), receipt
+    )
 
 
 def transact(session: ChainSession, fn: ContractFunction, action: str) -> TxResult:
@@ -103,3 +106,15 @@ def deploy_contract(session: ChainSession, factory: Any, args: list[Any], action
 def send_eth(session: ChainSession, to: str, value: int) -> TxResult:
     """Transfers `value` wei of ETH from the session's account."""
     return _send(session, {"to": to, "value": value}, f"sending {value} wei to {to}")
+
+
+def funded_institution_accounts(session: ChainSession, n: int) -> list[LocalAccount]:
+    """Simulated institutions 0..n-1 on eth-tester, each holding gas ETH (genesis accounts already do;
+    later ones get one transfer each, once)."""
+    if not session.is_eth_tester:
+        raise ChainError("simulated institution accounts are only funded on eth-tester; use real keys on RPC")
+    accounts = institution_accounts(n)
+    for account in accounts:
+        if session.w3.eth.get_balance(account.address) == 0:
+            send_eth(session, account.address, GAS_ETH)
+    return accounts

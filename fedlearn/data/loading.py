@@ -166,6 +166,9 @@ def _encode_labels(raw: np.ndarray, where: str, column: str = "y") -> tuple[np.n
         classes, encoded = np.unique(raw, return_inverse=True)
     except TypeError as exc:
         raise DataError(f"{where}: labels in {column!r} mix incomparable types ({_one_line(exc)})") from exc
+    if classes.size < 2:
+        raise DataError(f"{where}: label {column!r} has a single class ({classes[0]!r}); "
+                        "a classifier needs at least 2")
     return encoded.reshape(-1).astype(np.int64), int(classes.size)
 
 

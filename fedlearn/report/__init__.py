@@ -1,11 +1,10 @@
-"""``fedlearn report RUN_DIR``: plots, one self-contained HTML page, and CSV/JSON exports of a run.
+"""The report of a run directory: plots, one self-contained HTML page, and CSV/JSON exports of a run.
 
 Every input file is read and checked before anything is written, so a bad run directory leaves no half report.
 """
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 from fedlearn.report.export import report_data, write_institutions_csv, write_json, write_rounds_csv
@@ -13,7 +12,7 @@ from fedlearn.report.load import ReportError, RunReport, load_run
 from fedlearn.report.page import render_page
 from fedlearn.report.plots import require_matplotlib, write_plots
 
-__all__ = ["ReportError", "RunReport", "build_report", "load_run", "register"]
+__all__ = ["ReportError", "RunReport", "build_report", "load_run"]
 
 REPORT_DIR = "report"
 HTML_FILE = "index.html"
@@ -44,16 +43,3 @@ def build_report(run_dir: Path, out_dir: Path | None = None) -> Path:
     except OSError as exc:
         raise ReportError(f"cannot write the report in {out}: {exc.strerror or exc}") from None
     return html
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``report RUN_DIR [--out DIR]`` to the ``fedlearn`` command line."""
-    parser = subparsers.add_parser("report", help="plots, an HTML page and CSV/JSON exports of a run directory")
-    parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a directory written by `fedlearn run`")
-    parser.add_argument("--out", type=Path, metavar="DIR", help="where to write the report (default: RUN_DIR/report)")
-    parser.set_defaults(handler=_report)
-
-
-def _report(args: argparse.Namespace) -> int:
-    print(build_report(args.run_dir, args.out))
-    return 0

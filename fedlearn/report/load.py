@@ -16,12 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from fedlearn.errors import FedlearnError
-from fedlearn.ledger import LEDGER_FILE, Ledger, LedgerError, RoundEntry
+from fedlearn.payout.ledger import LEDGER_FILE, Ledger, LedgerError, RoundEntry
+from fedlearn.payout.rewards import WEI_PER_TOKEN
+from fedlearn.records.rundir import CONFIG_FILE, ROUNDS_FILE, SUMMARY_FILE
 
-CONFIG_FILE = "config.toml"
-ROUNDS_FILE = "rounds.json"
-SUMMARY_FILE = "summary.json"
-WEI_PER_TOKEN = 10**18
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
 

@@ -12,7 +12,15 @@ from pathlib import Path
 
 from fedlearn.report.load import RoundRow, RunReport
 from fedlearn.report.text import (
-    DASH, DUST_WEI, clean_reason, facts, fmt_float, fmt_int, fmt_pct, fmt_tokens, short_hash,
+    DASH,
+    DUST_WEI,
+    clean_reason,
+    facts,
+    fmt_float,
+    fmt_int,
+    fmt_pct,
+    fmt_tokens,
+    short_hash,
 )
 
 CSS = """

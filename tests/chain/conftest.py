@@ -38,7 +38,7 @@ def deployment(session: chain.ChainSession) -> chain.Deployment:
 
 @pytest.fixture
 def institutions(session: chain.ChainSession) -> list[chain.ChainSession]:
-    return [session.as_account(a) for a in chain.institution_accounts(8, session)]
+    return [session.as_account(a) for a in chain.funded_institution_accounts(session, 8)]
 
 
 def _free_port() -> int:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from fedlearn import chain
-from fedlearn.chain.cli import register
+from fedlearn.cli.chain import register
 from fedlearn.errors import ChainError
 
 MODEL = "0x" + "ab" * 32
@@ -63,7 +63,8 @@ def test_cli_bad_input_raises_one_line_chain_errors(deployed: Path, tmp_path: Pa
     cases = [
         (["chain", "settle", *d, "--round", "1", "--model-hash", MODEL, "--rewards", str(rewards)],
          r"RoundNotIncreasing\(round=1, lastRound=2\)"),
-        (["chain", "claim", *d, "--account", account, "--tree", tree, "--amount", "11"], "above the cumulative 10 owed"),
+        (["chain", "claim", *d, "--account", account, "--tree", tree, "--amount", "11"],
+         "above the cumulative 10 owed"),
         (["chain", "claim", *d, "--account", account, "--amount", "10", "--proof", "0x" + "00" * 32], "InvalidProof"),
         (["chain", "slash", *d, "--account", account, "--amount", "1", "--evidence", MODEL], "SlashExceedsStake"),
         (["chain", "stake", *d, "--institution", "0", "--amount", "5"], "holds 0 tokens, needs 5"),

@@ -104,7 +104,9 @@ class DistributorMachine(RuleBasedStateMachine):
     def claim_more_than_owed(self, who: int, extra: int) -> None:
         account = self.institutions[who]
         proof = self.tree.proof(account)
-        self._expect(False, lambda: chain.claim(self.admin, self.deployment, account, self.cumulative[account] + extra, proof))
+        self._expect(
+            False, lambda: chain.claim(self.admin, self.deployment, account, self.cumulative[account] + extra, proof)
+        )
 
     @rule(who=st.integers(0, N_INSTITUTIONS - 1), amount=AMOUNTS)
     def stake(self, who: int, amount: int) -> None:

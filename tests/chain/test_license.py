@@ -7,8 +7,7 @@ import pytest
 from fedlearn import chain
 from fedlearn.chain import license as lic
 from fedlearn.chain.deployment import token_contract
-from fedlearn.chain.license import MAX_REVENUE, UNIT, LicenseParameters, Parameter
-from fedlearn.chain.license import call
+from fedlearn.chain.license import MAX_REVENUE, UNIT, LicenseParameters, Parameter, call
 from fedlearn.chain.transactions import transact
 from fedlearn.errors import ChainError
 
@@ -96,7 +95,8 @@ def test_acquire_lock_expiry_and_release(session, deployment, licensed, attester
     got = lic.acquire(company, licensed)
     assert got.amount == required and got.status.licensed and got.status.locked == required
     assert _balance(session, deployment, company.address) == 0
-    with pytest.raises(ChainError, match=rf"LicenseLocked\(licensee={company.address}, unlockAt={got.status.unlock_at}\)"):
+    locked = rf"LicenseLocked\(licensee={company.address}, unlockAt={got.status.unlock_at}\)"
+    with pytest.raises(ChainError, match=locked):
         lic.release(company, licensed)
     chain.advance_time(session, YEAR - 10)
     assert lic.license_status(session, licensed, company.address).licensed

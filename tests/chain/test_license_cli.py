@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from fedlearn import chain
-from fedlearn.chain import cli as chain_cli
-from fedlearn.chain import license_cli
 from fedlearn.chain.license import UNIT
 from fedlearn.chain.session import save_state
+from fedlearn.cli import chain as chain_cli
+from fedlearn.cli import license as license_cli
 from fedlearn.errors import ChainError
 
 MODEL = "0x" + "ab" * 32
@@ -105,15 +105,18 @@ def test_license_cli_bad_input_is_one_line(setup: Path) -> None:
         (["license", "quote", *d, "--revenue", "lots"], "revenue must be a number"),
         (["license", "attest", *d, company, "--revenue", "-1"], "revenue cannot be negative"),
         (["license", "acquire", *d, "--institution", "5"], r"holds 0 tokens, needs 4000000000000000000000"),
-        (["license", "acquire", *d, "--institution", "5", "--lock", "30d"], r"shorter than the lock period .*LockTooShort"),
+        (["license", "acquire", *d, "--institution", "5", "--lock", "30d"],
+         r"shorter than the lock period .*LockTooShort"),
         (["license", "acquire", *d, "--institution", "4"], r"no revenue attested .*RevenueNotAttested"),
         (["license", "acquire", *d, "--institution", "5", "--amount", "1"], r"InsufficientStake"),
-        (["license", "attest", *d, company, "--revenue", "1", "--institution", "2"], "lacks the license's ATTESTER_ROLE"),
+        (["license", "attest", *d, company, "--revenue", "1", "--institution", "2"],
+         "lacks the license's ATTESTER_ROLE"),
         (["license", "pay-fee", *d, "--institution", "5", "--amount", "1"], "holds 0 tokens, needs"),
         (["license", "withdraw", *d, "--institution", "0"], "no fee share left"),
         (["gov", "propose", *d, "--set", "lock-period=1h", "--description", "x"],
          r"lock-period 3600 is outside \[86400, 315360000\] \(ParameterOutOfRange\)"),
-        (["gov", "propose", *d, "--set", "stake-rate=1.5", "--description", "x"], r"stake-rate .* \(ParameterOutOfRange\)"),
+        (["gov", "propose", *d, "--set", "stake-rate=1.5", "--description", "x"],
+         r"stake-rate .* \(ParameterOutOfRange\)"),
         (["gov", "propose", *d, "--set", "colour=blue", "--description", "x"], "unknown parameter 'colour'"),
         (["gov", "execute", *d, "12345"], "no proposal 12345|proposal 12345"),
         (["license", "status", *d, "--license-file", str(setup.parent / "none.json")], "cannot read license file"),

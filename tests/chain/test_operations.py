@@ -51,7 +51,9 @@ def test_two_rounds_settle_once_each_and_one_claim_covers_both(session, coordina
     assert state.balance == state.total_funded + state.total_slashed - state.total_claimed + state.total_staked
 
 
-def test_settling_a_different_root_for_a_settled_round_is_refused(coordinator, session, deployment, institutions) -> None:
+def test_settling_a_different_root_for_a_settled_round_is_refused(
+    coordinator, session, deployment, institutions
+) -> None:
     chain.fund(session, deployment, 1_000)
     chain.settle_round(coordinator, deployment, 1, MODEL, {institutions[0].address: 10})
     with pytest.raises(ChainError, match="round 1 is already settled with root 0x[0-9a-f]{64}"):
@@ -129,7 +131,8 @@ def test_stake_unstake_withdraw_and_slash(coordinator, session, deployment, inst
     # Pending tokens stay slashable: 200 active + 100 of the pending 400.
     chain.slash(coordinator, deployment, inst.address, 300, EVIDENCE)
     state = chain.status(session, deployment)
-    assert state.stakes[inst.address] == {"active": 0, "pending": 300, "unlock_at": state.stakes[inst.address]["unlock_at"]}
+    unlock_at = state.stakes[inst.address]["unlock_at"]
+    assert state.stakes[inst.address] == {"active": 0, "pending": 300, "unlock_at": unlock_at}
     assert state.total_slashed == 300 and state.available == 300  # slashed tokens return to the pool
     chain.advance_time(session, UNSTAKE_DELAY + 1)
     chain.withdraw(inst, deployment)
@@ -171,7 +174,7 @@ def test_account_without_gas_is_refused(session, deployment) -> None:
 
 
 def test_institution_accounts_are_deterministic_and_funded(session) -> None:
-    first = chain.institution_accounts(10, session)  # 8 in the genesis, 2 topped up
+    first = chain.funded_institution_accounts(session, 10)  # 8 in the genesis, 2 topped up
     assert [a.address for a in first] == [a.address for a in chain.institution_accounts(10)]
     assert all(session.w3.eth.get_balance(a.address) > 0 for a in first)
     assert len({a.address for a in first}) == 10

@@ -22,9 +22,9 @@ from fedlearn.chain.session import (
     ChainSession,
     connect,
     dev_account,
-    institution_accounts,
     save_state,
 )
+from fedlearn.chain.transactions import funded_institution_accounts
 from fedlearn.errors import ChainError
 
 DEFAULT_DEPLOYMENT = Path("runs/chain/deployment.json")
@@ -65,7 +65,7 @@ def _session(args: argparse.Namespace, *, fresh: bool = False, read_only: bool =
         raise ChainError(f"no eth-tester state at {state}: run `fedlearn chain deploy` first (or pass --rpc)")
     session = connect(ETH_TESTER, state_file=None if fresh else state, expected_chain_id=args.chain_id)
     if args.institution is not None:
-        return session.as_account(institution_accounts(args.institution + 1, session)[args.institution])
+        return session.as_account(funded_institution_accounts(session, args.institution + 1)[args.institution])
     return session.as_account(dev_account(args.dev_account or 0))
 
 
@@ -132,8 +132,13 @@ def _cmd_status(args: argparse.Namespace) -> int:
         f"claimed {state.total_claimed}  available {state.available}",
         f"staked {state.total_staked}  distributor balance {state.balance}",
     ]
-    lines += [f"round {r.round}: total {r.round_total} root {r.rewards_root} model {r.model_hash}" for r in state.rounds]
-    lines += [f"stake {a}: active {s['active']} pending {s['pending']} unlock {s['unlock_at']}" for a, s in state.stakes.items()]
+    lines += [
+        f"round {r.round}: total {r.round_total} root {r.rewards_root} model {r.model_hash}" for r in state.rounds
+    ]
+    lines += [
+        f"stake {a}: active {s['active']} pending {s['pending']} unlock {s['unlock_at']}"
+        for a, s in state.stakes.items()
+    ]
     _print(args, "\n".join(lines), state.as_dict())
     return 0
 
@@ -147,14 +152,17 @@ def _read_rewards(path: Path) -> dict[str, int]:
         raise ChainError(f"rewards file {path} is not JSON") from None
     if not isinstance(data, dict):
         raise ChainError(f"rewards file {path} must map account addresses to cumulative amounts")
-    out = {}
+    out: dict[str, int] = {}
     for account, amount in data.items():
-        try:
-            out[account] = int(amount) if isinstance(amount, (int, str)) and not isinstance(amount, bool) else None
-        except ValueError:
-            out[account] = None
-        if out[account] is None:
+        value: int | None = None
+        if isinstance(amount, (int, str)) and not isinstance(amount, bool):
+            try:
+                value = int(amount)
+            except ValueError:
+                pass
+        if value is None:
             raise ChainError(f"rewards file {path}: amount of {account} is not an integer: {amount!r}")
+        out[account] = value
     return out
 
 
@@ -185,10 +193,28 @@ def _tx_line(what: str, tx: ops.TxResult) -> str:
 
 
 def _cmd_fund(args: argparse.Namespace) -> int:
+    if args.run is not None:
+        return _fund_run(args.run, args.amount)
+    if args.amount is None:
+        raise ChainError("chain fund needs --amount (or --run RUN_DIR to top up what a run lacks)")
     session = _session(args)
     tx = ops.fund(session, _deployment(args, session), args.amount, mint_missing=not args.no_mint)
     _finish(args, session)
     print(_tx_line(f"funded {args.amount}", tx))
+    return 0
+
+
+def _fund_run(run_dir: Path, amount: int | None) -> int:
+    """Top up a run's distributor with what the run still lacks (or ``amount``), signing as its coordinator."""
+    from fedlearn.payout.settlement import RunChain
+
+    paymaster = RunChain.open(run_dir).paymaster
+    funded = paymaster.top_up(amount)
+    if funded == 0:
+        print(f"nothing to fund: the distributor covers the rest of {run_dir} "
+              f"({paymaster.budget_needed()} wei still to pay)")
+    else:
+        print(f"funded {funded} wei for {run_dir}; resume with `fedlearn run --resume {run_dir}`")
     return 0
 
 
@@ -275,8 +301,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("fund", help="add tokens to the reward pool (admin; mints what is missing)")
     _connection_options(p)
-    p.add_argument("--amount", type=_int, required=True, help="token units")
+    p.add_argument("--amount", type=_int, help="token units (with --run: default what the run lacks)")
     p.add_argument("--no-mint", action="store_true", help="never mint; fail if the balance is short")
+    p.add_argument("--run", type=Path, metavar="RUN_DIR",
+                   help="top up this run's distributor, signing with the run's coordinator key")
     p.set_defaults(handler=_cmd_fund)
 
     for name, handler, text in (("stake", _cmd_stake, "stake tokens"), ("unstake", _cmd_unstake, "start unstaking")):

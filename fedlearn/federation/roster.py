@@ -12,9 +12,9 @@ from functools import lru_cache
 
 import numpy as np
 
-from fedlearn.behaviours import HONEST, BehaviourSpec, parse_behaviours, sybil_names, sybil_split
 from fedlearn.config import RunConfig
 from fedlearn.data import Dataset, FederatedSplit, federate, load_dataset
+from fedlearn.learning.behaviours import HONEST, BehaviourSpec, parse_behaviours, sybil_names, sybil_split
 
 
 @dataclass(frozen=True, eq=False)

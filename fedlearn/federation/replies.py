@@ -27,6 +27,23 @@ class Rejection:
     reason: str
 
 
+def arrays_of(reply: Message) -> ArrayRecord:
+    """The weights a checked reply carries."""
+    return reply.content.array_records[ARRAYS_KEY]
+
+
+def numpy_arrays(record: ArrayRecord) -> dict[str, np.ndarray]:
+    return {name: array.numpy() for name, array in record.items()}
+
+
+def examples_of(reply: Message) -> int:
+    """The example count a checked reply claims (check_reply made sure it is a positive number)."""
+    value = reply.content.metric_records[METRICS_KEY][EXAMPLES_KEY]
+    if not isinstance(value, (int, float)):
+        raise TypeError(f"{EXAMPLES_KEY} is not a number in an unchecked reply")
+    return int(value)
+
+
 def institution_of(reply: Message) -> str:
     """The institution a reply names, or a node label when it names none."""
     if not reply.has_error():

@@ -16,10 +16,10 @@ from pathlib import Path
 
 from fedlearn.chain import governance as gov
 from fedlearn.chain import license as lic
-from fedlearn.chain.cli import _connection_options, _deployment, _finish, _print, _session, _tx_line
 from fedlearn.chain.license import UNIT, LicenseDeployment, LicenseParameters, Parameter
 from fedlearn.chain.merkle import RewardTree
 from fedlearn.chain.session import ChainSession, advance_time
+from fedlearn.cli.chain import _connection_options, _deployment, _finish, _print, _session, _tx_line
 from fedlearn.errors import ChainError
 
 _DURATION = re.compile(r"(\d+)\s*([smhd]?)")
@@ -184,7 +184,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
         if s.attested_at == 0:
             verdict = "NOT licensed: no revenue attested"
         elif s.licensed:
-            verdict = "licensed" + (" (revenue at or below the threshold)" if s.required == 0 else f" until {s.unlock_at}")
+            verdict = "licensed" + (
+                " (revenue at or below the threshold)" if s.required == 0 else f" until {s.unlock_at}"
+            )
         elif s.locked >= s.required and s.unlock_at <= s.now:
             verdict = f"NOT licensed: the lock ended at {s.unlock_at}"
         else:
@@ -215,7 +217,9 @@ def _cmd_pay_fee(args: argparse.Namespace) -> int:
     return 0
 
 
-def _shares(args: argparse.Namespace, session: ChainSession, ld: LicenseDeployment, account: str) -> list[tuple[int, int]]:
+def _shares(
+    args: argparse.Namespace, session: ChainSession, ld: LicenseDeployment, account: str
+) -> list[tuple[int, int]]:
     rounds = [args.round] if args.round is not None else [e.round for e in lic.epochs(session, ld)]
     out = []
     for r in rounds:
@@ -280,7 +284,10 @@ def _cmd_propose(args: argparse.Namespace) -> int:
     proposal = gov.propose(session, _license(args, session), changes, args.description)
     _finish(args, session)
     changes_text = ", ".join(f"{k}={v}" for k, v in proposal.changes.items())
-    print(f"proposal {proposal.proposal_id}: {changes_text}\nvote opens after the voting delay: `fedlearn gov vote ID --support for`")
+    print(
+        f"proposal {proposal.proposal_id}: {changes_text}\n"
+        "vote opens after the voting delay: `fedlearn gov vote ID --support for`"
+    )
     return 0
 
 
@@ -355,7 +362,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = sub.add_parser("deploy", help="deploy the license (and its governor and timelock) over `chain deploy`")
     _common(p)
     p.add_argument("--attester", help="address allowed to attest revenue (default: the signer)")
-    p.add_argument("--stake-rate", default="0.001", help="X, stake per unit of revenue above the threshold (%(default)s)")
+    p.add_argument(
+        "--stake-rate", default="0.001", help="X, stake per unit of revenue above the threshold (%(default)s)"
+    )
     p.add_argument("--threshold", default="1000000", help="revenue threshold (%(default)s)")
     p.add_argument("--lock-period", default="365d", help="shortest lock (%(default)s)")
     p.add_argument("--reward-per-round", default="1000", help="tokens the coordinator pays a round (%(default)s)")
@@ -409,7 +418,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         _common(p)
         p.add_argument("--account", help="contributor (default: the signer)")
         p.add_argument("--round", type=int, help="only this round (default: every round fees accrued to)")
-        p.add_argument("--trees", type=Path, help="folder of round-N.json trees (default: trees/ beside the deployment)")
+        p.add_argument(
+            "--trees", type=Path, help="folder of round-N.json trees (default: trees/ beside the deployment)"
+        )
         p.add_argument("--json", action="store_true", help="print JSON")
         p.set_defaults(handler=handler)
 

@@ -8,7 +8,6 @@ run, for up to ``chain.retry_seconds``) sends the queue.
 
 from __future__ import annotations
 
-import logging
 import time
 import tomllib
 from collections.abc import Mapping
@@ -16,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from eth_utils import is_address, to_checksum_address
+from eth_utils import is_address, is_checksum_address, to_checksum_address
 
 from fedlearn.chain import (
     ETH_TESTER,
@@ -38,11 +37,10 @@ from fedlearn.chain.deployment import distributor_contract, token_contract
 from fedlearn.chain.session import save_state
 from fedlearn.config import ChainSection, RunConfig
 from fedlearn.errors import ChainError, ConfigError
-from fedlearn.ledger import Entry, Ledger, RoundEntry
-from fedlearn.rewards import split_budget, tokens_to_wei
-from fedlearn.slashing import SlashingPolicy, evidence_hash, slash_amount
-
-log = logging.getLogger("flwr")
+from fedlearn.logs import log
+from fedlearn.payout.ledger import Entry, Ledger, RoundEntry
+from fedlearn.payout.rewards import split_budget, tokens_to_wei
+from fedlearn.payout.slashing import SlashingPolicy, evidence_hash, slash_amount
 
 CHAIN_DIR = "chain"
 DEPLOYMENT_FILE = "deployment.json"
@@ -69,6 +67,10 @@ def institution_addresses(config: RunConfig, institutions: list[str]) -> dict[st
             raise ConfigError(f"institution {name} has no address in {path}")
         if not isinstance(value, str) or not is_address(value):
             raise ConfigError(f"institution {name} has an invalid address {value!r} in {path}")
+        # Mixed case is an EIP-55 checksum: a typo in it must not send an institution's tokens elsewhere.
+        if value[2:] not in (value[2:].lower(), value[2:].upper()) and not is_checksum_address(value):
+            raise ConfigError(f"institution {name} has address {value} in {path} whose EIP-55 checksum is wrong "
+                              f"(a typo?); the checksummed form of what was typed is {to_checksum_address(value)}")
         addresses[name] = to_checksum_address(value)
     seen: dict[str, str] = {}
     for name, address in addresses.items():
@@ -141,22 +143,48 @@ class Paymaster:
 
     # ---- funding ----------------------------------------------------------------------------------------
 
+    def budget_needed(self) -> int:
+        """Wei the distributor must still hold unsettled for this run to finish: rounds journaled but not yet
+        settled, the rollover carried into the next round, and every round not yet journaled."""
+        journaled = self.ledger.rounds()
+        last = journaled[-1] if journaled else None
+        owed = sum(r.round_total for r in journaled if r.status != "settled")
+        remaining = max(self.rounds - (last.round if last else 0), 0)
+        return owed + (last.rollover if last else 0) + self.per_round * remaining
+
+    def shortfall(self) -> int:
+        """Wei missing from the distributor's unsettled funds for this run to finish (0 when covered)."""
+        available = status(self.link.session, self.link.deployment, accounts=[]).available
+        return max(self.budget_needed() - available, 0)
+
     def fund_run(self) -> None:
-        """Fund the whole budget (``total``) or check existing funds cover it (``none``); once per run."""
-        if self.ledger.meta().get("funded") == "yes":
-            return
-        needed = self.per_round * self.rounds
-        if self.chain.funding == "total" and needed > 0:
-            fund(self.link.session, self.link.deployment, needed)
+        """Fund the budget up front (``total``: every round's budget, topped up when a resumed run asks for more
+        rounds) or check the funds cover it (``none``). Runs before the first round and on every resume."""
+        funded = int(self.ledger.meta().get("funded_wei", "0"))
+        if self.chain.funding == "total":
+            needed = self.per_round * self.rounds - funded
+            if needed > 0:
+                fund(self.link.session, self.link.deployment, needed)
+                self.ledger.set_meta(funded_wei=str(funded + needed))
         elif self.chain.funding == "none":
-            available = status(self.link.session, self.link.deployment, accounts=[]).available
-            if available < needed:
+            short = self.shortfall()
+            if short > 0:
                 raise ChainError(
-                    f"distributor {self.link.deployment.distributor} has {available} wei unsettled, the run's "
-                    f"budget needs {needed} ({self.rounds} rounds x {self.chain.reward_per_round} tokens)"
+                    f"distributor {self.link.deployment.distributor} lacks {short} wei of the run's budget "
+                    f"({self.rounds} rounds x {self.chain.reward_per_round} tokens); top it up with "
+                    "`fedlearn chain fund --run RUN_DIR` (or fund the distributor as its admin)"
                 )
-        self.ledger.set_meta(funded="yes")
         self.link.save()
+
+    def top_up(self, amount: int | None = None) -> int:
+        """Fund ``amount`` wei, or what the run still lacks; returns the wei funded (0: nothing missing)."""
+        amount = self.shortfall() if amount is None else amount
+        if amount > 0:
+            fund(self.link.session, self.link.deployment, amount)
+            funded = int(self.ledger.meta().get("funded_wei", "0"))
+            self.ledger.set_meta(funded_wei=str(funded + amount))
+            self.link.save()
+        return amount
 
     # ---- one round --------------------------------------------------------------------------------------
 
@@ -331,8 +359,9 @@ class RunChain:
 
     @classmethod
     def open(cls, run_dir: Path) -> RunChain:
-        from fedlearn.federation import roster
-        from fedlearn.ledger import LEDGER_FILE
+        """Read the run's config and ledger and attach to its chain. Names and addresses come from the
+        ledger (what was paid), so claim and verify need neither the data nor Flower nor torch."""
+        from fedlearn.payout.ledger import LEDGER_FILE
 
         run_dir = Path(run_dir)
         if not (run_dir / "config.toml").is_file():
@@ -340,7 +369,14 @@ class RunChain:
         config = RunConfig.load(run_dir / "config.toml")
         if not config.chain.enabled:
             raise ConfigError(f"run {run_dir} ran without a chain (chain.enabled = false)")
-        institutions = [m.name for m in roster(config)]
         ledger = Ledger.open(run_dir / LEDGER_FILE)
+        journaled = ledger.rounds()
+        if journaled:
+            addresses = {e.institution: e.address for e in journaled[-1].entries}
+        else:  # nothing journaled yet: the roster says who takes part
+            from fedlearn.federation.roster import roster
+
+            addresses = institution_addresses(config, [m.name for m in roster(config)])
+        institutions = list(addresses)
         link = ChainLink.open(config.chain, run_dir, len(institutions), existing=True)
-        return cls(config, institutions, Paymaster(config, ledger, link, institution_addresses(config, institutions)))
+        return cls(config, institutions, Paymaster(config, ledger, link, addresses))

@@ -11,10 +11,10 @@ from typing import Any
 
 from fedlearn.config import RunConfig
 from fedlearn.errors import FedlearnError
-from fedlearn.federation import federated_split, roster
-from fedlearn.ledger import RoundEntry
-from fedlearn.rewards import WEI_PER_TOKEN
-from fedlearn.rundir import RoundResult, new_run_dir
+from fedlearn.federation.roster import roster
+from fedlearn.payout.ledger import RoundEntry
+from fedlearn.payout.rewards import WEI_PER_TOKEN
+from fedlearn.records.rundir import RoundResult, new_run_dir
 
 
 class SimulationFailed(FedlearnError):
@@ -33,15 +33,18 @@ def run_federation(
     """Train ``config.run.rounds`` rounds over ``config.data.institutions`` simulated institutions."""
     # Import lazily: Flower and Ray take seconds to import, and config errors should not wait for them.
     from flwr.simulation import run_simulation
+
+    # Importing Flower's simulation turns every library's deprecation notices back on ("once"); a run's
+    # output is for its user, so they stay off unless asked for.
+    if quiet:
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
     from tqdm import tqdm
 
-    from clients.app import build_client_app
-    from fedlearn.localgrid import run_in_process
-    from fedlearn.training import select_device
-    from server.app import RunOptions, build_server_app
+    from fedlearn.federation.coordinator import RunOptions, build_server_app, preflight
+    from fedlearn.federation.institution import build_client_app
+    from fedlearn.federation.localgrid import run_in_process
 
-    roster(config)  # data and behaviour errors surface here, before the engine starts
-    select_device(config.train.device)
+    preflight(config)  # data, addresses, keys and stakes: before the engine starts or anything is written
     run_dir = run_dir or new_run_dir(config)
     # disable=None: no bar when stdout is not a terminal (CI logs), the per-round lines still print.
     bar = tqdm(total=config.run.rounds, desc="rounds", unit="round", disable=None if progress else True)
@@ -57,6 +60,7 @@ def run_federation(
         scoring = ""
         if s is not None:
             detail = "round gain below epsilon, no scores" if s.truncated else f"{s.evaluations} evals"
+            detail = f"skipped: {s.skipped}" if s.skipped else detail
             scoring = f"  scoring {s.scoring_seconds:.2f}s ({s.method}, {detail})"
         rejected = f"  set aside: {', '.join(sorted(s.rejected))}" if s and s.rejected else ""
         paid = ""

@@ -25,7 +25,7 @@ from torch import nn
 
 from fedlearn.config import TrainSection
 from fedlearn.errors import ConfigError
-from fedlearn.training import TrainResult, evaluate, train
+from fedlearn.learning.training import TrainResult, evaluate, train
 
 BEHAVIOURS: tuple[str, ...] = ("honest", "label_flip", "sign_flip", "gaussian_noise", "free_rider", "boosted", "sybil")
 

@@ -11,14 +11,16 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from flwr.app import ArrayRecord
 
 from fedlearn.config import RunConfig
 from fedlearn.errors import FedlearnError
-from fedlearn.strategy import RoundScores
+from fedlearn.scoring.round import RoundScores
+
+if TYPE_CHECKING:
+    from flwr.app import ArrayRecord
 
 CONFIG_FILE = "config.toml"
 ROUNDS_FILE = "rounds.json"
@@ -49,7 +51,8 @@ def write_json(path: Path, data: Any) -> None:
 
 def save_model(path: Path, arrays: ArrayRecord) -> None:
     tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **{name: array.numpy() for name, array in arrays.items()})
+    # allow_pickle named (its default) so that no array name can be taken for it, and mypy can check the rest.
+    np.savez(tmp, allow_pickle=True, **{name: array.numpy() for name, array in arrays.items()})
     os.replace(tmp, path)
 
 
@@ -74,8 +77,8 @@ class RunRecorder:
 
     def __post_init__(self) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
-        if not (self.path / CONFIG_FILE).exists():
-            (self.path / CONFIG_FILE).write_text(self.config.to_toml())
+        # Always the effective config: a resumed run may have been given more rounds.
+        (self.path / CONFIG_FILE).write_text(self.config.to_toml())
 
     def resume_after(self, server_round: int) -> None:
         """Keep the recorded rounds up to ``server_round`` (a resumed run recomputes the rest)."""

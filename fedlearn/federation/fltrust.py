@@ -16,6 +16,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
+from fedlearn.federation.replies import numpy_arrays
 from fedlearn.scoring.trust import TrustResult, fltrust_arrays
 
 ServerUpdate = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
@@ -45,7 +46,7 @@ class FLTrust(FedAvg):
         valid, _ = self._check_and_log_replies(replies, is_train=True)
         if not valid or self.current is None:
             return None, None
-        clients = [{k: v.numpy() for k, v in m.content[self.arrayrecord_key].items()} for m in valid]
+        clients = [numpy_arrays(m.content.array_records[self.arrayrecord_key]) for m in valid]
         reference = self.server_update(self.current)
         self.last_trust, aggregated = fltrust_arrays(self.current, reference, clients)
         metrics = self.train_metrics_aggr_fn([m.content for m in valid], self.weighted_by_key)
@@ -69,9 +70,9 @@ class RootTrainer:
     def __call__(self, global_arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
 
-        from fedlearn.fingerprint import model_hash
-        from fedlearn.models import build_model
-        from fedlearn.training import train
+        from fedlearn.learning.models import build_model
+        from fedlearn.learning.training import train
+        from fedlearn.records.fingerprint import model_hash
 
         key = model_hash(global_arrays)
         if self._cache is not None and self._cache[0] == key:

@@ -10,13 +10,15 @@ with the consensus earns nothing that round.
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from torch import nn
 
-from fedlearn.training import evaluate
+from fedlearn.learning.training import evaluate
 
 VOTE_MESSAGE = "query.vote"
 START_KEY = "start"
@@ -50,7 +52,7 @@ def request_votes(
             continue
         record = reply.content.metric_records.get(VOTES_KEY)
         if record is not None:
-            votes[voter_of[reply.metadata.src_node_id]] = {k: float(v) for k, v in record.items()}
+            votes[voter_of[reply.metadata.src_node_id]] = {k: float(cast(float, v)) for k, v in record.items()}
     return votes
 
 
@@ -65,17 +67,18 @@ def local_split(X: np.ndarray, y: np.ndarray, seed: int) -> tuple[tuple[np.ndarr
 
 def cast_votes(message: Message, model: nn.Module, X: np.ndarray, y: np.ndarray) -> Message:
     """A voter's reply: per candidate, its leave-one-out contribution to the weighted mean, on local data."""
-    weights = message.content[WEIGHTS_KEY]
-    names = [k.removeprefix(CANDIDATE_PREFIX) for k in message.content.array_records if k.startswith(CANDIDATE_PREFIX)]
-    states = {n: message.content[CANDIDATE_PREFIX + n].to_torch_state_dict() for n in names}
+    records = message.content.array_records
+    weights = {k: float(cast(float, v)) for k, v in message.content.metric_records[WEIGHTS_KEY].items()}
+    names = [k.removeprefix(CANDIDATE_PREFIX) for k in records if k.startswith(CANDIDATE_PREFIX)]
+    states = {n: records[CANDIDATE_PREFIX + n].to_torch_state_dict() for n in names}
 
     def accuracy(members: list[str]) -> float:
         if not members:
-            model.load_state_dict(message.content[START_KEY].to_torch_state_dict())
+            model.load_state_dict(records[START_KEY].to_torch_state_dict())
         else:
-            total = float(sum(float(weights[n]) for n in members))
+            total = sum(weights[n] for n in members)
             model.load_state_dict({
-                key: sum(states[n][key] * (float(weights[n]) / total) for n in members)
+                key: sum(states[n][key] * (weights[n] / total) for n in members)
                 for key in states[members[0]]
             })
         return evaluate(model, X, y, torch.device("cpu"))[1]

@@ -1,22 +1,22 @@
-"""``fedlearn`` command line: every error is one line on stderr and a non-zero exit code."""
+"""``fedlearn run``, ``claim``, ``settle``, ``verify`` and ``config``: a run's life from the command line.
+
+Heavy imports (Flower, torch, web3) happen inside the handlers, after the config is read and checked, so a
+bad config is reported in well under a second.
+"""
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from fedlearn.config import RunConfig
-from fedlearn.errors import ConfigError, FedlearnError
-from fedlearn.rewards import WEI_PER_TOKEN
+from fedlearn.errors import ConfigError
+from fedlearn.payout.rewards import WEI_PER_TOKEN
 
 
-def _run(args: argparse.Namespace) -> int:
-    from fedlearn.simulation import run_federation
-
+def run(args: argparse.Namespace) -> int:
     if args.resume is not None:
         config = _resume_config(args)
         run_dir = args.resume
@@ -25,6 +25,8 @@ def _run(args: argparse.Namespace) -> int:
         run_dir = None
     if args.stop_after is not None and args.stop_after < 1:
         raise ConfigError(f"--stop-after {args.stop_after} must be at least 1")
+    from fedlearn.federation.simulation import run_federation  # Flower and torch: after the config is checked
+
     summary = run_federation(config, run_dir=run_dir, quiet=not args.verbose, progress=not args.no_progress,
                              stop_after=args.stop_after)
     if "stopped_after" in summary:
@@ -60,8 +62,8 @@ def _report_path(run_dir: Path) -> Path:
     return build_report(run_dir)
 
 
-def _claim(args: argparse.Namespace) -> int:
-    from fedlearn.settlement import RunChain
+def claim(args: argparse.Namespace) -> int:
+    from fedlearn.payout.settlement import RunChain
 
     run = RunChain.open(args.run_dir)
     names = run.institutions if args.institution is None else [args.institution]
@@ -79,8 +81,8 @@ def _claim(args: argparse.Namespace) -> int:
     return 0
 
 
-def _settle(args: argparse.Namespace) -> int:
-    from fedlearn.settlement import RunChain
+def settle(args: argparse.Namespace) -> int:
+    from fedlearn.payout.settlement import RunChain
 
     run = RunChain.open(args.run_dir)
     before = len(run.paymaster.ledger.pending())
@@ -89,8 +91,8 @@ def _settle(args: argparse.Namespace) -> int:
     return 0
 
 
-def _verify(args: argparse.Namespace) -> int:
-    from fedlearn.verify import verify_run
+def verify(args: argparse.Namespace) -> int:
+    from fedlearn.payout.verify import verify_run
 
     problems, checked = verify_run(args.run_dir)
     for problem in problems:
@@ -128,61 +130,6 @@ def format_table(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="fedlearn",
-        description="Federated learning where every institution is paid on chain for what its updates contributed.",
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    run = sub.add_parser("run", help="train a federation, score every update, pay every round on chain")
-    run.add_argument("--config", type=Path, help="TOML config file (defaults apply to missing keys)")
-    run.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                     help="override one config key; repeatable")
-    run.add_argument("--verbose", action="store_true", help="show Flower's and the engine's logs")
-    run.add_argument("--no-progress", action="store_true", help="no progress bar")
-    run.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a run from its last completed round")
-    run.add_argument("--stop-after", type=int, metavar="ROUND", help="stop (resumably) after this round")
-    run.set_defaults(handler=_run)
-
-    claim = sub.add_parser("claim", help="claim a run's rewards on chain and print balances")
-    claim.add_argument("run_dir", type=Path, metavar="RUN_DIR")
-    claim.add_argument("--institution", metavar="NAME", help="only this institution (default: all)")
-    claim.set_defaults(handler=_claim)
-
-    settle = sub.add_parser("settle", help="send a run's queued settlements (after a chain outage)")
-    settle.add_argument("run_dir", type=Path, metavar="RUN_DIR")
-    settle.set_defaults(handler=_settle)
-
-    verify = sub.add_parser("verify", help="recompute a run's roots and model hashes and compare with the chain")
-    verify.add_argument("run_dir", type=Path, metavar="RUN_DIR")
-    verify.set_defaults(handler=_verify)
-
-    show = sub.add_parser("config", help="print the effective config as TOML")
-    show.add_argument("--config", type=Path)
-    show.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
-    show.set_defaults(handler=lambda a: print(RunConfig.load(a.config, a.set).to_toml()) or 0)
-
-    from fedlearn.chain.cli import register as register_chain
-
-    register_chain(sub)
-    for module in ("fedlearn.chain.license_cli", "fedlearn.report"):
-        importlib.import_module(module).register(sub)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return int(args.handler(args) or 0)
-    except FedlearnError as exc:
-        print(f"fedlearn: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("fedlearn: interrupted", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def show_config(args: argparse.Namespace) -> int:
+    print(RunConfig.load(args.config, args.set).to_toml())
+    return 0

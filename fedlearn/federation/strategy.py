@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
@@ -25,14 +25,23 @@ from torch import nn
 
 from fedlearn.config import RunConfig
 from fedlearn.errors import ConfigError
-from fedlearn.fltrust import FLTrust, RootTrainer
-from fedlearn.fingerprint import model_hash
-from fedlearn.peers import request_votes
-from fedlearn.replies import ARRAYS_KEY, EXAMPLES_KEY, METRICS_KEY, Rejection, institution_of, partition_replies
+from fedlearn.federation.coalitions import round_utility
+from fedlearn.federation.fltrust import FLTrust, RootTrainer
+from fedlearn.federation.peer_votes import request_votes
+from fedlearn.federation.replies import (
+    Rejection,
+    arrays_of,
+    examples_of,
+    institution_of,
+    numpy_arrays,
+    partition_replies,
+)
+from fedlearn.logs import log as money_log
+from fedlearn.records.fingerprint import model_hash
+from fedlearn.scoring import score_round
+from fedlearn.scoring.round import RoundScores
 from fedlearn.scoring.trust import fltrust_arrays
 from fedlearn.scoring.votes import combine_votes, select_voters
-from fedlearn.scoring import score_round
-from fedlearn.valuation import round_utility
 
 log = logging.getLogger("flwr")  # shown with Flower's own lines under `flwr run`
 
@@ -45,7 +54,7 @@ def build_flower_strategy(
     """The strategy named in ``strategy.name`` for ``members`` participants (default: the institutions);
     evaluation is server-side, so clients never evaluate. FLTrust trains on ``root_data`` (X, y, classes)."""
     s, n = config.strategy, members or config.data.institutions
-    common = dict(
+    common: dict[str, Any] = dict(
         fraction_train=s.fraction_train,
         fraction_evaluate=0.0,
         min_train_nodes=max(1, int(n * s.fraction_train)),
@@ -88,27 +97,11 @@ def _root_trainer(config: RunConfig, root_data: tuple[np.ndarray, np.ndarray, in
     return RootTrainer(config.model, config.train, X, y, classes, config.run.seed)
 
 
-@dataclass
-class RoundScores:
-    """What one round's scoring found; rejected institutions score 0."""
-
-    server_round: int
-    scores: dict[str, float]
-    num_examples: dict[str, int]
-    rejected: dict[str, str]
-    evaluations: int
-    scoring_seconds: float
-    truncated: bool
-    method: str
-    update_hashes: dict[str, str] = field(default_factory=dict)
-    disagreeing_voters: list[str] = field(default_factory=list)
-
-
 class ScoredStrategy(Strategy):
     """Delegates sampling and aggregation to a Flower strategy; checks replies first and scores after.
 
-    Replies that fail the checks in :mod:`fedlearn.replies` never reach the wrapped strategy: they score 0 and
-    are logged with the institution's name.
+    Replies that fail the checks in :mod:`fedlearn.federation.replies` never reach the wrapped strategy: they
+    score 0 and are logged with the institution's name.
     """
 
     def __init__(
@@ -149,16 +142,24 @@ class ScoredStrategy(Strategy):
             raise RuntimeError("aggregate_train called before configure_train")
         accepted, rejected = partition_replies(list(replies), self._start_arrays)
         for rejection in rejected:
-            log.warning("round %d: update from %s set aside: %s", server_round, rejection.institution,
-                        rejection.reason)
+            money_log.warning("round %d: update from %s set aside: %s", server_round, rejection.institution,
+                              rejection.reason)
         started = time.perf_counter()
+        if not accepted:
+            self._updates = []
+            self._record(server_round, {}, [], rejected, 0, started, skipped="every update was rejected")
+            return None, None
         utility = round_utility(self.inner, server_round, accepted, self._start_arrays, self.model,
                                 self.validation, self.scoring.utility)
         # Robust rules pop arrays out of the replies they aggregate: read the updates before they do.
-        self._updates = [{k: v.numpy() for k, v in m.content[ARRAYS_KEY].items()} for m in accepted]
-        arrays, metrics = (None, None)
-        if accepted:
-            arrays, metrics = self.inner.aggregate_train(server_round, accepted)
+        self._updates = [numpy_arrays(arrays_of(m)) for m in accepted]
+        arrays, metrics = self.inner.aggregate_train(server_round, accepted)
+        if arrays is None:
+            # A model that does not exist cannot be paid for: score nobody (Bulyan below 4f + 3 updates).
+            names = [institution_of(m) for m in accepted]
+            self._record(server_round, {name: 0.0 for name in names}, accepted, rejected, 0, started,
+                         skipped=f"{type(self.inner).__name__} aggregated no model from {len(accepted)} update(s)")
+            return None, None
         self._score(server_round, accepted, rejected, utility, started)
         return arrays, metrics
 
@@ -189,13 +190,26 @@ class ScoredStrategy(Strategy):
             )
             scores = {name: float(v) for name, v in zip(names, result.values)}
             evaluations, truncated = result.evaluations, result.truncated
-        scores.update({r.institution: 0.0 for r in rejected})
+        self._record(server_round, scores, accepted, rejected, evaluations, started, truncated, disagreeing)
+
+    def _record(
+        self,
+        server_round: int,
+        scores: dict[str, float],
+        accepted: list[Message],
+        rejected: list[Rejection],
+        evaluations: int,
+        started: float,
+        truncated: bool = False,
+        disagreeing: frozenset[str] = frozenset(),
+        skipped: str = "",
+    ) -> None:
+        names = [institution_of(m) for m in accepted]
+        scores = {**scores, **{r.institution: 0.0 for r in rejected}}
         record = RoundScores(
             server_round=server_round,
             scores=scores,
-            num_examples={
-                name: int(m.content.metric_records[METRICS_KEY][EXAMPLES_KEY]) for name, m in zip(names, accepted)
-            },
+            num_examples={name: examples_of(m) for name, m in zip(names, accepted)},
             rejected={r.institution: r.reason for r in rejected},
             evaluations=evaluations,
             # Scoring time includes building the utility, not the real aggregation in between.
@@ -204,6 +218,7 @@ class ScoredStrategy(Strategy):
             method="peers" if self.scoring.validation == "peers" else self.scoring.method,
             update_hashes={name: model_hash(update) for name, update in zip(names, self._updates)},
             disagreeing_voters=sorted(disagreeing),
+            skipped=skipped,
         )
         self.history.append(record)
         if self.on_round is not None:
@@ -216,7 +231,7 @@ class ScoredStrategy(Strategy):
         assert self._grid is not None and self._start_arrays is not None
         voters = select_voters(names, self.voters_fraction, self.seed, server_round)
         candidates = [(name, m.metadata.src_node_id, ArrayRecord({k: Array(v) for k, v in update.items()}),
-                       int(m.content.metric_records[METRICS_KEY][EXAMPLES_KEY]))
+                       examples_of(m))
                       for name, m, update in zip(names, accepted, self._updates)]
         votes = request_votes(self._grid, server_round, self._start_arrays, candidates, voters)
         combined = combine_votes(votes)

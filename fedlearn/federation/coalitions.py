@@ -17,12 +17,13 @@ from collections.abc import Callable
 import numpy as np
 import torch
 from flwr.app import ArrayRecord, Message
+from flwr.serverapp.exception import AggregationError
 from flwr.serverapp.strategy import FedAvg, FedAvgM, FedProx, Strategy
 from flwr.serverapp.strategy.fedopt import FedOpt
 from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 from torch import nn
 
-from fedlearn.replies import ARRAYS_KEY, EXAMPLES_KEY, METRICS_KEY
+from fedlearn.federation.replies import EXAMPLES_KEY, arrays_of, examples_of
 
 
 class SubsetAggregator:
@@ -49,11 +50,11 @@ class SubsetAggregator:
         flwr_logger.setLevel(logging.ERROR)  # thousands of subset aggregations would flood the log
         try:
             arrays, _ = strategy.aggregate_train(self._round, chosen)
-        except Exception:  # noqa: BLE001 - a robust rule refusing a small subset
+        except AggregationError:  # FedTrimmedAvg on a subset whose trim would leave nothing
             arrays = None
         finally:
             flwr_logger.setLevel(level)
-        if arrays is None:
+        if arrays is None:  # Bulyan returns None below 4f + 3 updates; the subset's weighted mean stands in
             arrays = aggregate_arrayrecords([m.content for m in chosen], EXAMPLES_KEY)
         return arrays
 
@@ -83,9 +84,9 @@ class MeanUtility:
         self._metric = metric
         self._start = {k: v.to(self._device) for k, v in start.to_torch_state_dict().items()}
         self._examples = torch.tensor(
-            [float(m.content.metric_records[METRICS_KEY][EXAMPLES_KEY]) for m in replies], dtype=torch.float64
+            [float(examples_of(m)) for m in replies], dtype=torch.float64
         )
-        states = [m.content[ARRAYS_KEY].to_torch_state_dict() for m in replies]
+        states = [arrays_of(m).to_torch_state_dict() for m in replies]
         self._stacked = {
             k: torch.stack([s[k].to(torch.float64) for s in states]).to(self._device) for k in self._start
         }

@@ -1,7 +1,7 @@
 """``fedlearn verify``: recompute every round's payout and model hash, and compare with what the chain holds.
 
 Checks, per round: the root from the ledger's cumulative amounts; rewards from the ledger's scores and budget
-(the budget rule in fedlearn.rewards); running totals; the model hash from the round's saved weights; and the
+(the budget rule in fedlearn.payout.rewards); running totals; the model hash from the round's saved weights; and the
 chain's record of the round (model hash, root, round total). Any mismatch is reported; none may pass silently.
 """
 
@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fedlearn import checkpoint
 from fedlearn.chain import RewardTree
 from fedlearn.chain.deployment import distributor_contract
-from fedlearn.fingerprint import model_hash
-from fedlearn.rewards import split_budget
-from fedlearn.rundir import MODEL_FILE
-from fedlearn.settlement import RunChain
+from fedlearn.payout.ledger import RoundEntry
+from fedlearn.payout.rewards import split_budget
+from fedlearn.payout.settlement import RunChain
+from fedlearn.records import checkpoint
+from fedlearn.records.fingerprint import model_hash
+from fedlearn.records.rundir import MODEL_FILE
 
 
 def verify_run(run_dir: Path) -> tuple[list[str], int]:
@@ -29,7 +30,7 @@ def verify_run(run_dir: Path) -> tuple[list[str], int]:
     dist = distributor_contract(pm.link.session, pm.link.deployment)
     totals = {int(e["args"]["round"]): int(e["args"]["roundTotal"])
               for e in dist.events.RoundSettled().get_logs(from_block=pm.link.deployment.block)}
-    previous = None
+    previous: RoundEntry | None = None
     for record in rounds:
         r = record.round
         if previous is not None and r != previous.round + 1:
@@ -39,7 +40,7 @@ def verify_run(run_dir: Path) -> tuple[list[str], int]:
         if record.budget != budget:
             problems.append(f"round {r}: budget {record.budget} wei, expected {budget}")
         rewards, unspent = split_budget({e.institution: e.score for e in record.entries}, record.budget)
-        before = {e.institution: e.cumulative for e in previous.entries} if previous else {}
+        before: dict[str, int] = {e.institution: e.cumulative for e in previous.entries} if previous else {}
         for e in record.entries:
             if e.reward != rewards.get(e.institution):
                 problems.append(f"round {r}: {e.institution} rewarded {e.reward} wei, its score gives "

@@ -1,0 +1,89 @@
+"""``fedlearn`` command line: every error is one line on stderr and a non-zero exit code."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+from fedlearn.cli import report as report_cli
+from fedlearn.cli import runs
+from fedlearn.errors import FedlearnError
+
+# Commands whose modules import web3 (a second or more): loaded only when one of them is asked for, so that
+# `fedlearn run` with a bad config answers at once.
+CHAIN_COMMANDS = {
+    "contracts": ("fedlearn.cli.chain", "Solidity contracts"),
+    "chain": ("fedlearn.cli.chain", "deploy, settle, fund, stake and slash on chain"),
+    "license": ("fedlearn.cli.license", "license the model and share its fees"),
+    "gov": ("fedlearn.cli.license", "govern the license and reward parameters by token vote"),
+}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line; the chain commands' own options only when ``command`` is one of them."""
+    parser = argparse.ArgumentParser(
+        prog="fedlearn",
+        description="Federated learning where every institution is paid on chain for what its updates contributed.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="train a federation, score every update, pay every round on chain")
+    run.add_argument("--config", type=Path, help="TOML config file (defaults apply to missing keys)")
+    run.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                     help="override one config key; repeatable")
+    run.add_argument("--verbose", action="store_true", help="show Flower's and the engine's logs")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a run from its last completed round")
+    run.add_argument("--stop-after", type=int, metavar="ROUND", help="stop (resumably) after this round")
+    run.set_defaults(handler=runs.run)
+
+    claim = sub.add_parser("claim", help="claim a run's rewards on chain and print balances")
+    claim.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    claim.add_argument("--institution", metavar="NAME", help="only this institution (default: all)")
+    claim.set_defaults(handler=runs.claim)
+
+    settle = sub.add_parser("settle", help="send a run's queued settlements (after a chain outage)")
+    settle.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    settle.set_defaults(handler=runs.settle)
+
+    verify = sub.add_parser("verify", help="recompute a run's roots and model hashes and compare with the chain")
+    verify.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    verify.set_defaults(handler=runs.verify)
+
+    show = sub.add_parser("config", help="print the effective config as TOML")
+    show.add_argument("--config", type=Path)
+    show.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    show.set_defaults(handler=runs.show_config)
+
+    report_cli.register(sub)
+    if command in CHAIN_COMMANDS:
+        importlib.import_module(CHAIN_COMMANDS[command][0]).register(sub)
+    else:
+        for name, (_, text) in CHAIN_COMMANDS.items():
+            sub.add_parser(name, help=text, add_help=False)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    # Libraries' deprecation notices (websockets under Ray, click under typer) are for their developers, not
+    # for someone running a federation; they would bury the one line an error gets.
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(command).parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except FedlearnError as exc:
+        print(f"fedlearn: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("fedlearn: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

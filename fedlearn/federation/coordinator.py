@@ -1,0 +1,193 @@
+"""The coordinator's round loop: every round checked, aggregated, scored, journaled, settled and checkpointed.
+
+``server/app.py`` is the Flower app built from it; the simulation engines build their own from the same code.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context
+from flwr.serverapp import Grid, ServerApp
+
+from fedlearn.chain import ETH_TESTER, institution_accounts
+from fedlearn.chain.session import load_private_key
+from fedlearn.config import RunConfig
+from fedlearn.errors import ConfigError
+from fedlearn.federation.roster import federated_split, roster
+from fedlearn.federation.strategy import ScoredStrategy, build_flower_strategy
+from fedlearn.learning.models import init_model
+from fedlearn.learning.training import evaluate
+from fedlearn.logs import log as money_log
+from fedlearn.payout.ledger import LEDGER_FILE, Ledger, RoundEntry
+from fedlearn.payout.rewards import WEI_PER_TOKEN
+from fedlearn.payout.settlement import ChainLink, Paymaster, institution_addresses
+from fedlearn.payout.slashing import RoundFlags, SlashingPolicy
+from fedlearn.records import checkpoint
+from fedlearn.records.fingerprint import model_hash
+from fedlearn.records.rundir import RoundResult, RunRecorder, new_run_dir
+
+log = logging.getLogger("flwr")  # shown with Flower's own lines under `flwr run`
+
+RoundCallback = Callable[[RoundResult, int, RoundEntry | None], None]
+
+
+def log_round(result: RoundResult, total: int, payout: RoundEntry | None) -> None:
+    scores = result.scores
+    scoring = f"  scoring {scores.scoring_seconds:.2f}s ({scores.evaluations} evals)" if scores else ""
+    paid = f"  paid {payout.round_total / WEI_PER_TOKEN:.2f} tokens ({payout.status})" if payout else ""
+    log.info("round %d/%d  test accuracy %.4f  loss %.4f%s%s", result.server_round, total,
+             result.test_accuracy, result.test_loss, scoring, paid)
+
+
+@dataclass
+class RunOptions:
+    run_dir: Path | None = None
+    stop_after: int | None = None  # stop (resumably) once this round is completed
+    on_round: RoundCallback = log_round
+    on_finish: Callable[[dict[str, Any]], None] | None = None
+
+
+def offenders(recorder: RunRecorder, policy: SlashingPolicy) -> dict[str, str]:
+    """Institutions the slashing rule flags after the latest round → evidence (their update's hash)."""
+    history = [RoundFlags(r.server_round, r.scores.scores, frozenset(r.scores.rejected))
+               for r in recorder.rounds if r.scores is not None]
+    latest = recorder.rounds[-1].scores
+    if latest is None:
+        return {}
+    return {name: latest.update_hashes.get(name) or "0x" + hashlib.sha256(
+                latest.rejected.get(name, "").encode()).hexdigest()
+            for name in policy.flagged(history)}
+
+
+def preflight(config: RunConfig) -> dict[str, str] | None:
+    """Everything about a run that can be wrong, checked before anything is written on chain or to disk:
+    data and behaviours, the device, the payout addresses, the signing key, and stake on a real node.
+    Returns the payout addresses (None without a chain)."""
+    from fedlearn.learning.training import select_device
+
+    members = roster(config)  # loads and partitions the data: data and behaviour errors surface here
+    select_device(config.train.device)
+    if not config.chain.enabled:
+        return None
+    ch = config.chain
+    if ch.deployment and not Path(ch.deployment).is_file():
+        raise ConfigError(f"chain.deployment file {ch.deployment} does not exist")
+    if ch.backend != ETH_TESTER:
+        load_private_key(ch.key_env, ch.keystore or None, ch.password_env)  # the coordinator's key is readable
+        if config.integrity.min_stake > 0 and not ch.deployment:
+            raise ConfigError(
+                f"integrity.min_stake = {config.integrity.min_stake} on a real node needs chain.deployment: "
+                "institutions stake on an existing deployment before the run (fresh contracts hold no stake)"
+            )
+    return institution_addresses(config, [m.name for m in members])
+
+
+def build_server_app(config: RunConfig | None = None, options: RunOptions | None = None) -> ServerApp:
+    """A ServerApp for ``config`` (or, under ``flwr run``, the run config Flower passes in)."""
+    app = ServerApp()
+    opts = options or RunOptions()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        cfg = config or RunConfig.from_flat(context.run_config)
+        addresses = preflight(cfg)
+        run_dir = opts.run_dir or new_run_dir(cfg)
+        if cfg.simulation.server_threads:
+            torch.set_num_threads(cfg.simulation.server_threads)
+
+        # Data: the server holds the validation set (for scoring) and the test set (for reporting).
+        split, members = federated_split(cfg), roster(cfg)
+        names = [m.name for m in members]
+        test, validation = split.test, split.validation
+        model = init_model(cfg.model, test.X.shape[1], test.num_classes, cfg.run.seed)
+        recorder = RunRecorder(run_dir, cfg, names, {m.name: len(m.data) for m in members})
+
+        # Start or resume: the last checkpoint holds the global model, the strategy's state and the RNG.
+        inner = build_flower_strategy(cfg, len(members), (validation.X, validation.y, validation.num_classes))
+        arrays, first = ArrayRecord(model.state_dict()), 1
+        random.seed(cfg.run.seed)  # Flower samples institutions with random.sample
+        resumed = checkpoint.latest(run_dir)
+        if resumed is not None:
+            inner, arrays, first = resumed.strategy, resumed.arrays, resumed.server_round + 1
+            random.setstate(resumed.random_state)
+            recorder.resume_after(resumed.server_round)
+
+        # Chain: journal and settle every round (embedded eth-tester unless the config names a node).
+        paymaster = None
+        if cfg.chain.enabled and addresses is not None:
+            ledger = Ledger.open(run_dir / LEDGER_FILE, create=True)
+            link = ChainLink.open(cfg.chain, run_dir, len(members))
+            paymaster = Paymaster(cfg, ledger, link, addresses)
+            ledger.set_meta(backend=cfg.chain.backend, chain_id=str(link.session.chain_id),
+                            distributor=link.deployment.distributor, token=link.deployment.token)
+            simulated = link.session.is_eth_tester and not cfg.chain.addresses
+            if cfg.integrity.min_stake > 0 and not simulated:
+                paymaster.ensure_stakes(cfg.integrity.min_stake, None)  # a short stake stops the run unfunded
+            paymaster.fund_run()
+            if cfg.integrity.min_stake > 0 and simulated:  # simulated institutions stake before joining
+                signers = dict(zip(names, institution_accounts(len(names))))
+                paymaster.ensure_stakes(cfg.integrity.min_stake, signers)
+            paymaster.flush()  # whatever an interrupted run left queued
+        policy = SlashingPolicy(cfg.integrity.slash_threshold, cfg.integrity.slash_k, cfg.integrity.slash_m,
+                                cfg.integrity.slash_fraction)
+
+        strategy = ScoredStrategy(inner, copy.deepcopy(model), (validation.X, validation.y), cfg,
+                                  on_round=recorder.scored)
+        eval_model = copy.deepcopy(model)
+
+        def evaluate_global(server_round: int, arrays: ArrayRecord) -> RoundResult:
+            eval_model.load_state_dict(arrays.to_torch_state_dict())
+            loss, accuracy = evaluate(eval_model, test.X, test.y)
+            return recorder.evaluated(server_round, accuracy, loss)
+
+        if first == 1:
+            opts.on_round(evaluate_global(0, arrays), cfg.run.rounds, None)
+
+        # Rounds: sample → local training → checks → aggregation → scoring → evaluation → settlement.
+        last = cfg.run.rounds if opts.stop_after is None else min(cfg.run.rounds, opts.stop_after)
+        for server_round in range(first, last + 1):
+            replies = grid.send_and_receive(
+                strategy.configure_train(server_round, arrays, ConfigRecord({"seed": cfg.run.seed}), grid),
+                timeout=3600,
+            )
+            aggregated, _ = strategy.aggregate_train(server_round, replies)
+            # A round without a model (every update rejected, or the rule refused) was scored 0 throughout:
+            # the global model stays, nothing is paid, and the round's budget rolls over.
+            arrays = aggregated if aggregated is not None else arrays
+            result = evaluate_global(server_round, arrays)
+            if result.scores is not None and result.scores.skipped:
+                money_log.warning("round %d skipped: %s; nothing paid, its budget rolls over",
+                                  server_round, result.scores.skipped)
+            payout = None
+            if paymaster is not None and result.scores is not None:
+                payout = paymaster.settle(server_round, result.scores.scores, result.scores.rejected,
+                                          model_hash(checkpoint.load_arrays_dict(arrays)))
+                if cfg.integrity.slash and cfg.integrity.min_stake > 0:
+                    paymaster.slash(server_round, offenders(recorder, policy), policy)
+            checkpoint.save(run_dir, server_round, arrays, inner, random.getstate())
+            opts.on_round(result, cfg.run.rounds, payout)
+
+        if last < cfg.run.rounds:
+            log.info("stopped after round %d of %d; resume with `fedlearn run --resume %s`",
+                     last, cfg.run.rounds, run_dir)
+            return
+        tokens = None
+        if paymaster is not None:
+            paymaster.drain()
+            if cfg.chain.claim_at_end and paymaster.link.session.is_eth_tester and not cfg.chain.addresses:
+                paymaster.claim(names)
+            tokens = paymaster.token_summary()
+        summary = recorder.finish(arrays, tokens)
+        if opts.on_finish is not None:
+            opts.on_finish(summary)
+
+    return app

@@ -1,0 +1,65 @@
+"""An institution's side of a round: train the global model on local data only, reply weights and counts; vote on
+other institutions' updates when the server asks (peer validation)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import cast
+
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from fedlearn.config import RunConfig
+from fedlearn.federation.peer_votes import cast_votes, local_split
+from fedlearn.federation.replies import ARRAYS_KEY, EXAMPLES_KEY, INSTITUTION_KEY, META_KEY, METRICS_KEY
+from fedlearn.federation.roster import Member, institution_data
+from fedlearn.learning.behaviours import train_as
+from fedlearn.learning.models import build_model
+from fedlearn.learning.training import select_device
+
+
+def build_client_app(config: RunConfig | None = None) -> ClientApp:
+    """A ClientApp for ``config`` (or, under ``flwr run``, the run config Flower passes in)."""
+    app = ClientApp()
+
+    def member_of(context: Context) -> tuple[RunConfig, Member, int]:
+        cfg = config or RunConfig.from_flat(context.run_config)
+        partition_id = int(context.node_config["partition-id"])
+        return cfg, institution_data(cfg, partition_id), partition_id
+
+    def local_data(cfg: RunConfig, member: Member, partition_id: int) -> tuple:
+        X, y = member.data.X, member.data.y
+        if cfg.scoring.validation == "peers":  # keep a local validation split for voting
+            return local_split(X, y, cfg.run.seed * 1_000 + partition_id)
+        return (X, y), (X[:0], y[:0])
+
+    @app.train()
+    def train_round(msg: Message, context: Context) -> Message:
+        cfg, member, partition_id = member_of(context)
+        (X, y), _ = local_data(cfg, member, partition_id)
+        server_config = msg.content.config_records["config"]
+        server_round = int(cast(int, server_config["server-round"]))
+        spec = cfg.train
+        if "proximal-mu" in server_config:  # FedProx tells clients the proximal weight
+            spec = dataclasses.replace(spec, proximal_mu=float(cast(float, server_config["proximal-mu"])))
+
+        model = build_model(cfg.model, X.shape[1], member.data.num_classes)
+        model.load_state_dict(msg.content.array_records[ARRAYS_KEY].to_torch_state_dict())
+        _, claimed, result = train_as(member.behaviour, model, X, y, member.data.num_classes, spec,
+                                      select_device(spec.device),
+                                      seed=cfg.run.seed * 100_003 + server_round * 1_009 + partition_id)
+
+        reply = RecordDict({
+            ARRAYS_KEY: ArrayRecord(model.cpu().state_dict()),
+            METRICS_KEY: MetricRecord({EXAMPLES_KEY: claimed, "train-loss": result.train_loss}),
+            META_KEY: ConfigRecord({INSTITUTION_KEY: member.name}),
+        })
+        return Message(content=reply, reply_to=msg)
+
+    @app.query("vote")
+    def vote(msg: Message, context: Context) -> Message:
+        cfg, member, partition_id = member_of(context)
+        _, (X, y) = local_data(cfg, member, partition_id)
+        return cast_votes(msg, build_model(cfg.model, X.shape[1], member.data.num_classes), X, y)
+
+    return app

@@ -1,0 +1,1 @@
+"""The money side: scores → rewards → ledger → settlement on chain, slashing, and verification."""

@@ -1,0 +1,1 @@
+"""Run records: the run directory, per-round checkpoints and model fingerprints."""

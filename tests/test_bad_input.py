@@ -1,0 +1,163 @@
+"""Bad input through the ``fedlearn`` CLI: one clear line, a non-zero exit, and nothing written on chain or disk.
+
+Every case here was once a traceback or a half-done run (contracts deployed and funded, then a failure). A run
+that fails its checks must leave ``run.output_dir`` empty: no run directory, no deployment, no ledger.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SMALL = ["data.institutions=2", "run.rounds=2", "simulation.engine='local'", "model.hidden_units=8"]
+
+
+def fedlearn(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "fedlearn.cli", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=600, env=env)
+
+
+def run_args(out: Path, *settings: str) -> list[str]:
+    pairs = [*SMALL, f"run.output_dir='{out}'", *settings]
+    return ["run", "--no-progress", *[a for s in pairs for a in ("--set", s)]]
+
+
+def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("fedlearn: error: "), result.stderr[-2000:]
+    return lines[0]
+
+
+def test_a_config_error_is_reported_before_flower_torch_or_web3_load(tmp_path: Path) -> None:
+    # What makes a config error fast: nothing heavy is imported before the config is checked.
+    probe = (
+        "import sys\n"
+        "from fedlearn.cli.main import main\n"
+        "code = main(['run', '--set', 'train.learning_rate=inf'])\n"
+        "heavy = sorted(m for m in ('torch', 'flwr', 'web3', 'ray') if m in sys.modules)\n"
+        "print(code, heavy)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip() == "2 []", result.stdout + result.stderr
+    assert "train.learning_rate" in result.stderr and "finite" in result.stderr
+
+
+@pytest.mark.parametrize(("setting", "expected"), [
+    ("train.learning_rate=inf", "'train.learning_rate' must be a finite number"),
+    ("chain.reward_per_round=nan", "'chain.reward_per_round' must be a finite number"),
+    ("integrity.slash_k=1", "integrity.slash_k = 1 would slash on a single bad round"),
+    ("integrity.slash_fraction=1.5", "integrity.slash_fraction = 1.5 must be in (0, 1]"),
+])
+def test_config_values_out_of_range_are_one_line(tmp_path: Path, setting: str, expected: str) -> None:
+    result = fedlearn(*run_args(tmp_path, setting), cwd=tmp_path)
+    assert result.returncode == 2 and expected in one_line_error(result)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_single_class_dataset_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    data = tmp_path / "one-class.csv"
+    rng = np.random.default_rng(0)
+    rows = ["a,b,label", *(f"{x:.3f},{y:.3f},sick" for x, y in rng.normal(size=(60, 2)))]
+    data.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "runs"
+    result = fedlearn(*run_args(out, f"data.dataset='{data}'"), cwd=tmp_path)
+    assert result.returncode == 3 and "single class ('sick')" in one_line_error(result)
+    assert not out.exists()
+
+
+def _addresses(tmp_path: Path, second: str) -> Path:
+    path = tmp_path / "addresses.toml"
+    path.write_text(f'hospital-01 = "0x7E5F4552091A69125d5DfCb7b8C2659029395Bdf"\nhospital-02 = "{second}"\n')
+    return path
+
+
+def test_an_address_with_a_wrong_checksum_is_refused_before_deploying(tmp_path: Path) -> None:
+    # One character's case changed in a checksummed address: a typo EIP-55 exists to catch.
+    typo = _addresses(tmp_path, "0x2B5AD5c4795c026514f8317c7a215E218DcCD6cf")
+    out = tmp_path / "runs"
+    result = fedlearn(*run_args(out, f"chain.addresses='{typo}'"), cwd=tmp_path)
+    line = one_line_error(result)
+    assert result.returncode == 2 and "EIP-55 checksum is wrong" in line and "hospital-02" in line
+    assert line.endswith("0x2B5AD5c4795c026514f8317c7a215E218DcCD6cF")  # the checksummed form, to compare
+    assert not out.exists()
+
+
+def test_a_missing_address_is_refused_before_deploying(tmp_path: Path) -> None:
+    partial = tmp_path / "addresses.toml"
+    partial.write_text('hospital-01 = "0x7E5F4552091A69125d5DfCb7b8C2659029395Bdf"\n')
+    out = tmp_path / "runs"
+    result = fedlearn(*run_args(out, f"chain.addresses='{partial}'"), cwd=tmp_path)
+    assert result.returncode == 2 and "hospital-02 has no address" in one_line_error(result)
+    assert not out.exists()
+
+
+def test_a_real_node_without_a_key_or_without_a_staked_deployment_is_refused_before_connecting(
+        tmp_path: Path) -> None:
+    out = tmp_path / "runs"
+    # Nothing listens on port 9: the checks must fail before any connection is tried.
+    node = ["chain.backend='http://127.0.0.1:9'", "chain.key_env='FEDLEARN_TEST_NO_SUCH_KEY'"]
+    result = fedlearn(*run_args(out, *node), cwd=tmp_path)
+    assert result.returncode == 5 and "FEDLEARN_TEST_NO_SUCH_KEY" in one_line_error(result)
+    env = {"PATH": "/usr/bin:/bin", "FEDLEARN_TEST_KEY": "0x" + "11" * 32}
+    staked = ["chain.backend='http://127.0.0.1:9'", "chain.key_env='FEDLEARN_TEST_KEY'", "integrity.min_stake=5"]
+    result = fedlearn(*run_args(out, *staked), cwd=tmp_path, env=env)
+    assert result.returncode == 2 and "needs chain.deployment" in one_line_error(result)
+    assert not out.exists()
+
+
+def test_a_round_where_every_update_is_rejected_is_skipped_and_pays_nothing(tmp_path: Path) -> None:
+    from fedlearn.payout.ledger import Ledger
+
+    # Both institutions send the global model back untouched: every update is set aside, every round.
+    riders = "integrity.behaviours='hospital-01=free_rider, hospital-02=free_rider'"
+    result = fedlearn(*run_args(tmp_path, riders), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    # The quiet default run still tells the user why nothing was paid.
+    assert result.stderr.count("set aside: update is identical to the global model") == 4
+    assert result.stderr.count("skipped: every update was rejected; nothing paid") == 2
+    (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    rounds = Ledger.open(run_dir / "ledger.sqlite").rounds()
+    assert [(r.round, r.round_total, r.status) for r in rounds] == [(1, 0, "settled"), (2, 0, "settled")]
+    assert rounds[-1].rollover == 2 * 100 * 10**18  # both budgets carried, none stranded
+    verify = fedlearn("verify", str(run_dir), cwd=tmp_path)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_a_run_short_of_funds_says_how_to_top_up_and_resumes_after_chain_fund(tmp_path: Path) -> None:
+    from fedlearn.payout.ledger import Ledger
+
+    result = fedlearn(*run_args(tmp_path, "chain.funding='none'"), cwd=tmp_path)
+    line = one_line_error(result)
+    assert result.returncode == 5 and "lacks 200000000000000000000 wei" in line
+    assert "fedlearn chain fund --run RUN_DIR" in line
+    (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    assert Ledger.open(run_dir / "ledger.sqlite").rounds() == []  # failed before round 1: nothing journaled
+
+    funded = fedlearn("chain", "fund", "--run", str(run_dir), cwd=tmp_path)
+    assert funded.returncode == 0 and "funded 200000000000000000000" in funded.stdout, funded.stderr
+    again = fedlearn("chain", "fund", "--run", str(run_dir), cwd=tmp_path)
+    assert again.returncode == 0 and "nothing to fund" in again.stdout, again.stderr
+
+    resumed = fedlearn("run", "--no-progress", "--resume", str(run_dir), cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert [r.status for r in Ledger.open(run_dir / "ledger.sqlite").rounds()] == ["settled", "settled"]
+
+
+def test_resuming_a_finished_run_with_more_rounds_funds_the_extra_rounds(tmp_path: Path) -> None:
+    from fedlearn.payout.ledger import Ledger
+
+    first = fedlearn(*run_args(tmp_path), cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    more = fedlearn("run", "--no-progress", "--resume", str(run_dir), "--set", "run.rounds=3", cwd=tmp_path)
+    assert more.returncode == 0, more.stderr[-2000:]
+    ledger = Ledger.open(run_dir / "ledger.sqlite")
+    assert [r.round for r in ledger.rounds()] == [1, 2, 3]
+    assert ledger.meta()["funded_wei"] == str(3 * 100 * 10**18)
+    assert 'rounds = 3' in (run_dir / "config.toml").read_text()
+    verify = fedlearn("verify", str(run_dir), cwd=tmp_path)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
