@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.tools import missing_tool
+
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,7 +42,7 @@ def wait_for_port(port: int, timeout: float = 60) -> None:
 def federation(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
     """A SuperLink and two SuperNodes; yields (federation name, environment for flwr)."""
     if shutil.which("flower-superlink", path=str(BIN)) is None:
-        pytest.skip("flower-superlink is not installed beside this Python")
+        missing_tool("flower-superlink beside this Python")
     env = {**os.environ, "FLWR_HOME": str(tmp_path / "flwr-home"),
            "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1", "PATH": f"{BIN}:{os.environ['PATH']}"}
     (tmp_path / "flwr-home").mkdir()

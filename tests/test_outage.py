@@ -16,6 +16,7 @@ from fedlearn.federation.simulation import run_federation
 from fedlearn.payout.ledger import Ledger
 from fedlearn.records.rundir import RoundResult
 from tests.chain.conftest import ANVIL, _free_port
+from tests.tools import missing_tool
 
 pytestmark = pytest.mark.slow
 
@@ -55,7 +56,7 @@ class AnvilNode:
 
 def test_settlements_queue_while_the_node_is_down(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     if not ANVIL.exists():
-        pytest.skip(f"{ANVIL} missing: run scripts/setup-chain.sh")
+        missing_tool(str(ANVIL), "run scripts/setup-chain.sh")
     monkeypatch.setenv("FEDLEARN_PRIVATE_KEY", ANVIL_KEY_0)
     node = AnvilNode(tmp_path / "anvil-state.json")
     node.start()

@@ -13,6 +13,7 @@ import pytest
 
 from fedlearn import chain
 from fedlearn.chain.artifacts import contracts_dir
+from tests.tools import missing_tool
 
 UNSTAKE_DELAY = 3600
 NODE_MODULES = contracts_dir() / "node_modules"
@@ -51,7 +52,7 @@ def _free_port() -> int:
 def anvil() -> Iterator[str]:
     """anvil from npm on a free loopback port; yields its URL and stops it afterwards."""
     if not ANVIL.exists():
-        pytest.skip(f"{ANVIL} missing: run scripts/setup-chain.sh to install anvil from npm")
+        missing_tool(str(ANVIL), "run scripts/setup-chain.sh to install anvil from npm")
     port = _free_port()
     proc = subprocess.Popen(
         [str(ANVIL), "--host", "127.0.0.1", "--port", str(port), "--silent"],

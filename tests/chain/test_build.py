@@ -12,6 +12,7 @@ import pytest
 from fedlearn.chain import build
 from fedlearn.chain.artifacts import CONTRACT_NAMES, artifacts_dir, contracts_dir, load_artifact
 from fedlearn.errors import ChainError
+from tests.tools import missing_tool
 
 
 def _compiler_available() -> bool:
@@ -25,8 +26,9 @@ def test_solc_is_pinned_exactly() -> None:
     assert build.pinned_solc_version() == "0.8.30"
 
 
-@pytest.mark.skipif(not _compiler_available(), reason="no pinned solc: run scripts/setup-chain.sh")
 def test_committed_artifacts_are_not_stale() -> None:
+    if not _compiler_available():
+        missing_tool("the pinned solc", "run scripts/setup-chain.sh")
     fresh = build.artifact_files(build.compile_contracts())
     committed = {
         p.relative_to(artifacts_dir()).as_posix(): p.read_text() for p in artifacts_dir().rglob("*.json")

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from fedlearn.chain.merkle import RewardTree, leaf_hash, process_proof
 from fedlearn.errors import ChainError
 from tests.chain.conftest import NODE_MODULES, node_available
+from tests.tools import missing_tool
 
 SCRIPT = Path(__file__).with_name("merkle_tree.js")
 
@@ -37,9 +38,10 @@ def _js_tree(values: list[tuple[str, int]]) -> dict:
     return json.loads(out.stdout)
 
 
-@pytest.mark.skipif(not node_available(), reason="node or contracts/node_modules missing: run scripts/setup-chain.sh")
 @pytest.mark.parametrize("n", [1, 2, 3, 7, 64, 257])
 def test_root_proofs_and_dump_match_openzeppelin(n: int) -> None:
+    if not node_available():
+        missing_tool("node or contracts/node_modules", "run scripts/setup-chain.sh")
     accounts = _accounts(n, seed=n)
     values = [(a, (i * 7919 + 1) * 10**15 + (2**255 if i == 0 else 0)) for i, a in enumerate(accounts)]
     ours = RewardTree.of(dict(values))

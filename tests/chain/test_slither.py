@@ -7,14 +7,16 @@ import subprocess
 import pytest
 
 from tests.chain.conftest import repo_root
+from tests.tools import missing_tool
 
 SLITHER = repo_root() / ".venv" / "bin" / "slither"
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.skipif(not SLITHER.exists(), reason="slither-analyzer not installed in .venv")
 def test_slither_finds_nothing_high_or_medium() -> None:
+    if not SLITHER.exists():
+        missing_tool("slither-analyzer in .venv")
     out = subprocess.run(
         ["bash", str(repo_root() / "scripts" / "slither.sh")], capture_output=True, text=True, timeout=300
     )
