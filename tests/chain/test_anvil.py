@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -70,3 +73,26 @@ def test_account_without_gas_on_anvil(anvil: str, tmp_path: Path) -> None:
     broke = session.as_account(Account.from_key(b"\x42" * 32))
     with pytest.raises(ChainError, match="has no ETH to pay for gas"):
         chain.request_unstake(broke, deployment, 1)
+
+
+def test_a_short_stake_stops_a_pilot_run_before_anything_is_funded(anvil: str, tmp_path: Path) -> None:
+    env = {**os.environ, "FEDLEARN_PRIVATE_KEY": ADMIN_KEY}
+    deployment = tmp_path / "deployment.json"
+    node = ["--rpc", anvil, "--deployment", str(deployment)]
+    subprocess.run([sys.executable, "-m", "fedlearn.cli", "chain", "deploy", *node], env=env, check=True,
+                   capture_output=True, timeout=120)
+    addresses = tmp_path / "addresses.toml"
+    addresses.write_text("".join(f'hospital-0{i + 1} = "{Account.from_key(bytes([i + 7]) * 32).address}"\n'
+                                 for i in range(2)))
+    settings = ["data.institutions=2", "run.rounds=1", "simulation.engine='local'", f"chain.backend='{anvil}'",
+                f"chain.deployment='{deployment}'", f"chain.addresses='{addresses}'", "integrity.min_stake=5",
+                f"run.output_dir='{tmp_path / 'runs'}'"]
+    result = subprocess.run([sys.executable, "-m", "fedlearn.cli", "run", "--no-progress",
+                             *[a for s in settings for a in ("--set", s)]],
+                            env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 5, result.stderr[-2000:]
+    assert "institution hospital-01" in result.stderr and "has staked 0 wei" in result.stderr
+    state = subprocess.run([sys.executable, "-m", "fedlearn.cli", "chain", "status", *node, "--json"], env=env,
+                           capture_output=True, text=True, timeout=120, check=True)
+    status = json.loads(state.stdout)
+    assert status["total_funded"] == 0 and status["rounds"] == []  # the run stopped before funding or settling
