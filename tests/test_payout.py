@@ -110,7 +110,7 @@ def test_pilot_bad_inputs_are_refused(finished_run: Path, tmp_path: Path) -> Non
     assert result.returncode == 5 and "chain" in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
     result = fedlearn(*run_args(tmp_path / "n", "chain.funding='none'"), cwd=tmp_path)
-    assert result.returncode == 5 and "the run's budget needs" in result.stderr
+    assert result.returncode == 5 and "fedlearn chain fund --run RUN_DIR" in result.stderr
 
     corrupt = tmp_path / "corrupt"
     shutil.copytree(finished_run, corrupt)

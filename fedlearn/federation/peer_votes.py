@@ -19,6 +19,7 @@ from flwr.serverapp import Grid
 from torch import nn
 
 from fedlearn.learning.training import evaluate
+from fedlearn.logs import log as money_log
 
 VOTE_MESSAGE = "query.vote"
 START_KEY = "start"
@@ -48,7 +49,10 @@ def request_votes(
     votes: dict[str, dict[str, float]] = {}
     voter_of = {node_of[v]: v for v in voters}
     for reply in grid.send_and_receive(messages, timeout=3600):
-        if reply.has_error():
+        if reply.has_error():  # its proposers are scored by the other voters; say who was silent and why
+            money_log.warning("round %d: voter %s sent no votes: %s", server_round,
+                              voter_of.get(reply.metadata.src_node_id, reply.metadata.src_node_id),
+                              reply.error.reason)
             continue
         record = reply.content.metric_records.get(VOTES_KEY)
         if record is not None:
@@ -68,7 +72,7 @@ def local_split(X: np.ndarray, y: np.ndarray, seed: int) -> tuple[tuple[np.ndarr
 def cast_votes(message: Message, model: nn.Module, X: np.ndarray, y: np.ndarray) -> Message:
     """A voter's reply: per candidate, its leave-one-out contribution to the weighted mean, on local data."""
     records = message.content.array_records
-    weights = {k: float(cast(float, v)) for k, v in message.content.metric_records[WEIGHTS_KEY].items()}
+    weights = {k: float(cast(float, v)) for k, v in message.content.config_records[WEIGHTS_KEY].items()}
     names = [k.removeprefix(CANDIDATE_PREFIX) for k in records if k.startswith(CANDIDATE_PREFIX)]
     states = {n: records[CANDIDATE_PREFIX + n].to_torch_state_dict() for n in names}
 

@@ -15,7 +15,7 @@ META_LABELS = {
     "chain_id": "Chain id",
     "distributor": "Distributor",
     "token": "Token contract",
-    "funded": "Funded",
+    "funded_wei": "Funded by this run (wei)",
 }
 
 
