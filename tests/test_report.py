@@ -1,130 +1,95 @@
-"""The report of a run directory: plots, HTML page, CSV/JSON exports, and one-line errors on bad input.
+"""The report of real run directories: plots, HTML page, CSV/JSON exports, and one-line errors on bad input.
 
-Run directories here are synthetic (files written as fedlearn.rundir and fedlearn.ledger write them), so the tests
-need neither a simulation nor a chain.
+Every run directory here is written by the project: a small federation (tests.runs.real_run: the in-process engine,
+no Ray) paying on the embedded eth-tester chain, run once per module. The report is checked against what the run
+wrote itself (rounds.json, summary.json, the ledger) and against the chain, never against numbers made up here.
+Bad input is a real run directory's copy, then spoiled.
 """
 
 from __future__ import annotations
 
-import argparse
+import base64
 import csv
 import json
 import shutil
+import sqlite3
 import struct
 from collections.abc import Callable
-from decimal import Decimal
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from fedlearn.cli.main import main
 from fedlearn.errors import FedlearnError
-from fedlearn.ledger import LEDGER_FILE, Entry, Ledger, RoundEntry
-from fedlearn.report import ReportError, build_report, register
-from fedlearn.report.plots import MAX_SERIES, palette
+from fedlearn.payout.ledger import LEDGER_FILE
+from fedlearn.records.rundir import RoundResult
+from fedlearn.report import ReportError, build_report
+from fedlearn.report.plots import MAX_SERIES, _series, palette
 from fedlearn.report.text import fmt_tokens
+from tests.runs import deployment_json, fingerprint, ledger_of, on_chain, real_run, rounds_json, summary_json
 
 WEI = 10**18
-ROUNDS = 4
-BUDGET = 100 * WEI
+ROUNDS = 3
+NAMES = ["hospital-01", "hospital-02", "hospital-03"]
+FREE_RIDER = "hospital-03"  # returns the global model untouched: set aside every round, paid nothing
+CLAIMANT = "hospital-01"  # claims after the run; hospital-02 leaves what it earned unclaimed
+BUDGET_TOKENS = Decimal(100)  # chain.reward_per_round's default
+REPORT_FILES = {"index.html", "accuracy.png", "rewards.png", "cumulative.png", "rounds.csv", "institutions.csv",
+                "report.json"}
 
 
-def names(n: int) -> list[str]:
-    return [f"hospital-{i:02d}" for i in range(1, n + 1)]
-
-
-def scores_for(round_: int, institutions: list[str]) -> dict[str, float]:
-    # Uneven, with one negative score per round, so rewards differ and the stack has visible layers.
-    return {name: ((i + 1) * (round_ + 2) % 7 - 1) / 100 for i, name in enumerate(institutions)}
-
-
-def split(budget: int, scores: dict[str, float]) -> dict[str, int]:
-    """Budget over positive scores in wei; the remainder of integer division goes to the first name."""
-    positive = {n: max(s, 0.0) for n, s in scores.items()}
-    total = sum(positive.values())
-    if total == 0:
-        return {n: 0 for n in scores}
-    out = {n: int(budget * v / total) for n, v in positive.items()}
-    first = next(n for n, v in positive.items() if v > 0)
-    out[first] += budget - sum(out.values())
-    return out
-
-
-def make_run(path: Path, n: int = 5, rounds: int = ROUNDS, ledger: bool = True, rejected: str | None = None,
-             finished: bool = True) -> Path:
-    """A run directory as `fedlearn run` leaves it; ``rejected`` names an institution rejected in round 2."""
-    path.mkdir(parents=True)
-    institutions = names(n)
-    (path / "config.toml").write_text(
-        f'[run]\nname = "demo"\nseed = 7\nrounds = {rounds}\n\n[data]\ndataset = "digits"\ninstitutions = {n}\n'
-        'partition = "dirichlet"\nalpha = 0.5\n\n[model]\nname = "mlp"\n\n[strategy]\nname = "fedavg"\n\n'
-        '[scoring]\nmethod = "gtg"\nutility = "accuracy"\n'
-    )
-    records: list[dict[str, Any]] = [{"server_round": 0, "test_accuracy": 0.1, "test_loss": 2.3, "scores": None}]
-    cumulative_score = {name: 0.0 for name in institutions}
-    per_round: list[dict[str, float]] = []
-    for r in range(1, rounds + 1):
-        scores = scores_for(r, institutions)
-        reasons = {}
-        if rejected and r == 2:
-            scores[rejected] = 0.0
-            reasons[rejected] = "non-finite values in update\n  Traceback line two\x1b[36m coloured\x1b[39m"
-        per_round.append(scores)
-        for k, v in scores.items():
-            cumulative_score[k] += v
-        records.append({
-            "server_round": r, "test_accuracy": 0.1 + 0.8 * r / rounds, "test_loss": 2.3 - 0.4 * r,
-            "scores": {"server_round": r, "scores": scores, "num_examples": {k: 100 for k in institutions},
-                       "rejected": reasons, "evaluations": 16, "scoring_seconds": 0.01, "truncated": False,
-                       "method": "gtg"},
-        })
-    (path / "rounds.json").write_text(json.dumps(records))
-    if finished:
-        positive = sum(max(v, 0.0) for v in cumulative_score.values())
-        (path / "summary.json").write_text(json.dumps({
-            "run_dir": str(path), "rounds": rounds, "final_test_accuracy": records[-1]["test_accuracy"],
-            "final_test_loss": records[-1]["test_loss"],
-            "institutions": [{"name": k, "examples": 100 + i, "cumulative_score": v,
-                              "share": max(v, 0.0) / positive} for i, (k, v) in enumerate(cumulative_score.items())],
-        }))
-    if ledger:
-        fill_ledger(path / LEDGER_FILE, institutions, per_round, rejected)
-    return path
-
-
-def fill_ledger(path: Path, institutions: list[str], per_round: list[dict[str, float]], rejected: str | None) -> None:
-    db = Ledger.open(path, create=True)
-    db.set_meta(backend="eth-tester", chain_id="131277322940537",
-                distributor="0x" + "ab" * 20, token="0x" + "cd" * 20)
-    address = {name: "0x" + f"{i + 1:040x}" for i, name in enumerate(institutions)}
-    cumulative = {name: 0 for name in institutions}
-    for r, scores in enumerate(per_round, start=1):
-        rewards = split(BUDGET, scores)
-        cumulative = {k: cumulative[k] + rewards[k] for k in institutions}
-        db.journal(RoundEntry(
-            round=r, model_hash="0x" + f"{r:064x}", root="0x" + f"{r + 100:064x}", round_total=sum(rewards.values()),
-            budget=BUDGET, rollover=0,
-            entries=tuple(Entry(k, address[k], scores[k], rewards[k], cumulative[k],
-                                "non-finite values in update" if (k == rejected and r == 2) else None)
-                          for k in institutions),
-        ))
-        if r < len(per_round):  # the last round stays pending: the report must show it as such
-            db.mark_settled(r, "0x" + f"{r:02x}" * 32, 10 + r, 82_000 + r)
-    db.record_claim(institutions[0], address[institutions[0]], cumulative[institutions[0]],
-                    cumulative[institutions[0]], "0x" + "ee" * 32)
-    db.close()
+@dataclass(frozen=True)
+class Reported:
+    run: Path
+    html: Path
+    partial: Path | None = None  # the run directory as it stood when round 2 had ended (no report built in it)
+    untouched: bool = True  # building the report changed no file of the run directory outside report/
 
 
 @pytest.fixture(scope="module")
-def chain_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    run = make_run(tmp_path_factory.mktemp("chain") / "run", n=5, rejected="hospital-03")
-    return run, build_report(run)
+def paid(tmp_path_factory: pytest.TempPathFactory) -> Reported:
+    """A finished paying run, one institution's tokens claimed after it, and its report."""
+    base = tmp_path_factory.mktemp("paid")
+    run, partial = base / "run", base / "after-round-2"
+
+    def observe(result: RoundResult, total: int) -> None:
+        if result.server_round == 2:
+            shutil.copytree(run, partial)
+
+    real_run(run, f"run.rounds={ROUNDS}", f"data.institutions={len(NAMES)}", "scoring.method='shapley'",
+             "chain.claim_at_end=false", f"integrity.behaviours='{FREE_RIDER}=free_rider:free_rider_noise=0'",
+             observer=observe)
+    assert main(["claim", str(run), "--institution", CLAIMANT]) == 0
+    before = fingerprint(run)
+    html = build_report(run)
+    return Reported(run, html, partial, fingerprint(run, skip="report") == before)
 
 
 @pytest.fixture(scope="module")
-def plain_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    run = make_run(tmp_path_factory.mktemp("plain") / "run", n=4, ledger=False)
-    return run, build_report(run)
+def unpaid(tmp_path_factory: pytest.TempPathFactory) -> Reported:
+    """A run without a chain: scores, no ledger."""
+    run = tmp_path_factory.mktemp("unpaid") / "run"
+    real_run(run, "run.rounds=2", "data.institutions=3", "scoring.method='loo'", "chain.enabled=false")
+    return Reported(run, build_report(run))
+
+
+# ---- reading what the run and the report wrote ------------------------------------------------------------------
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def tokens(wei: int) -> Decimal:
+    return Decimal(wei) / WEI
+
+
+def two_places(wei: int) -> str:
+    return f"{tokens(wei).quantize(Decimal('0.01'), rounding=ROUND_HALF_UP):,}"
 
 
 def png_size(path: Path) -> tuple[int, int]:
@@ -139,79 +104,177 @@ def ink(path: Path) -> float:
     from matplotlib.image import imread
 
     pixels = imread(path)[..., :3]
+    assert pixels.shape[:2] == png_size(path)[::-1], f"{path.name} does not decode to its declared size"
     return float((pixels.min(axis=2) < 0.9).mean())
 
 
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="") as f:
-        return list(csv.DictReader(f))
+def copy_run(source: Path, tmp_path: Path) -> Path:
+    """A copy of a real run directory, without its report."""
+    return Path(shutil.copytree(source, tmp_path / "run", ignore=shutil.ignore_patterns("report")))
 
 
-# ---- with a ledger ----------------------------------------------------------------------------------------------
+# ---- a paying run -----------------------------------------------------------------------------------------------
 
 
-def test_report_files_with_ledger(chain_run: tuple[Path, Path]) -> None:
-    run, html = chain_run
-    assert html == run / "report" / "index.html"
-    out = html.parent
+def test_the_report_is_written_in_report_and_nothing_else_changes(paid: Reported) -> None:
+    assert paid.html == paid.run / "report" / "index.html"
+    assert {p.name for p in paid.html.parent.iterdir()} == REPORT_FILES
+    assert paid.untouched, "building the report changed a file of the run directory"
+
+
+def test_plots_are_real_pngs(paid: Reported) -> None:
     for name in ("accuracy.png", "rewards.png", "cumulative.png"):
-        width, height = png_size(out / name)
+        width, height = png_size(paid.html.parent / name)
         assert 600 <= width <= 2000 and 250 <= height <= 1200, (name, width, height)
-        assert ink(out / name) > 0.02, f"{name} looks empty"
-    assert not (out / "scores.png").exists()
-    for name in ("rounds.csv", "institutions.csv", "report.json"):
-        assert (out / name).stat().st_size > 0
+        assert ink(paid.html.parent / name) > 0.02, f"{name} looks empty"
 
 
-def test_rounds_csv_adds_up_to_the_ledger(chain_run: tuple[Path, Path]) -> None:
-    run, html = chain_run
-    rows = read_csv(html.parent / "rounds.csv")
+def test_rounds_csv_is_what_the_run_measured_and_the_ledger_paid(paid: Reported) -> None:
+    rows = read_csv(paid.html.parent / "rounds.csv")
     assert list(rows[0]) == ["round", "institution", "score", "reward_tokens", "cumulative_tokens", "rejected"]
-    db = Ledger.open(run / LEDGER_FILE)
-    journaled = db.rounds()
-    cumulative = db.cumulative()
-    db.close()
-    assert len(rows) == ROUNDS * 5
+    measured = {r["server_round"]: r["scores"] for r in rounds_json(paid.run) if r["scores"] is not None}
+    journaled, _, _ = ledger_of(paid.run)
+    assert [r.round for r in journaled] == sorted(measured) == list(range(1, ROUNDS + 1))
+    assert [(int(r["round"]), r["institution"]) for r in rows] == [(n, i) for n in measured for i in NAMES]
     for record in journaled:
-        paid = sum(Decimal(r["reward_tokens"]) for r in rows if int(r["round"]) == record.round)
-        assert paid == Decimal(record.round_total) / WEI
-    last = {r["institution"]: Decimal(r["cumulative_tokens"]) for r in rows if int(r["round"]) == ROUNDS}
-    assert last == {k: Decimal(v) / WEI for k, v in cumulative.items()}
-    reasons = [r["rejected"] for r in rows if r["rejected"]]
-    assert reasons == ["non-finite values in update"]
+        entries = {e.institution: e for e in record.entries}
+        for row in (r for r in rows if int(r["round"]) == record.round):
+            name = row["institution"]
+            assert float(row["score"]) == measured[record.round]["scores"][name] == entries[name].score
+            assert Decimal(row["reward_tokens"]) == tokens(entries[name].reward)
+            assert Decimal(row["cumulative_tokens"]) == tokens(entries[name].cumulative)
+            assert row["rejected"] == measured[record.round]["rejected"].get(name, "")
+        paid_now = sum(Decimal(r["reward_tokens"]) for r in rows if int(r["round"]) == record.round)
+        assert paid_now == tokens(record.round_total)
+        assert paid_now + tokens(record.rollover) == tokens(record.budget)  # the budget, less rounding, is paid
+    assert tokens(journaled[0].budget) == BUDGET_TOKENS
+    # The free rider was set aside every round and earned nothing; the others earned every round.
+    assert {r["rejected"] for r in rows if r["institution"] == FREE_RIDER} == {
+        "update is identical to the global model (no local training)"}
+    assert all(Decimal(r["reward_tokens"]) == 0 for r in rows if r["institution"] == FREE_RIDER)
+    assert all(Decimal(r["reward_tokens"]) > 0 for r in rows if r["institution"] != FREE_RIDER)
 
 
-def test_institutions_csv_and_json(chain_run: tuple[Path, Path]) -> None:
-    run, html = chain_run
-    rows = read_csv(html.parent / "institutions.csv")
-    assert [r["institution"] for r in rows] == names(5)
-    assert sum(Decimal(r["tokens_earned"]) for r in rows) == Decimal(ROUNDS * BUDGET) / WEI
-    assert Decimal(rows[0]["tokens_claimed"]) == Decimal(rows[0]["tokens_earned"]) > 0
-    assert all(Decimal(r["tokens_claimed"]) == 0 for r in rows[1:])
-    assert rows[0]["address"] == "0x" + f"{1:040x}"
-    data = json.loads((html.parent / "report.json").read_text())
-    assert [r["round"] for r in data["rounds"]] == list(range(ROUNDS + 1))
-    assert data["chain"]["distributor"] == "0x" + "ab" * 20
-    assert [r["status"] for r in data["rounds"][1:]] == ["settled"] * (ROUNDS - 1) + ["pending"]
+def test_institutions_csv_is_what_the_ledger_paid_and_the_chain_holds(paid: Reported) -> None:
+    rows = {r["institution"]: r for r in read_csv(paid.html.parent / "institutions.csv")}
+    summary = summary_json(paid.run)
+    journaled, claimed, _ = ledger_of(paid.run)
+    last = {e.institution: e for e in journaled[-1].entries}
+    assert list(rows) == [i["name"] for i in summary["institutions"]] == NAMES
+    chain = on_chain(paid.run, [e.address for e in last.values()])
+    for i in summary["institutions"]:
+        row, entry = rows[i["name"]], last[i["name"]]
+        assert row["address"] == entry.address == i["address"]
+        assert int(row["examples"]) == i["examples"]
+        assert float(row["cumulative_score"]) == pytest.approx(
+            sum(r["scores"]["scores"][i["name"]] for r in rounds_json(paid.run) if r["scores"]))
+        assert float(row["share"]) == pytest.approx(i["share"])
+        # Earned: the last settled round's cumulative amount, as the run's own summary also says.
+        assert journaled[-1].status == "settled"
+        assert Decimal(row["tokens_earned"]) == tokens(entry.cumulative) == tokens(int(i["tokens_earned"]))
+        # Claimed: what the ledger recorded, the distributor holds as claimed, and the address holds as tokens.
+        on_chain_claimed, balance = chain[entry.address]
+        assert Decimal(row["tokens_claimed"]) == tokens(claimed.get(i["name"], 0)) == tokens(on_chain_claimed)
+        assert balance == on_chain_claimed
+    assert Decimal(rows[CLAIMANT]["tokens_claimed"]) == Decimal(rows[CLAIMANT]["tokens_earned"]) > 0
+    assert Decimal(rows["hospital-02"]["tokens_claimed"]) == 0 < Decimal(rows["hospital-02"]["tokens_earned"])
+    assert Decimal(rows[FREE_RIDER]["tokens_earned"]) == 0
+    # The run ended before the claim: its summary says nothing was claimed; the report follows the ledger.
+    assert all(i["tokens_claimed"] == "0" for i in summary["institutions"])
+
+
+def test_report_json_is_the_run_the_ledger_and_the_deployment(paid: Reported) -> None:
+    data = json.loads((paid.html.parent / "report.json").read_text())
+    measured = rounds_json(paid.run)
+    journaled, _, meta = ledger_of(paid.run)
+    deployment = deployment_json(paid.run)
+    assert [r["round"] for r in data["rounds"]] == [r["server_round"] for r in measured] == list(range(ROUNDS + 1))
+    for shown, run in zip(data["rounds"], measured):
+        assert (shown["test_accuracy"], shown["test_loss"]) == (run["test_accuracy"], run["test_loss"])
+    for shown, record in zip(data["rounds"][1:], journaled):
+        assert (shown["status"], shown["tx_hash"], shown["block"], shown["gas_used"]) == (
+            "settled", record.tx_hash, record.block, record.gas_used)
+        assert int(shown["wei_paid"]) == record.round_total
+    assert data["final_test_accuracy"] == summary_json(paid.run)["final_test_accuracy"] == measured[-1]["test_accuracy"]
+    assert data["chain"]["distributor"] == meta["distributor"] == deployment["distributor"]
+    assert data["chain"]["token"] == deployment["token"]
+    assert int(data["chain"]["chain_id"]) == deployment["chain_id"]
     assert {p["file"] for p in data["plots"]} == {"accuracy.png", "rewards.png", "cumulative.png"}
-    assert sum(int(i["wei_earned"]) for i in data["institutions"]) == ROUNDS * BUDGET
+    assert sum(int(i["wei_earned"]) for i in data["institutions"]) == sum(r.round_total for r in journaled)
 
 
-def test_html_shows_every_institution_and_round(chain_run: tuple[Path, Path]) -> None:
-    run, html = chain_run
-    page = html.read_text()
-    for name in names(5):
-        assert f'data-institution="{name}"' in page
-    for r in range(ROUNDS + 1):
-        assert f'id="round-{r}"' in page
+def test_html_shows_every_institution_round_and_transaction(paid: Reported) -> None:
+    page = paid.html.read_text()
+    journaled, _, _ = ledger_of(paid.run)
+    for name in NAMES:
+        assert page.count(f'data-institution="{name}"') == 1
+    for r in rounds_json(paid.run):
+        assert page.count(f'id="round-{r["server_round"]}"') == 1
+    # The plots are embedded, byte for byte the PNG files; nothing is fetched and nothing runs.
+    for name in ("accuracy.png", "rewards.png", "cumulative.png"):
+        assert "data:image/png;base64," + base64.b64encode((paid.html.parent / name).read_bytes()).decode() in page
     assert page.count("data:image/png;base64,") == 3
     assert "http://" not in page and "https://" not in page and "<script" not in page
-    tx = "0x" + "01" * 32
-    assert f'title="{tx}"' in page and ">0x010101…0101<" in page  # shortened, the full hash on hover
-    assert "pending" in page and "eth-tester" in page and "0x" + "ab" * 20 in page
-    # Tokens as tokens, never wei: 4 rounds × 100 tokens paid in all.
-    assert "400.00" in page and str(BUDGET) not in page
-    assert "\x1b" not in page and "hospital-03 rejected: non-finite values in update" in page
+    for record in journaled:
+        assert f'title="{record.tx_hash}"' in page  # shortened in the table, the whole hash on hover
+    assert page.count('class="status-settled">settled<') == len(journaled) == ROUNDS
+    assert 'class="status-pending"' not in page
+    assert deployment_json(paid.run)["distributor"] in page and "eth-tester" in page
+    # Tokens as tokens, never wei.
+    earned = {e.institution: e.cumulative for e in journaled[-1].entries}
+    assert two_places(earned[CLAIMANT]) in page and two_places(earned["hospital-02"]) in page
+    assert all(str(wei) not in page for wei in earned.values() if wei)
+    assert f"{FREE_RIDER} rejected: update is identical to the global model (no local training)" in page
+
+
+def test_a_run_stopped_after_round_2_reports_as_unfinished(paid: Reported, tmp_path: Path) -> None:
+    assert paid.partial is not None
+    html = build_report(paid.partial, tmp_path / "out")
+    assert html == tmp_path / "out" / "index.html"
+    assert not (paid.partial / "report").exists()
+    page = html.read_text()
+    assert "unfinished (no summary.json)" in page and f"2 of {ROUNDS}" in page
+    assert 'id="round-2"' in page and 'id="round-3"' not in page
+    journaled, _, _ = ledger_of(paid.partial)
+    assert [r.round for r in journaled] == [1, 2]
+    rows = read_csv(html.parent / "institutions.csv")
+    assert [r["institution"] for r in rows] == NAMES
+    assert {r["institution"]: Decimal(r["tokens_earned"]) for r in rows} == {
+        e.institution: tokens(e.cumulative) for e in journaled[-1].entries}
+    assert all(r["examples"] == "" for r in rows)  # only summary.json knows the example counts
+
+
+def test_a_round_still_pending_in_the_ledger_shows_as_pending(paid: Reported, tmp_path: Path) -> None:
+    run = copy_run(paid.run, tmp_path)
+    db = sqlite3.connect(run / LEDGER_FILE)  # as a chain outage leaves it: journaled, not yet sent
+    db.execute(f"UPDATE rounds SET status = 'pending', tx_hash = NULL, block = NULL, gas_used = NULL "
+               f"WHERE round = {ROUNDS}")
+    db.commit()
+    db.close()
+    html = build_report(run)
+    data = json.loads((html.parent / "report.json").read_text())
+    assert [r["status"] for r in data["rounds"][1:]] == ["settled"] * (ROUNDS - 1) + ["pending"]
+    assert data["rounds"][-1]["tx_hash"] is None
+    assert 'class="status-pending">pending<' in html.read_text()
+
+
+def test_many_institutions_keep_legends_short(tmp_path: Path) -> None:
+    n = MAX_SERIES + 2
+    names = [f"hospital-{i:02d}" for i in range(1, n + 1)]
+    run = tmp_path / "run"
+    real_run(run, "run.rounds=2", f"data.institutions={n}", "data.partition='iid'", "scoring.method='loo'")
+    html = build_report(run)
+    page = html.read_text()
+    assert all(page.count(f'data-institution="{name}"') == 1 for name in names)
+    assert [r["institution"] for r in read_csv(html.parent / "institutions.csv")] == names
+    for name in ("rewards.png", "cumulative.png"):
+        assert ink(html.parent / name) > 0.02
+    # Past MAX_SERIES, the largest keep their colours and the rest share one grey series; nothing is dropped.
+    assert len(set(palette(MAX_SERIES))) == MAX_SERIES
+    data = {name: [float(i), 1.0] for i, name in enumerate(names)}
+    series = _series(names, data, rank={k: v[0] for k, v in data.items()}, stacked=True)
+    assert len(series) == MAX_SERIES and series[-1].label == f"{n - MAX_SERIES + 1} others"
+    assert sum(s.values[1] for s in series) == n
 
 
 def test_token_format() -> None:
@@ -224,105 +287,104 @@ def test_token_format() -> None:
     assert fmt_tokens(None) == "—"
 
 
-# ---- without a ledger -------------------------------------------------------------------------------------------
+# ---- a run without a chain --------------------------------------------------------------------------------------
 
 
-def test_report_without_ledger(plain_run: tuple[Path, Path]) -> None:
-    run, html = plain_run
-    out = html.parent
+def test_a_run_without_a_ledger_reports_scores(unpaid: Reported) -> None:
+    out = unpaid.html.parent
+    assert not (unpaid.run / LEDGER_FILE).exists()
     assert {p.name for p in out.glob("*.png")} == {"accuracy.png", "scores.png"}
     for name in ("accuracy.png", "scores.png"):
         assert ink(out / name) > 0.02
+    measured = {r["server_round"]: r["scores"]["scores"] for r in rounds_json(unpaid.run) if r["scores"]}
     rows = read_csv(out / "rounds.csv")
-    assert len(rows) == ROUNDS * 4 and all(r["reward_tokens"] == "" for r in rows)
-    page = html.read_text()
-    assert all(f'data-institution="{n}"' in page for n in names(4))
-    assert all(f'id="round-{r}"' in page for r in range(ROUNDS + 1))
+    assert [(int(r["round"]), r["institution"], float(r["score"])) for r in rows] == [
+        (n, name, scores[name]) for n, scores in measured.items() for name in sorted(scores)]
+    assert all(r["reward_tokens"] == r["cumulative_tokens"] == "" for r in rows)
+    institutions = read_csv(out / "institutions.csv")
+    assert [r["institution"] for r in institutions] == [i["name"] for i in summary_json(unpaid.run)["institutions"]]
+    assert all(r["tokens_earned"] == r["tokens_claimed"] == "" for r in institutions)
+    page = unpaid.html.read_text()
+    assert all(f'data-institution="{r["institution"]}"' in page for r in institutions)
+    assert all(f'id="round-{r["server_round"]}"' in page for r in rounds_json(unpaid.run))
     assert "Tokens earned" not in page and "none in this run" in page
-    assert not (run / LEDGER_FILE).exists()
-
-
-def test_unfinished_run_and_custom_out(tmp_path: Path) -> None:
-    run = make_run(tmp_path / "run", n=3, finished=False)
-    html = build_report(run, tmp_path / "elsewhere")
-    assert html == tmp_path / "elsewhere" / "index.html"
-    assert "unfinished" in html.read_text()
-    assert [r["institution"] for r in read_csv(html.parent / "institutions.csv")] == names(3)
-
-
-def test_many_institutions_keep_legends_short(tmp_path: Path) -> None:
-    run = make_run(tmp_path / "run", n=25, rounds=2)
-    html = build_report(run)
-    assert all(f'data-institution="{n}"' in html.read_text() for n in names(25))
-    colors = palette(MAX_SERIES)
-    assert len(set(colors)) == MAX_SERIES
-    from fedlearn.report.plots import _series
-
-    data = {n: [float(i), 1.0] for i, n in enumerate(names(25))}
-    series = _series(names(25), data, rank={n: v[0] for n, v in data.items()}, stacked=True)
-    assert len(series) == MAX_SERIES and series[-1].label == f"{25 - MAX_SERIES + 1} others"
-    assert sum(s.values[1] for s in series) == 25.0  # the others' series sums the rest, nothing is dropped
-
-
-def test_report_does_not_write_the_ledger(tmp_path: Path) -> None:
-    run = make_run(tmp_path / "run", n=3)
-    before = (run / LEDGER_FILE).read_bytes()
-    build_report(run)
-    assert (run / LEDGER_FILE).read_bytes() == before
 
 
 # ---- command line -----------------------------------------------------------------------------------------------
 
 
-def test_subcommand_prints_the_html_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    run = make_run(tmp_path / "run", n=2, rounds=1)
-    parser = argparse.ArgumentParser(prog="fedlearn")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["report", str(run), "--out", str(tmp_path / "out")])
-    assert args.handler(args) == 0
+def test_subcommand_prints_the_html_path(paid: Reported, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["report", str(paid.run), "--out", str(tmp_path / "out")]) == 0
     assert capsys.readouterr().out.strip() == str(tmp_path / "out" / "index.html")
+    assert {p.name for p in (tmp_path / "out").iterdir()} == REPORT_FILES
+
+
+def test_subcommand_error_is_one_line_with_exit_code_8(
+    paid: Reported, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = copy_run(paid.run, tmp_path)
+    (run / "rounds.json").write_text("[")
+    assert main(["report", str(run)]) == 8
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.startswith("fedlearn: error: ") and captured.err.count("\n") == 1
+    assert not (run / "report").exists()
 
 
 # ---- bad input --------------------------------------------------------------------------------------------------
 
 
-def _corrupt(name: str, content: bytes) -> Callable[[Path], None]:
+def _write(name: str, content: bytes) -> Callable[[Path], None]:
     def apply(run: Path) -> None:
         (run / name).write_bytes(content)
     return apply
 
 
-def _sql(run: Path, statement: str) -> None:
-    import sqlite3
+def _sql(statement: str) -> Callable[[Path], None]:
+    def apply(run: Path) -> None:
+        db = sqlite3.connect(run / LEDGER_FILE)
+        db.execute(statement)
+        db.commit()
+        db.close()
+    return apply
 
-    db = sqlite3.connect(run / LEDGER_FILE)
-    db.execute(statement)
-    db.commit()
-    db.close()
+
+def _edit_json(name: str, change: Callable[[Any], Any]) -> Callable[[Path], None]:
+    def apply(run: Path) -> None:
+        (run / name).write_text(json.dumps(change(json.loads((run / name).read_text()))))
+    return apply
+
+
+def _truncate_ledger(run: Path) -> None:
+    (run / LEDGER_FILE).write_bytes((run / LEDGER_FILE).read_bytes()[:1024])
+
+
+def _earned_as_tokens(summary: dict[str, Any]) -> dict[str, Any]:
+    summary["institutions"][0]["tokens_earned"] = "1.5"  # tokens, where wei are expected
+    return summary
 
 
 BAD: dict[str, tuple[Callable[[Path], object], str]] = {
     "missing directory": (shutil.rmtree, "does not exist"),
-    "not a run directory": (lambda run: (run / "rounds.json").unlink(), "not a run directory"),
-    "rounds not JSON": (_corrupt("rounds.json", b'[{"server_round": 0,'), "not valid JSON"),
-    "rounds wrong shape": (_corrupt("rounds.json", b'{"server_round": 0}'), "not a list of rounds"),
-    "round without number": (_corrupt("rounds.json", b'[{"test_accuracy": 0.5}]'), "no integer server_round"),
-    "summary not JSON": (_corrupt("summary.json", b"\xff\xfe"), "not valid JSON"),
-    "summary wei": (_corrupt("summary.json", b'{"institutions": [{"name": "a", "tokens_earned": "1.5"}]}'),
-                    "not an amount in wei"),
-    "config not TOML": (_corrupt("config.toml", b"[run\nname ="), "not valid TOML"),
-    "ledger garbage": (_corrupt(LEDGER_FILE, b"this is not a database" * 50), "not a SQLite file"),
-    "ledger empty": (_corrupt(LEDGER_FILE, b""), "not a SQLite file"),
-    "ledger truncated": (lambda run: (run / LEDGER_FILE).write_bytes((run / LEDGER_FILE).read_bytes()[:1024]),
-                         "is corrupt"),
-    "ledger bad amount": (lambda run: _sql(run, "UPDATE entries SET reward = 'lots' WHERE round = 1"), "is corrupt"),
-    "ledger foreign": (lambda run: _sql(run, "DROP TABLE claims"), "not a fedlearn ledger"),
+    "no rounds.json": (lambda run: (run / "rounds.json").unlink(), "not a run directory (no rounds.json)"),
+    "no config.toml": (lambda run: (run / "config.toml").unlink(), "not a run directory (no config.toml)"),
+    "rounds not JSON": (_write("rounds.json", b'[{"server_round": 0,'), "not valid JSON"),
+    "rounds wrong shape": (_edit_json("rounds.json", lambda rounds: rounds[0]), "not a list of rounds"),
+    "round without number": (_edit_json("rounds.json", lambda rounds: [{**r, "server_round": str(r["server_round"])}
+                                                                        for r in rounds]), "no integer server_round"),
+    "summary not JSON": (_write("summary.json", b"\xff\xfe"), "not valid JSON"),
+    "summary wei": (_edit_json("summary.json", _earned_as_tokens), "not an amount in wei"),
+    "config not TOML": (_write("config.toml", b"[run\nname ="), "not valid TOML"),
+    "ledger garbage": (_write(LEDGER_FILE, b"this is not a database" * 50), "not a SQLite file"),
+    "ledger empty": (_write(LEDGER_FILE, b""), "not a SQLite file"),
+    "ledger truncated": (_truncate_ledger, "is corrupt"),
+    "ledger bad amount": (_sql("UPDATE entries SET reward = 'lots' WHERE round = 1"), "is corrupt"),
+    "ledger foreign": (_sql("DROP TABLE claims"), "not a fedlearn ledger"),
 }
 
 
 @pytest.mark.parametrize("case", list(BAD))
-def test_bad_input_is_one_line(tmp_path: Path, case: str) -> None:
-    run = make_run(tmp_path / "run", n=2, rounds=2)
+def test_bad_input_is_one_line(paid: Reported, tmp_path: Path, case: str) -> None:
+    run = copy_run(paid.run, tmp_path)
     spoil, message = BAD[case]
     spoil(run)
     with pytest.raises(FedlearnError) as info:
@@ -333,17 +395,18 @@ def test_bad_input_is_one_line(tmp_path: Path, case: str) -> None:
     assert not (run / "report").exists(), "a bad run directory must leave no half report"
 
 
-def test_foreign_sqlite_is_refused_untouched(tmp_path: Path) -> None:
-    run = make_run(tmp_path / "run", n=2, rounds=1, ledger=False)
-    _sql(run, "CREATE TABLE other (x INTEGER)")
+def test_foreign_sqlite_is_refused_untouched(unpaid: Reported, tmp_path: Path) -> None:
+    run = copy_run(unpaid.run, tmp_path)
+    _sql("CREATE TABLE other (x INTEGER)")(run)
     before = (run / LEDGER_FILE).read_bytes()
     with pytest.raises(ReportError, match="not a fedlearn ledger"):
         build_report(run)
     assert (run / LEDGER_FILE).read_bytes() == before
+    assert not (run / "report").exists()
 
 
-def test_out_dir_is_a_file(tmp_path: Path) -> None:
-    run = make_run(tmp_path / "run", n=2, rounds=1)
+def test_out_dir_is_a_file(paid: Reported, tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
     with pytest.raises(ReportError, match="is a file"):
-        build_report(run, tmp_path / "file")
+        build_report(paid.run, tmp_path / "file")
+    assert (tmp_path / "file").read_text() == "x"

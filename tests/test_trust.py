@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
@@ -87,6 +87,10 @@ def test_no_clients_gives_the_zero_update() -> None:
     arrays(np.float64, 6, elements=st.floats(-10, 10)),
     st.lists(arrays(np.float64, 6, elements=st.floats(-10, 10)), min_size=1, max_size=5),
 )
+# Found by randomized runs: squaring entries this small underflows into subnormals, so the client's norm came out
+# ppm off and its rescaled copy ended longer than the server update (by 2e-8 relative at 3.6e-159).
+@example(np.array([3.0, 4.0, 0.0, 0.0, 0.0, 0.0]), [np.array([3.6e-159, 0.0, 0.0, 0.0, 0.0, 0.0])])
+@example(-np.ones(6), [np.full(6, -2.37807502e-161)])
 def test_trust_lies_in_0_1_and_the_aggregate_is_no_longer_than_the_server_update(
     server: np.ndarray, clients: list[np.ndarray]
 ) -> None:
@@ -97,6 +101,19 @@ def test_trust_lies_in_0_1_and_the_aggregate_is_no_longer_than_the_server_update
     assert np.linalg.norm(result.aggregate) <= np.linalg.norm(server) * (1 + 1e-9) + 1e-12
 
 
+@pytest.mark.parametrize("scale", [1e-320, 3.6e-159, 1e-150, 1.0, 1e150, 1e300])
+def test_norms_are_exact_at_every_scale(scale: float) -> None:
+    client = scale * np.array([3.0, 4.0, 0.0, 0.0])
+    result = fltrust(SERVER, [client, -client])
+    np.testing.assert_allclose(result.trust, [1.0, 0.0], rtol=1e-12)
+    assert np.linalg.norm(result.aggregate) <= 5.0
+    np.testing.assert_allclose(result.aggregate, SERVER, rtol=1e-12)
+    # A tiny server update is a direction like any other: the aggregate takes its (tiny) norm.
+    tiny = fltrust(scale * SERVER, [SERVER, 1e6 * SERVER])
+    np.testing.assert_allclose(tiny.trust, [1.0, 1.0], rtol=1e-12)
+    np.testing.assert_allclose(tiny.aggregate, scale * SERVER, rtol=1e-12 if scale > 1e-300 else 1e-2)
+
+
 def test_bad_inputs_raise_scoring_errors() -> None:
     with pytest.raises(ScoringError, match="client update 1 has 3 values"):
         fltrust(SERVER, [SERVER, np.ones(3)])
@@ -104,6 +121,8 @@ def test_bad_inputs_raise_scoring_errors() -> None:
         fltrust(SERVER, [np.array([np.nan, 0, 0, 0])])
     with pytest.raises(ScoringError, match="server update holds NaN"):
         fltrust(np.array([np.inf, 0, 0, 0]), [SERVER])
+    with pytest.raises(ScoringError, match="server update is too large"):
+        fltrust(np.array([1.5e308, 1.5e308, 0, 0]), [SERVER])  # every entry finite, the norm is not
 
 
 def test_results_are_read_only() -> None:

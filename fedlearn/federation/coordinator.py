@@ -19,7 +19,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
 from fedlearn.chain import ETH_TESTER, institution_accounts
-from fedlearn.chain.session import load_private_key
+from fedlearn.chain.session import connect
 from fedlearn.config import RunConfig
 from fedlearn.errors import ConfigError
 from fedlearn.federation.roster import federated_split, roster
@@ -82,12 +82,14 @@ def preflight(config: RunConfig) -> dict[str, str] | None:
     if ch.deployment and not Path(ch.deployment).is_file():
         raise ConfigError(f"chain.deployment file {ch.deployment} does not exist")
     if ch.backend != ETH_TESTER:
-        load_private_key(ch.key_env, ch.keystore or None, ch.password_env)  # the coordinator's key is readable
         if config.integrity.min_stake > 0 and not ch.deployment:
             raise ConfigError(
                 f"integrity.min_stake = {config.integrity.min_stake} on a real node needs chain.deployment: "
                 "institutions stake on an existing deployment before the run (fresh contracts hold no stake)"
             )
+        # The key is readable and the node answers with the expected chain id: reading only, nothing is sent.
+        connect(ch.backend, key_env=ch.key_env, keystore=ch.keystore or None, password_env=ch.password_env,
+                expected_chain_id=ch.chain_id or None)
     return institution_addresses(config, [m.name for m in members])
 
 
