@@ -64,6 +64,8 @@ contract RewardDistributor is AccessControl, Pausable, ReentrancyGuardTransient 
     uint128 public totalFunded;
     /// @notice Sum of every amount slashed (returned to the reward pool).
     uint128 public totalSlashed;
+    /// @notice Sum of every unsettled amount the admin took back out of the reward pool.
+    uint128 public totalDefunded;
 
     /// @notice Tokens currently held as stakes, active and pending.
     uint256 public totalStaked;
@@ -74,6 +76,9 @@ contract RewardDistributor is AccessControl, Pausable, ReentrancyGuardTransient 
 
     /// @notice The reward pool received `amount` tokens from `funder`.
     event Funded(address indexed funder, uint256 amount);
+
+    /// @notice `amount` unsettled tokens left the reward pool for `to` (a run's unspent budget, returned).
+    event Defunded(address indexed to, uint256 amount);
 
     /**
      * @notice Round `round` was settled.
@@ -113,6 +118,9 @@ contract RewardDistributor is AccessControl, Pausable, ReentrancyGuardTransient 
 
     /// @dev Settling would bring the settled total to `required`, above the `available` funded plus slashed.
     error InsufficientFunds(uint256 required, uint256 available);
+
+    /// @notice `amount` exceeds the reward pool's unsettled funds `available`.
+    error DefundExceedsAvailable(uint256 amount, uint256 available);
 
     /// @dev A claim was made before any round was settled.
     error NoRoundSettled();
@@ -196,7 +204,7 @@ contract RewardDistributor is AccessControl, Pausable, ReentrancyGuardTransient 
 
     /// @notice Tokens in the reward pool not yet committed to a settled round.
     function availableFunds() external view returns (uint256) {
-        return uint256(totalFunded) + totalSlashed - totalSettled;
+        return uint256(totalFunded) + totalSlashed - totalSettled - totalDefunded;
     }
 
     /**
@@ -212,10 +220,27 @@ contract RewardDistributor is AccessControl, Pausable, ReentrancyGuardTransient 
     }
 
     /**
+     * @notice Returns `amount` unsettled tokens from the reward pool to `to`: a run's budget it did not pay.
+     * @dev Requires {DEFAULT_ADMIN_ROLE}. Only funds no settled round committed can leave, so what institutions
+     * earned stays claimable. Emits {Defunded}.
+     * @param to Where the tokens go (the funder).
+     * @param amount Tokens to return, at most {availableFunds}.
+     */
+    function defund(address to, uint256 amount) external onlyRole(DEFAULT_ADMIN_ROLE) nonReentrant {
+        if (to == address(0)) revert ZeroAddress();
+        if (amount == 0) revert ZeroAmount();
+        uint256 available = uint256(totalFunded) + totalSlashed - totalSettled - totalDefunded;
+        if (amount > available) revert DefundExceedsAvailable(amount, available);
+        totalDefunded = SafeCast.toUint128(totalDefunded + amount);
+        emit Defunded(to, amount);
+        _token.safeTransfer(to, amount);
+    }
+
+    /**
      * @notice Records round `round`: its global model hash and the Merkle root of cumulative rewards.
      * @dev Requires {COORDINATOR_ROLE}; rounds strictly increase; the settled total may not exceed funds plus
-     * slashed stakes. The root must commit to leaves `keccak256(bytes.concat(keccak256(abi.encode(account,
-     * cumulativeAmount))))`. Emits {RoundSettled}.
+     * slashed stakes, less what was returned ({defund}). The root must commit to leaves
+     * `keccak256(bytes.concat(keccak256(abi.encode(account, cumulativeAmount))))`. Emits {RoundSettled}.
      * @param round Round number, greater than {lastRound}.
      * @param modelHash Hash of the round's aggregated global model.
      * @param newRewardsRoot Merkle root over every account's cumulative reward after this round.
@@ -231,7 +256,8 @@ contract RewardDistributor is AccessControl, Pausable, ReentrancyGuardTransient 
         if (round <= last) revert RoundNotIncreasing(round, last);
         if (newRewardsRoot == bytes32(0)) revert EmptyRewardsRoot();
         uint256 settled = totalSettled + roundTotal;
-        uint256 available = uint256(totalFunded) + totalSlashed;
+        // Returned funds are gone: settled rounds may commit only what was funded or slashed and not returned.
+        uint256 available = uint256(totalFunded) + totalSlashed - totalDefunded;
         if (settled > available) revert InsufficientFunds(settled, available);
 
         lastRound = round;

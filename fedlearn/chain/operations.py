@@ -80,6 +80,16 @@ def fund(session: ChainSession, deployment: Deployment, amount: int, *, mint_mis
     return transact(session, dist.functions.fund(amount), "fund")
 
 
+def defund(session: ChainSession, deployment: Deployment, to: str, amount: int) -> TxResult:
+    """Returns `amount` unsettled tokens from the reward pool to `to` (the session's account needs the admin
+    role); what settled rounds committed can never leave this way."""
+    _positive(amount, "defund amount")
+    dist = distributor_contract(session, deployment)
+    if not call(dist.functions.hasRole(ADMIN_ROLE, session.address), "reading roles"):
+        raise ChainError(f"defund: account {session.address} lacks the distributor's DEFAULT_ADMIN_ROLE")
+    return transact(session, dist.functions.defund(_address(to, "recipient"), amount), "defund")
+
+
 @dataclass(frozen=True)
 class Settlement:
     """A settled round: `tx` is None when the chain already had it (settling is idempotent)."""
@@ -233,6 +243,7 @@ class ChainStatus:
     rewards_root: str
     total_funded: int
     total_slashed: int
+    total_defunded: int
     total_settled: int
     total_claimed: int
     total_staked: int
@@ -278,6 +289,7 @@ def status(session: ChainSession, deployment: Deployment, accounts: list[str] | 
         rewards_root="0x" + call(f.rewardsRoot(), "reading").hex(),
         total_funded=call(f.totalFunded(), "reading"),
         total_slashed=call(f.totalSlashed(), "reading"),
+        total_defunded=call(f.totalDefunded(), "reading"),
         total_settled=call(f.totalSettled(), "reading"),
         total_claimed=call(f.totalClaimed(), "reading"),
         total_staked=call(f.totalStaked(), "reading"),

@@ -77,6 +77,28 @@ def test_settling_more_than_funded_reverts_and_changes_nothing(coordinator, sess
     assert chain.status(session, deployment).last_round == 0
 
 
+def test_defund_returns_only_what_no_settled_round_committed(coordinator, session, deployment, institutions) -> None:
+    funder = session.address
+    a = institutions[0].address
+    chain.fund(session, deployment, 1_000)
+    settled = chain.settle_round(coordinator, deployment, 1, MODEL, {a: 600})
+    before = token_contract(session, deployment).functions.balanceOf(funder).call()
+    with pytest.raises(ChainError, match=r"DefundExceedsAvailable\(amount=401, available=400\)"):
+        chain.defund(session, deployment, funder, 401)
+    with pytest.raises(ChainError, match="lacks the distributor's DEFAULT_ADMIN_ROLE"):
+        chain.defund(institutions[1], deployment, institutions[1].address, 1)
+    chain.defund(session, deployment, funder, 400)
+    state = chain.status(session, deployment)
+    assert (state.total_defunded, state.available) == (400, 0)
+    assert token_contract(session, deployment).functions.balanceOf(funder).call() == before + 400
+    # What was settled stays claimable, and returned funds cannot be settled again.
+    chain.claim(session, deployment, a, 600, settled.tree.proof(a))
+    with pytest.raises(ChainError, match=r"InsufficientFunds\(required=601, available=600\)"):
+        chain.settle_round(coordinator, deployment, 2, MODEL, {a: 601})
+    logs = distributor_contract(session, deployment).events.Defunded().get_logs(from_block=deployment.block)
+    assert [(e["args"]["to"], e["args"]["amount"]) for e in logs] == [(funder, 400)]
+
+
 def test_only_the_coordinator_settles_and_slashes(session, deployment, institutions) -> None:
     chain.fund(session, deployment, 1_000)
     with pytest.raises(ChainError, match="AccessControlUnauthorizedAccount"):
