@@ -33,7 +33,8 @@ STRATEGY_NAMES = (
 )
 SCORING_METHODS = ("loo", "shapley", "gtg", "trust", "none")
 VALIDATION_SOURCES = ("server", "peers")
-UTILITIES = ("accuracy", "neg_loss")
+UTILITIES = ("accuracy", "neg_loss", "brier")
+SIGNIFICANCE_TESTS = ("bootstrap", "none")
 PARTITION_SCHEMES = ("iid", "dirichlet", "pathological", "quantity_skew")
 
 
@@ -93,7 +94,14 @@ class ScoringSection:
     method: str = "gtg"
     # "server": utility on the server's validation split; "peers": voters score each update on local data.
     validation: str = "server"
-    utility: str = "accuracy"
+    # U(S): "brier" (minus the Brier score), "neg_loss" (minus the log-loss) or "accuracy" on the server's
+    # validation split. The smooth two move with every example's probabilities; accuracy moves in steps.
+    utility: str = "brier"
+    # A round's gain counts (and pays) only when a paired bootstrap over validation examples puts its lower
+    # `confidence` bound above zero ("none": any positive gain counts).
+    significance: str = "bootstrap"
+    confidence: float = 0.95
+    bootstrap_samples: int = 1000
     gtg_within_round_epsilon: float = 1e-3
     gtg_between_round_epsilon: float = 1e-3
     gtg_convergence_tolerance: float = 0.05
@@ -128,7 +136,7 @@ class ChainSection:
     key_env: str = "FEDLEARN_PRIVATE_KEY"
     keystore: str = ""
     password_env: str = "FEDLEARN_KEYSTORE_PASSWORD"
-    # Tokens paid per round, split by positive score; a round where nobody scores above 0 rolls over.
+    # The run's budget is reward_per_round x run.rounds tokens, shared out by contribution (fedlearn.payout.schedule).
     reward_per_round: float = 100.0
     # "total": fund every round's budget up front; "per_round": before each round; "none": use existing funds.
     funding: str = "total"
@@ -138,6 +146,14 @@ class ChainSection:
     claim_at_end: bool = True
     # How long the end of a run keeps retrying settlements queued while the node was unreachable.
     retry_seconds: float = 60.0
+
+
+@dataclass(frozen=True)
+class PayoutSection:
+    # Share of the run's budget (chain.reward_per_round x run.rounds) released as the run goes, in proportion to
+    # the validated gain; the last round trues every institution up to its share of the cumulative
+    # contribution. 0: everything at the end; 1: as fast as the gains come (a larger true-up error).
+    interim_fraction: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -167,6 +183,7 @@ class RunConfig:
     scoring: ScoringSection = field(default_factory=ScoringSection)
     simulation: SimulationSection = field(default_factory=SimulationSection)
     chain: ChainSection = field(default_factory=ChainSection)
+    payout: PayoutSection = field(default_factory=PayoutSection)
     integrity: IntegritySection = field(default_factory=IntegritySection)
 
     # ---- construction ------------------------------------------------------------------------------------
@@ -287,6 +304,11 @@ class RunConfig:
         _one_of("scoring.method", sc.method, SCORING_METHODS)
         _one_of("scoring.utility", sc.utility, UTILITIES)
         _one_of("scoring.validation", sc.validation, VALIDATION_SOURCES)
+        _one_of("scoring.significance", sc.significance, SIGNIFICANCE_TESTS)
+        _check(0.5 < sc.confidence < 1, "scoring.confidence", sc.confidence, "must be in (0.5, 1)")
+        _check(sc.bootstrap_samples >= 100, "scoring.bootstrap_samples", sc.bootstrap_samples, "must be at least 100")
+        _check(0 <= self.payout.interim_fraction <= 1, "payout.interim_fraction", self.payout.interim_fraction,
+               "must be in [0, 1] (the share of the budget paid before the final true-up)")
         g = self.integrity
         _check(0 < g.voters_fraction <= 1, "integrity.voters_fraction", g.voters_fraction, "must be in (0, 1]")
         _check(g.min_stake >= 0, "integrity.min_stake", g.min_stake, "must be >= 0")
@@ -332,6 +354,7 @@ def _section_fields() -> list[_SectionField]:
         "scoring": ScoringSection,
         "simulation": SimulationSection,
         "chain": ChainSection,
+        "payout": PayoutSection,
         "integrity": IntegritySection,
     }
     return [_SectionField(f.name, hints[f.name]) for f in dataclasses.fields(RunConfig)]

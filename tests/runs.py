@@ -51,6 +51,15 @@ def ledger_of(run_dir: Path) -> tuple[list[RoundEntry], dict[str, int], dict[str
         ledger.close()
 
 
+def returns_of(run_dir: Path) -> list[tuple[int, str, int, str | None]]:
+    """The run's returns of unspent budget to the funder, as its ledger recorded them."""
+    ledger = Ledger.open(run_dir / LEDGER_FILE)
+    try:
+        return ledger.returns()
+    finally:
+        ledger.close()
+
+
 def deployment_json(run_dir: Path) -> dict[str, Any]:
     return json.loads((run_dir / CHAIN_DIR / DEPLOYMENT_FILE).read_text())
 

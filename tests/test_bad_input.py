@@ -51,6 +51,12 @@ def test_a_config_error_is_reported_before_flower_torch_or_web3_load(tmp_path: P
     ("chain.reward_per_round=nan", "'chain.reward_per_round' must be a finite number"),
     ("integrity.slash_k=1", "integrity.slash_k = 1 would slash on a single bad round"),
     ("integrity.slash_fraction=1.5", "integrity.slash_fraction = 1.5 must be in (0, 1]"),
+    ("scoring.confidence=1.0", "scoring.confidence = 1.0 must be in (0.5, 1)"),
+    ("scoring.bootstrap_samples=10", "scoring.bootstrap_samples = 10 must be at least 100"),
+    ("scoring.significance='t-test'", "unknown scoring.significance 't-test'"),
+    ("scoring.utility='f1'", "unknown scoring.utility 'f1'"),
+    ("payout.interim_fraction=1.5", "payout.interim_fraction = 1.5 must be in [0, 1]"),
+    ("chain.reward_per_round=-1", "chain.reward_per_round = -1.0 must be >= 0"),
 ])
 def test_config_values_out_of_range_are_one_line(tmp_path: Path, setting: str, expected: str) -> None:
     result = fedlearn(*run_args(tmp_path, setting), cwd=tmp_path)
@@ -118,11 +124,16 @@ def test_a_round_where_every_update_is_rejected_is_skipped_and_pays_nothing(tmp_
     assert result.returncode == 0, result.stderr[-2000:]
     # The quiet default run still tells the user why nothing was paid.
     assert result.stderr.count("set aside: update is identical to the global model") == 4
-    assert result.stderr.count("skipped: every update was rejected; nothing paid") == 2
+    assert result.stderr.count("skipped: every update was rejected; nothing paid, it contributes nothing") == 2
     (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
-    rounds = Ledger.open(run_dir / "ledger.sqlite").rounds()
+    ledger = Ledger.open(run_dir / "ledger.sqlite")
+    rounds = ledger.rounds()
     assert [(r.round, r.round_total, r.status) for r in rounds] == [(1, 0, "settled"), (2, 0, "settled")]
-    assert rounds[-1].rollover == 2 * 100 * 10**18  # both budgets carried, none stranded
+    # Nobody earned anything: the whole budget went back to the funder, on chain, none stranded.
+    assert (rounds[0].carried, rounds[-1].carried, rounds[-1].returned) == (2 * 100 * 10**18, 0, 2 * 100 * 10**18)
+    (returned,) = ledger.returns()
+    assert returned[0] == 2 and returned[2] == 2 * 100 * 10**18 and returned[3]
+    assert "budget went unearned; returned to the funder" in result.stderr
     verify = fedlearn("verify", str(run_dir), cwd=tmp_path)
     assert verify.returncode == 0, verify.stdout + verify.stderr
 

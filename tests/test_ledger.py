@@ -14,8 +14,10 @@ BIG = 2**200  # far beyond SQLite's 64-bit integers
 
 def record(server_round: int, reward: int = BIG, root: str = "0x" + "ab" * 32) -> RoundEntry:
     return RoundEntry(
-        round=server_round, model_hash="0x" + "11" * 32, root=root, round_total=reward, budget=reward + 5,
-        rollover=5, entries=(Entry("hospital-01", "0x" + "22" * 20, 0.25, reward, reward * server_round),
+        round=server_round, model_hash="0x" + "11" * 32, root=root, round_total=reward, budget=BIG * 9 + 5,
+        final=False, released=reward * server_round, carried=BIG * 9 + 5 - reward * server_round, returned=0,
+        gain=0.125, gain_low=0.0625, gain_high=0.25, significant=True, start_utility=-0.75,
+        entries=(Entry("hospital-01", "0x" + "22" * 20, 0.25, reward, reward * server_round),
                              Entry("hospital-02", "0x" + "33" * 20, -0.1, 0, 0, "array 'w' holds NaN or Inf")),
     )
 
@@ -30,6 +32,9 @@ def test_journal_settle_and_read_back(tmp_path: Path) -> None:
     assert saved.same_settlement(record(1)) and saved.status == "settled" and saved.gas_used == 81_000
     assert saved.entries[0].reward == BIG and saved.entries[1].rejected == "array 'w' holds NaN or Inf"
     assert again.cumulative() == {"hospital-01": BIG, "hospital-02": 0}
+    assert (saved.gain, saved.gain_low, saved.gain_high, saved.significant, saved.start_utility) == (
+        0.125, 0.0625, 0.25, True, -0.75)
+    assert saved.released + saved.carried + saved.returned == saved.budget == BIG * 9 + 5 and not saved.final
 
 
 def test_rejournaling_is_idempotent_and_a_different_payout_is_refused(tmp_path: Path) -> None:

@@ -4,6 +4,11 @@ Every run directory here is written by the project: a small federation (tests.ru
 no Ray) paying on the embedded eth-tester chain, run once per module. The report is checked against what the run
 wrote itself (rounds.json, summary.json, the ledger) and against the chain, never against numbers made up here.
 Bad input is a real run directory's copy, then spoiled.
+
+The payout rule the report explains: one budget for the run; only rounds whose validated gain is significant count
+as contribution and release tokens as the run goes; the last round trues everyone up to their contribution share;
+what nobody earned goes back to the funder. Every journaled round accounts for the whole budget:
+released + carried + returned.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -28,17 +34,32 @@ from fedlearn.payout.ledger import LEDGER_FILE
 from fedlearn.records.rundir import RoundResult
 from fedlearn.report import ReportError, build_report
 from fedlearn.report.plots import MAX_SERIES, _series, palette
-from fedlearn.report.text import fmt_tokens
-from tests.runs import deployment_json, fingerprint, ledger_of, on_chain, real_run, rounds_json, summary_json
+from fedlearn.report.text import fmt_interval, fmt_pct, fmt_signed, fmt_tokens, short_hash
+from tests.runs import (
+    deployment_json,
+    fingerprint,
+    ledger_of,
+    on_chain,
+    real_run,
+    returns_of,
+    rounds_json,
+    summary_json,
+)
 
 WEI = 10**18
 ROUNDS = 3
 NAMES = ["hospital-01", "hospital-02", "hospital-03"]
 FREE_RIDER = "hospital-03"  # returns the global model untouched: set aside every round, paid nothing
 CLAIMANT = "hospital-01"  # claims after the run; hospital-02 leaves what it earned unclaimed
-BUDGET_TOKENS = Decimal(100)  # chain.reward_per_round's default
-REPORT_FILES = {"index.html", "accuracy.png", "rewards.png", "cumulative.png", "rounds.csv", "institutions.csv",
-                "report.json"}
+REWARD_PER_ROUND = Decimal(100)  # chain.reward_per_round's default; the run's budget is this × its rounds
+# A learning rate this high makes the first round overshoot: its gain is negative, not significant, and counts for
+# nothing; the next rounds recover with significant gains. So the paid run has rounds that count and one that does not.
+UNSTABLE = "train.learning_rate=1.8"
+PAID_PLOTS = {"accuracy.png", "gains.png", "rewards.png", "cumulative.png", "shares.png"}
+REPORT_FILES = PAID_PLOTS | {"index.html", "rounds.csv", "institutions.csv", "report.json"}
+FLAG = {True: "true", False: "false"}
+CARRIED = "tokens carried to the final true-up"
+NOTHING = "gain not significant: contributes nothing"
 
 
 @dataclass(frozen=True)
@@ -59,7 +80,7 @@ def paid(tmp_path_factory: pytest.TempPathFactory) -> Reported:
         if result.server_round == 2:
             shutil.copytree(run, partial)
 
-    real_run(run, f"run.rounds={ROUNDS}", f"data.institutions={len(NAMES)}", "scoring.method='shapley'",
+    real_run(run, f"run.rounds={ROUNDS}", f"data.institutions={len(NAMES)}", "scoring.method='shapley'", UNSTABLE,
              "chain.claim_at_end=false", f"integrity.behaviours='{FREE_RIDER}=free_rider:free_rider_noise=0'",
              observer=observe)
     assert main(["claim", str(run), "--institution", CLAIMANT]) == 0
@@ -76,7 +97,60 @@ def unpaid(tmp_path_factory: pytest.TempPathFactory) -> Reported:
     return Reported(run, build_report(run))
 
 
+@pytest.fixture(scope="module")
+def unearned(tmp_path_factory: pytest.TempPathFactory) -> Reported:
+    """A paying run where every institution is a free rider: every round is skipped, nobody contributes, and the
+    whole budget goes back to the funder after the last round."""
+    run = tmp_path_factory.mktemp("unearned") / "run"
+    riders = ", ".join(f"{name}=free_rider:free_rider_noise=0" for name in NAMES)
+    real_run(run, "run.rounds=2", f"data.institutions={len(NAMES)}", "scoring.method='loo'",
+             f"integrity.behaviours='{riders}'")
+    return Reported(run, build_report(run))
+
+
 # ---- reading what the run and the report wrote ------------------------------------------------------------------
+
+
+class _Tables(HTMLParser):
+    """The text of every table cell, row by row (a line break inside a cell becomes a newline)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: list[list[list[str]]] = []
+        self._row: list[str] | None = None
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "table":
+            self.tables.append([])
+        elif tag == "tr":
+            self._row = []
+        elif tag in ("td", "th"):
+            self._cell = []
+        elif tag == "br" and self._cell is not None:
+            self._cell.append("\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("td", "th") and self._cell is not None and self._row is not None:
+            self._row.append("".join(self._cell).strip())
+            self._cell = None
+        elif tag == "tr" and self._row is not None:
+            self.tables[-1].append(self._row)
+            self._row = None
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def html_tables(page: str) -> tuple[dict[str, dict[str, str]], dict[int, dict[str, str]]]:
+    """The page's institutions table (by name) and rounds table (by round number), each row header → cell text."""
+    parser = _Tables()
+    parser.feed(page)
+    institutions, rounds = ([dict(zip(t[0], row)) for row in t[1:]] for t in parser.tables)
+    return ({r["Institution"]: r for r in institutions if r["Institution"] != "Total"},
+            {int(r["Round"]): r for r in rounds})
+
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -123,67 +197,100 @@ def test_the_report_is_written_in_report_and_nothing_else_changes(paid: Reported
 
 
 def test_plots_are_real_pngs(paid: Reported) -> None:
-    for name in ("accuracy.png", "rewards.png", "cumulative.png"):
+    for name in sorted(PAID_PLOTS):
         width, height = png_size(paid.html.parent / name)
         assert 600 <= width <= 2000 and 250 <= height <= 1200, (name, width, height)
         assert ink(paid.html.parent / name) > 0.02, f"{name} looks empty"
 
 
+def test_the_paid_run_has_rounds_that_count_and_a_round_that_does_not(paid: Reported) -> None:
+    # What the rest of this module relies on: without both kinds of round, the checks below prove much less.
+    verdicts = [r["scores"]["significant"] for r in rounds_json(paid.run) if r["scores"]]
+    assert len(verdicts) == ROUNDS and False in verdicts[:-1] and True in verdicts, (
+        f"significance per round {verdicts}: the fixture needs a round before the last whose gain is not "
+        f"significant, and one whose gain is ({UNSTABLE} should overshoot in round 1)")
+
+
 def test_rounds_csv_is_what_the_run_measured_and_the_ledger_paid(paid: Reported) -> None:
     rows = read_csv(paid.html.parent / "rounds.csv")
-    assert list(rows[0]) == ["round", "institution", "score", "reward_tokens", "cumulative_tokens", "rejected"]
+    assert list(rows[0]) == ["round", "institution", "score", "utility", "gain", "gain_low", "gain_high",
+                             "significant", "final", "reward_tokens", "cumulative_tokens", "rejected"]
     measured = {r["server_round"]: r["scores"] for r in rounds_json(paid.run) if r["scores"] is not None}
     journaled, _, _ = ledger_of(paid.run)
     assert [r.round for r in journaled] == sorted(measured) == list(range(1, ROUNDS + 1))
     assert [(int(r["round"]), r["institution"]) for r in rows] == [(n, i) for n in measured for i in NAMES]
     for record in journaled:
+        m = measured[record.round]
         entries = {e.institution: e for e in record.entries}
-        for row in (r for r in rows if int(r["round"]) == record.round):
+        mine = [r for r in rows if int(r["round"]) == record.round]
+        for row in mine:
             name = row["institution"]
-            assert float(row["score"]) == measured[record.round]["scores"][name] == entries[name].score
+            assert float(row["score"]) == m["scores"][name] == entries[name].score
             assert Decimal(row["reward_tokens"]) == tokens(entries[name].reward)
             assert Decimal(row["cumulative_tokens"]) == tokens(entries[name].cumulative)
-            assert row["rejected"] == measured[record.round]["rejected"].get(name, "")
-        paid_now = sum(Decimal(r["reward_tokens"]) for r in rows if int(r["round"]) == record.round)
+            assert row["rejected"] == m["rejected"].get(name, "")
+            # The round's gain: as the run measured it (rounds.json) and as the payout read it (the ledger).
+            assert row["utility"] == m["utility"] == "brier"
+            assert (float(row["gain"]), float(row["gain_low"]), float(row["gain_high"])) == (
+                m["gain"], m["gain_low"], m["gain_high"]) == (record.gain, record.gain_low, record.gain_high)
+            assert row["significant"] == FLAG[m["significant"]] == FLAG[record.significant]
+            assert row["final"] == FLAG[record.final] == FLAG[record.round == ROUNDS]
+        paid_now = sum(Decimal(r["reward_tokens"]) for r in mine)
         assert paid_now == tokens(record.round_total)
-        assert paid_now + tokens(record.rollover) == tokens(record.budget)  # the budget, less rounding, is paid
-    assert tokens(journaled[0].budget) == BUDGET_TOKENS
-    # The free rider was set aside every round and earned nothing; the others earned every round.
+        if not record.significant and not record.final:
+            assert paid_now == 0, f"round {record.round} does not count, yet paid {paid_now}"
+    # The free rider was set aside every round and earned nothing; the others end with tokens.
     assert {r["rejected"] for r in rows if r["institution"] == FREE_RIDER} == {
         "update is identical to the global model (no local training)"}
     assert all(Decimal(r["reward_tokens"]) == 0 for r in rows if r["institution"] == FREE_RIDER)
-    assert all(Decimal(r["reward_tokens"]) > 0 for r in rows if r["institution"] != FREE_RIDER)
+    assert all(Decimal(r["cumulative_tokens"]) > 0 for r in rows
+               if int(r["round"]) == ROUNDS and r["institution"] != FREE_RIDER)
 
 
-def test_institutions_csv_is_what_the_ledger_paid_and_the_chain_holds(paid: Reported) -> None:
+def test_institutions_csv_is_what_the_run_scored_the_ledger_paid_and_the_chain_holds(paid: Reported) -> None:
     rows = {r["institution"]: r for r in read_csv(paid.html.parent / "institutions.csv")}
+    assert list(next(iter(rows.values()))) == [
+        "institution", "address", "examples", "cumulative_score", "contribution", "contribution_share",
+        "token_share", "tokens_earned", "tokens_claimed"]
     summary = summary_json(paid.run)
     journaled, claimed, _ = ledger_of(paid.run)
     last = {e.institution: e for e in journaled[-1].entries}
+    assert journaled[-1].status == "settled"
     assert list(rows) == [i["name"] for i in summary["institutions"]] == NAMES
+    measured = [r["scores"] for r in rounds_json(paid.run) if r["scores"]]
+    counted = {name: sum(s["scores"][name] for s in measured if s["significant"]) for name in NAMES}
+    positive = sum(max(v, 0.0) for v in counted.values())
+    paid_out = sum(e.cumulative for e in last.values())
     chain = on_chain(paid.run, [e.address for e in last.values()])
     for i in summary["institutions"]:
-        row, entry = rows[i["name"]], last[i["name"]]
+        name = i["name"]
+        row, entry = rows[name], last[name]
         assert row["address"] == entry.address == i["address"]
         assert int(row["examples"]) == i["examples"]
-        assert float(row["cumulative_score"]) == pytest.approx(
-            sum(r["scores"]["scores"][i["name"]] for r in rounds_json(paid.run) if r["scores"]))
-        assert float(row["share"]) == pytest.approx(i["share"])
+        assert float(row["cumulative_score"]) == pytest.approx(sum(s["scores"][name] for s in measured))
+        # Contribution: the scores of the significant rounds only; its share of the positive total.
+        assert float(row["contribution"]) == pytest.approx(counted[name]) == i["contribution"]
+        assert float(row["contribution_share"]) == pytest.approx(max(counted[name], 0.0) / positive)
+        assert float(row["contribution_share"]) == pytest.approx(i["contribution_share"])
+        # Token share: what the ledger paid, as a share of everything it paid.
+        assert float(row["token_share"]) == pytest.approx(entry.cumulative / paid_out) == i["token_share"]
         # Earned: the last settled round's cumulative amount, as the run's own summary also says.
-        assert journaled[-1].status == "settled"
         assert Decimal(row["tokens_earned"]) == tokens(entry.cumulative) == tokens(int(i["tokens_earned"]))
         # Claimed: what the ledger recorded, the distributor holds as claimed, and the address holds as tokens.
         on_chain_claimed, balance = chain[entry.address]
-        assert Decimal(row["tokens_claimed"]) == tokens(claimed.get(i["name"], 0)) == tokens(on_chain_claimed)
+        assert Decimal(row["tokens_claimed"]) == tokens(claimed.get(name, 0)) == tokens(on_chain_claimed)
         assert balance == on_chain_claimed
+    # The round that did not count is left out of the contribution, not of the score over all rounds.
+    assert any(float(r["contribution"]) != pytest.approx(float(r["cumulative_score"])) for r in rows.values())
     assert Decimal(rows[CLAIMANT]["tokens_claimed"]) == Decimal(rows[CLAIMANT]["tokens_earned"]) > 0
     assert Decimal(rows["hospital-02"]["tokens_claimed"]) == 0 < Decimal(rows["hospital-02"]["tokens_earned"])
     assert Decimal(rows[FREE_RIDER]["tokens_earned"]) == 0
+    assert float(rows[FREE_RIDER]["contribution_share"]) == float(rows[FREE_RIDER]["token_share"]) == 0
     # The run ended before the claim: its summary says nothing was claimed; the report follows the ledger.
     assert all(i["tokens_claimed"] == "0" for i in summary["institutions"])
 
 
-def test_report_json_is_the_run_the_ledger_and_the_deployment(paid: Reported) -> None:
+def test_report_json_accounts_for_the_whole_budget_every_round(paid: Reported) -> None:
     data = json.loads((paid.html.parent / "report.json").read_text())
     measured = rounds_json(paid.run)
     journaled, _, meta = ledger_of(paid.run)
@@ -191,16 +298,37 @@ def test_report_json_is_the_run_the_ledger_and_the_deployment(paid: Reported) ->
     assert [r["round"] for r in data["rounds"]] == [r["server_round"] for r in measured] == list(range(ROUNDS + 1))
     for shown, run in zip(data["rounds"], measured):
         assert (shown["test_accuracy"], shown["test_loss"]) == (run["test_accuracy"], run["test_loss"])
+    assert data["rounds"][0]["gain"] is data["rounds"][0]["significant"] is data["rounds"][0]["final"] is None
     for shown, record in zip(data["rounds"][1:], journaled):
+        run = measured[record.round]["scores"]
         assert (shown["status"], shown["tx_hash"], shown["block"], shown["gas_used"]) == (
             "settled", record.tx_hash, record.block, record.gas_used)
         assert int(shown["wei_paid"]) == record.round_total
+        wei = {k: int(shown[f"wei_{k}"]) for k in ("budget", "released", "carried", "returned")}
+        assert wei == {"budget": record.budget, "released": record.released, "carried": record.carried,
+                       "returned": record.returned}
+        assert wei["released"] + wei["carried"] + wei["returned"] == wei["budget"]
+        assert Decimal(shown["tokens_budget"]) == REWARD_PER_ROUND * ROUNDS
+        # Released is what the institutions hold so far: the sum of their cumulative amounts.
+        assert wei["released"] == sum(e.cumulative for e in record.entries)
+        assert shown["final"] is record.final is (record.round == ROUNDS)
+        assert (shown["utility"], shown["gain"], shown["gain_low"], shown["gain_high"], shown["significant"]) == (
+            run["utility"], run["gain"], run["gain_low"], run["gain_high"], run["significant"])
+    # The true-up paid the whole budget out (two institutions contributed): nothing carried, nothing returned.
+    last = data["rounds"][-1]
+    assert int(last["wei_released"]) == journaled[-1].budget and last["wei_carried"] == last["wei_returned"] == "0"
+    assert last["return_tx_hash"] is None and returns_of(paid.run) == []
+    assert all(int(r["wei_carried"]) > 0 for r in data["rounds"][1:-1])
     assert data["final_test_accuracy"] == summary_json(paid.run)["final_test_accuracy"] == measured[-1]["test_accuracy"]
     assert data["chain"]["distributor"] == meta["distributor"] == deployment["distributor"]
     assert data["chain"]["token"] == deployment["token"]
     assert int(data["chain"]["chain_id"]) == deployment["chain_id"]
-    assert {p["file"] for p in data["plots"]} == {"accuracy.png", "rewards.png", "cumulative.png"}
+    assert {p["file"] for p in data["plots"]} == PAID_PLOTS
     assert sum(int(i["wei_earned"]) for i in data["institutions"]) == sum(r.round_total for r in journaled)
+    summary = {i["name"]: i for i in summary_json(paid.run)["institutions"]}
+    for i in data["institutions"]:
+        for key in ("contribution", "contribution_share", "token_share"):
+            assert i[key] == pytest.approx(summary[i["name"]][key]), (i["name"], key)
 
 
 def test_html_shows_every_institution_round_and_transaction(paid: Reported) -> None:
@@ -211,9 +339,9 @@ def test_html_shows_every_institution_round_and_transaction(paid: Reported) -> N
     for r in rounds_json(paid.run):
         assert page.count(f'id="round-{r["server_round"]}"') == 1
     # The plots are embedded, byte for byte the PNG files; nothing is fetched and nothing runs.
-    for name in ("accuracy.png", "rewards.png", "cumulative.png"):
+    for name in PAID_PLOTS:
         assert "data:image/png;base64," + base64.b64encode((paid.html.parent / name).read_bytes()).decode() in page
-    assert page.count("data:image/png;base64,") == 3
+    assert page.count("data:image/png;base64,") == len(PAID_PLOTS)
     assert "http://" not in page and "https://" not in page and "<script" not in page
     for record in journaled:
         assert f'title="{record.tx_hash}"' in page  # shortened in the table, the whole hash on hover
@@ -225,6 +353,48 @@ def test_html_shows_every_institution_round_and_transaction(paid: Reported) -> N
     assert two_places(earned[CLAIMANT]) in page and two_places(earned["hospital-02"]) in page
     assert all(str(wei) not in page for wei in earned.values() if wei)
     assert f"{FREE_RIDER} rejected: update is identical to the global model (no local training)" in page
+    # The old rule's words are gone: budgets are not rolled over from round to round any more.
+    assert "rollover" not in page.lower() and "next round" not in page and "carried over" not in page
+
+
+def test_html_rounds_show_the_gain_its_verdict_and_where_the_budget_stands(paid: Reported) -> None:
+    page = paid.html.read_text()
+    _, rows = html_tables(page)
+    measured = {r["server_round"]: r["scores"] for r in rounds_json(paid.run) if r["scores"]}
+    journaled, _, _ = ledger_of(paid.run)
+    assert rows[0]["Gain (brier)"] == rows[0]["Significant"] == "—" and rows[0]["Notes"] == "initial model"
+    for record in journaled:
+        row, m = rows[record.round], measured[record.round]
+        # As the run printed it: the gain with its interval, and whether it counts.
+        assert row["Gain (brier)"] == f"{fmt_signed(m['gain'])} {fmt_interval(m['gain_low'], m['gain_high'])}"
+        assert row["Significant"] == ("yes" if m["significant"] else "no")
+        verdict = "significant" if m["significant"] else "not significant: contributes nothing"
+        assert f'title="gain {m["gain"]:+.4f} (brier, lower bound {m["gain_low"]:+.4f}: {verdict})"' in page
+        assert (NOTHING in row["Notes"]) is (not m["significant"])
+        assert row["Paid (tokens)"] == fmt_tokens(record.round_total)
+        assert row["Released (tokens)"] == fmt_tokens(record.released)
+        notes = row["Notes"].split("\n")
+        if record.final:
+            assert "final true-up: everyone paid up to their contribution share" in notes
+            assert not any(CARRIED in n for n in notes)
+        else:
+            assert f"{fmt_tokens(record.carried)} {CARRIED}" in notes
+            assert not any("true-up:" in n for n in notes)
+    assert sum("final true-up:" in r["Notes"] for r in rows.values()) == 1
+
+
+def test_html_institutions_show_contribution_share_beside_token_share(paid: Reported) -> None:
+    rows, _ = html_tables(paid.html.read_text())
+    summary = {i["name"]: i for i in summary_json(paid.run)["institutions"]}
+    journaled, _, _ = ledger_of(paid.run)
+    last = {e.institution: e.cumulative for e in journaled[-1].entries}
+    assert list(rows) == NAMES
+    assert list(rows[NAMES[0]])[3:7] == ["Score, all rounds", "Contribution", "Contribution share", "Token share"]
+    for name, row in rows.items():
+        assert row["Contribution"] == f"{summary[name]['contribution']:.4f}"
+        assert row["Contribution share"] == fmt_pct(summary[name]["contribution_share"])
+        assert row["Token share"] == fmt_pct(last[name] / sum(last.values()))
+        assert row["Tokens earned"] == fmt_tokens(last[name])
 
 
 def test_a_run_stopped_after_round_2_reports_as_unfinished(paid: Reported, tmp_path: Path) -> None:
@@ -236,12 +406,25 @@ def test_a_run_stopped_after_round_2_reports_as_unfinished(paid: Reported, tmp_p
     assert "unfinished (no summary.json)" in page and f"2 of {ROUNDS}" in page
     assert 'id="round-2"' in page and 'id="round-3"' not in page
     journaled, _, _ = ledger_of(paid.partial)
-    assert [r.round for r in journaled] == [1, 2]
+    assert [r.round for r in journaled] == [1, 2] and not journaled[-1].final
+    # No summary.json: contribution from the significant rounds of rounds.json, token share from the ledger.
+    measured = [r["scores"] for r in rounds_json(paid.partial) if r["scores"]]
+    counted = {name: sum(s["scores"][name] for s in measured if s["significant"]) for name in NAMES}
+    positive = sum(max(v, 0.0) for v in counted.values())
+    cumulative = {e.institution: e.cumulative for e in journaled[-1].entries}
     rows = read_csv(html.parent / "institutions.csv")
     assert [r["institution"] for r in rows] == NAMES
-    assert {r["institution"]: Decimal(r["tokens_earned"]) for r in rows} == {
-        e.institution: tokens(e.cumulative) for e in journaled[-1].entries}
+    for row in rows:
+        name = row["institution"]
+        assert float(row["contribution"]) == pytest.approx(counted[name])
+        assert float(row["contribution_share"]) == pytest.approx(max(counted[name], 0.0) / positive)
+        assert float(row["token_share"]) == pytest.approx(cumulative[name] / sum(cumulative.values()))
+        assert Decimal(row["tokens_earned"]) == tokens(cumulative[name])
     assert all(r["examples"] == "" for r in rows)  # only summary.json knows the example counts
+    # Nothing trued up yet: the budget not released waits for the final round.
+    _, table = html_tables(page)
+    assert f"{fmt_tokens(journaled[-1].carried)} {CARRIED}" in table[2]["Notes"].split("\n")
+    assert "true-up:" not in page and "Carried to the final true-up" in page
 
 
 def test_a_round_still_pending_in_the_ledger_shows_as_pending(paid: Reported, tmp_path: Path) -> None:
@@ -256,6 +439,54 @@ def test_a_round_still_pending_in_the_ledger_shows_as_pending(paid: Reported, tm
     assert [r["status"] for r in data["rounds"][1:]] == ["settled"] * (ROUNDS - 1) + ["pending"]
     assert data["rounds"][-1]["tx_hash"] is None
     assert 'class="status-pending">pending<' in html.read_text()
+    # Earned, and the token share, are what the chain lets institutions claim: the last settled round's amounts.
+    journaled, _, _ = ledger_of(run)
+    settled = {e.institution: e.cumulative for e in journaled[ROUNDS - 2].entries}
+    assert journaled[ROUNDS - 2].status == "settled" and settled != {
+        e.institution: e.cumulative for e in journaled[-1].entries}
+    summary = {i["name"]: i for i in summary_json(run)["institutions"]}
+    for row in read_csv(html.parent / "institutions.csv"):
+        assert Decimal(row["tokens_earned"]) == tokens(settled[row["institution"]])
+        assert float(row["token_share"]) == pytest.approx(settled[row["institution"]] / sum(settled.values()))
+    # Here the two shares differ (the true-up is not on chain yet), so neither can stand in for the other.
+    rows, _ = html_tables(html.read_text())
+    for name, row in rows.items():
+        assert row["Token share"] == fmt_pct(settled[name] / sum(settled.values()))
+        assert row["Contribution share"] == fmt_pct(summary[name]["contribution_share"])
+    assert any(row["Token share"] != row["Contribution share"] for row in rows.values())
+
+
+def test_a_run_nobody_contributed_to_returns_its_budget(unearned: Reported) -> None:
+    run, out = unearned.run, unearned.html.parent
+    measured = [r["scores"] for r in rounds_json(run) if r["scores"]]
+    journaled, _, _ = ledger_of(run)
+    data = json.loads((out / "report.json").read_text())
+    assert all(s["skipped"] == "every update was rejected" and not s["significant"] for s in measured)
+    assert [r["skipped"] for r in data["rounds"][1:]] == [s["skipped"] for s in measured]
+    assert [r["significant"] for r in data["rounds"][1:]] == [False] * len(measured)
+    for shown, record in zip(data["rounds"][1:], journaled):
+        assert int(shown["wei_released"]) + int(shown["wei_carried"]) + int(shown["wei_returned"]) == record.budget
+    last, record = data["rounds"][-1], journaled[-1]
+    assert last["final"] is record.final is True
+    assert (int(last["wei_released"]), int(last["wei_carried"]), int(last["wei_returned"])) == (0, 0, record.budget)
+    assert Decimal(last["tokens_returned"]) == REWARD_PER_ROUND * len(measured)
+    # The ledger recorded the return on chain; the report names its funder and transaction.
+    [(round_, funder, amount, tx)] = returns_of(run)
+    assert (round_, amount) == (record.round, record.budget) and tx
+    assert (last["returned_to"], last["return_tx_hash"]) == (funder, tx)
+    # On chain: the distributor was funded with the budget and gave all of it back to the funder.
+    distributor = deployment_json(run)["distributor"]
+    held = on_chain(run, [distributor, funder])
+    assert held[distributor][1] == 0 and held[funder][1] >= amount
+    for row in read_csv(out / "institutions.csv"):
+        assert float(row["contribution"]) == float(row["contribution_share"]) == float(row["token_share"]) == 0
+        assert Decimal(row["tokens_earned"]) == 0
+    _, rows = html_tables(unearned.html.read_text())
+    notes = rows[record.round]["Notes"].split("\n")
+    assert "skipped (every update was rejected): contributes nothing" in notes
+    assert (f"final true-up: no positive contribution, {fmt_tokens(amount)} tokens unearned, returned to the "
+            f"funder (tx {short_hash(tx)})") in notes
+    assert funder in unearned.html.read_text()
 
 
 def test_many_institutions_keep_legends_short(tmp_path: Path) -> None:
@@ -267,7 +498,7 @@ def test_many_institutions_keep_legends_short(tmp_path: Path) -> None:
     page = html.read_text()
     assert all(page.count(f'data-institution="{name}"') == 1 for name in names)
     assert [r["institution"] for r in read_csv(html.parent / "institutions.csv")] == names
-    for name in ("rewards.png", "cumulative.png"):
+    for name in ("rewards.png", "cumulative.png", "shares.png"):
         assert ink(html.parent / name) > 0.02
     # Past MAX_SERIES, the largest keep their colours and the rest share one grey series; nothing is dropped.
     assert len(set(palette(MAX_SERIES))) == MAX_SERIES
@@ -277,7 +508,7 @@ def test_many_institutions_keep_legends_short(tmp_path: Path) -> None:
     assert sum(s.values[1] for s in series) == n
 
 
-def test_token_format() -> None:
+def test_number_formats() -> None:
     assert fmt_tokens(0) == "0.00"
     assert fmt_tokens(1234 * WEI + WEI // 2) == "1,234.50"
     assert fmt_tokens(WEI // 8) == "0.125"
@@ -285,6 +516,8 @@ def test_token_format() -> None:
     assert fmt_tokens(82_381_355_510_541_554_397) == "82.38"
     assert fmt_tokens(10**12) == "<0.0001"
     assert fmt_tokens(None) == "—"
+    assert fmt_signed(0.00384) == "+0.0038" and fmt_signed(-0.012) == "-0.0120"
+    assert fmt_interval(0.0009, 0.0071) == "[+0.0009, +0.0071]" and fmt_interval(None, 0.1) == "—"
 
 
 # ---- a run without a chain --------------------------------------------------------------------------------------
@@ -293,21 +526,31 @@ def test_token_format() -> None:
 def test_a_run_without_a_ledger_reports_scores(unpaid: Reported) -> None:
     out = unpaid.html.parent
     assert not (unpaid.run / LEDGER_FILE).exists()
-    assert {p.name for p in out.glob("*.png")} == {"accuracy.png", "scores.png"}
-    for name in ("accuracy.png", "scores.png"):
+    assert {p.name for p in out.glob("*.png")} == {"accuracy.png", "gains.png", "scores.png", "shares.png"}
+    for name in ("accuracy.png", "gains.png", "scores.png", "shares.png"):
         assert ink(out / name) > 0.02
-    measured = {r["server_round"]: r["scores"]["scores"] for r in rounds_json(unpaid.run) if r["scores"]}
+    measured = {r["server_round"]: r["scores"] for r in rounds_json(unpaid.run) if r["scores"]}
     rows = read_csv(out / "rounds.csv")
     assert [(int(r["round"]), r["institution"], float(r["score"])) for r in rows] == [
-        (n, name, scores[name]) for n, scores in measured.items() for name in sorted(scores)]
-    assert all(r["reward_tokens"] == r["cumulative_tokens"] == "" for r in rows)
+        (n, name, s["scores"][name]) for n, s in measured.items() for name in sorted(s["scores"])]
+    for row in rows:
+        m = measured[int(row["round"])]
+        assert (float(row["gain"]), float(row["gain_low"]), float(row["gain_high"])) == (
+            m["gain"], m["gain_low"], m["gain_high"])
+        assert row["significant"] == FLAG[m["significant"]]
+    assert all(r["reward_tokens"] == r["cumulative_tokens"] == r["final"] == "" for r in rows)
     institutions = read_csv(out / "institutions.csv")
-    assert [r["institution"] for r in institutions] == [i["name"] for i in summary_json(unpaid.run)["institutions"]]
-    assert all(r["tokens_earned"] == r["tokens_claimed"] == "" for r in institutions)
+    summary = summary_json(unpaid.run)["institutions"]
+    assert [r["institution"] for r in institutions] == [i["name"] for i in summary]
+    for row, i in zip(institutions, summary):
+        assert float(row["contribution"]) == pytest.approx(i["contribution"])
+        assert float(row["contribution_share"]) == pytest.approx(i["contribution_share"])
+    assert all(r["token_share"] == r["tokens_earned"] == r["tokens_claimed"] == "" for r in institutions)
     page = unpaid.html.read_text()
     assert all(f'data-institution="{r["institution"]}"' in page for r in institutions)
     assert all(f'id="round-{r["server_round"]}"' in page for r in rounds_json(unpaid.run))
-    assert "Tokens earned" not in page and "none in this run" in page
+    assert "Tokens earned" not in page and "Token share" not in page and "none in this run" in page
+    assert "Contribution share" in page and "true-up" not in page
 
 
 # ---- command line -----------------------------------------------------------------------------------------------

@@ -38,7 +38,8 @@ def test_three_institutions_two_rounds(tmp_path: Path) -> None:
         assert record["scores"]["evaluations"] == 8 and record["scores"]["rejected"] == {}
     names = [i["name"] for i in summary["institutions"]]
     assert names == ["hospital-01", "hospital-02", "hospital-03"]
-    assert sum(i["share"] for i in summary["institutions"]) == pytest.approx(1.0)
+    assert sum(i["contribution_share"] for i in summary["institutions"]) == pytest.approx(1.0)
+    assert sum(i["token_share"] for i in summary["institutions"]) == pytest.approx(1.0)
     weights = np.load(run_dir / "model.npz")
     assert set(weights.files) == {"0.weight", "0.bias", "2.weight", "2.bias"}
     assert "round 2/2" in result.stdout and "hospital-03" in result.stdout

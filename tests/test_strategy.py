@@ -92,13 +92,17 @@ def test_shapley_scores_sum_to_the_rounds_gain(make_reply: ReplyFactory) -> None
     model = init_model(config.model, FEATURES, CLASSES, seed=0)
     X, y = validation_set()
 
-    def accuracy(record: ArrayRecord) -> float:
+    def neg_brier(record: ArrayRecord) -> float:  # the default utility, computed here from its definition
         model.load_state_dict(record.to_torch_state_dict())
         with torch.no_grad():
-            return float((model(torch.as_tensor(X)).argmax(1) == torch.as_tensor(y)).float().mean())
+            probs = torch.softmax(model(torch.as_tensor(X)), dim=1).double().numpy()
+        return float(-((probs - np.eye(CLASSES)[y]) ** 2).sum(axis=1).mean())
 
-    gain = accuracy(arrays) - accuracy(start)
-    assert sum(strategy.history[-1].scores.values()) == pytest.approx(gain, abs=1e-9)
+    assert config.scoring.utility == "brier"
+    gain = neg_brier(arrays) - neg_brier(start)
+    record = strategy.history[-1]
+    assert sum(record.scores.values()) == pytest.approx(gain, abs=1e-6)
+    assert record.gain == pytest.approx(gain, abs=1e-6) and record.gain_low <= record.gain <= record.gain_high
 
 
 def test_a_bad_reply_scores_zero_and_the_round_goes_on(make_reply: ReplyFactory) -> None:

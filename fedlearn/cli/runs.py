@@ -109,21 +109,24 @@ def _tokens(wei: int | str) -> str:
 
 
 def format_table(summary: dict[str, Any]) -> str:
-    """Per institution: examples, cumulative score, share of the positive score, tokens earned and claimed."""
+    """Per institution: examples, contribution (scores over the significant rounds) and its share, the token
+    share beside it, tokens earned and claimed. The two shares are what a reader compares."""
     rows = summary["institutions"]
     tokens = all("tokens_earned" in r for r in rows)
     slashed = tokens and any(int(r.get("tokens_slashed", 0)) for r in rows)
     width = max([len("institution")] + [len(r["name"]) for r in rows])
-    header = f"{'institution':<{width}}  {'examples':>8}  {'cumulative score':>16}  {'share':>7}"
+    header = f"{'institution':<{width}}  {'examples':>8}  {'contribution':>12}  {'contribution share':>18}"
     if tokens:
-        header += f"  {'tokens earned':>14}  {'tokens claimed':>14}"
+        header += f"  {'token share':>11}  {'tokens earned':>14}  {'tokens claimed':>14}"
     if slashed:
         header += f"  {'stake slashed':>14}"
     lines = [f"final test accuracy {summary['final_test_accuracy']:.4f} after {summary['rounds']} rounds", header]
     for r in rows:
-        line = f"{r['name']:<{width}}  {r['examples']:>8}  {r['cumulative_score']:>16.4f}  {r['share']:>7.2%}"
+        line = (f"{r['name']:<{width}}  {r['examples']:>8}  {r['contribution']:>12.4f}  "
+                f"{r['contribution_share']:>18.2%}")
         if tokens:
-            line += f"  {_tokens(r['tokens_earned']):>14}  {_tokens(r['tokens_claimed']):>14}"
+            line += (f"  {r['token_share']:>11.2%}  {_tokens(r['tokens_earned']):>14}  "
+                     f"{_tokens(r['tokens_claimed']):>14}")
         if slashed:
             line += f"  {_tokens(r.get('tokens_slashed', 0)):>14}"
         lines.append(line)

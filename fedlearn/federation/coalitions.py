@@ -24,6 +24,22 @@ from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 from torch import nn
 
 from fedlearn.federation.replies import EXAMPLES_KEY, arrays_of, examples_of
+from fedlearn.scoring.utility import UTILITY_MAX
+
+
+def per_example_utility(logits: torch.Tensor, y: torch.Tensor, metric: str) -> torch.Tensor:
+    """Each example's utility: 1/0 for a correct/wrong prediction (accuracy), the log-probability of the correct
+    class (neg_loss), or minus the Brier score (the squared distance of the predicted distribution from the
+    one-hot label, in [-2, 0]). The mean over examples is the model's utility."""
+    if metric == "accuracy":
+        return (logits.argmax(dim=1) == y).to(torch.float64)
+    if metric == "neg_loss":
+        return -nn.functional.cross_entropy(logits.to(torch.float64), y, reduction="none")
+    if metric == "brier":
+        probs = torch.softmax(logits.to(torch.float64), dim=1)
+        onehot = nn.functional.one_hot(y, probs.shape[1]).to(torch.float64)
+        return -((probs - onehot) ** 2).sum(dim=1)
+    raise ValueError(f"unknown utility {metric!r} (choose from {', '.join(UTILITY_MAX)})")
 
 
 class SubsetAggregator:
@@ -104,9 +120,7 @@ class MeanUtility:
         else:
             params = self._start
         logits = torch.func.functional_call(self._model, params, (self._X,))
-        if self._metric == "neg_loss":
-            return -float(nn.functional.cross_entropy(logits, self._y))
-        return float((logits.argmax(dim=1) == self._y).float().mean())
+        return float(per_example_utility(logits, self._y, self._metric).mean())
 
 
 def round_utility(
@@ -149,7 +163,4 @@ class ModelUtility:
         arrays = self._aggregate(subset)
         self._model.load_state_dict(arrays.to_torch_state_dict())
         self._model.eval()
-        logits = self._model(self._X)
-        if self._metric == "neg_loss":
-            return -float(nn.functional.cross_entropy(logits, self._y))
-        return float((logits.argmax(dim=1) == self._y).float().mean())
+        return float(per_example_utility(self._model(self._X), self._y, self._metric).mean())

@@ -163,16 +163,15 @@ def build_server_app(config: RunConfig | None = None, options: RunOptions | None
             )
             aggregated, _ = strategy.aggregate_train(server_round, replies)
             # A round without a model (every update rejected, or the rule refused) was scored 0 throughout:
-            # the global model stays, nothing is paid, and the round's budget rolls over.
+            # the global model stays and the round contributes nothing, so it pays nothing.
             arrays = aggregated if aggregated is not None else arrays
             result = evaluate_global(server_round, arrays)
             if result.scores is not None and result.scores.skipped:
-                money_log.warning("round %d skipped: %s; nothing paid, its budget rolls over",
+                money_log.warning("round %d skipped: %s; nothing paid, it contributes nothing",
                                   server_round, result.scores.skipped)
             payout = None
             if paymaster is not None and result.scores is not None:
-                payout = paymaster.settle(server_round, result.scores.scores, result.scores.rejected,
-                                          model_hash(checkpoint.load_arrays_dict(arrays)))
+                payout = paymaster.settle(result.scores, model_hash(checkpoint.load_arrays_dict(arrays)))
                 if cfg.integrity.slash and cfg.integrity.min_stake > 0:
                     paymaster.slash(server_round, offenders(recorder, policy), policy)
             checkpoint.save(run_dir, server_round, arrays, inner, random.getstate())

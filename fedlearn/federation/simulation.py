@@ -61,11 +61,14 @@ def run_federation(
         if s is not None:
             detail = "round gain below epsilon, no scores" if s.truncated else f"{s.evaluations} evals"
             detail = f"skipped: {s.skipped}" if s.skipped else detail
+            verdict = "significant" if s.significant else "not significant: contributes nothing"
+            detail += f"; gain {s.gain:+.4f} ({s.utility}, lower bound {s.gain_low:+.4f}: {verdict})"
             scoring = f"  scoring {s.scoring_seconds:.2f}s ({s.method}, {detail})"
         rejected = f"  set aside: {', '.join(sorted(s.rejected))}" if s and s.rejected else ""
         paid = ""
         if payout is not None:
             paid = f"  paid {payout.round_total / WEI_PER_TOKEN:.2f} tokens"
+            paid += " (final true-up)" if payout.final else ""
             paid += f" (tx {payout.tx_hash[:10]}…)" if payout.tx_hash else f" ({payout.status})"
         bar.write(
             f"round {result.server_round}/{total}  test accuracy {result.test_accuracy:.4f}  "

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
+import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import (
@@ -25,7 +26,7 @@ from torch import nn
 
 from fedlearn.config import RunConfig
 from fedlearn.errors import ConfigError
-from fedlearn.federation.coalitions import round_utility
+from fedlearn.federation.coalitions import per_example_utility, round_utility
 from fedlearn.federation.fltrust import FLTrust, RootTrainer
 from fedlearn.federation.peer_votes import request_votes
 from fedlearn.federation.replies import (
@@ -40,6 +41,7 @@ from fedlearn.logs import log as money_log
 from fedlearn.records.fingerprint import model_hash
 from fedlearn.scoring import score_round
 from fedlearn.scoring.round import RoundScores
+from fedlearn.scoring.significance import RoundGain, round_gain
 from fedlearn.scoring.trust import fltrust_arrays
 from fedlearn.scoring.votes import combine_votes, select_voters
 
@@ -124,6 +126,7 @@ class ScoredStrategy(Strategy):
         self._start_arrays: ArrayRecord | None = None
         self._grid: Grid | None = None
         self._updates: list[dict[str, np.ndarray]] = []
+        self._gain: tuple[float, RoundGain] = (0.0, RoundGain(0.0, 0.0, 0.0, False))
 
     def summary(self) -> None:
         log.info("scoring: %s on server validation (%s)", self.scoring.method, self.scoring.utility)
@@ -160,8 +163,25 @@ class ScoredStrategy(Strategy):
             self._record(server_round, {name: 0.0 for name in names}, accepted, rejected, 0, started,
                          skipped=f"{type(self.inner).__name__} aggregated no model from {len(accepted)} update(s)")
             return None, None
+        self._gain = self._round_gain(server_round, arrays)
         self._score(server_round, accepted, rejected, utility, started)
         return arrays, metrics
+
+    @torch.no_grad()
+    def _round_gain(self, server_round: int, arrays: ArrayRecord) -> tuple[float, RoundGain]:
+        """(the start model's utility, the round's gain): the aggregate against the start, example by example."""
+        assert self._start_arrays is not None
+        X = torch.as_tensor(self.validation[0], dtype=torch.float32)
+        y = torch.as_tensor(self.validation[1], dtype=torch.long)
+        per_example = []
+        for record in (self._start_arrays, arrays):
+            self.model.load_state_dict(record.to_torch_state_dict())
+            self.model.eval()
+            per_example.append(per_example_utility(self.model(X), y, self.scoring.utility).numpy())
+        before, after = per_example
+        gain = round_gain(before, after, test=self.scoring.significance, confidence=self.scoring.confidence,
+                          samples=self.scoring.bootstrap_samples, seed=(self.seed, server_round))
+        return float(before.mean()), gain
 
     def _score(
         self,
@@ -205,6 +225,7 @@ class ScoredStrategy(Strategy):
         skipped: str = "",
     ) -> None:
         names = [institution_of(m) for m in accepted]
+        start_utility, gain = self._gain if not skipped else (0.0, RoundGain(0.0, 0.0, 0.0, False))
         scores = {**scores, **{r.institution: 0.0 for r in rejected}}
         record = RoundScores(
             server_round=server_round,
@@ -219,6 +240,12 @@ class ScoredStrategy(Strategy):
             update_hashes={name: model_hash(update) for name, update in zip(names, self._updates)},
             disagreeing_voters=sorted(disagreeing),
             skipped=skipped,
+            utility=self.scoring.utility,
+            start_utility=start_utility,
+            gain=gain.gain,
+            gain_low=gain.low,
+            gain_high=gain.high,
+            significant=gain.significant,
         )
         self.history.append(record)
         if self.on_round is not None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from fedlearn.errors import FedlearnError
 
 LEDGER_FILE = "ledger.sqlite"
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"  # 2: the contribution payout rule (released, carried, returned; the round's gain)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -27,7 +27,15 @@ CREATE TABLE IF NOT EXISTS rounds (
     root         TEXT NOT NULL,
     round_total  TEXT NOT NULL,
     budget       TEXT NOT NULL,
-    rollover     TEXT NOT NULL,
+    final        INTEGER NOT NULL,
+    released     TEXT NOT NULL,
+    carried      TEXT NOT NULL,
+    returned     TEXT NOT NULL,
+    start_utility REAL NOT NULL,
+    gain         REAL NOT NULL,
+    gain_low     REAL NOT NULL,
+    gain_high    REAL NOT NULL,
+    significant  INTEGER NOT NULL,
     status       TEXT NOT NULL CHECK (status IN ('pending', 'settled')),
     tx_hash      TEXT,
     block        INTEGER,
@@ -54,6 +62,13 @@ CREATE TABLE IF NOT EXISTS slashes (
     tx_hash     TEXT,
     slashed_at  TEXT NOT NULL,
     PRIMARY KEY (round, institution)
+);
+CREATE TABLE IF NOT EXISTS returns (
+    round       INTEGER PRIMARY KEY,
+    address     TEXT NOT NULL,
+    amount      TEXT NOT NULL,
+    tx_hash     TEXT,
+    returned_at TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS claims (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -83,13 +98,25 @@ class Entry:
 
 @dataclass(frozen=True)
 class RoundEntry:
+    """One round's payout. ``released`` is paid to institutions so far (the sum of their cumulative amounts),
+    ``carried`` the budget still waiting for later rounds or the final true-up, ``returned`` what goes back to
+    the funder (the last round only): released + carried + returned is always the run's budget."""
+
     round: int
     model_hash: str
     root: str
     round_total: int
-    budget: int
-    rollover: int
+    budget: int  # the run's budget when the round was journaled (a resumed run may have more rounds)
+    final: bool  # the run's last round: the true-up
+    released: int
+    carried: int
+    returned: int
     entries: tuple[Entry, ...]
+    start_utility: float = 0.0
+    gain: float = 0.0
+    gain_low: float = 0.0
+    gain_high: float = 0.0
+    significant: bool = False
     status: str = "pending"
     tx_hash: str | None = None
     block: int | None = None
@@ -97,9 +124,10 @@ class RoundEntry:
 
     def same_settlement(self, other: RoundEntry) -> bool:
         """Whether two journal records commit to the same payout (status and tx aside)."""
-        return (self.model_hash, self.root, self.round_total, self.entries) == (
-            other.model_hash, other.root, other.round_total, other.entries,
-        )
+        mine = (self.model_hash, self.root, self.round_total, self.budget, self.final, self.released, self.carried,
+                self.returned, self.entries)
+        return mine == (other.model_hash, other.root, other.round_total, other.budget, other.final, other.released,
+                        other.carried, other.returned, other.entries)
 
 
 @dataclass
@@ -174,10 +202,13 @@ class Ledger:
             raise LedgerError(f"round {record.round} comes after journaled round {last}")
         with self._transaction() as db:
             db.execute(
-                "INSERT INTO rounds (round, model_hash, root, round_total, budget, rollover, status, journaled_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, 'pending', ?)",
+                "INSERT INTO rounds (round, model_hash, root, round_total, budget, final, released, carried, returned,"
+                " start_utility, gain, gain_low, gain_high, significant, status, journaled_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?)",
                 (record.round, record.model_hash, record.root, str(record.round_total), str(record.budget),
-                 str(record.rollover), _now()),
+                 int(record.final), str(record.released),
+                 str(record.carried), str(record.returned), record.start_utility, record.gain, record.gain_low,
+                 record.gain_high, int(record.significant), _now()),
             )
             db.executemany(
                 "INSERT INTO entries (round, institution, address, score, reward, cumulative, rejected)"
@@ -199,14 +230,16 @@ class Ledger:
 
     def round(self, round_: int) -> RoundEntry | None:
         row = self._db.execute(
-            "SELECT round, model_hash, root, round_total, budget, rollover, status, tx_hash, block, gas_used"
+            "SELECT round, model_hash, root, round_total, released, carried, returned, status, tx_hash, block,"
+            " gas_used, start_utility, gain, gain_low, gain_high, significant, budget, final"
             " FROM rounds WHERE round = ?", (round_,),
         ).fetchone()
         return None if row is None else self._record(row)
 
     def rounds(self) -> list[RoundEntry]:
         rows = self._db.execute(
-            "SELECT round, model_hash, root, round_total, budget, rollover, status, tx_hash, block, gas_used"
+            "SELECT round, model_hash, root, round_total, released, carried, returned, status, tx_hash, block,"
+            " gas_used, start_utility, gain, gain_low, gain_high, significant, budget, final"
             " FROM rounds ORDER BY round"
         ).fetchall()
         return [self._record(row) for row in rows]
@@ -233,8 +266,10 @@ class Ledger:
         ).fetchall()
         try:
             return RoundEntry(
-                round=row[0], model_hash=row[1], root=row[2], round_total=int(row[3]), budget=int(row[4]),
-                rollover=int(row[5]), status=row[6], tx_hash=row[7], block=row[8], gas_used=row[9],
+                round=row[0], model_hash=row[1], root=row[2], round_total=int(row[3]), released=int(row[4]),
+                carried=int(row[5]), returned=int(row[6]), status=row[7], tx_hash=row[8], block=row[9],
+                gas_used=row[10], start_utility=float(row[11]), gain=float(row[12]), gain_low=float(row[13]),
+                gain_high=float(row[14]), significant=bool(row[15]), budget=int(row[16]), final=bool(row[17]),
                 entries=tuple(Entry(e[0], e[1], float(e[2]), int(e[3]), int(e[4]), e[5]) for e in entries),
             )
         except (TypeError, ValueError) as exc:
@@ -258,6 +293,17 @@ class Ledger:
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (server_round, institution, address, str(amount), evidence, tx_hash, _now()),
             )
+
+    def record_return(self, server_round: int, address: str, amount: int, tx_hash: str | None) -> None:
+        """The unspent budget of the run, returned to the funder on chain after its last round."""
+        with self._transaction() as db:
+            db.execute("INSERT INTO returns (round, address, amount, tx_hash, returned_at) VALUES (?, ?, ?, ?, ?)",
+                       (server_round, address, str(amount), tx_hash, _now()))
+
+    def returns(self) -> list[tuple[int, str, int, str | None]]:
+        """(round, address, wei, tx hash) of every return of unspent budget, in order."""
+        rows = self._db.execute("SELECT round, address, amount, tx_hash FROM returns ORDER BY round").fetchall()
+        return [(r, address, int(amount), tx) for r, address, amount, tx in rows]
 
     def slashes(self) -> list[tuple[int, str, int, str]]:
         """(round, institution, wei, evidence) of every slash, in order."""

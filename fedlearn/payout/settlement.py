@@ -34,13 +34,17 @@ from fedlearn.chain import (
 )
 from fedlearn.chain import slash as slash_stake
 from fedlearn.chain.deployment import distributor_contract, token_contract
+from fedlearn.chain.operations import defund
 from fedlearn.chain.session import save_state
 from fedlearn.config import ChainSection, RunConfig
 from fedlearn.errors import ChainError, ConfigError
 from fedlearn.logs import log
 from fedlearn.payout.ledger import Entry, Ledger, RoundEntry
-from fedlearn.payout.rewards import split_budget, tokens_to_wei
+from fedlearn.payout.rewards import tokens_to_wei
+from fedlearn.payout.schedule import RoundMeasure, allocate
 from fedlearn.payout.slashing import SlashingPolicy, evidence_hash, slash_amount
+from fedlearn.scoring.round import RoundScores
+from fedlearn.scoring.utility import UTILITY_MAX
 
 CHAIN_DIR = "chain"
 DEPLOYMENT_FILE = "deployment.json"
@@ -78,6 +82,12 @@ def institution_addresses(config: RunConfig, institutions: list[str]) -> dict[st
             raise ConfigError(f"institutions {seen[address]} and {name} share the address {address}")
         seen[address] = name
     return addresses
+
+
+def measure_of(record: RoundEntry) -> RoundMeasure:
+    """What the payout rule read of a journaled round."""
+    return RoundMeasure(record.round, {e.institution: e.score for e in record.entries}, record.gain,
+                        record.significant, record.start_utility)
 
 
 @dataclass
@@ -140,17 +150,19 @@ class Paymaster:
         self.link = link
         self.addresses = dict(addresses)
         self.per_round = tokens_to_wei(self.chain.reward_per_round)
+        self.budget = self.per_round * self.rounds
+        self.interim_fraction = config.payout.interim_fraction
+        self.best_utility = UTILITY_MAX[config.scoring.utility]
 
     # ---- funding ----------------------------------------------------------------------------------------
 
     def budget_needed(self) -> int:
-        """Wei the distributor must still hold unsettled for this run to finish: rounds journaled but not yet
-        settled, the rollover carried into the next round, and every round not yet journaled."""
+        """Wei the distributor must still hold unsettled for this run to finish: its budget less what settled
+        rounds committed and what was returned to the funder."""
         journaled = self.ledger.rounds()
-        last = journaled[-1] if journaled else None
-        owed = sum(r.round_total for r in journaled if r.status != "settled")
-        remaining = max(self.rounds - (last.round if last else 0), 0)
-        return owed + (last.rollover if last else 0) + self.per_round * remaining
+        settled = sum(r.round_total for r in journaled if r.status == "settled")
+        returned = sum(amount for _, _, amount, _ in self.ledger.returns())
+        return max(self.budget - settled - returned, 0)
 
     def shortfall(self) -> int:
         """Wei missing from the distributor's unsettled funds for this run to finish (0 when covered)."""
@@ -160,12 +172,13 @@ class Paymaster:
     def fund_run(self) -> None:
         """Fund the budget up front (``total``: every round's budget, topped up when a resumed run asks for more
         rounds) or check the funds cover it (``none``). Runs before the first round and on every resume."""
-        funded = int(self.ledger.meta().get("funded_wei", "0"))
+        returned = sum(amount for _, _, amount, _ in self.ledger.returns())
+        funded = int(self.ledger.meta().get("funded_wei", "0")) - returned
         if self.chain.funding == "total":
-            needed = self.per_round * self.rounds - funded
+            needed = self.budget - funded
             if needed > 0:
                 fund(self.link.session, self.link.deployment, needed)
-                self.ledger.set_meta(funded_wei=str(funded + needed))
+                self.ledger.set_meta(funded_wei=str(funded + returned + needed))
         elif self.chain.funding == "none":
             short = self.shortfall()
             if short > 0:
@@ -188,38 +201,69 @@ class Paymaster:
 
     # ---- one round --------------------------------------------------------------------------------------
 
-    def settle(self, server_round: int, scores: Mapping[str, float], rejected: Mapping[str, str],
-               model_hash: str) -> RoundEntry:
+    def settle(self, scores: RoundScores, model_hash: str) -> RoundEntry:
         """Journal the round's payout, then send every pending round in order."""
-        record = self.payout(server_round, scores, rejected, model_hash)
-        if self.ledger.journal(record) and self.chain.funding == "per_round" and self.per_round > 0:
-            fund(self.link.session, self.link.deployment, self.per_round)
+        record = self.payout(scores, model_hash)
+        if self.ledger.journal(record) and self.chain.funding == "per_round" and record.round_total > 0:
+            fund(self.link.session, self.link.deployment, record.round_total)
         self.flush()
-        return self.ledger.round(server_round) or record
+        return self.ledger.round(scores.server_round) or record
 
-    def payout(self, server_round: int, scores: Mapping[str, float], rejected: Mapping[str, str],
-               model_hash: str) -> RoundEntry:
-        # Rounds are journaled one after another, so the previous round holds the running totals.
-        previous = self.ledger.round(server_round - 1) if server_round > 1 else None
-        before = {e.institution: e.cumulative for e in previous.entries} if previous else {}
-        budget = self.per_round + (previous.rollover if previous else 0)
-        all_scores = {name: float(scores.get(name, 0.0)) for name in self.addresses}
-        rewards, unspent = split_budget(all_scores, budget)
-        cumulative = {name: before.get(name, 0) + rewards[name] for name in self.addresses}
+    def payout(self, scores: RoundScores, model_hash: str) -> RoundEntry:
+        """The round's entry under the payout rule (``fedlearn.payout.schedule``), from the journaled history."""
+        server_round = scores.server_round
+        earlier = [r for r in self.ledger.rounds() if r.round < server_round]
+        before = {e.institution: e.cumulative for e in earlier[-1].entries} if earlier else {}
+        all_scores = {name: float(scores.scores.get(name, 0.0)) for name in self.addresses}
+        measure = RoundMeasure(server_round, all_scores, scores.gain, scores.significant, scores.start_utility)
+        final = server_round >= self.rounds
+        plan = allocate([*map(measure_of, earlier), measure], {n: before.get(n, 0) for n in self.addresses},
+                        self.budget, self.interim_fraction, self.best_utility, final)
+        cumulative = plan.cumulative
         tree = RewardTree.of({self.addresses[name]: amount for name, amount in cumulative.items()})
         return RoundEntry(
             round=server_round,
             model_hash=model_hash,
             root="0x" + tree.root.hex(),
-            round_total=sum(rewards.values()),
-            budget=budget,
-            rollover=unspent,
+            round_total=plan.released - sum(before.values()),
+            budget=self.budget,
+            final=final,
+            released=plan.released,
+            carried=plan.carried,
+            returned=plan.returned,
+            start_utility=scores.start_utility,
+            gain=scores.gain,
+            gain_low=scores.gain_low,
+            gain_high=scores.gain_high,
+            significant=scores.significant,
             entries=tuple(
-                Entry(name, self.addresses[name], all_scores[name], rewards[name], cumulative[name],
-                      rejected.get(name))
+                Entry(name, self.addresses[name], all_scores[name], cumulative[name] - before.get(name, 0),
+                      cumulative[name], scores.rejected.get(name))
                 for name in sorted(self.addresses)
             ),
         )
+
+    def return_unspent(self) -> int:
+        """After the last round: send the budget nobody earned back to the funder (the distributor's admin) on
+        chain, once; returns the wei returned. Nothing to do when the run paid its whole budget."""
+        journaled = self.ledger.rounds()
+        last = journaled[-1] if journaled else None
+        if last is None or not last.final or last.returned == 0 or self.chain.funding == "per_round":
+            return 0  # per_round funding never took the unpaid budget from the funder in the first place
+        if any(r == last.round for r, _, _, _ in self.ledger.returns()):
+            return 0
+        to = self.link.session.address
+        try:
+            tx = defund(self.link.session, self.link.deployment, to, last.returned)
+        except ChainError as exc:
+            log.warning("round %d: %d wei of the budget went unearned and stay in the distributor (%s); its admin "
+                        "can return them with `fedlearn chain defund`", last.round, last.returned, exc)
+            return 0
+        self.ledger.record_return(last.round, to, last.returned, tx.tx_hash)
+        log.warning("round %d: %d wei of the budget went unearned; returned to the funder %s (tx %s)",
+                    last.round, last.returned, to, tx.tx_hash)
+        self.link.save()
+        return last.returned
 
     def flush(self) -> int:
         """Send pending rounds in order; returns how many remain pending (the node is unreachable)."""
@@ -255,6 +299,7 @@ class Paymaster:
                     "is back"
                 )
             time.sleep(1.0)
+        self.return_unspent()
 
     # ---- stake and slash --------------------------------------------------------------------------------
 

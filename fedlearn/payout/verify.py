@@ -1,8 +1,10 @@
 """``fedlearn verify``: recompute every round's payout and model hash, and compare with what the chain holds.
 
-Checks, per round: the root from the ledger's cumulative amounts; rewards from the ledger's scores and budget
-(the budget rule in fedlearn.payout.rewards); running totals; the model hash from the round's saved weights; and the
-chain's record of the round (model hash, root, round total). Any mismatch is reported; none may pass silently.
+Checks, per round: the cumulative amounts the payout rule (``fedlearn.payout.schedule``) gives from the journaled
+scores and gains; that released + carried + returned is the budget; the root from the cumulative amounts; the
+model hash from the round's saved weights; and the chain's record of the round (model hash, root, round total).
+Then: the unspent budget returned on chain is what the ledger says. The gains themselves are the coordinator's
+measurement on its validation split, read from the ledger. Any mismatch is reported; none may pass silently.
 """
 
 from __future__ import annotations
@@ -12,8 +14,8 @@ from pathlib import Path
 from fedlearn.chain import RewardTree
 from fedlearn.chain.deployment import distributor_contract
 from fedlearn.payout.ledger import RoundEntry
-from fedlearn.payout.rewards import split_budget
-from fedlearn.payout.settlement import RunChain
+from fedlearn.payout.schedule import allocate
+from fedlearn.payout.settlement import RunChain, measure_of
 from fedlearn.records import checkpoint
 from fedlearn.records.fingerprint import model_hash
 from fedlearn.records.rundir import MODEL_FILE
@@ -35,25 +37,29 @@ def verify_run(run_dir: Path) -> tuple[list[str], int]:
         r = record.round
         if previous is not None and r != previous.round + 1:
             problems.append(f"round {r}: follows round {previous.round} (a round is missing)")
-        # Payout: rewards recomputed from the journaled scores and budget; running totals; root.
-        budget = pm.per_round + (previous.rollover if previous else 0)
-        if record.budget != budget:
-            problems.append(f"round {r}: budget {record.budget} wei, expected {budget}")
-        rewards, unspent = split_budget({e.institution: e.score for e in record.entries}, record.budget)
+        # Payout: the rule applied to the journaled history gives every cumulative amount.
         before: dict[str, int] = {e.institution: e.cumulative for e in previous.entries} if previous else {}
+        history = [measure_of(x) for x in rounds if x.round <= r]
+        plan = allocate(history, {e.institution: before.get(e.institution, 0) for e in record.entries},
+                        record.budget, pm.interim_fraction, pm.best_utility, record.final)
         for e in record.entries:
-            if e.reward != rewards.get(e.institution):
-                problems.append(f"round {r}: {e.institution} rewarded {e.reward} wei, its score gives "
-                                f"{rewards.get(e.institution)}")
-            if e.cumulative != before.get(e.institution, 0) + e.reward:
-                problems.append(f"round {r}: {e.institution} cumulative {e.cumulative} wei is not the previous "
-                                f"{before.get(e.institution, 0)} plus {e.reward}")
+            if e.cumulative != plan.cumulative.get(e.institution):
+                problems.append(f"round {r}: {e.institution} cumulative {e.cumulative} wei, the payout rule gives "
+                                f"{plan.cumulative.get(e.institution)}")
+            if e.reward != e.cumulative - before.get(e.institution, 0):
+                problems.append(f"round {r}: {e.institution} rewarded {e.reward} wei, not its cumulative "
+                                f"{e.cumulative} less the previous {before.get(e.institution, 0)}")
             if pm.addresses.get(e.institution) != e.address:
                 problems.append(f"round {r}: {e.institution} paid to {e.address}, configured "
                                 f"{pm.addresses.get(e.institution)}")
-        if record.round_total != sum(e.reward for e in record.entries) or record.rollover != unspent:
-            problems.append(f"round {r}: round total {record.round_total} / rollover {record.rollover} do not "
-                            "match the rewards")
+        if (record.released, record.carried, record.returned) != (plan.released, plan.carried, plan.returned):
+            problems.append(f"round {r}: released / carried / returned {record.released} / {record.carried} / "
+                            f"{record.returned} wei, the payout rule gives {plan.released} / {plan.carried} / "
+                            f"{plan.returned}")
+        if record.released + record.carried + record.returned != record.budget:
+            problems.append(f"round {r}: released + carried + returned is not the budget {record.budget} wei")
+        if record.round_total != sum(e.reward for e in record.entries):
+            problems.append(f"round {r}: round total {record.round_total} is not the sum of its rewards")
         root = "0x" + RewardTree.of({e.address: e.cumulative for e in record.entries}).root.hex()
         if root != record.root:
             problems.append(f"round {r}: ledger root {record.root}, recomputed {root}")
@@ -77,6 +83,12 @@ def verify_run(run_dir: Path) -> tuple[list[str], int]:
             if totals.get(r) != record.round_total:
                 problems.append(f"round {r}: chain paid {totals.get(r)} wei, ledger {record.round_total}")
         previous = record
+    # Returns: every unspent budget the ledger says went back to the funder did, on chain.
+    returned = sorted((int(e["args"]["amount"]), e["args"]["to"])
+                      for e in dist.events.Defunded().get_logs(from_block=pm.link.deployment.block))
+    journaled = sorted((amount, address) for _, address, amount, _ in pm.ledger.returns())
+    if returned != journaled:
+        problems.append(f"returns to the funder: chain {returned}, ledger {journaled}")
     final = Path(run_dir) / MODEL_FILE
     if final.exists() and model_hash(checkpoint.read_model(final)) != rounds[-1].model_hash:
         problems.append(f"{MODEL_FILE}: its hash is not round {rounds[-1].round}'s model hash")

@@ -103,10 +103,12 @@ class RunRecorder:
         write_json(self.path / ROUNDS_FILE, [dataclasses.asdict(r) for r in self.rounds])
         return result
 
-    def cumulative_scores(self) -> dict[str, float]:
+    def cumulative_scores(self, significant_only: bool = False) -> dict[str, float]:
+        """Each institution's scores summed over every round (or over the rounds whose gain was significant:
+        its contribution, what the payout rule follows)."""
         total = {name: 0.0 for name in self.institutions}
         for r in self.rounds:
-            if r.scores is not None:
+            if r.scores is not None and (r.scores.significant or not significant_only):
                 for name, value in r.scores.scores.items():
                     total[name] = total.get(name, 0.0) + value
         return total
@@ -115,7 +117,10 @@ class RunRecorder:
         """Write the final model and summary; ``tokens`` adds per-institution address, earned and claimed."""
         save_model(self.path / MODEL_FILE, arrays)
         cumulative = self.cumulative_scores()
-        positive = sum(max(v, 0.0) for v in cumulative.values())
+        contribution = self.cumulative_scores(significant_only=True)
+        positive = sum(max(v, 0.0) for v in contribution.values())
+        earned = {name: int(t.get("tokens_earned", 0)) for name, t in (tokens or {}).items()}
+        paid = sum(earned.values())
         summary = {
             "run_dir": str(self.path),
             "rounds": len(self.rounds) - 1,
@@ -126,8 +131,11 @@ class RunRecorder:
                     "name": name,
                     "examples": self.examples.get(name, 0),
                     "cumulative_score": cumulative[name],
-                    # Share of the positive score mass: what a budget split by score would pay.
-                    "share": max(cumulative[name], 0.0) / positive if positive > 0 else 0.0,
+                    # Scores summed over the rounds whose gain was significant, and its share of the positive
+                    # total: what the tokens follow. The token share sits beside it, never mixed up with it.
+                    "contribution": contribution[name],
+                    "contribution_share": max(contribution[name], 0.0) / positive if positive > 0 else 0.0,
+                    **({"token_share": earned.get(name, 0) / paid if paid else 0.0} if tokens else {}),
                     **(tokens or {}).get(name, {}),
                 }
                 for name in self.institutions

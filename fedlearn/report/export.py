@@ -12,9 +12,12 @@ from typing import Any
 from fedlearn.report.load import RunReport
 from fedlearn.report.text import clean_reason, exact_tokens, facts
 
-ROUNDS_COLUMNS = ("round", "institution", "score", "reward_tokens", "cumulative_tokens", "rejected")
-INSTITUTION_COLUMNS = ("institution", "address", "examples", "cumulative_score", "share", "tokens_earned",
-                       "tokens_claimed")
+# The round's gain repeats on each of its institutions' rows: one flat table a spreadsheet filters as it likes.
+ROUNDS_COLUMNS = ("round", "institution", "score", "utility", "gain", "gain_low", "gain_high", "significant",
+                  "final", "reward_tokens", "cumulative_tokens", "rejected")
+# contribution_share is of the positive contribution, token_share of the tokens earned: two different things.
+INSTITUTION_COLUMNS = ("institution", "address", "examples", "cumulative_score", "contribution",
+                       "contribution_share", "token_share", "tokens_earned", "tokens_claimed")
 
 
 def write_rounds_csv(report: RunReport, path: Path) -> None:
@@ -24,7 +27,9 @@ def write_rounds_csv(report: RunReport, path: Path) -> None:
         writer.writerow(ROUNDS_COLUMNS)
         for r in report.scored_rounds:
             for c in r.cells:
-                writer.writerow((r.round, c.institution, _plain(c.score), exact_tokens(c.reward_wei),
+                writer.writerow((r.round, c.institution, _plain(c.score), r.utility or "", _plain(r.gain),
+                                 _plain(r.gain_low), _plain(r.gain_high), _flag(r.significant),
+                                 _flag(r.final if r.budget_wei is not None else None), exact_tokens(c.reward_wei),
                                  exact_tokens(c.cumulative_wei), clean_reason(c.rejected) if c.rejected else ""))
 
 
@@ -34,7 +39,8 @@ def write_institutions_csv(report: RunReport, path: Path) -> None:
         writer.writerow(INSTITUTION_COLUMNS)
         for i in report.institutions:
             writer.writerow((i.name, i.address or "", _plain(i.examples), _plain(i.cumulative_score),
-                             _plain(i.share), exact_tokens(i.earned_wei), exact_tokens(i.claimed_wei)))
+                             _plain(i.contribution), _plain(i.contribution_share), _plain(i.token_share),
+                             exact_tokens(i.earned_wei), exact_tokens(i.claimed_wei)))
 
 
 def report_data(report: RunReport, plots: dict[str, Path]) -> dict[str, Any]:
@@ -50,7 +56,8 @@ def report_data(report: RunReport, plots: dict[str, Path]) -> dict[str, Any]:
         "institutions": [
             {
                 "name": i.name, "address": i.address, "examples": i.examples,
-                "cumulative_score": i.cumulative_score, "share": i.share,
+                "cumulative_score": i.cumulative_score, "contribution": i.contribution,
+                "contribution_share": i.contribution_share, "token_share": i.token_share,
                 "tokens_earned": exact_tokens(i.earned_wei) or None, "wei_earned": _wei(i.earned_wei),
                 "tokens_claimed": exact_tokens(i.claimed_wei) or None, "wei_claimed": _wei(i.claimed_wei),
             }
@@ -59,10 +66,16 @@ def report_data(report: RunReport, plots: dict[str, Path]) -> dict[str, Any]:
         "rounds": [
             {
                 "round": r.round, "test_accuracy": r.test_accuracy, "test_loss": r.test_loss,
-                "scoring_method": r.method,
-                "tokens_paid": exact_tokens(r.paid_wei) or None, "wei_paid": _wei(r.paid_wei),
-                "tokens_budget": exact_tokens(r.budget_wei) or None,
-                "tokens_rollover": exact_tokens(r.rollover_wei) or None,
+                "scoring_method": r.method, "skipped": r.skipped,
+                "utility": r.utility, "start_utility": r.start_utility,
+                "gain": r.gain, "gain_low": r.gain_low, "gain_high": r.gain_high, "significant": r.significant,
+                "final": r.final if r.budget_wei is not None else None,
+                # Where the run's budget stands after the round: released + carried + returned == budget.
+                **{f"{unit}_{what}": (exact_tokens(wei) or None) if unit == "tokens" else _wei(wei)
+                   for what, wei in (("paid", r.paid_wei), ("budget", r.budget_wei), ("released", r.released_wei),
+                                     ("carried", r.carried_wei), ("returned", r.returned_wei))
+                   for unit in ("tokens", "wei")},
+                "returned_to": r.returned_to, "return_tx_hash": r.return_tx_hash,
                 "status": r.status, "tx_hash": r.tx_hash, "block": r.block, "gas_used": r.gas_used,
                 "institutions": [
                     {
@@ -88,6 +101,10 @@ def _plain(value: float | int | None) -> str:
     if value is None:
         return ""
     return repr(value) if isinstance(value, float) else str(value)
+
+
+def _flag(value: bool | None) -> str:
+    return "" if value is None else "true" if value else "false"
 
 
 def _wei(value: int | None) -> str | None:

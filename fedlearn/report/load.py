@@ -2,6 +2,11 @@
 
 Sources, in order of authority: the ledger (what was paid), rounds.json (what was measured), summary.json (the
 end-of-run digest, absent while a run is unfinished), config.toml (how the run was set up).
+
+The payout rule (``fedlearn.payout.schedule``): a run has one budget; rounds whose validated gain is significant
+release part of it as the run goes, and the last round trues everyone up to their share of the contribution (the
+scores summed over the significant rounds). Each journaled round says where every wei of the budget stands:
+released to institutions, carried to later rounds and the final true-up, or returned to the funder.
 """
 
 from __future__ import annotations
@@ -42,28 +47,57 @@ class Cell:
 
 @dataclass(frozen=True)
 class RoundRow:
+    """One round: what was measured (rounds.json) and, with a ledger, what was paid and where the budget stands.
+
+    ``gain`` is the round's validated utility gain, [``gain_low``, ``gain_high``] its bootstrap interval; only a
+    ``significant`` round (lower bound above zero) counts towards contribution. ``budget_wei`` is the run's whole
+    budget; ``released_wei + carried_wei + returned_wei == budget_wei`` on every journaled round.
+    """
+
     round: int
     test_accuracy: float | None
     test_loss: float | None
     cells: tuple[Cell, ...]
     method: str | None = None
-    paid_wei: int | None = None
-    budget_wei: int | None = None
-    rollover_wei: int | None = None
+    utility: str | None = None  # "brier", "neg_loss" or "accuracy": the unit of the gain
+    start_utility: float | None = None
+    gain: float | None = None
+    gain_low: float | None = None
+    gain_high: float | None = None
+    significant: bool | None = None  # None: not recorded (round 0, or a run from before significance)
+    skipped: str | None = None  # why the round produced no model
+    final: bool = False  # the run's last round: the true-up
+    paid_wei: int | None = None  # paid to institutions in this round
+    budget_wei: int | None = None  # the run's whole budget
+    released_wei: int | None = None  # paid to institutions so far
+    carried_wei: int | None = None  # waiting for later rounds and the final true-up
+    returned_wei: int | None = None  # given back to the funder (the final round only)
+    returned_to: str | None = None  # the funder's address, when the return went out on chain
+    return_tx_hash: str | None = None
     status: str | None = None
     tx_hash: str | None = None
     block: int | None = None
     gas_used: int | None = None
 
+    @property
+    def counts(self) -> bool:
+        """Whether the round's scores count towards contribution."""
+        return self.significant is True
+
 
 @dataclass(frozen=True)
 class InstitutionRow:
+    """One institution over the run. Two shares that must not be mixed up: ``contribution_share`` (of the
+    positive contribution, what the payout rule aims at) and ``token_share`` (of the tokens actually earned)."""
+
     name: str
     address: str | None
     examples: int | None
-    cumulative_score: float
-    share: float | None
-    earned_wei: int | None
+    cumulative_score: float  # scores summed over every round
+    contribution: float | None  # scores summed over the significant rounds only
+    contribution_share: float | None  # max(contribution, 0) / Σ positive contributions
+    token_share: float | None  # tokens earned / Σ tokens earned (None without a ledger)
+    earned_wei: int | None  # the last settled round's cumulative amount: claimable on chain
     claimed_wei: int | None
 
 
@@ -90,6 +124,11 @@ class RunReport:
         """Training rounds (round 0 is the initial model's evaluation)."""
         return [r for r in self.rounds if r.round > 0]
 
+    @property
+    def last_paid(self) -> RoundRow | None:
+        """The last journaled round: where the budget stands now."""
+        return next((r for r in reversed(self.rounds) if r.budget_wei is not None), None)
+
 
 def tokens(wei: int) -> Decimal:
     """Exact token amount of a wei amount (18 decimals)."""
@@ -110,17 +149,17 @@ def load_run(run_dir: Path) -> RunReport:
     measured = _read_rounds(run_dir / ROUNDS_FILE)
     summary = _read_summary(run_dir / SUMMARY_FILE) if (run_dir / SUMMARY_FILE).exists() else None
     ledger_path = run_dir / LEDGER_FILE
-    chain, paid, claimed = _read_ledger(ledger_path) if ledger_path.exists() else (None, [], {})
+    books = _read_ledger(ledger_path) if ledger_path.exists() else None
 
-    rounds = _merge_rounds(measured, paid)
-    institutions = _institutions(summary, rounds, paid, claimed)
+    rounds = _merge_rounds(measured, books)
+    institutions = _institutions(summary, rounds, books)
     final = summary.get("final_test_accuracy") if summary else None
     if final is None and rounds:
         final = rounds[-1].test_accuracy
     return RunReport(
         run_dir=run_dir,
         config=config,
-        chain=chain,
+        chain=books.meta if books else None,
         finished=summary is not None,
         final_accuracy=_number(final),
         institutions=tuple(institutions),
@@ -164,14 +203,23 @@ def _read_rounds(path: Path) -> list[dict[str, Any]]:
         if scores is not None and not (isinstance(scores, dict) and isinstance(scores.get("scores", {}), dict)
                                        and isinstance(scores.get("rejected", {}), dict)):
             raise ReportError(f"{path}: round {item['server_round']} has malformed scores")
+        s = scores or {}
         try:
             out.append({
                 "round": item["server_round"],
                 "accuracy": _number(item.get("test_accuracy")),
                 "loss": _number(item.get("test_loss")),
-                "scores": {str(k): float(v) for k, v in (scores or {}).get("scores", {}).items()},
-                "rejected": {str(k): str(v) for k, v in (scores or {}).get("rejected", {}).items()},
-                "method": (scores or {}).get("method"),
+                "scores": {str(k): float(v) for k, v in s.get("scores", {}).items()},
+                "rejected": {str(k): str(v) for k, v in s.get("rejected", {}).items()},
+                "method": s.get("method"),
+                # The round's validated gain (absent from runs that predate it: then unknown, not zero).
+                "utility": s.get("utility") or None,
+                "start_utility": _number(s.get("start_utility")),
+                "gain": _number(s.get("gain")),
+                "gain_low": _number(s.get("gain_low")),
+                "gain_high": _number(s.get("gain_high")),
+                "significant": s.get("significant") if isinstance(s.get("significant"), bool) else None,
+                "skipped": str(s.get("skipped") or "") or None,
             })
         except (TypeError, ValueError) as exc:
             raise ReportError(f"{path}: round {item['server_round']} is malformed: {_one_line(exc)}") from None
@@ -193,22 +241,35 @@ def _read_summary(path: Path) -> dict[str, Any]:
     return data
 
 
-def _read_ledger(path: Path) -> tuple[dict[str, str], list[RoundEntry], dict[str, int]]:
+@dataclass(frozen=True)
+class _Books:
+    """What the ledger holds."""
+
+    meta: dict[str, str]
+    rounds: list[RoundEntry]
+    claimed: dict[str, int]
+    returns: list[tuple[int, str, int, str | None]]  # (round, funder, wei, tx hash)
+
+    @property
+    def settled(self) -> RoundEntry | None:
+        """The last settled round: its cumulative amounts are what the chain lets institutions claim."""
+        return next((r for r in reversed(self.rounds) if r.status == "settled"), None)
+
+
+def _read_ledger(path: Path) -> _Books:
     _probe_ledger(path)
     try:
         ledger = Ledger.open(path)
         try:
-            meta = ledger.meta()
-            rounds = ledger.rounds()
-            claimed = ledger.claimed()
+            books = _Books(ledger.meta(), ledger.rounds(), ledger.claimed(), ledger.returns())
         finally:
             ledger.close()
     except LedgerError as exc:
         raise ReportError(_one_line(exc)) from None
     except (sqlite3.DatabaseError, ValueError, TypeError) as exc:
         raise ReportError(f"ledger {path} is corrupt: {_one_line(exc)}") from None
-    meta.pop("schema_version", None)
-    return meta, rounds, claimed
+    books.meta.pop("schema_version", None)
+    return books
 
 
 def _probe_ledger(path: Path) -> None:
@@ -235,9 +296,10 @@ def _probe_ledger(path: Path) -> None:
 # ---- merging ----------------------------------------------------------------------------------------------------
 
 
-def _merge_rounds(measured: list[dict[str, Any]], paid: list[RoundEntry]) -> list[RoundRow]:
-    by_paid = {r.round: r for r in paid}
+def _merge_rounds(measured: list[dict[str, Any]], books: _Books | None) -> list[RoundRow]:
+    by_paid = {r.round: r for r in books.rounds} if books else {}
     by_measured = {r["round"]: r for r in measured}
+    returns = {r: (address, tx) for r, address, _, tx in books.returns} if books else {}
     rows: list[RoundRow] = []
     for n in sorted(by_measured.keys() | by_paid.keys()):
         m = by_measured.get(n, {})
@@ -255,39 +317,74 @@ def _merge_rounds(measured: list[dict[str, Any]], paid: list[RoundEntry]) -> lis
             )
             for name in sorted(scores.keys() | rejected.keys() | entries.keys())
         )
+        # The gain as measured (rounds.json); a round only the ledger knows takes the gain the payout read.
+        gain: dict[str, Any] = {k: m.get(k) for k in ("start_utility", "gain", "gain_low", "gain_high", "significant")}
+        if p is not None and m.get("significant") is None:
+            gain = {"start_utility": p.start_utility, "gain": p.gain, "gain_low": p.gain_low,
+                    "gain_high": p.gain_high, "significant": p.significant}
+        returned_to, return_tx = returns.get(n, (None, None))
         rows.append(RoundRow(
             round=n, test_accuracy=m.get("accuracy"), test_loss=m.get("loss"), cells=cells, method=m.get("method"),
+            utility=m.get("utility"), skipped=m.get("skipped"), **gain,
+            final=p.final if p else False,
             paid_wei=p.round_total if p else None, budget_wei=p.budget if p else None,
-            rollover_wei=p.rollover if p else None, status=p.status if p else None, tx_hash=p.tx_hash if p else None,
+            released_wei=p.released if p else None, carried_wei=p.carried if p else None,
+            returned_wei=p.returned if p else None, returned_to=returned_to, return_tx_hash=return_tx,
+            status=p.status if p else None, tx_hash=p.tx_hash if p else None,
             block=p.block if p else None, gas_used=p.gas_used if p else None,
         ))
     return rows
 
 
-def _institutions(summary: dict[str, Any] | None, rounds: list[RoundRow], paid: list[RoundEntry],
-                  claimed: dict[str, int]) -> list[InstitutionRow]:
+def _contributions(rounds: list[RoundRow], names: list[str]) -> dict[str, float | None]:
+    """Scores summed over the significant rounds (what the tokens follow); None for everyone when some scored
+    round does not say whether its gain was significant (a run from before the payout rule)."""
+    scored = [r for r in rounds if r.round > 0 and r.cells]
+    if any(r.significant is None for r in scored):
+        return {name: None for name in names}
+    total = {name: 0.0 for name in names}
+    for r in scored:
+        if r.counts:
+            for c in r.cells:
+                total[c.institution] = total.get(c.institution, 0.0) + (c.score or 0.0)
+    return dict(total)
+
+
+def _institutions(summary: dict[str, Any] | None, rounds: list[RoundRow], books: _Books | None
+                  ) -> list[InstitutionRow]:
     listed = {row["name"]: row for row in (summary or {}).get("institutions", [])}
     seen = {c.institution for r in rounds for c in r.cells}
     # The summary's order is the run's order; names only seen in rounds (an unfinished run) follow, sorted.
     names = list(listed) + sorted(seen - listed.keys())
-    addresses = {e.institution: e.address for r in paid for e in r.entries}
-    earned = {e.institution: e.cumulative for e in paid[-1].entries} if paid else {}
+    addresses = {e.institution: e.address for r in (books.rounds if books else []) for e in r.entries}
     score_sum = {name: sum(c.score or 0.0 for r in rounds for c in r.cells if c.institution == name) for name in names}
-    positive = sum(max(v, 0.0) for v in score_sum.values())
+    contribution = _contributions(rounds, names)
+    positive = sum(max(v or 0.0, 0.0) for v in contribution.values())
+    # Earned: the last settled round's cumulative amounts, what the chain lets each institution claim. The ledger
+    # is what was paid; the summary only repeats it, so it is the fallback.
+    settled = books.settled if books else None
+    earned = {e.institution: e.cumulative for e in settled.entries} if settled else {}
+    paid_out = sum(earned.values())
     rows: list[InstitutionRow] = []
     for name in names:
         s = listed.get(name, {})
         cumulative = _number(s.get("cumulative_score"))
+        mine = contribution.get(name)
+        computed_share = None if mine is None else (max(mine, 0.0) / positive if positive > 0 else 0.0)
+        if books is not None:
+            token_share: float | None = earned.get(name, 0) / paid_out if paid_out else 0.0
+        else:
+            token_share = _number(s.get("token_share"))
         rows.append(InstitutionRow(
             name=name,
             address=addresses.get(name) or s.get("address"),
             examples=s.get("examples") if isinstance(s.get("examples"), int) else None,
             cumulative_score=cumulative if cumulative is not None else score_sum[name],
-            share=_number(s.get("share")) if "share" in s else (
-                max(score_sum[name], 0.0) / positive if positive > 0 else 0.0),
-            # The ledger is what was paid; the summary only repeats it, so it is the fallback.
-            earned_wei=earned.get(name, 0) if paid else _wei(s.get("tokens_earned")),
-            claimed_wei=claimed.get(name, 0) if paid else _wei(s.get("tokens_claimed")),
+            contribution=_number(s["contribution"]) if "contribution" in s else mine,
+            contribution_share=_number(s["contribution_share"]) if "contribution_share" in s else computed_share,
+            token_share=token_share,
+            earned_wei=earned.get(name, 0) if books else _wei(s.get("tokens_earned")),
+            claimed_wei=books.claimed.get(name, 0) if books else _wei(s.get("tokens_claimed")),
         ))
     return rows
 

@@ -18,8 +18,11 @@ from fedlearn.report.text import (
     facts,
     fmt_float,
     fmt_int,
+    fmt_interval,
     fmt_pct,
+    fmt_signed,
     fmt_tokens,
+    gain_line,
     short_hash,
 )
 
@@ -47,6 +50,9 @@ tfoot td { font-weight: 600; border-top: 2px solid #d5d9e0; }
 code { font: 12.5px ui-monospace, "SFMono-Regular", Menlo, Consolas, monospace; }
 .status-settled { color: #1a7f37; }
 .status-pending { color: #9a6700; font-weight: 600; }
+.sig-yes { color: #1a7f37; }
+.sig-no { color: #8a93a3; }
+.trueup { font-weight: 600; }
 .note { color: #5b6474; max-width: 360px; }
 .muted { color: #8a93a3; }
 footer { margin-top: 32px; font-size: 13px; color: #5b6474; }
@@ -95,39 +101,60 @@ def _figure(title: str, path: Path) -> str:
             f'<img src="data:image/png;base64,{data}" alt="{escape(title)}"></figure>')
 
 
+# Column headers with a hover explanation: the two shares in particular must not be taken for one another.
+HINTS = {
+    "Score, all rounds": "the institution's scores summed over every round",
+    "Contribution": "scores summed over the rounds whose gain was significant: what the tokens follow",
+    "Contribution share": "max(contribution, 0) over the sum of the positive contributions",
+    "Token share": "tokens earned over all tokens earned",
+    "Tokens earned": "cumulative amount of the last settled round: what the institution can claim",
+    "Gain": "the round's validated utility gain, with its bootstrap interval [lower bound, upper bound]",
+    "Significant": "whether the gain's lower bound is above zero; only significant rounds count as contribution",
+    "Paid (tokens)": "paid to institutions in this round",
+    "Released (tokens)": "paid to institutions so far, of the run's budget",
+}
+
+
 def _institutions(report: RunReport) -> str:
     rows = report.institutions
     tokens = report.has_ledger or any(i.earned_wei is not None or i.claimed_wei is not None for i in rows)
     addresses = any(i.address for i in rows)
-    head = ["Institution"] + (["Address"] if addresses else []) + ["Examples", "Cumulative score", "Share"]
-    head += ["Tokens earned", "Tokens claimed"] if tokens else []
+    head = ["Institution"] + (["Address"] if addresses else [])
+    head += ["Examples", "Score, all rounds", "Contribution", "Contribution share"]
+    head += ["Token share", "Tokens earned", "Tokens claimed"] if tokens else []
     body = []
     for i in rows:
         cells = [_td(escape(i.name))]
         cells += [_td(f"<code>{escape(i.address)}</code>" if i.address else DASH)] if addresses else []
-        cells += [_num(fmt_int(i.examples)), _num(fmt_float(i.cumulative_score)), _num(fmt_pct(i.share))]
-        cells += [_num(fmt_tokens(i.earned_wei)), _num(fmt_tokens(i.claimed_wei))] if tokens else []
+        cells += [_num(fmt_int(i.examples)), _num(fmt_float(i.cumulative_score)), _num(fmt_float(i.contribution)),
+                  _num(fmt_pct(i.contribution_share))]
+        cells += [_num(fmt_pct(i.token_share)), _num(fmt_tokens(i.earned_wei)),
+                  _num(fmt_tokens(i.claimed_wei))] if tokens else []
         body.append(f'<tr data-institution="{escape(i.name)}">' + "".join(cells) + "</tr>")
     total = [_td("Total")] + ([_td("")] if addresses else [])
-    total += [_num(fmt_int(sum(i.examples or 0 for i in rows))), _num(""), _num("")]
-    total += [_num(fmt_tokens(sum(i.earned_wei or 0 for i in rows))),
+    total += [_num(fmt_int(sum(i.examples or 0 for i in rows))), _num(""), _num(""), _num("")]
+    total += [_num(""), _num(fmt_tokens(sum(i.earned_wei or 0 for i in rows))),
               _num(fmt_tokens(sum(i.claimed_wei or 0 for i in rows)))] if tokens else []
     return _table(head, body, "<tr>" + "".join(total) + "</tr>")
 
 
 def _rounds(report: RunReport) -> str:
     chain = report.has_ledger
-    head = ["Round", "Test accuracy", "Test loss"]
-    head += ["Paid (tokens)", "Status", "Transaction", "Gas used"] if chain else ["Scoring"]
+    utilities = {r.utility for r in report.rounds if r.utility}
+    gain = f"Gain ({utilities.pop()})" if len(utilities) == 1 else "Gain"
+    head = ["Round", "Test accuracy", "Test loss", gain, "Significant"]
+    head += ["Paid (tokens)", "Released (tokens)", "Status", "Transaction", "Gas used"] if chain else ["Scoring"]
     head += ["Notes"]
     body = []
     for r in report.rounds:
-        cells = [_num(str(r.round)), _num(fmt_pct(r.test_accuracy, 2)), _num(fmt_float(r.test_loss))]
+        cells = [_num(str(r.round)), _num(fmt_pct(r.test_accuracy, 2)), _num(fmt_float(r.test_loss)),
+                 _gain(r), _td(_significant(r))]
         if chain:
             tx = (f'<code title="{escape(r.tx_hash)}">{escape(short_hash(r.tx_hash))}</code>'
                   if r.tx_hash else DASH)
             status = f'<span class="status-{escape(r.status)}">{escape(r.status)}</span>' if r.status else DASH
-            cells += [_num(fmt_tokens(r.paid_wei)), _td(status), _td(tx), _num(fmt_int(r.gas_used))]
+            cells += [_num(fmt_tokens(r.paid_wei)), _num(fmt_tokens(r.released_wei)), _td(status), _td(tx),
+                      _num(fmt_int(r.gas_used))]
         else:
             cells += [_td(escape(r.method or DASH))]
         cells.append(_td(_notes(r)))
@@ -135,15 +162,42 @@ def _rounds(report: RunReport) -> str:
     return _table(head, body)
 
 
+def _gain(r: RoundRow) -> str:
+    if r.gain is None:
+        return _num(DASH)
+    interval = fmt_interval(r.gain_low, r.gain_high)
+    # On hover, the line the run printed for the round.
+    return (f'<td class="num" title="{escape(gain_line(r))}">{escape(fmt_signed(r.gain))} '
+            f'<span class="muted">{escape(interval)}</span></td>')
+
+
+def _significant(r: RoundRow) -> str:
+    if r.significant is None:
+        return DASH
+    return '<span class="sig-yes">yes</span>' if r.significant else '<span class="sig-no">no</span>'
+
+
 def _notes(r: RoundRow) -> str:
     notes: list[str] = []
     if r.round == 0:
         notes.append("initial model")
-    if r.paid_wei == 0 and r.budget_wei:
-        notes.append(escape(f"nothing paid (no positive score): {fmt_tokens(r.budget_wei)} carried over"))
-    elif (r.rollover_wei or 0) >= DUST_WEI:
-        # Rounding leaves a few wei unpaid every round; only a real remainder is worth a note.
-        notes.append(escape(f"{fmt_tokens(r.rollover_wei)} carried to the next round"))
+    if r.skipped:
+        notes.append(escape(f"skipped ({clean_reason(r.skipped)}): contributes nothing"))
+    elif r.significant is False:
+        notes.append("gain not significant: contributes nothing")
+    if r.final:
+        trueup = '<span class="trueup">final true-up</span>'
+        if r.returned_wei:
+            # The rule returns the budget only when no institution has a positive contribution.
+            where = (f"returned to the funder (tx {short_hash(r.return_tx_hash)})" if r.return_tx_hash
+                     else "no return to the funder recorded")
+            notes.append(trueup + escape(f": no positive contribution, {fmt_tokens(r.returned_wei)} tokens "
+                                         f"unearned, {where}"))
+        else:
+            notes.append(trueup + ": everyone paid up to their contribution share")
+    elif (r.carried_wei or 0) >= DUST_WEI:
+        # Only a real amount is worth a note, not a few wei of rounding.
+        notes.append(escape(f"{fmt_tokens(r.carried_wei)} tokens carried to the final true-up"))
     for c in r.cells:
         if c.rejected:
             reason = clean_reason(c.rejected)
@@ -154,12 +208,20 @@ def _notes(r: RoundRow) -> str:
 
 
 def _table(head: Sequence[str], body: Sequence[str], foot: str = "") -> str:
-    numeric = {"Round", "Examples", "Cumulative score", "Share", "Tokens earned", "Tokens claimed", "Test accuracy",
-               "Test loss", "Paid (tokens)", "Gas used"}
-    ths = "".join(f'<th class="num">{escape(h)}</th>' if h in numeric else f"<th>{escape(h)}</th>" for h in head)
+    numeric = {"Round", "Examples", "Score, all rounds", "Contribution", "Contribution share", "Token share",
+               "Tokens earned", "Tokens claimed", "Test accuracy", "Test loss", "Paid (tokens)", "Released (tokens)",
+               "Gas used"}
+    num = ' class="num"'
+    ths = "".join(f'<th{num if h in numeric or h.startswith("Gain") else ""}{_hint(h)}>{escape(h)}</th>'
+                  for h in head)
     tfoot = f"<tfoot>{foot}</tfoot>" if foot else ""
     return (f'<div class="scroll"><table><thead><tr>{ths}</tr></thead><tbody>{"".join(body)}</tbody>'
             f"{tfoot}</table></div>")
+
+
+def _hint(header: str) -> str:
+    hint = HINTS.get("Gain" if header.startswith("Gain") else header)
+    return f' title="{escape(hint)}"' if hint else ""
 
 
 def _num(text: str) -> str:

@@ -47,12 +47,17 @@ def write_plots(report: RunReport, out_dir: Path) -> dict[str, Path]:
     plots: dict[str, Path] = {}
     if any(r.test_accuracy is not None for r in report.rounds):
         plots["Global model on the test set"] = _save(_accuracy(report), out_dir / "accuracy.png")
+    if any(r.gain is not None for r in report.scored_rounds):
+        plots["Validated gain per round"] = _save(_gains(report), out_dir / "gains.png")
     if report.scored_rounds and report.institutions:
         if report.has_ledger:
             plots["Reward per institution per round"] = _save(_rewards(report), out_dir / "rewards.png")
             plots["Cumulative tokens per institution"] = _save(_cumulative(report), out_dir / "cumulative.png")
         else:
             plots["Contribution score per institution"] = _save(_scores(report), out_dir / "scores.png")
+    if any(i.contribution_share is not None for i in report.institutions):
+        title = "Contribution share and token share" if report.has_ledger else "Contribution share"
+        plots[title] = _save(_shares(report), out_dir / "shares.png")
     return plots
 
 
@@ -74,6 +79,49 @@ def _accuracy(report: RunReport) -> Figure:
     return fig
 
 
+def _gains(report: RunReport) -> Figure:
+    """Each round's gain with its bootstrap interval: filled where significant (it counts), hollow where not."""
+    rounds = [r for r in report.scored_rounds if r.gain is not None]
+    fig, (ax,) = _figure(1, height=3.6)
+    for significant, color, fill, label in ((True, "#1a7f37", "#1a7f37", "significant: counts"),
+                                            (False, "#8a93a3", "white", "not significant: contributes nothing")):
+        chosen = [r for r in rounds if r.counts is significant]
+        if not chosen:
+            continue
+        gains = [r.gain or 0.0 for r in chosen]
+        below = [max(g - (r.gain_low if r.gain_low is not None else g), 0.0) for g, r in zip(gains, chosen)]
+        above = [max((r.gain_high if r.gain_high is not None else g) - g, 0.0) for g, r in zip(gains, chosen)]
+        ax.errorbar([r.round for r in chosen], gains, yerr=[below, above], fmt="o", capsize=4, markersize=6,
+                    linestyle="none", color=color, markerfacecolor=fill, label=label)
+    ax.axhline(0, color="#444444", linewidth=0.8)
+    utilities = {r.utility for r in rounds if r.utility}
+    ax.set_ylabel(f"gain in {utilities.pop()}" if len(utilities) == 1 else "gain")
+    ax.set_title("Utility gain of each round on the validation split, with its bootstrap interval")
+    _round_axis(ax, [r.round for r in report.scored_rounds])
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside right upper", fontsize="small", frameon=False)
+    return fig
+
+
+def _shares(report: RunReport) -> Figure:
+    """Per institution, side by side: its share of the positive contribution and (with a ledger) of the tokens."""
+    rows = report.institutions
+    x = list(range(len(rows)))
+    bars = [("contribution share", "#1f77b4", [i.contribution_share or 0.0 for i in rows])]
+    if report.has_ledger:
+        bars.append(("token share", "#ff7f0e", [i.token_share or 0.0 for i in rows]))
+    fig, (ax,) = _figure(1, height=4.0)
+    width = 0.8 / len(bars)
+    for k, (label, color, values) in enumerate(bars):
+        offset = (k - (len(bars) - 1) / 2) * width
+        ax.bar([xi + offset for xi in x], values, width=width, color=color, label=label)
+    ax.set_xticks(x, [i.name for i in rows], rotation=0 if len(rows) <= 8 else 60,
+                  ha="center" if len(rows) <= 8 else "right", fontsize="small" if len(rows) > 8 else None)
+    ax.yaxis.set_major_formatter(_percent())
+    ax.set_title("Share of the contribution" + (" and of the tokens earned" if report.has_ledger else ""))
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside right upper", fontsize="small", frameon=False)
+    return fig
+
+
 def _rewards(report: RunReport) -> Figure:
     rounds = report.scored_rounds
     x = [r.round for r in rounds]
@@ -90,7 +138,8 @@ def _rewards(report: RunReport) -> Figure:
         ax.bar(x, s.values, bottom=bottom, color=s.color, label=s.label, width=width, edgecolor="white",
                linewidth=0.4 if len(x) < 60 else 0)
         bottom = [b + v for b, v in zip(bottom, s.values)]
-    # An empty slot reads as missing data: say that the round paid nothing (its budget rolls over).
+    # An empty slot reads as missing data: say that the round paid nothing (its gain was not significant, say:
+    # the budget waits for later rounds and the final true-up).
     empty = [xi for xi, total in zip(x, bottom) if total == 0]
     if empty and len(x) <= 20:
         for xi in empty:
@@ -102,6 +151,8 @@ def _rewards(report: RunReport) -> Figure:
     ax.set_ylabel("tokens")
     ax.set_title("Tokens paid per round, by institution")
     _round_axis(ax, x)
+    if len(x) <= 20 and any(r.final for r in rounds):
+        ax.set_xticks(x, [f"{r.round}\ntrue-up" if r.final else str(r.round) for r in rounds])
     _legend(fig, stacked=True)
     return fig
 
@@ -133,10 +184,15 @@ def _scores(report: RunReport) -> Figure:
         for c in r.cells:
             if c.score is not None and c.institution in per_round:
                 per_round[c.institution][i] = c.score
-    cumulative = {name: _running_sum(v) for name, v in per_round.items()}
-    rank = {i.name: i.cumulative_score for i in report.institutions}
+    # Contribution: the scores of the significant rounds only (all rounds where significance is not recorded).
+    counted = {name: [v if r.significant is not False else 0.0 for v, r in zip(values, rounds)]
+               for name, values in per_round.items()}
+    cumulative = {name: _running_sum(v) for name, v in counted.items()}
+    rank = {i.name: i.contribution if i.contribution is not None else i.cumulative_score for i in report.institutions}
     fig, (each, total) = _figure(2, height=4.0)
-    for ax, data, title in ((each, per_round, "Score per round"), (total, cumulative, "Cumulative score")):
+    right = ("Cumulative contribution (significant rounds)" if any(r.significant is False for r in rounds)
+             else "Cumulative contribution")
+    for ax, data, title in ((each, per_round, "Score per round"), (total, cumulative, right)):
         _lines(ax, x, _series(report.names, data, rank=rank))
         ax.axhline(0, color="#444444", linewidth=0.8)
         ax.set_title(title)

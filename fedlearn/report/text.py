@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from decimal import ROUND_HALF_UP, Decimal
 
-from fedlearn.report.load import RunReport, tokens
+from fedlearn.report.load import RoundRow, RunReport, tokens
 
 DASH = "—"
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -50,6 +50,24 @@ def fmt_float(value: float | None, digits: int = 4) -> str:
     return DASH if value is None else f"{value:.{digits}f}"
 
 
+def fmt_signed(value: float | None, digits: int = 4) -> str:
+    """+0.0038 · -0.0120: a gain reads with its sign."""
+    return DASH if value is None else f"{value:+.{digits}f}"
+
+
+def fmt_interval(low: float | None, high: float | None, digits: int = 4) -> str:
+    return DASH if low is None or high is None else f"[{low:+.{digits}f}, {high:+.{digits}f}]"
+
+
+def gain_line(r: RoundRow) -> str:
+    """The round's gain as the run printed it: gain +0.0038 (brier, lower bound +0.0009: significant)."""
+    if r.gain is None:
+        return ""
+    verdict = {True: "significant", False: "not significant: contributes nothing", None: "significance unknown"}
+    utility = f"{r.utility}, " if r.utility else ""
+    return f"gain {r.gain:+.4f} ({utility}lower bound {fmt_signed(r.gain_low)}: {verdict[r.significant]})"
+
+
 def fmt_pct(value: float | None, digits: int = 1) -> str:
     return DASH if value is None else f"{value:.{digits}%}"
 
@@ -80,7 +98,7 @@ def facts(report: RunReport) -> dict[str, list[tuple[str, str]]]:
     planned = c.get("run.rounds")
     rounds = f"{rounds_done}" if report.finished or planned in (None, rounds_done) else f"{rounds_done} of {planned}"
     method = next((r.method for r in reversed(report.rounds) if r.method), None) or c.get("scoring.method", DASH)
-    utility = c.get("scoring.utility")
+    utility = next((r.utility for r in reversed(report.rounds) if r.utility), None) or c.get("scoring.utility")
     training = [
         ("Run", report.run_dir.name),
         ("Status", "finished" if report.finished else "unfinished (no summary.json)"),
@@ -90,21 +108,56 @@ def facts(report: RunReport) -> dict[str, list[tuple[str, str]]]:
         ("Model", str(c.get("model.name", DASH))),
         ("Strategy", str(c.get("strategy.name", DASH))),
         ("Scoring", f"{method}" + (f" (utility: {utility})" if utility else "")),
+    ]
+    judged = [r for r in report.scored_rounds if r.significant is not None]
+    if judged:
+        test = c.get("scoring.significance")
+        confidence = c.get("scoring.confidence")
+        how = ("a paired bootstrap's lower bound above zero"
+               + (f" at {confidence * 100:g}% confidence" if isinstance(confidence, float) else "")
+               if test == "bootstrap" else "any positive gain" if test == "none" else "")
+        counted = sum(1 for r in judged if r.significant)
+        training.append(("Significant rounds", f"{counted} of {_rounds(len(judged))}, only these count as "
+                         "contribution" + (f" ({how})" if how else "")))
+    training += [
         ("Seed", str(c.get("run.seed", DASH))),
         ("Final test accuracy", fmt_pct(report.final_accuracy, 2)),
     ]
     if report.chain is None:
         return {"Training": training, "Payouts": [("Ledger", "none in this run: scores only, no token payouts")]}
-    paid = [r.paid_wei for r in report.rounds if r.paid_wei is not None]
     settled = sum(1 for r in report.rounds if r.status == "settled")
     journaled = sum(1 for r in report.rounds if r.status is not None)
-    payouts = [
-        ("Tokens paid", f"{fmt_tokens(sum(paid))} over {_rounds(journaled)}"),
+    payouts: list[tuple[str, str]] = []
+    last = report.last_paid
+    if last is not None and last.budget_wei is not None:
+        payouts.append(("Budget", f"{fmt_tokens(last.budget_wei)} tokens for the whole run"))
+        interim = c.get("payout.interim_fraction")
+        if isinstance(interim, (int, float)) and not isinstance(interim, bool):
+            payouts.append(("Paid as the run goes", f"up to {interim:.0%} of the budget, as significant gains "
+                            "come; the last round trues everyone up to their contribution share"))
+        payouts.append(("Released to institutions", f"{fmt_tokens(last.released_wei)} tokens after round "
+                        f"{last.round}"))
+        if last.final:
+            payouts.append(("Final true-up", f"round {last.round}: {fmt_tokens(last.paid_wei)} tokens"))
+            if last.returned_wei:
+                payouts.append(("Unearned", f"{fmt_tokens(last.returned_wei)} tokens, {_returned(report, last)}"))
+        else:
+            payouts.append(("Carried to the final true-up", f"{fmt_tokens(last.carried_wei)} tokens"))
+    payouts += [
         ("Settled on chain", f"{settled} of {_rounds(journaled)}"),
         ("Tokens claimed", fmt_tokens(sum(i.claimed_wei or 0 for i in report.institutions))),
     ]
     payouts += [(META_LABELS.get(k, k.replace("_", " ").capitalize()), v) for k, v in report.chain.items()]
     return {"Training": training, "Payouts": payouts}
+
+
+def _returned(report: RunReport, r: RoundRow) -> str:
+    """What became of the budget nobody earned."""
+    if r.return_tx_hash or r.returned_to:
+        return f"returned to the funder {r.returned_to or DASH} (tx {r.return_tx_hash or DASH})"
+    if report.config.get("chain.funding") == "per_round":
+        return "never taken from the funder (per-round funding)"
+    return "still in the distributor: no return recorded in the ledger"
 
 
 def _rounds(n: int) -> str:

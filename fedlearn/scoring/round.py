@@ -21,3 +21,11 @@ class RoundScores:
     disagreeing_voters: list[str] = field(default_factory=list)
     # Why the round produced no model ("" when it did): every score is then 0 and nothing is paid.
     skipped: str = ""
+    # The round's validated gain: the aggregate's utility over the start model's on the server's validation split,
+    # with its bootstrap interval; only a significant gain counts towards contribution and pays.
+    utility: str = ""
+    start_utility: float = 0.0
+    gain: float = 0.0
+    gain_low: float = 0.0
+    gain_high: float = 0.0
+    significant: bool = False

@@ -1,0 +1,247 @@
+"""Payout fairness: do tokens follow contribution? Against a ground truth this script computes itself.
+
+Ground truth: the retraining Shapley value. A 6-institution federation (digits, Dirichlet α = 0.5, two
+institutions with half their labels flipped, 8 rounds) is retrained from scratch on every one of its 64
+coalitions with the same FedAvg settings the run uses (each member trains exactly as its ClientApp would, with
+the same seeds; the coalition's model is the example-weighted mean); the utility of a coalition is the validation
+accuracy of its final model, and each institution's value is its exact Shapley value over those 64 utilities
+(computed here from the formula). Institutions with a negative value deserve nothing: ground-truth shares are
+max(φ, 0) / Σ max(φ, 0).
+
+Against it, for LOO, exact Shapley and GTG, a paying run of the same federation (embedded chain, in-process engine)
+gives contribution shares (scores over the significant rounds) and token shares (what the chain paid); both are
+compared with the ground truth by Σ|Δshare| (0-2) and Spearman, over 3 seeds. The demo config is run too, and
+its token shares compared with its contribution shares. A sweep over the utility (accuracy, neg_loss, brier) and
+the significance test (bootstrap, none) with GTG chose the defaults.
+
+    .venv/bin/python benchmarks/payout_fairness.py [--seeds 42 43 44] [--no-sweep]
+
+Writes benchmarks/results/payout_fairness.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import logging
+import math
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from common import ROOT, print_table, write_results  # noqa: I001 - puts the project root on sys.path
+from scipy.stats import spearmanr
+
+from fedlearn.config import RunConfig
+from fedlearn.federation.roster import federated_split, roster
+from fedlearn.federation.simulation import run_federation
+from fedlearn.learning.behaviours import train_as
+from fedlearn.learning.models import init_model
+from fedlearn.payout.ledger import Ledger
+
+INSTITUTIONS, ROUNDS = 6, 8
+NOISY = ("hospital-01", "hospital-02")
+METHODS = ("loo", "shapley", "gtg")
+
+
+def federation_config(seed: int, method: str = "gtg", *extra: str) -> RunConfig:
+    flips = ", ".join(f"{name}=label_flip:flip_fraction=0.5" for name in NOISY)
+    return RunConfig.load(overrides=[
+        f"run.seed={seed}", f"run.rounds={ROUNDS}", f"data.institutions={INSTITUTIONS}", "data.partition='dirichlet'",
+        "data.alpha=0.5", "train.local_epochs=2", "train.momentum=0.9", "simulation.engine='local'",
+        f"scoring.method='{method}'", f"integrity.behaviours='{flips}'", *extra,
+    ])
+
+
+# ---- ground truth -----------------------------------------------------------------------------------------------
+
+
+def coalition_accuracy(config: RunConfig, coalition: tuple[int, ...]) -> float:
+    """Validation accuracy of FedAvg trained on ``coalition`` alone for every round, as the run trains."""
+    split, members = federated_split(config), roster(config)
+    val = split.validation
+    model = init_model(config.model, val.X.shape[1], val.num_classes, config.run.seed)
+    if coalition:
+        device = torch.device("cpu")
+        for server_round in range(1, config.run.rounds + 1):
+            start = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            updates, weights = [], []
+            for index in coalition:
+                member = members[index]
+                model.load_state_dict(start)
+                arrays, claimed, _ = train_as(
+                    member.behaviour, model, member.data.X, member.data.y, member.data.num_classes, config.train,
+                    device, seed=config.run.seed * 100_003 + server_round * 1_009 + index)
+                updates.append(arrays)
+                weights.append(claimed)
+            w = np.asarray(weights, dtype=np.float64) / sum(weights)
+            model.load_state_dict({k: torch.as_tensor(sum(wi * u[k] for wi, u in zip(w, updates)).astype(
+                updates[0][k].dtype)) for k in updates[0]})
+    with torch.no_grad():
+        logits = model(torch.as_tensor(val.X, dtype=torch.float32))
+    return float((logits.argmax(1).numpy() == val.y).mean())
+
+
+def shapley_from_utilities(utility: dict[tuple[int, ...], float], n: int) -> np.ndarray:
+    """φ_i = Σ_S |S|!(n−|S|−1)!/n! · (U(S ∪ {i}) − U(S)), over every S not containing i."""
+    phi = np.zeros(n)
+    for i in range(n):
+        others = [j for j in range(n) if j != i]
+        for size in range(n):
+            weight = math.factorial(size) * math.factorial(n - size - 1) / math.factorial(n)
+            for subset in itertools.combinations(others, size):
+                phi[i] += weight * (utility[tuple(sorted((*subset, i)))] - utility[subset])
+    return phi
+
+
+def ground_truth(seed: int) -> tuple[np.ndarray, float]:
+    config = federation_config(seed)
+    utility = {c: coalition_accuracy(config, c) for size in range(INSTITUTIONS + 1)
+               for c in itertools.combinations(range(INSTITUTIONS), size)}
+    return shapley_from_utilities(utility, INSTITUTIONS), utility[tuple(range(INSTITUTIONS))]
+
+
+# ---- the project's runs -----------------------------------------------------------------------------------------
+
+
+def shares(values: dict[str, float] | np.ndarray, names: list[str]) -> np.ndarray:
+    v = np.array([values[n] for n in names] if isinstance(values, dict) else values, dtype=np.float64)
+    v = np.maximum(v, 0.0)
+    return v / v.sum() if v.sum() > 0 else np.zeros_like(v)
+
+
+def l1(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a - b).sum())
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    if np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    return float(spearmanr(a, b).statistic)
+
+
+def paying_run(config: RunConfig) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        config = config.replace(run={"output_dir": tmp})
+        started = time.perf_counter()
+        summary = run_federation(config, quiet=True, progress=False)
+        seconds = time.perf_counter() - started
+        run_dir = Path(summary["run_dir"])
+        rounds = [r["scores"] for r in json.loads((run_dir / "rounds.json").read_text())[1:]]
+        ledger = Ledger.open(run_dir / "ledger.sqlite")
+        earned = ledger.cumulative()
+        ledger.close()
+    names = [i["name"] for i in summary["institutions"]]
+    return {
+        "names": names,
+        "contribution": {i["name"]: i["contribution"] for i in summary["institutions"]},
+        "contribution_share": {i["name"]: i["contribution_share"] for i in summary["institutions"]},
+        "tokens": {n: earned.get(n, 0) for n in names},
+        "final_test_accuracy": summary["final_test_accuracy"],
+        "significant_rounds": sum(1 for r in rounds if r["significant"]),
+        "evaluations_per_round": statistics.mean(r["evaluations"] for r in rounds),
+        "scoring_seconds_per_round": statistics.mean(r["scoring_seconds"] for r in rounds),
+        "run_seconds": seconds,
+    }
+
+
+def compare(run: dict[str, Any], truth: np.ndarray) -> dict[str, float]:
+    names = run["names"]
+    gt = shares(truth, names)
+    contribution = shares(run["contribution"], names)
+    tokens = shares({n: float(v) for n, v in run["tokens"].items()}, names)
+    noisy = [names.index(n) for n in NOISY]
+    return {
+        "score_l1": l1(contribution, gt), "score_spearman": spearman(contribution, gt),
+        "token_l1": l1(tokens, gt), "token_spearman": spearman(tokens, gt),
+        "noisy_token_share": float(tokens[noisy].sum()), "noisy_ground_truth_share": float(gt[noisy].sum()),
+    }
+
+
+def median_of(rows: list[dict[str, float]]) -> dict[str, float]:
+    return {k: float(np.nanmedian([r[k] for r in rows])) for k in rows[0]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
+    parser.add_argument("--no-sweep", action="store_true", help="skip the utility x significance sweep")
+    args = parser.parse_args()
+    logging.getLogger("flwr").setLevel(logging.ERROR)
+    torch.set_num_threads(1)
+    results: dict[str, Any] = {"seeds": args.seeds, "institutions": INSTITUTIONS, "rounds": ROUNDS,
+                               "noisy": list(NOISY), "ground_truth": {}, "per_seed": []}
+
+    truths = {}
+    for seed in args.seeds:
+        started = time.perf_counter()
+        phi, grand = ground_truth(seed)
+        truths[seed] = phi
+        print(f"seed {seed}: ground truth φ = {np.round(phi, 4).tolist()} (grand coalition accuracy {grand:.4f}, "
+              f"{time.perf_counter() - started:.0f} s)")
+        results["per_seed"].append({"seed": seed, "ground_truth_phi": phi.tolist(), "grand_coalition_accuracy": grand})
+
+    rows = []
+    for method in METHODS:
+        per_seed = []
+        for seed in args.seeds:
+            run = paying_run(federation_config(seed, method))
+            figures = compare(run, truths[seed])
+            per_seed.append(figures)
+            next(s for s in results["per_seed"] if s["seed"] == seed)[method] = {**figures, **{
+                k: run[k] for k in ("significant_rounds", "evaluations_per_round", "scoring_seconds_per_round")}}
+        med = median_of(per_seed)
+        results["ground_truth"][method] = med
+        rows.append([method, med["score_l1"], med["score_spearman"], med["token_l1"], med["token_spearman"],
+                     med["noisy_token_share"], med["noisy_ground_truth_share"]])
+    print("\nAgainst the retraining Shapley value (median over seeds; default utility and significance):")
+    print_table(["method", "score Σ|Δ|", "score ρ", "token Σ|Δ|", "token ρ", "noisy tokens", "noisy truth"], rows)
+
+    # The demo: do its tokens follow its own contribution shares?
+    demo_config = RunConfig.load(ROOT / "configs" / "demo.toml", ["simulation.engine='local'"])
+    demo = paying_run(demo_config)
+    names = demo["names"]
+    token_share = shares({n: float(v) for n, v in demo["tokens"].items()}, names)
+    contribution_share = np.array([demo["contribution_share"][n] for n in names])
+    results["demo"] = {
+        "token_vs_contribution_l1": l1(token_share, contribution_share),
+        "token_vs_contribution_spearman": spearman(token_share, contribution_share),
+        "final_test_accuracy": demo["final_test_accuracy"],
+        "evaluations_per_round": demo["evaluations_per_round"],
+        "scoring_seconds_per_round": demo["scoring_seconds_per_round"],
+        "significant_rounds": demo["significant_rounds"],
+    }
+    # Scoring cost against the previous default utility (accuracy), same config otherwise.
+    before = paying_run(demo_config.replace(scoring={"utility": "accuracy"}))
+    results["demo"]["accuracy_utility"] = {k: before[k] for k in ("evaluations_per_round",
+                                                                  "scoring_seconds_per_round")}
+    d = results["demo"]
+    print(f"\ndemo: token vs contribution share Σ|Δ| {d['token_vs_contribution_l1']:.4f}, Spearman "
+          f"{d['token_vs_contribution_spearman']:.4f}; scoring {d['evaluations_per_round']:.0f} evaluations, "
+          f"{d['scoring_seconds_per_round']:.3f} s a round (accuracy utility: "
+          f"{d['accuracy_utility']['evaluations_per_round']:.0f}, "
+          f"{d['accuracy_utility']['scoring_seconds_per_round']:.3f} s)")
+
+    if not args.no_sweep:
+        sweep = []
+        for utility, significance in itertools.product(("accuracy", "neg_loss", "brier"), ("bootstrap", "none")):
+            per_seed = [compare(paying_run(federation_config(
+                seed, "gtg", f"scoring.utility='{utility}'", f"scoring.significance='{significance}'")), truths[seed])
+                for seed in args.seeds]
+            med = median_of(per_seed)
+            sweep.append({"utility": utility, "significance": significance, **med})
+        results["sweep"] = sweep
+        print("\nGTG, utility x significance (median over seeds):")
+        print_table(["utility", "significance", "token Σ|Δ|", "token ρ", "noisy tokens", "noisy truth"],
+                    [[s["utility"], s["significance"], s["token_l1"], s["token_spearman"], s["noisy_token_share"],
+                      s["noisy_ground_truth_share"]] for s in sweep])
+    print(f"\nwrote {write_results('payout_fairness', results)}")
+
+
+if __name__ == "__main__":
+    main()

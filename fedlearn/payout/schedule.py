@@ -1,0 +1,132 @@
+"""The payout rule: tokens that follow validated contribution, paid as the run goes, trued up at the end. Pure.
+
+Inputs, per round: each institution's contribution score and whether the round's gain was significant (see
+``fedlearn.scoring.significance``). The run's budget B is ``chain.reward_per_round × run.rounds`` wei.
+
+1. **Contribution.** An institution's cumulative contribution C_i is the sum of its scores over the rounds whose
+   gain was significant; a round whose gain is noise, or negative, contributes nothing to anyone. Its
+   contribution share is max(C_i, 0) / Σ max(C, 0).
+2. **Release.** By round t the run has released P(t) = ⌊α · B · min(1, G(t) / H)⌋, where G(t) is the sum of the
+   significant gains so far, H the headroom (the best utility minus the first round's starting utility) and α
+   ``payout.interim_fraction``. A round with no significant gain releases nothing; no budget piles up for a
+   later round to pay out because of noise. The last round releases all of B, unless no institution has a
+   positive contribution, in which case everything unpaid goes back to the funder.
+3. **Allocation (water-filling).** After each round, every institution's cumulative amount becomes
+   max(paid_i, λ · max(C_i, 0)) with λ chosen so the amounts add up to P(t) exactly: as close to proportional to
+   contribution as amounts that never decrease allow. Integer wei: each amount is floored and the few wei of
+   remainder go, one each, to the largest contributors (ties by name), so every wei is paid, carried or returned.
+
+Worked example (B = 1,000 tokens, α = 0.5, H = 1.0): round 1 gains 0.4 (significant), A scores 0.3 and B 0.1:
+P(1) = 0.5·1000·0.4 = 200, paid A 150, B 50. Round 2's gain is noise: nothing released, nothing paid. Round 3
+(the last) gains 0.2 significantly, A scores 0.0 and B 0.2: C = (0.3, 0.3), P = 1,000, λ = 1000/0.6, so A and B
+each end at 500 (A had 150, B 50: A gets 350 more, B 450). Had A been paid more than its share before the true-up,
+it would keep it and the others would split the rest in proportion.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+
+
+@dataclass(frozen=True)
+class RoundMeasure:
+    """What the payout rule reads of one round: its scores, and whether (and how much) it gained."""
+
+    round: int
+    scores: Mapping[str, float]
+    gain: float
+    significant: bool
+    start_utility: float
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """The cumulative amounts after a round and what became of the budget (every wei is in one place)."""
+
+    cumulative: dict[str, int]
+    released: int  # Σ cumulative: paid to institutions so far
+    carried: int  # not yet released: waits for later rounds or the final true-up
+    returned: int  # given back to the funder (only when the run ends)
+
+    @property
+    def total(self) -> int:
+        return self.released + self.carried + self.returned
+
+
+def contributions(history: Sequence[RoundMeasure]) -> dict[str, Fraction]:
+    """Cumulative contribution per institution: scores summed over the significant rounds (exact rationals)."""
+    total: dict[str, Fraction] = {}
+    for measure in history:
+        for name, score in measure.scores.items():
+            total.setdefault(name, Fraction(0))
+            if measure.significant:
+                total[name] += Fraction(score)
+    return total
+
+
+def release(history: Sequence[RoundMeasure], budget: int, interim_fraction: float, best_utility: float,
+            final: bool) -> int:
+    """P(t): how much of ``budget`` the run has released after the last round of ``history``."""
+    if budget < 0:
+        raise ValueError(f"budget must be >= 0, got {budget}")
+    if final:
+        return budget
+    if not history:
+        return 0
+    headroom = Fraction(best_utility) - Fraction(history[0].start_utility)
+    gained = sum((Fraction(m.gain) for m in history if m.significant and m.gain > 0), Fraction(0))
+    if headroom <= 0 or gained <= 0:
+        return 0
+    share = min(Fraction(1), gained / headroom)
+    return int(Fraction(interim_fraction) * budget * share)
+
+
+def waterfill(paid: Mapping[str, int], weights: Mapping[str, Fraction], target: int) -> dict[str, int]:
+    """New cumulative amounts: each max(paid_i, ⌊λ·w_i⌋) (+1 wei for some), summing to ``target`` exactly.
+
+    Institutions with weight ≤ 0 keep what they have. When ``target`` is below what is already paid, or no
+    weight is positive, nothing changes.
+    """
+    names = sorted(set(paid) | set(weights))
+    current = {n: int(paid.get(n, 0)) for n in names}
+    w = {n: max(Fraction(weights.get(n, 0)), Fraction(0)) for n in names}
+    extra = target - sum(current.values())
+    positive = [n for n in names if w[n] > 0]
+    if extra <= 0 or not positive:
+        return current
+    # λ: start with everyone raised, drop (keep at paid) those whose proportional amount is below what they have.
+    active = set(positive)
+    while True:
+        fixed = sum(current[n] for n in names if n not in active)
+        lam = (Fraction(target) - fixed) / sum(w[n] for n in active)
+        below = {n for n in active if lam * w[n] < current[n]}
+        if not below:
+            break
+        active -= below
+    out = dict(current)
+    for n in active:
+        out[n] = int(lam * w[n])  # floor: ≥ current[n], since lam·w ≥ current and current is an integer
+    remainder = target - sum(out.values())
+    # Fewer wei than active institutions remain: one each to the largest contributors, ties by name.
+    for n in sorted(active, key=lambda n: (-w[n], n))[:remainder]:
+        out[n] += 1
+    return out
+
+
+def allocate(history: Sequence[RoundMeasure], paid: Mapping[str, int], budget: int, interim_fraction: float,
+             best_utility: float, final: bool) -> Allocation:
+    """The allocation after the last round of ``history``, given the cumulative amounts ``paid`` before it."""
+    weights = {name: max(c, Fraction(0)) for name, c in contributions(history).items()}
+    for name in paid:
+        weights.setdefault(name, Fraction(0))
+    already = sum(paid.values())
+    if final and not any(v > 0 for v in weights.values()):
+        target = already  # nobody contributed anything measurable: what is unpaid goes back to the funder
+    else:
+        target = max(release(history, budget, interim_fraction, best_utility, final), already)
+    cumulative = waterfill(paid, weights, min(target, budget) if budget >= already else already)
+    released = sum(cumulative.values())
+    unreleased = max(budget - released, 0)
+    return Allocation(cumulative, released, 0 if final else unreleased, unreleased if final else 0)
