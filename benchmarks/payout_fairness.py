@@ -22,6 +22,8 @@ Writes benchmarks/results/payout_fairness.json.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import itertools
 import json
 import logging
@@ -129,7 +131,8 @@ def paying_run(config: RunConfig) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         config = config.replace(run={"output_dir": tmp})
         started = time.perf_counter()
-        summary = run_federation(config, quiet=True, progress=False)
+        with contextlib.redirect_stdout(io.StringIO()):  # the run's own round lines; the tables below say it all
+            summary = run_federation(config, quiet=True, progress=False)
         seconds = time.perf_counter() - started
         run_dir = Path(summary["run_dir"])
         rounds = [r["scores"] for r in json.loads((run_dir / "rounds.json").read_text())[1:]]

@@ -204,6 +204,15 @@ def _cmd_fund(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_defund(args: argparse.Namespace) -> int:
+    session = _session(args)
+    to = args.to or session.address
+    tx = ops.defund(session, _deployment(args, session), to, args.amount)
+    _finish(args, session)
+    print(_tx_line(f"returned {args.amount} unsettled to {to}", tx))
+    return 0
+
+
 def _fund_run(run_dir: Path, amount: int | None) -> int:
     """Top up a run's distributor with what the run still lacks (or ``amount``), signing as its coordinator."""
     from fedlearn.payout.settlement import RunChain
@@ -306,6 +315,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--run", type=Path, metavar="RUN_DIR",
                    help="top up this run's distributor, signing with the run's coordinator key")
     p.set_defaults(handler=_cmd_fund)
+
+    p = sub.add_parser("defund", help="return unsettled tokens from the reward pool (admin): a run's unspent budget")
+    _connection_options(p)
+    p.add_argument("--amount", type=_int, required=True, help="token units, at most the unsettled funds")
+    p.add_argument("--to", help="recipient (default: the signer)")
+    p.set_defaults(handler=_cmd_defund)
 
     for name, handler, text in (("stake", _cmd_stake, "stake tokens"), ("unstake", _cmd_unstake, "start unstaking")):
         p = sub.add_parser(name, help=text)

@@ -51,6 +51,14 @@ def test_deploy_settle_claim_stake_slash_from_the_cli(deployed: Path, tmp_path: 
     state = json.loads(capsys.readouterr().out)
     assert state["last_round"] == 1 and state["total_claimed"] == 200 and state["total_slashed"] == 50
     assert state["stakes"][accounts[1]]["active"] == 0
+    # The admin takes back what no round committed: funded 1e6 + slashed 50 - settled 600.
+    with pytest.raises(ChainError, match="DefundExceedsAvailable"):
+        run("chain", "defund", *d, "--amount", str(10**6 - 600 + 51))
+    assert run("chain", "defund", *d, "--amount", str(10**6 - 600 + 50), "--to", accounts[2]) == 0
+    capsys.readouterr()
+    assert run("chain", "status", *d, "--json") == 0
+    state = json.loads(capsys.readouterr().out)
+    assert state["available"] == 0 and state["total_defunded"] == 10**6 - 550
 
 
 def test_cli_bad_input_raises_one_line_chain_errors(deployed: Path, tmp_path: Path) -> None:
