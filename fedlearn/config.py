@@ -31,6 +31,7 @@ STRATEGY_NAMES = (
     "fedmedian",
     "fltrust",
 )
+WEIGHTINGS = ("registered", "equal", "claimed")
 SCORING_METHODS = ("loo", "shapley", "gtg", "trust", "none")
 VALIDATION_SOURCES = ("server", "peers")
 UTILITIES = ("accuracy", "neg_loss", "brier")
@@ -81,6 +82,9 @@ class TrainSection:
 @dataclass(frozen=True)
 class StrategySection:
     name: str = "fedavg"
+    # Aggregation weights: "registered" caps each reply's claimed example count at the count the coordinator
+    # registered for the institution; "equal" weighs every reply 1; "claimed" trusts the reply (unsafe).
+    weighting: str = "registered"
     fraction_train: float = 1.0
     # Byzantine tolerance f for Krum, MultiKrum and Bulyan.
     num_malicious: int = 0
@@ -160,6 +164,10 @@ class PayoutSection:
 class IntegritySection:
     # Simulated behaviours, e.g. "hospital-03=sign_flip:scale=4, hospital-05=free_rider" (default: all honest).
     behaviours: str = ""
+    # Free riders: an update whose residual (after the past global steps) lies no more in the span of the other
+    # updates' residuals than noise would (score < kappa; noise scores ~1) is set aside
+    # (fedlearn.federation.free_riders). 0 turns the check off.
+    free_rider_kappa: float = 5.0
     # Fraction of institutions drawn each round as voters when scoring.validation = "peers".
     voters_fraction: float = 0.3
     # Slashing: flagged when, in k of its last m rounds, an update was rejected or scored below -threshold.
@@ -295,6 +303,7 @@ class RunConfig:
         _check(t.device == "auto" or t.device == "cpu" or t.device.startswith("cuda"), "train.device",
                t.device, "must be auto, cpu, cuda or cuda:N")
         _one_of("strategy.name", s.name, STRATEGY_NAMES)
+        _one_of("strategy.weighting", s.weighting, WEIGHTINGS)
         _check(0 < s.fraction_train <= 1, "strategy.fraction_train", s.fraction_train, "must be in (0, 1]")
         _check(s.num_malicious >= 0, "strategy.num_malicious", s.num_malicious, "must be >= 0")
         _check(s.multikrum_select >= 0, "strategy.multikrum_select", s.multikrum_select, "must be >= 0")
@@ -312,6 +321,8 @@ class RunConfig:
         g = self.integrity
         _check(0 < g.voters_fraction <= 1, "integrity.voters_fraction", g.voters_fraction, "must be in (0, 1]")
         _check(g.min_stake >= 0, "integrity.min_stake", g.min_stake, "must be >= 0")
+        _check(0 <= g.free_rider_kappa <= 100, "integrity.free_rider_kappa", g.free_rider_kappa,
+               "must be in [0, 100] (0: no free-rider check; noise scores about 1)")
         _check(g.slash_threshold >= 0, "integrity.slash_threshold", g.slash_threshold,
                "must be >= 0 (a score below -threshold counts as harmful)")
         _check(g.slash_k >= 2, "integrity.slash_k", g.slash_k,

@@ -55,11 +55,15 @@ def institution_updates(make_reply: ReplyFactory, start: ArrayRecord, n: int, se
     ]
 
 
-def scored(config: RunConfig) -> tuple[ScoredStrategy, ArrayRecord]:
+# What the coordinator registered for each institution: above every claim these tests make, so claims stand.
+REGISTERED = {f"hospital-{i:02d}": 1_000 for i in range(1, 21)}
+
+
+def scored(config: RunConfig, registered: dict[str, int] | None = None) -> tuple[ScoredStrategy, ArrayRecord]:
     model = init_model(config.model, FEATURES, CLASSES, seed=0)
     X, y = validation_set()
     strategy = ScoredStrategy(build_flower_strategy(config, root_data=(X, y, CLASSES)), copy.deepcopy(model),
-                              (X, y), config)
+                              (X, y), config, registered=REGISTERED if registered is None else registered)
     start = ArrayRecord(model.state_dict())
     list(strategy.configure_train(1, start, ConfigRecord(), LoopbackGrid(config.data.institutions)))
     return strategy, start
@@ -174,3 +178,33 @@ def test_fast_mean_utility_equals_flowers_fedavg_on_every_subset(make_reply: Rep
         for size in range(6):
             for subset in itertools.combinations(range(5), size):
                 assert fast(frozenset(subset)) == pytest.approx(flower(frozenset(subset)), abs=1e-6)
+
+
+def test_a_claimed_count_above_the_registered_one_buys_no_weight(make_reply: ReplyFactory) -> None:
+    # Prepare: hospital-01 claims 10,000 examples; the coordinator registered 40 for it.
+    config = make_config(method="loo", n=3)
+    registered = {"hospital-01": 40, "hospital-02": 40, "hospital-03": 40}
+    strategy, start = scored(config, registered)
+    base = {k: v.numpy() for k, v in start.items()}
+    rng = np.random.default_rng(5)
+    moves = [{k: (v + rng.normal(scale=0.5, size=v.shape)).astype(np.float32) for k, v in base.items()}
+             for _ in range(3)]
+    replies = [make_reply(m, examples=c, institution=f"hospital-{i + 1:02d}", node_id=i + 1)
+               for i, (m, c) in enumerate(zip(moves, [10_000, 40, 40]))]
+    # Execute
+    arrays, _ = strategy.aggregate_train(1, replies)
+    # Assert: the aggregate is the plain mean (equal registered counts), not dominated by the liar.
+    assert arrays is not None
+    for key in base:
+        np.testing.assert_allclose(arrays[key].numpy(), np.mean([m[key] for m in moves], axis=0), rtol=1e-5)
+    assert strategy.history[-1].num_examples == registered
+
+
+def test_an_unregistered_name_is_set_aside_and_equal_weighting_ignores_counts(make_reply: ReplyFactory) -> None:
+    strategy, start = scored(make_config(method="loo", n=3), {"hospital-01": 50, "hospital-02": 50})
+    replies = institution_updates(make_reply, start, 3)
+    strategy.aggregate_train(1, replies)
+    assert strategy.history[-1].rejected == {"hospital-03": "not an institution registered in this federation"}
+    equal, start = scored(make_config(method="loo", n=3, weighting="'equal'"))
+    equal.aggregate_train(1, institution_updates(make_reply, start, 3))
+    assert set(equal.history[-1].num_examples.values()) == {1}

@@ -143,7 +143,7 @@ def build_server_app(config: RunConfig | None = None, options: RunOptions | None
                                 cfg.integrity.slash_fraction)
 
         strategy = ScoredStrategy(inner, copy.deepcopy(model), (validation.X, validation.y), cfg,
-                                  on_round=recorder.scored)
+                                  on_round=recorder.scored, registered={m.name: len(m.data) for m in members})
         eval_model = copy.deepcopy(model)
 
         def evaluate_global(server_round: int, arrays: ArrayRecord) -> RoundResult:

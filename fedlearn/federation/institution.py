@@ -17,6 +17,8 @@ from fedlearn.learning.behaviours import train_as
 from fedlearn.learning.models import build_model
 from fedlearn.learning.training import select_device
 
+PREVIOUS_GLOBAL_KEY = "previous-global"
+
 
 def build_client_app(config: RunConfig | None = None) -> ClientApp:
     """A ClientApp for ``config`` (or, under ``flwr run``, the run config Flower passes in)."""
@@ -44,10 +46,16 @@ def build_client_app(config: RunConfig | None = None) -> ClientApp:
             spec = dataclasses.replace(spec, proximal_mu=float(cast(float, server_config["proximal-mu"])))
 
         model = build_model(cfg.model, X.shape[1], member.data.num_classes)
-        model.load_state_dict(msg.content.array_records[ARRAYS_KEY].to_torch_state_dict())
+        received = msg.content.array_records[ARRAYS_KEY]
+        model.load_state_dict(received.to_torch_state_dict())
+        # The node's state keeps the global model it received last round (a replaying free rider reads it).
+        kept = context.state.array_records.get(PREVIOUS_GLOBAL_KEY)
+        previous = {k: v.numpy() for k, v in kept.items()} if kept is not None else None
         _, claimed, result = train_as(member.behaviour, model, X, y, member.data.num_classes, spec,
                                       select_device(spec.device),
-                                      seed=cfg.run.seed * 100_003 + server_round * 1_009 + partition_id)
+                                      seed=cfg.run.seed * 100_003 + server_round * 1_009 + partition_id,
+                                      previous=previous)
+        context.state[PREVIOUS_GLOBAL_KEY] = received.copy()
 
         reply = RecordDict({
             ARRAYS_KEY: ArrayRecord(model.cpu().state_dict()),

@@ -7,6 +7,7 @@ set aside with a reason; it scores 0 and the round goes on without it.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +20,8 @@ EXAMPLES_KEY = "num-examples"
 INSTITUTION_KEY = "institution"
 # No institution holds more rows than this; a larger claim is treated as a lie about its weight.
 MAX_EXAMPLES = 10**9
+CLAIMED_KEY = "claimed-examples"  # what the reply said, kept beside the count the coordinator stands behind
+WEIGHTINGS = ("registered", "equal", "claimed")
 
 
 @dataclass(frozen=True)
@@ -107,3 +110,39 @@ def partition_replies(
             rejected.append(Rejection(name, reason))
     # Sorted by name so aggregation order, and so every score, is independent of arrival order.
     return [accepted[name] for name in sorted(accepted)], rejected
+
+
+def apply_weighting(
+    accepted: list[Message], rule: str, registered: Mapping[str, int] | None
+) -> tuple[list[Message], list[Rejection]]:
+    """Replace each accepted reply's example count with one the coordinator can stand behind.
+
+    ``registered``: min(claimed, the count registered for the institution), so a lie about its size never buys an
+    institution weight, and a name the federation never registered is set aside; ``equal``: every reply weighs 1;
+    ``claimed``: the reply's own count (trusts participants; an explicit, unsafe option). The claim is kept under
+    ``claimed-examples``. Every wrapped strategy, the coalition models and peer votes read the replaced count.
+    """
+    if rule not in WEIGHTINGS:
+        raise ValueError(f"unknown weighting {rule!r} (choose from {', '.join(WEIGHTINGS)})")
+    if rule == "registered" and registered is None:
+        raise ValueError("weighting 'registered' needs the registered example counts")
+    kept: list[Message] = []
+    rejected: list[Rejection] = []
+    for reply in accepted:
+        name = institution_of(reply)
+        metrics = reply.content.metric_records[METRICS_KEY]
+        claimed = examples_of(reply)
+        if rule == "registered":
+            assert registered is not None
+            if name not in registered:
+                rejected.append(Rejection(name, "not an institution registered in this federation"))
+                continue
+            weight = min(claimed, int(registered[name]))
+        elif rule == "equal":
+            weight = 1
+        else:
+            weight = claimed
+        metrics[CLAIMED_KEY] = claimed
+        metrics[EXAMPLES_KEY] = weight
+        kept.append(reply)
+    return kept, rejected

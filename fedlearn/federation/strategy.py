@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -28,9 +28,11 @@ from fedlearn.config import RunConfig
 from fedlearn.errors import ConfigError
 from fedlearn.federation.coalitions import per_example_utility, round_utility
 from fedlearn.federation.fltrust import FLTrust, RootTrainer
+from fedlearn.federation.free_riders import flatten, free_riders
 from fedlearn.federation.peer_votes import request_votes
 from fedlearn.federation.replies import (
     Rejection,
+    apply_weighting,
     arrays_of,
     examples_of,
     institution_of,
@@ -113,13 +115,20 @@ class ScoredStrategy(Strategy):
         validation: tuple[np.ndarray, np.ndarray],
         config: RunConfig,
         on_round: Callable[[RoundScores], None] | None = None,
+        registered: Mapping[str, int] | None = None,
     ):
+        """``registered``: each institution's example count as the coordinator knows it (the roster's partition
+        sizes in simulation), the ceiling on the weight its replies may claim (``strategy.weighting``)."""
         self.inner = inner
+        self.weighting = config.strategy.weighting
+        self.registered = dict(registered) if registered is not None else None
         self.model = model
         self.validation = validation
         self.scoring = config.scoring
         self.seed = config.run.seed
         self.voters_fraction = config.integrity.voters_fraction
+        self.free_rider_kappa = config.integrity.free_rider_kappa
+        self._globals: list[np.ndarray] = []  # the last three rounds' starting models, flat: past global steps
         self.train_spec, self.model_spec = config.train, config.model
         self.history: list[RoundScores] = []
         self.on_round = on_round
@@ -136,6 +145,7 @@ class ScoredStrategy(Strategy):
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         self._start_arrays, self._grid = arrays, grid
+        self._globals = [*self._globals[-2:], flatten(numpy_arrays(arrays))]
         return self.inner.configure_train(server_round, arrays, config, grid)
 
     def aggregate_train(
@@ -144,6 +154,10 @@ class ScoredStrategy(Strategy):
         if self._start_arrays is None:
             raise RuntimeError("aggregate_train called before configure_train")
         accepted, rejected = partition_replies(list(replies), self._start_arrays)
+        accepted, unregistered = apply_weighting(accepted, self.weighting, self.registered)
+        rejected += unregistered
+        accepted, riders = self._set_aside_free_riders(accepted)
+        rejected += riders
         for rejection in rejected:
             money_log.warning("round %d: update from %s set aside: %s", server_round, rejection.institution,
                               rejection.reason)
@@ -166,6 +180,17 @@ class ScoredStrategy(Strategy):
         self._gain = self._round_gain(server_round, arrays)
         self._score(server_round, accepted, rejected, utility, started)
         return arrays, metrics
+
+    def _set_aside_free_riders(self, accepted: list[Message]) -> tuple[list[Message], list[Rejection]]:
+        """Updates with no training signal of their own (``fedlearn.federation.free_riders``) are set aside."""
+        if self.free_rider_kappa <= 0 or not self._globals:
+            return accepted, []
+        start = self._globals[-1]
+        updates = [flatten(numpy_arrays(arrays_of(m))) - start for m in accepted]
+        steps = [b - a for a, b in zip(self._globals, self._globals[1:])]
+        flagged = free_riders(updates, steps, self.free_rider_kappa)
+        kept = [m for i, m in enumerate(accepted) if i not in flagged]
+        return kept, [Rejection(institution_of(accepted[i]), reason) for i, reason in sorted(flagged.items())]
 
     @torch.no_grad()
     def _round_gain(self, server_round: int, arrays: ArrayRecord) -> tuple[float, RoundGain]:

@@ -4,8 +4,10 @@ A behaviour acts at one of three points of an institution's round, so the Client
 
 - before training, on the data: ``label_flip`` poisons labels (:func:`poison_labels`); ``sybil`` splits one
   institution's data over k identities (:func:`sybil_split`, :func:`sybil_names`);
-- after training, on the update it sends: ``sign_flip``, ``gaussian_noise``, ``boosted`` and ``free_rider``
-  (:func:`apply_behaviour`);
+- after training, on the update it sends: ``sign_flip``, ``gaussian_noise``, ``boosted``, ``free_rider`` and
+  ``disguised_free_rider`` (:func:`apply_behaviour`): the last never trains and sends the global model moved along
+  the last global step (it keeps the previous global model between rounds) plus small noise, so that it is
+  identical to nothing (Fraboni et al. 2021);
 - ``honest`` does nothing anywhere.
 
 Behaviours are set per institution by a compact string (:func:`parse_behaviours`), e.g.
@@ -27,7 +29,8 @@ from fedlearn.config import TrainSection
 from fedlearn.errors import ConfigError
 from fedlearn.learning.training import TrainResult, evaluate, train
 
-BEHAVIOURS: tuple[str, ...] = ("honest", "label_flip", "sign_flip", "gaussian_noise", "free_rider", "boosted", "sybil")
+BEHAVIOURS: tuple[str, ...] = ("honest", "label_flip", "sign_flip", "gaussian_noise", "free_rider",
+                                "disguised_free_rider", "boosted", "sybil")
 
 # The parameters each behaviour reads; any other parameter in its config is a mistake and is refused.
 PARAMETERS: dict[str, tuple[str, ...]] = {
@@ -36,6 +39,7 @@ PARAMETERS: dict[str, tuple[str, ...]] = {
     "sign_flip": ("scale",),
     "gaussian_noise": ("sigma",),
     "free_rider": ("free_rider_noise", "claimed_examples"),
+    "disguised_free_rider": ("replay_scale", "free_rider_noise", "claimed_examples"),
     "boosted": ("scale",),
     "sybil": ("sybil_identities",),
 }
@@ -45,6 +49,9 @@ SYBIL_SEPARATOR = "~"
 
 FREE_RIDER_CLAIM_FACTOR = 10
 """A free rider with no explicit ``claimed_examples`` claims this many times its real row count."""
+
+DISGUISE_NOISE = 1e-3
+"""The noise a disguised free rider adds when ``free_rider_noise`` is 0: enough to beat byte comparisons."""
 
 
 @dataclass(frozen=True)
@@ -64,11 +71,12 @@ class BehaviourSpec:
     sybil_identities: int = 3
     free_rider_noise: float = 0.0
     claimed_examples: int = 0
+    replay_scale: float = 1.0
 
     def __post_init__(self) -> None:
         if self.name not in BEHAVIOURS:
             raise ConfigError(f"unknown behaviour {self.name!r} (choose from {', '.join(BEHAVIOURS)})")
-        for field in ("scale", "sigma", "flip_fraction", "free_rider_noise"):
+        for field in ("scale", "sigma", "flip_fraction", "free_rider_noise", "replay_scale"):
             value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ConfigError(f"behaviour {self.name}: {field} = {value!r} is not a finite number")
@@ -82,6 +90,7 @@ class BehaviourSpec:
             (0 <= self.flip_fraction <= 1, "flip_fraction", self.flip_fraction, "must lie in [0, 1]"),
             (self.sybil_identities >= 1, "sybil_identities", self.sybil_identities, "must be at least 1"),
             (self.free_rider_noise >= 0, "free_rider_noise", self.free_rider_noise, "must be >= 0"),
+            (self.replay_scale >= 0, "replay_scale", self.replay_scale, "must be >= 0"),
             (self.claimed_examples >= 0, "claimed_examples", self.claimed_examples, "must be >= 0"),
         ]
         for ok, field, value, why in problems:
@@ -174,6 +183,7 @@ def apply_behaviour(
     trained: Mapping[str, np.ndarray],
     num_examples: int,
     rng: np.random.Generator,
+    previous: Mapping[str, np.ndarray] | None = None,
 ) -> tuple[dict[str, np.ndarray], int]:
     """(arrays to send, examples to claim) after honest training produced ``trained`` from ``global_arrays``.
 
@@ -202,10 +212,14 @@ def apply_behaviour(
             value = local + rng.normal(0.0, spec.sigma, local.shape)
         elif spec.name == "free_rider":
             value = start + rng.normal(0.0, spec.free_rider_noise, local.shape) if spec.free_rider_noise else start
+        elif spec.name == "disguised_free_rider":
+            step = start - np.asarray(previous[key], dtype=local.dtype) if previous is not None else 0.0
+            value = start + spec.replay_scale * step + rng.normal(0.0, spec.free_rider_noise or DISGUISE_NOISE,
+                                                                   local.shape)
         else:
             value = local
         out[key] = np.array(value, dtype=local.dtype)
-    if spec.name == "free_rider":
+    if spec.name in ("free_rider", "disguised_free_rider"):
         return out, spec.claimed_examples or FREE_RIDER_CLAIM_FACTOR * num_examples
     return out, num_examples
 
@@ -219,6 +233,7 @@ def train_as(
     train_spec: TrainSection,
     device: torch.device,
     seed: int,
+    previous: Mapping[str, np.ndarray] | None = None,
 ) -> tuple[dict[str, np.ndarray], int, TrainResult]:
     """One local round as ``spec`` behaves: poison, train, tamper; (arrays to send, examples to claim, result).
 
@@ -229,13 +244,13 @@ def train_as(
     """
     rng = np.random.default_rng(seed)
     start = {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
-    if spec.name == "free_rider":
+    if spec.name in ("free_rider", "disguised_free_rider"):
         loss, _ = evaluate(model, X, y, device)
         result = TrainResult(train_loss=loss, num_examples=len(y))
     else:
         result = train(model, X, poison_labels(y, num_classes, spec, rng), train_spec, device, seed=seed)
     trained = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
-    arrays, claimed = apply_behaviour(spec, start, trained, result.num_examples, rng)
+    arrays, claimed = apply_behaviour(spec, start, trained, result.num_examples, rng, previous)
     model.load_state_dict({k: torch.as_tensor(v) for k, v in arrays.items()})
     return arrays, claimed, dataclasses.replace(result, num_examples=claimed)
 

@@ -1,0 +1,90 @@
+"""Free-rider detection on real local updates: replays and noise are set aside, honest training never is."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fedlearn.config import RunConfig
+from fedlearn.federation.free_riders import flatten, free_riders
+from fedlearn.federation.roster import federated_split
+from fedlearn.learning.behaviours import BehaviourSpec, apply_behaviour
+from fedlearn.learning.models import init_model
+from fedlearn.learning.training import train
+
+
+def real_round(partition: str, rounds: int = 3) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
+    """(honest updates of the last round, past global steps, last global step) from a short honest FedAvg run."""
+    config = RunConfig.load(overrides=["data.institutions=8", f"data.partition='{partition}'", "data.alpha=0.1"])
+    split = federated_split(config)
+    model = init_model(config.model, split.test.X.shape[1], split.test.num_classes, seed=0)
+    history = [flatten({k: v.numpy() for k, v in model.state_dict().items()})]
+    for server_round in range(1, rounds + 1):
+        start = {k: v.clone() for k, v in model.state_dict().items()}
+        updates, weights = [], []
+        for i, part in enumerate(split.partitions):
+            model.load_state_dict(start)
+            train(model, part.X, part.y, config.train, torch.device("cpu"), seed=100 * server_round + i)
+            updates.append(flatten({k: v.numpy() for k, v in model.state_dict().items()}) - history[-1])
+            weights.append(len(part))
+        if server_round == rounds:
+            recent = history[-3:]
+            steps = [b - a for a, b in zip(recent, recent[1:])]
+            return updates, steps, history[-1] - history[-2]
+        w = np.asarray(weights, dtype=np.float64) / sum(weights)
+        new = history[-1] + sum(wi * u for wi, u in zip(w, updates))
+        history.append(new)
+        offset, state = 0, {}
+        for key, value in start.items():
+            state[key] = torch.as_tensor(new[offset:offset + value.numel()].reshape(value.shape), dtype=value.dtype)
+            offset += value.numel()
+        model.load_state_dict(state)
+    raise AssertionError("unreachable")
+
+
+def test_replays_with_noise_are_flagged_and_honest_updates_with_skewed_data_are_not() -> None:
+    rng = np.random.default_rng(0)
+    for partition in ("dirichlet", "quantity_skew"):
+        honest, steps, last = real_round(partition)
+        riders = [gamma * last + rng.normal(0, sigma, last.shape) for gamma, sigma in ((1.0, 1e-3), (2.0, 1e-2))]
+        flagged = free_riders([*honest, *riders], steps)
+        assert set(flagged) == {len(honest), len(honest) + 1}, (partition, flagged)
+        assert "no training signal of its own" in flagged[len(honest)]
+
+
+def test_an_exact_replay_is_a_replay_and_too_few_updates_are_never_judged() -> None:
+    honest, steps, last = real_round("dirichlet", rounds=2)
+    flagged = free_riders([*honest, 1.5 * last], steps)
+    assert flagged == {len(honest): "update is a replay of past global steps (no training signal of its own)"}
+    assert free_riders(honest[:3], steps) == {}
+
+
+def test_a_disguised_free_rider_sends_the_global_model_moved_along_the_last_step() -> None:
+    start, previous = {"w": np.full(4, 2.0, dtype=np.float32)}, {"w": np.full(4, 1.5, dtype=np.float32)}
+    spec = BehaviourSpec("disguised_free_rider", replay_scale=2.0, free_rider_noise=1e-6)
+    sent, claimed = apply_behaviour(spec, start, {"w": np.zeros(4, dtype=np.float32)}, 30,
+                                    np.random.default_rng(1), previous)
+    np.testing.assert_allclose(sent["w"], 3.0, atol=1e-4)  # 2 + 2 x (2 - 1.5), never the trained zeros
+    assert claimed == 300 and sent["w"].dtype == np.float32
+
+
+def test_disguised_free_riders_earn_nothing_in_the_default_configuration(tmp_path: Path) -> None:
+    riders = "hospital-02=disguised_free_rider, hospital-05=disguised_free_rider:replay_scale=2:free_rider_noise=0.01"
+    settings = ["data.institutions=6", "run.rounds=4", "simulation.engine='local'", f"run.output_dir='{tmp_path}'",
+                f"integrity.behaviours='{riders}'"]
+    result = subprocess.run([sys.executable, "-m", "fedlearn.cli", "run", "--no-progress",
+                             *[a for s in settings for a in ("--set", s)]],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    rounds = json.loads((run_dir / "rounds.json").read_text())[1:]
+    for record in rounds:
+        assert set(record["scores"]["rejected"]) == {"hospital-02", "hospital-05"}  # every round, nobody else
+    summary = json.loads((run_dir / "summary.json").read_text())
+    earned = {i["name"]: int(i["tokens_earned"]) for i in summary["institutions"]}
+    assert earned["hospital-02"] == earned["hospital-05"] == 0 and sum(earned.values()) > 0
