@@ -69,7 +69,7 @@ def test_an_empty_string_makes_everyone_honest(text: str) -> None:
 
 def test_every_behaviour_parses_with_each_of_its_parameters() -> None:
     values = {"scale": "2", "sigma": "0.3", "flip_fraction": "0.5", "sybil_identities": "2",
-              "free_rider_noise": "0.01", "claimed_examples": "7"}
+              "free_rider_noise": "0.01", "claimed_examples": "7", "replay_scale": "1.5"}
     for name in BEHAVIOURS:
         params = "".join(f":{p}={values[p]}" for p in PARAMETERS[name])
         spec = parse_behaviours(f"hospital-01={name}{params}", INSTITUTIONS)["hospital-01"]

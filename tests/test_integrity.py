@@ -70,7 +70,9 @@ def test_peer_votes_score_every_proposer(tmp_path: Path) -> None:
     for record in rounds[1:]:
         scores = record["scores"]
         assert scores["method"] == "peers" and scores["evaluations"] >= 5
-        assert scores["scores"]["hospital-04"] <= min(v for k, v in scores["scores"].items() if k != "hospital-04")
+        # Noise of σ = 2 drowns its training: set aside as carrying no signal, or scored lowest by the peers.
+        others = min(v for k, v in scores["scores"].items() if k != "hospital-04")
+        assert "hospital-04" in scores["rejected"] or scores["scores"]["hospital-04"] <= others
     earned = tokens(summary)
     assert earned["hospital-04"] < 0.01 * sum(earned.values())
 
