@@ -64,6 +64,13 @@ def test_config_values_out_of_range_are_one_line(tmp_path: Path, setting: str, e
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_strategy_too_robust_for_the_federation_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    out = tmp_path / "runs"
+    result = fedlearn(*run_args(out, "strategy.name='krum'", "strategy.num_malicious=3"), cwd=tmp_path)
+    assert result.returncode == 2 and "strategy.num_malicious = 3 is too large" in one_line_error(result)
+    assert not out.exists()
+
+
 def test_a_single_class_dataset_is_refused_before_anything_is_written(tmp_path: Path) -> None:
     data = tmp_path / "one-class.csv"
     rng = np.random.default_rng(0)

@@ -70,12 +70,15 @@ def offenders(recorder: RunRecorder, policy: SlashingPolicy) -> dict[str, str]:
 
 def preflight(config: RunConfig) -> dict[str, str] | None:
     """Everything about a run that can be wrong, checked before anything is written on chain or to disk:
-    data and behaviours, the device, the payout addresses, the signing key, and stake on a real node.
+    data and behaviours, the device, the strategy's settings for this many institutions, the payout addresses,
+    the signing key and node, and stake on a real node.
     Returns the payout addresses (None without a chain)."""
     from fedlearn.learning.training import select_device
 
     members = roster(config)  # loads and partitions the data: data and behaviour errors surface here
     select_device(config.train.device)
+    validation = federated_split(config).validation
+    build_flower_strategy(config, len(members), (validation.X, validation.y, validation.num_classes))
     if not config.chain.enabled:
         return None
     ch = config.chain
