@@ -78,7 +78,12 @@ def preflight(config: RunConfig) -> dict[str, str] | None:
     members = roster(config)  # loads and partitions the data: data and behaviour errors surface here
     select_device(config.train.device)
     validation = federated_split(config).validation
-    build_flower_strategy(config, len(members), (validation.X, validation.y, validation.num_classes))
+    level = log.level
+    log.setLevel(logging.ERROR)  # a trial build: Flower's notice that clients never evaluate is for the real one
+    try:
+        build_flower_strategy(config, len(members), (validation.X, validation.y, validation.num_classes))
+    finally:
+        log.setLevel(level)
     if not config.chain.enabled:
         return None
     ch = config.chain
