@@ -30,6 +30,9 @@ BEHAVIOURS = {
     "sign_flip": "sign_flip:scale=4",
     "gaussian_noise": "gaussian_noise:sigma=1",
     "free_rider": "free_rider",
+    "noisy_free_rider": "free_rider:free_rider_noise=0.001",
+    "disguised_free_rider": "disguised_free_rider",
+    "disguised_free_rider_x2": "disguised_free_rider:replay_scale=2:free_rider_noise=0.01",
     "boosted": "boosted:scale=5",
 }
 MIX = "hospital-02=sign_flip:scale=4, hospital-05=free_rider, hospital-08=gaussian_noise:sigma=1"
