@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -192,25 +193,28 @@ def _tx_line(what: str, tx: ops.TxResult) -> str:
     return f"{what}: tx {tx.tx_hash} gas {tx.gas_used} block {tx.block}"
 
 
+def _send(args: argparse.Namespace, action: Callable[[ChainSession], ops.TxResult],
+          describe: Callable[[ChainSession], str]) -> int:
+    """Sign with the command's account, send one transaction, keep an embedded chain, print one line."""
+    session = _session(args)
+    tx = action(session)
+    _finish(args, session)
+    print(_tx_line(describe(session), tx))
+    return 0
+
+
 def _cmd_fund(args: argparse.Namespace) -> int:
     if args.run is not None:
         return _fund_run(args.run, args.amount)
     if args.amount is None:
         raise ChainError("chain fund needs --amount (or --run RUN_DIR to top up what a run lacks)")
-    session = _session(args)
-    tx = ops.fund(session, _deployment(args, session), args.amount, mint_missing=not args.no_mint)
-    _finish(args, session)
-    print(_tx_line(f"funded {args.amount}", tx))
-    return 0
+    return _send(args, lambda s: ops.fund(s, _deployment(args, s), args.amount, mint_missing=not args.no_mint),
+                 lambda s: f"funded {args.amount}")
 
 
 def _cmd_defund(args: argparse.Namespace) -> int:
-    session = _session(args)
-    to = args.to or session.address
-    tx = ops.defund(session, _deployment(args, session), to, args.amount)
-    _finish(args, session)
-    print(_tx_line(f"returned {args.amount} unsettled to {to}", tx))
-    return 0
+    return _send(args, lambda s: ops.defund(s, _deployment(args, s), args.to or s.address, args.amount),
+                 lambda s: f"returned {args.amount} unsettled to {args.to or s.address}")
 
 
 def _fund_run(run_dir: Path, amount: int | None) -> int:
@@ -228,35 +232,22 @@ def _fund_run(run_dir: Path, amount: int | None) -> int:
 
 
 def _cmd_stake(args: argparse.Namespace) -> int:
-    session = _session(args)
-    tx = ops.stake(session, _deployment(args, session), args.amount)
-    _finish(args, session)
-    print(_tx_line(f"{session.address} staked {args.amount}", tx))
-    return 0
+    return _send(args, lambda s: ops.stake(s, _deployment(args, s), args.amount),
+                 lambda s: f"{s.address} staked {args.amount}")
 
 
 def _cmd_unstake(args: argparse.Namespace) -> int:
-    session = _session(args)
-    tx = ops.request_unstake(session, _deployment(args, session), args.amount)
-    _finish(args, session)
-    print(_tx_line(f"{session.address} asked to unstake {args.amount}", tx))
-    return 0
+    return _send(args, lambda s: ops.request_unstake(s, _deployment(args, s), args.amount),
+                 lambda s: f"{s.address} asked to unstake {args.amount}")
 
 
 def _cmd_withdraw(args: argparse.Namespace) -> int:
-    session = _session(args)
-    tx = ops.withdraw(session, _deployment(args, session))
-    _finish(args, session)
-    print(_tx_line(f"{session.address} withdrew", tx))
-    return 0
+    return _send(args, lambda s: ops.withdraw(s, _deployment(args, s)), lambda s: f"{s.address} withdrew")
 
 
 def _cmd_slash(args: argparse.Namespace) -> int:
-    session = _session(args)
-    tx = ops.slash(session, _deployment(args, session), args.account, args.amount, args.evidence)
-    _finish(args, session)
-    print(_tx_line(f"slashed {args.amount} from {args.account}", tx))
-    return 0
+    return _send(args, lambda s: ops.slash(s, _deployment(args, s), args.account, args.amount, args.evidence),
+                 lambda s: f"slashed {args.amount} from {args.account}")
 
 
 def _cmd_claim(args: argparse.Namespace) -> int:

@@ -19,7 +19,7 @@ from fedlearn.chain import license as lic
 from fedlearn.chain.license import UNIT, LicenseDeployment, LicenseParameters, Parameter
 from fedlearn.chain.merkle import RewardTree
 from fedlearn.chain.session import ChainSession, advance_time
-from fedlearn.cli.chain import _connection_options, _deployment, _finish, _print, _session, _tx_line
+from fedlearn.cli.chain import _connection_options, _deployment, _finish, _print, _send, _session, _tx_line
 from fedlearn.errors import ChainError
 
 _DURATION = re.compile(r"(\d+)\s*([smhd]?)")
@@ -292,27 +292,18 @@ def _cmd_propose(args: argparse.Namespace) -> int:
 
 
 def _cmd_vote(args: argparse.Namespace) -> int:
-    session = _session(args)
-    tx = gov.vote(session, _license(args, session), args.proposal, args.support, args.reason or "")
-    _finish(args, session)
-    print(_tx_line(f"{session.address} voted {args.support} on {args.proposal}", tx))
-    return 0
+    return _send(args, lambda s: gov.vote(s, _license(args, s), args.proposal, args.support, args.reason or ""),
+                 lambda s: f"{s.address} voted {args.support} on {args.proposal}")
 
 
 def _cmd_queue(args: argparse.Namespace) -> int:
-    session = _session(args)
-    tx = gov.queue(session, _license(args, session), args.proposal)
-    _finish(args, session)
-    print(_tx_line(f"queued {args.proposal} in the timelock", tx))
-    return 0
+    return _send(args, lambda s: gov.queue(s, _license(args, s), args.proposal),
+                 lambda s: f"queued {args.proposal} in the timelock")
 
 
 def _cmd_execute(args: argparse.Namespace) -> int:
-    session = _session(args)
-    tx = gov.execute(session, _license(args, session), args.proposal)
-    _finish(args, session)
-    print(_tx_line(f"executed {args.proposal}", tx))
-    return 0
+    return _send(args, lambda s: gov.execute(s, _license(args, s), args.proposal),
+                 lambda s: f"executed {args.proposal}")
 
 
 def _cmd_gov_status(args: argparse.Namespace) -> int:
