@@ -179,7 +179,7 @@ def build_server_app(config: RunConfig | None = None, options: RunOptions | None
                                   server_round, result.scores.skipped)
             payout = None
             if paymaster is not None and result.scores is not None:
-                payout = paymaster.settle(result.scores, model_hash(checkpoint.load_arrays_dict(arrays)))
+                payout = paymaster.settle(result.scores, model_hash(checkpoint.numpy_arrays(arrays)))
                 if cfg.integrity.slash and cfg.integrity.min_stake > 0:
                     paymaster.slash(server_round, offenders(recorder, policy), policy)
             checkpoint.save(run_dir, server_round, arrays, inner, random.getstate())

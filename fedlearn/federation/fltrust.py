@@ -16,7 +16,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
-from fedlearn.federation.replies import numpy_arrays
+from fedlearn.records.checkpoint import numpy_arrays
 from fedlearn.scoring.trust import TrustResult, fltrust_arrays
 
 ServerUpdate = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]

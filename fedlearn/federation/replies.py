@@ -35,10 +35,6 @@ def arrays_of(reply: Message) -> ArrayRecord:
     return reply.content.array_records[ARRAYS_KEY]
 
 
-def numpy_arrays(record: ArrayRecord) -> dict[str, np.ndarray]:
-    return {name: array.numpy() for name, array in record.items()}
-
-
 def examples_of(reply: Message) -> int:
     """The example count a checked reply claims (check_reply made sure it is a positive number)."""
     value = reply.content.metric_records[METRICS_KEY][EXAMPLES_KEY]

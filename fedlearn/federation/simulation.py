@@ -34,10 +34,12 @@ def run_federation(
     # Import lazily: Flower and Ray take seconds to import, and config errors should not wait for them.
     from flwr.simulation import run_simulation
 
-    # Importing Flower's simulation turns every library's deprecation notices back on ("once"); a run's
-    # output is for its user, so they stay off unless asked for.
+    # Here, not later: importing Flower's simulation turns every library's deprecation notices back on
+    # ("once"), and the imports below would print them. The `fedlearn` logger is never silenced.
     if quiet:
-        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        logging.getLogger("flwr").setLevel(logging.ERROR)
+        os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+        warnings.filterwarnings("ignore")
     from tqdm import tqdm
 
     from fedlearn.federation.coordinator import RunOptions, build_server_app, preflight
@@ -76,10 +78,6 @@ def run_federation(
         )
         bar.update(1)
 
-    if quiet:
-        logging.getLogger("flwr").setLevel(logging.ERROR)
-        os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-        warnings.filterwarnings("ignore")
     server_app = build_server_app(config, RunOptions(run_dir, stop_after, on_round, outcome.update))
     client_app = build_client_app(config)
     try:

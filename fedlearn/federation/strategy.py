@@ -36,10 +36,10 @@ from fedlearn.federation.replies import (
     arrays_of,
     examples_of,
     institution_of,
-    numpy_arrays,
     partition_replies,
 )
 from fedlearn.logs import log as money_log
+from fedlearn.records.checkpoint import numpy_arrays
 from fedlearn.records.fingerprint import model_hash
 from fedlearn.scoring import score_round
 from fedlearn.scoring.round import RoundScores
@@ -135,7 +135,6 @@ class ScoredStrategy(Strategy):
         self._start_arrays: ArrayRecord | None = None
         self._grid: Grid | None = None
         self._updates: list[dict[str, np.ndarray]] = []
-        self._gain: tuple[float, RoundGain] = (0.0, RoundGain(0.0, 0.0, 0.0, False))
 
     def summary(self) -> None:
         log.info("scoring: %s on server validation (%s)", self.scoring.method, self.scoring.utility)
@@ -156,6 +155,8 @@ class ScoredStrategy(Strategy):
         accepted, rejected = partition_replies(list(replies), self._start_arrays)
         accepted, unregistered = apply_weighting(accepted, self.weighting, self.registered)
         rejected += unregistered
+        # Each update decoded once, here: robust rules pop arrays out of the replies they aggregate.
+        self._updates = [numpy_arrays(arrays_of(m)) for m in accepted]
         accepted, riders = self._set_aside_free_riders(accepted)
         rejected += riders
         for rejection in rejected:
@@ -163,13 +164,10 @@ class ScoredStrategy(Strategy):
                               rejection.reason)
         started = time.perf_counter()
         if not accepted:
-            self._updates = []
             self._record(server_round, {}, [], rejected, 0, started, skipped="every update was rejected")
             return None, None
         utility = round_utility(self.inner, server_round, accepted, self._start_arrays, self.model,
                                 self.validation, self.scoring.utility)
-        # Robust rules pop arrays out of the replies they aggregate: read the updates before they do.
-        self._updates = [numpy_arrays(arrays_of(m)) for m in accepted]
         arrays, metrics = self.inner.aggregate_train(server_round, accepted)
         if arrays is None:
             # A model that does not exist cannot be paid for: score nobody (Bulyan below 4f + 3 updates).
@@ -177,18 +175,18 @@ class ScoredStrategy(Strategy):
             self._record(server_round, {name: 0.0 for name in names}, accepted, rejected, 0, started,
                          skipped=f"{type(self.inner).__name__} aggregated no model from {len(accepted)} update(s)")
             return None, None
-        self._gain = self._round_gain(server_round, arrays)
-        self._score(server_round, accepted, rejected, utility, started)
+        self._score(server_round, accepted, rejected, utility, started, self._round_gain(server_round, arrays))
         return arrays, metrics
 
     def _set_aside_free_riders(self, accepted: list[Message]) -> tuple[list[Message], list[Rejection]]:
-        """Updates with no training signal of their own (``fedlearn.federation.free_riders``) are set aside."""
+        """Updates with no training signal of their own (``fedlearn.federation.free_riders``) are set aside;
+        ``self._updates`` keeps the decoded arrays of those that stay."""
         if self.free_rider_kappa <= 0 or not self._globals:
             return accepted, []
         start = self._globals[-1]
-        updates = [flatten(numpy_arrays(arrays_of(m))) - start for m in accepted]
         steps = [b - a for a, b in zip(self._globals, self._globals[1:])]
-        flagged = free_riders(updates, steps, self.free_rider_kappa)
+        flagged = free_riders([flatten(u) - start for u in self._updates], steps, self.free_rider_kappa)
+        self._updates = [u for i, u in enumerate(self._updates) if i not in flagged]
         kept = [m for i, m in enumerate(accepted) if i not in flagged]
         return kept, [Rejection(institution_of(accepted[i]), reason) for i, reason in sorted(flagged.items())]
 
@@ -215,6 +213,7 @@ class ScoredStrategy(Strategy):
         rejected: list[Rejection],
         utility: Callable[[frozenset[int]], float],
         started: float,
+        gain: tuple[float, RoundGain],
     ) -> None:
         names = [institution_of(m) for m in accepted]
         disagreeing: frozenset[str] = frozenset()
@@ -235,7 +234,7 @@ class ScoredStrategy(Strategy):
             )
             scores = {name: float(v) for name, v in zip(names, result.values)}
             evaluations, truncated = result.evaluations, result.truncated
-        self._record(server_round, scores, accepted, rejected, evaluations, started, truncated, disagreeing)
+        self._record(server_round, scores, accepted, rejected, evaluations, started, truncated, disagreeing, gain)
 
     def _record(
         self,
@@ -247,10 +246,12 @@ class ScoredStrategy(Strategy):
         started: float,
         truncated: bool = False,
         disagreeing: frozenset[str] = frozenset(),
+        gain: tuple[float, RoundGain] = (0.0, RoundGain(0.0, 0.0, 0.0, False)),
         skipped: str = "",
     ) -> None:
+        """``gain``: (the start model's utility, the round's gain); a skipped round has none."""
         names = [institution_of(m) for m in accepted]
-        start_utility, gain = self._gain if not skipped else (0.0, RoundGain(0.0, 0.0, 0.0, False))
+        start_utility, measured = gain
         scores = {**scores, **{r.institution: 0.0 for r in rejected}}
         record = RoundScores(
             server_round=server_round,
@@ -267,10 +268,10 @@ class ScoredStrategy(Strategy):
             skipped=skipped,
             utility=self.scoring.utility,
             start_utility=start_utility,
-            gain=gain.gain,
-            gain_low=gain.low,
-            gain_high=gain.high,
-            significant=gain.significant,
+            gain=measured.gain,
+            gain_low=measured.low,
+            gain_high=measured.high,
+            significant=measured.significant,
         )
         self.history.append(record)
         if self.on_round is not None:

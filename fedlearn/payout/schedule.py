@@ -126,7 +126,7 @@ def allocate(history: Sequence[RoundMeasure], paid: Mapping[str, int], budget: i
         target = already  # nobody contributed anything measurable: what is unpaid goes back to the funder
     else:
         target = max(release(history, budget, interim_fraction, best_utility, final), already)
-    cumulative = waterfill(paid, weights, min(target, budget) if budget >= already else already)
+    cumulative = waterfill(paid, weights, target)  # target ≤ budget unless more was paid already: then nothing
     released = sum(cumulative.values())
     unreleased = max(budget - released, 0)
     return Allocation(cumulative, released, 0 if final else unreleased, unreleased if final else 0)

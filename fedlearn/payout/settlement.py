@@ -172,13 +172,12 @@ class Paymaster:
     def fund_run(self) -> None:
         """Fund the budget up front (``total``: every round's budget, topped up when a resumed run asks for more
         rounds) or check the funds cover it (``none``). Runs before the first round and on every resume."""
-        returned = sum(amount for _, _, amount, _ in self.ledger.returns())
-        funded = int(self.ledger.meta().get("funded_wei", "0")) - returned
         if self.chain.funding == "total":
-            needed = self.budget - funded
-            if needed > 0:
-                fund(self.link.session, self.link.deployment, needed)
-                self.ledger.set_meta(funded_wei=str(funded + returned + needed))
+            returned = sum(amount for _, _, amount, _ in self.ledger.returns())
+            # What this run funded and did not take back; a resumed run with more rounds funds the difference.
+            kept = int(self.ledger.meta().get("funded_wei", "0")) - returned
+            if self.budget > kept:
+                self.top_up(self.budget - kept)
         elif self.chain.funding == "none":
             short = self.shortfall()
             if short > 0:

@@ -33,14 +33,14 @@ def verify_run(run_dir: Path) -> tuple[list[str], int]:
     totals = {int(e["args"]["round"]): int(e["args"]["roundTotal"])
               for e in dist.events.RoundSettled().get_logs(from_block=pm.link.deployment.block)}
     previous: RoundEntry | None = None
-    for record in rounds:
+    measures = [measure_of(record) for record in rounds]
+    for index, record in enumerate(rounds):
         r = record.round
         if previous is not None and r != previous.round + 1:
             problems.append(f"round {r}: follows round {previous.round} (a round is missing)")
         # Payout: the rule applied to the journaled history gives every cumulative amount.
         before: dict[str, int] = {e.institution: e.cumulative for e in previous.entries} if previous else {}
-        history = [measure_of(x) for x in rounds if x.round <= r]
-        plan = allocate(history, {e.institution: before.get(e.institution, 0) for e in record.entries},
+        plan = allocate(measures[:index + 1], {e.institution: before.get(e.institution, 0) for e in record.entries},
                         record.budget, pm.interim_fraction, pm.best_utility, record.final)
         for e in record.entries:
             if e.cumulative != plan.cumulative.get(e.institution):

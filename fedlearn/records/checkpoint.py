@@ -53,11 +53,12 @@ def save(run_dir: Path, server_round: int, arrays: ArrayRecord, strategy: Strate
     target = model_path(run_dir, server_round)
     tmp = target.with_name(target.name + ".tmp.npz")
     # allow_pickle named (its default) so that no array name can be taken for it, and mypy can check the rest.
-    np.savez(tmp, allow_pickle=True, **load_arrays_dict(arrays))
+    np.savez(tmp, allow_pickle=True, **numpy_arrays(arrays))
     os.replace(tmp, target)
 
 
-def load_arrays_dict(arrays: ArrayRecord) -> dict[str, np.ndarray]:
+def numpy_arrays(arrays: ArrayRecord) -> dict[str, np.ndarray]:
+    """A record's arrays as numpy arrays, by name."""
     return {name: array.numpy() for name, array in arrays.items()}
 
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from fedlearn.config import RunConfig
 from fedlearn.errors import FedlearnError
+from fedlearn.records.checkpoint import numpy_arrays
 from fedlearn.scoring.round import RoundScores
 
 if TYPE_CHECKING:
@@ -52,7 +53,7 @@ def write_json(path: Path, data: Any) -> None:
 def save_model(path: Path, arrays: ArrayRecord) -> None:
     tmp = path.with_name(path.name + ".tmp.npz")
     # allow_pickle named (its default) so that no array name can be taken for it, and mypy can check the rest.
-    np.savez(tmp, allow_pickle=True, **{name: array.numpy() for name, array in arrays.items()})
+    np.savez(tmp, allow_pickle=True, **numpy_arrays(arrays))
     os.replace(tmp, path)
 
 
