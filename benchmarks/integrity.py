@@ -1,132 +1,210 @@
-"""Integrity benchmark: adversarial institutions against every scoring mode × aggregator.
+"""Integrity benchmark: what cheating earns, and costs the model, in the default configuration and each alternative.
 
-Digits, 10 institutions (Dirichlet α = 1), 8 rounds of 2 local epochs, paying on the embedded chain with a 10-token
-stake each and slashing on. Behaviour sets: all honest; 3 institutions of each behaviour in turn; a mix; one institution
-split into 3 sybils. Per run: final accuracy, drop against the all-honest run of the same mode × aggregator,
-the adversaries' combined share of tokens, adversaries and honest institutions slashed, and the Spearman
-correlation of honest payouts with data size. Runs use the in-process engine (real apps, no Ray).
+Digits, 10 institutions (the default Dirichlet α = 0.5 split), 8 rounds, paying on the embedded chain with a
+10-token stake each and slashing on: the settings of ``configs/demo.toml``. In every behaviour set 3 of the 10
+institutions (30 %) are adversarial; a sybil set splits one institution over 3 identities instead. Per run:
+final test accuracy, the accuracy drop against the all-honest run of the same configuration and seed, the
+backdoor's attack success rate on the triggered test set, the adversaries' combined token share next to the
+share the same institutions earn when honest, who was slashed, and (sybils) the identities' tokens over what the
+whole institution earns. "plain" is FedAvg with no checks and no scoring, the accuracy reference.
 
-    .venv/bin/python benchmarks/integrity.py [--rounds 8] [--quick]
+    .venv/bin/python benchmarks/integrity.py [--seeds 42 43 44] [--rounds 8] [--quick] [--workers 2]
+
+Writes ``benchmarks/results/integrity.json``: ``default`` (the worst case of the default configuration over
+every attack and seed), ``configurations`` (the same per configuration) and ``runs``.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
-from common import print_table, write_results  # noqa: I001 - puts the project root on sys.path
-from scipy.stats import spearmanr
-
-from fedlearn.config import RunConfig
-from fedlearn.federation.simulation import run_federation
-from fedlearn.payout.ledger import Ledger
+from common import ROOT, print_table, write_results  # noqa: I001 - puts the project root on sys.path
 
 ADVERSARIES = ["hospital-02", "hospital-05", "hospital-08"]
-BEHAVIOURS = {
-    "honest": "",
+SYBIL_ORIGINS = ["hospital-05", "hospital-09"]
+# Behaviours of the three adversaries. Free riders claim their real row count (claim_factor=1) so that the
+# free-rider check, not the count check, is what stops them; count_lie is the count check's case.
+ATTACKS = {
     "label_flip": "label_flip",
+    "targeted_label_flip": "targeted_label_flip",
     "sign_flip": "sign_flip:scale=4",
     "gaussian_noise": "gaussian_noise:sigma=1",
-    "free_rider": "free_rider",
-    "noisy_free_rider": "free_rider:free_rider_noise=0.001",
-    "disguised_free_rider": "disguised_free_rider",
-    "disguised_free_rider_x2": "disguised_free_rider:replay_scale=2:free_rider_noise=0.01",
     "boosted": "boosted:scale=5",
+    "free_rider": "free_rider:claim_factor=1",
+    "noisy_free_rider": "free_rider:free_rider_noise=0.001:claim_factor=1",
+    "disguised_free_rider": "disguised_free_rider:claim_factor=1",
+    "low_effort_5_rows": "low_effort:effort_rows=5",
+    "low_effort_10_percent": "low_effort:effort=0.1",
+    "count_lie": "count_lie:claim_factor=10",
+    "backdoor": "backdoor",
+    "colluding_copies": "colluder",
 }
-MIX = "hospital-02=sign_flip:scale=4, hospital-05=free_rider, hospital-08=gaussian_noise:sigma=1"
-SYBIL = "hospital-05=sybil:sybil_identities=3"
-MODES = {"server": ["scoring.method='gtg'"], "peers": ["scoring.validation='peers'"],
-         "trust": ["scoring.method='trust'"]}
-AGGREGATORS = {"fedavg": [], "multikrum": ["strategy.num_malicious=3"], "fedmedian": [], "fltrust": []}
+MIX = "hospital-02=sign_flip:scale=4, hospital-05=disguised_free_rider:claim_factor=1, hospital-08=backdoor"
+# The default configuration is configs/demo.toml as it stands; each alternative changes it as named.
+CONFIGURATIONS: dict[str, list[str]] = {
+    "default": [],
+    "loo": ["scoring.method='loo'"],
+    "peers": ["scoring.validation='peers'"],
+    "fedmedian": ["strategy.name='fedmedian'"],
+    "multikrum": ["strategy.name='multikrum'", "strategy.num_malicious=3"],
+}
+PLAIN = ["scoring.method='none'", "integrity.free_rider_kappa=0", "integrity.exclude_harmful=false",
+         "integrity.slash=false"]
+QUICK_CONFIGURATIONS = ["default", "loo"]
 
 
 def behaviour_sets() -> dict[str, str]:
-    sets = {name: ", ".join(f"{a}={spec}" for a in ADVERSARIES) if spec else "" for name, spec in BEHAVIOURS.items()}
+    sets = {"honest": ""}
+    sets.update({name: ", ".join(f"{a}={spec}" for a in ADVERSARIES) for name, spec in ATTACKS.items()})
     sets["mix"] = MIX
-    sets["sybil"] = SYBIL
+    sets.update({f"sybil_{origin}": f"{origin}=sybil:sybil_identities=3" for origin in SYBIL_ORIGINS})
     return sets
 
 
-def run_once(rounds: int, mode: str, aggregator: str, behaviours: str) -> dict:
-    config = RunConfig.load(overrides=[
-        f"run.rounds={rounds}", "data.institutions=10", "data.alpha=1.0", "simulation.engine='local'",
-        "train.learning_rate=0.05", "train.momentum=0.9", "train.local_epochs=2", "integrity.min_stake=10",
-        f"strategy.name='{aggregator}'", f"integrity.behaviours=\"{behaviours}\"",
-        *MODES[mode], *AGGREGATORS[aggregator],
+def run_once(job: tuple[str, list[str], str, str, int, int]) -> dict[str, Any]:
+    """One federated run; what the tables read of it."""
+    configuration, overrides, set_name, behaviours, seed, rounds = job
+    import torch
+
+    from fedlearn.config import RunConfig
+    from fedlearn.federation.simulation import run_federation
+    from fedlearn.payout.ledger import Ledger
+
+    torch.set_num_threads(1)
+    config = RunConfig.load(ROOT / "configs" / "demo.toml", overrides=[
+        f"run.seed={seed}", f"run.rounds={rounds}", "simulation.engine='local'",
+        f"integrity.behaviours=\"{behaviours}\"", *overrides,
     ])
     with tempfile.TemporaryDirectory() as tmp:
         summary = run_federation(config, run_dir=Path(tmp) / "run", progress=False)
-        slashed = {name for _, name, _, _ in Ledger.open(Path(tmp) / "run" / "ledger.sqlite").slashes()}
-    return {"summary": summary, "slashed": slashed}
+        slashed = sorted({name for _, name, _, _ in Ledger.open(Path(tmp) / "run" / "ledger.sqlite").slashes()})
+    return {
+        "configuration": configuration, "behaviours": set_name, "seed": seed,
+        "accuracy": float(summary["final_test_accuracy"]),
+        "backdoor_success": summary.get("final_backdoor_success"),
+        "earned": {i["name"]: int(i["tokens_earned"]) for i in summary["institutions"]},
+        "slashed": slashed,
+    }
+
+
+def adversaries_of(set_name: str, earned: dict[str, int]) -> set[str]:
+    if set_name.startswith("sybil_"):
+        origin = set_name.removeprefix("sybil_")
+        return {n for n in earned if n.startswith(origin + "~")}
+    return set() if set_name in ("honest", "plain") else set(ADVERSARIES)
+
+
+def share(earned: dict[str, int], names: set[str]) -> float:
+    total = sum(earned.values())
+    return sum(earned[n] for n in names if n in earned) / total if total else 0.0
+
+
+def summarise(runs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """Per run, the figures against the same configuration's honest run; per configuration, the worst case."""
+    honest = {(r["configuration"], r["seed"]): r for r in runs if r["behaviours"] == "honest"}
+    plain = {r["seed"]: r for r in runs if r["configuration"] == "plain"}
+    rows: list[dict[str, Any]] = []
+    for r in runs:
+        if r["configuration"] == "plain":
+            continue
+        base = honest[(r["configuration"], r["seed"])]
+        adversarial = adversaries_of(r["behaviours"], r["earned"])
+        row = {
+            "configuration": r["configuration"], "behaviours": r["behaviours"], "seed": r["seed"],
+            "accuracy": r["accuracy"], "accuracy_drop_points": 100 * (base["accuracy"] - r["accuracy"]),
+            "backdoor_success": r["backdoor_success"],
+            "adversary_share": share(r["earned"], adversarial),
+            "honest_equivalent_share": share(base["earned"], set(ADVERSARIES)) if adversarial else None,
+            "adversaries_slashed": len(set(r["slashed"]) & adversarial),
+            "honest_slashed": len(set(r["slashed"]) - adversarial),
+            "sybil_over_whole": None,
+        }
+        if r["behaviours"].startswith("sybil_"):
+            origin = r["behaviours"].removeprefix("sybil_")
+            whole = base["earned"].get(origin, 0)
+            row["honest_equivalent_share"] = share(base["earned"], {origin})
+            row["sybil_over_whole"] = sum(r["earned"][n] for n in adversarial) / whole if whole else None
+        if r["behaviours"] == "honest" and r["seed"] in plain:
+            row["plain_fedavg_accuracy"] = plain[r["seed"]]["accuracy"]
+        rows.append(row)
+    worst: dict[str, dict[str, Any]] = {}
+    for name in sorted({row["configuration"] for row in rows}):
+        mine = [row for row in rows if row["configuration"] == name]
+        attacks = [row for row in mine if row["behaviours"] != "honest" and not row["behaviours"].startswith("sybil")]
+        sybils = [row["sybil_over_whole"] for row in mine if row["sybil_over_whole"] is not None]
+        backdoors = [row["backdoor_success"] for row in attacks if row["backdoor_success"] is not None]
+        plain_gap = [100 * (row["plain_fedavg_accuracy"] - row["accuracy"]) for row in mine
+                     if "plain_fedavg_accuracy" in row]
+        worst_share = max(attacks, key=lambda row: row["adversary_share"])
+        worst[name] = {
+            "worst_adversary_share": worst_share["adversary_share"],
+            "worst_adversary_share_attack": worst_share["behaviours"],
+            "worst_accuracy_drop_points": max(row["accuracy_drop_points"] for row in attacks),
+            "worst_backdoor_success": max(backdoors) if backdoors else None,
+            "max_sybil_over_whole": max(sybils) if sybils else None,
+            "honest_slashed": sum(row["honest_slashed"] for row in mine),
+            "honest_accuracy_below_plain_fedavg_points": max(plain_gap) if plain_gap else None,
+            "per_attack_worst_share": {b: max(row["adversary_share"] for row in attacks if row["behaviours"] == b)
+                                       for b in sorted({row["behaviours"] for row in attacks})},
+        }
+    return rows, worst
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
     parser.add_argument("--rounds", type=int, default=8)
-    parser.add_argument("--quick", action="store_true", help="server mode with fedavg and fedmedian only")
+    parser.add_argument("--quick", action="store_true", help=f"configurations {QUICK_CONFIGURATIONS} only")
+    parser.add_argument("--workers", type=int, default=max(1, min(2, os.cpu_count() or 1)))
     args = parser.parse_args()
-    modes = ["server"] if args.quick else list(MODES)
-    aggregators = ["fedavg", "fedmedian"] if args.quick else list(AGGREGATORS)
-    rows, results = [], []
+    configurations = {k: v for k, v in CONFIGURATIONS.items() if not args.quick or k in QUICK_CONFIGURATIONS}
+    jobs = [(name, overrides, set_name, behaviours, seed, args.rounds)
+            for seed in args.seeds for name, overrides in configurations.items()
+            for set_name, behaviours in behaviour_sets().items()]
+    jobs += [("plain", PLAIN, "honest", "", seed, args.rounds) for seed in args.seeds]
     started = time.perf_counter()
-    for mode in modes:
-        for aggregator in aggregators:
-            baseline = None
-            for set_name, behaviours in behaviour_sets().items():
-                out = run_once(args.rounds, mode, aggregator, behaviours)
-                institutions = out["summary"]["institutions"]
-                earned = {i["name"]: int(i["tokens_earned"]) for i in institutions}
-                total = sum(earned.values()) or 1
-                accuracy = float(out["summary"]["final_test_accuracy"])
-                if set_name == "honest":
-                    baseline = {"accuracy": accuracy, "earned": earned}
-                adversarial = set(ADVERSARIES) if set_name not in ("honest", "sybil") else set()
-                if set_name == "sybil":
-                    adversarial = {n for n in earned if n.startswith("hospital-05~")}
-                honest = [i for i in institutions if i["name"] not in adversarial]
-                rho = spearmanr([float(i["tokens_earned"]) for i in honest], [i["examples"] for i in honest]).statistic
-                share = sum(earned[n] for n in adversarial) / total
-                sybil_ratio = None
-                if set_name == "sybil" and baseline is not None:
-                    whole = baseline["earned"].get("hospital-05", 0)
-                    sybil_ratio = sum(earned[n] for n in adversarial) / whole if whole else None
-                record = {
-                    "mode": mode, "aggregator": aggregator, "behaviours": set_name, "final_accuracy": accuracy,
-                    "accuracy_drop_points": 100 * (baseline["accuracy"] - accuracy) if baseline else 0.0,
-                    "adversary_share": share, "adversaries_slashed": len(out["slashed"] & adversarial),
-                    "honest_slashed": len(out["slashed"] - adversarial),
-                    "honest_payout_spearman_with_size": float(rho), "sybil_over_whole": sybil_ratio,
-                }
-                results.append(record)
-                rows.append([mode, aggregator, set_name, accuracy, record["accuracy_drop_points"], share,
-                             record["adversaries_slashed"], record["honest_slashed"], float(rho),
-                             "" if sybil_ratio is None else f"{sybil_ratio:.2f}"])
-                print(f"{mode:7s} {aggregator:13s} {set_name:14s} acc {accuracy:.3f} share {share:.3f} "
-                      f"slashed {sorted(out['slashed'])}", flush=True)
+    runs: list[dict[str, Any]] = []
+    with ProcessPoolExecutor(args.workers) as pool:
+        for run in pool.map(run_once, jobs):
+            runs.append(run)
+            print(f"{run['configuration']:10s} seed {run['seed']} {run['behaviours']:22s} acc {run['accuracy']:.3f} "
+                  f"slashed {run['slashed']}", flush=True)
+    rows, worst = summarise(runs)
     print()
-    print_table(["mode", "aggregator", "behaviours", "accuracy", "drop pts", "adv. share", "adv. slashed",
-                 "honest slashed", "rank corr.", "sybil/whole"], rows)
-    # Best configuration: the mode × aggregator whose worst case over the attacks is best.
-    worst: dict[tuple[str, str], tuple[float, float]] = {}
-    for r in results:
-        if r["behaviours"] in ("honest", "sybil"):
-            continue
-        key = (r["mode"], r["aggregator"])
-        share, drop = worst.get(key, (0.0, 0.0))
-        worst[key] = (max(share, r["adversary_share"]), max(drop, r["accuracy_drop_points"]))
-    best = min(worst, key=lambda k: (max(worst[k][0] / 0.03, worst[k][1] / 2.0), worst[k]))
-    print(f"\nbest configuration: scoring {best[0]}, aggregator {best[1]}: worst adversary share "
-          f"{worst[best][0]:.2%}, worst accuracy drop {worst[best][1]:.2f} points "
-          f"(targets: share <= 3%, drop <= 2 points); {time.perf_counter() - started:.0f} s in all")
+    table = []
+    for config in configurations:
+        for set_name in behaviour_sets():
+            mine = [r for r in rows if r["configuration"] == config and r["behaviours"] == set_name]
+            backdoor = [r["backdoor_success"] for r in mine if r["backdoor_success"] is not None]
+            equivalent = [r["honest_equivalent_share"] for r in mine if r["honest_equivalent_share"] is not None]
+            sybil = [r["sybil_over_whole"] for r in mine if r["sybil_over_whole"] is not None]
+            table.append([config, set_name, min(r["accuracy"] for r in mine),
+                          max(r["accuracy_drop_points"] for r in mine),
+                          max(backdoor) if backdoor else "", max(r["adversary_share"] for r in mine),
+                          max(equivalent) if equivalent else "", max(sybil) if sybil else "",
+                          sum(r["adversaries_slashed"] for r in mine), sum(r["honest_slashed"] for r in mine)])
+    print(f"worst case over seeds {args.seeds}, {args.rounds} rounds, 3 of 10 institutions adversarial:")
+    print_table(["configuration", "behaviours", "min acc.", "max drop pts", "backdoor", "adv. share",
+                 "honest-equiv.", "sybil/whole", "adv. slashed", "honest slashed"], table)
+    print()
+    print_table(["configuration", "worst adv. share", "(attack)", "worst drop pts", "worst backdoor", "sybil/whole",
+                 "honest slashed", "honest acc. below plain pts"],
+                [[name, w["worst_adversary_share"], w["worst_adversary_share_attack"],
+                  w["worst_accuracy_drop_points"], w["worst_backdoor_success"], w["max_sybil_over_whole"],
+                  w["honest_slashed"], w["honest_accuracy_below_plain_fedavg_points"]] for name, w in worst.items()])
+    print(f"\n{len(jobs)} runs in {time.perf_counter() - started:.0f} s")
     path = write_results("integrity", {
-        "rounds": args.rounds, "institutions": 10, "adversaries": ADVERSARIES, "runs": results,
-        "worst_case": {f"{m}/{a}": {"adversary_share": s, "accuracy_drop_points": d}
-                       for (m, a), (s, d) in worst.items()},
-        "best": {"mode": best[0], "aggregator": best[1], "adversary_share": worst[best][0],
-                 "accuracy_drop_points": worst[best][1]},
-        "targets": {"adversary_share": 0.03, "accuracy_drop_points": 2.0, "sybil_over_whole": 1.0},
+        "rounds": args.rounds, "institutions": 10, "seeds": args.seeds, "adversaries": ADVERSARIES,
+        "attacks": ATTACKS, "mix": MIX, "configurations_overrides": configurations,
+        "default": worst.get("default", {}), "configurations": worst, "runs": rows,
+        "targets": {"worst_adversary_share": 0.03, "worst_accuracy_drop_points": 2.0, "worst_backdoor_success": 0.05,
+                    "max_sybil_over_whole": 1.0, "honest_slashed": 0, "honest_accuracy_below_plain_fedavg_points": 1.0},
     })
     print(f"wrote {path}")
 

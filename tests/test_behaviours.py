@@ -5,23 +5,33 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from flwr.app import ArrayRecord, ConfigRecord, RecordDict
 
-from fedlearn.config import ModelSection, TrainSection
+from fedlearn.config import ModelSection, RunConfig, TrainSection
 from fedlearn.errors import ConfigError
+from fedlearn.federation.institution import build_client_app
+from fedlearn.federation.localgrid import LocalGrid
+from fedlearn.federation.replies import ARRAYS_KEY, EXAMPLES_KEY, METRICS_KEY
+from fedlearn.federation.roster import roster
 from fedlearn.learning.behaviours import (
     BEHAVIOURS,
+    COLLUDER_ROWS,
     HONEST,
+    INT_PARAMETERS,
     PARAMETERS,
     BehaviourSpec,
+    Collusion,
     apply_behaviour,
+    effort_sample,
     parse_behaviours,
     poison_labels,
+    poison_targeted,
     sybil_names,
     sybil_origin,
     sybil_split,
     train_as,
 )
-from fedlearn.learning.models import build_model
+from fedlearn.learning.models import build_model, init_model
 
 INSTITUTIONS = [f"hospital-{i:02d}" for i in range(1, 11)]
 
@@ -69,7 +79,9 @@ def test_an_empty_string_makes_everyone_honest(text: str) -> None:
 
 def test_every_behaviour_parses_with_each_of_its_parameters() -> None:
     values = {"scale": "2", "sigma": "0.3", "flip_fraction": "0.5", "sybil_identities": "2",
-              "free_rider_noise": "0.01", "claimed_examples": "7", "replay_scale": "1.5"}
+              "free_rider_noise": "0.01", "claimed_examples": "7", "replay_scale": "1.5", "effort": "0.2",
+              "effort_rows": "4", "claim_factor": "3", "poison_fraction": "0.4", "target": "3", "source": "2",
+              "copy_noise": "0.01"}
     for name in BEHAVIOURS:
         params = "".join(f":{p}={values[p]}" for p in PARAMETERS[name])
         spec = parse_behaviours(f"hospital-01={name}{params}", INSTITUTIONS)["hospital-01"]
@@ -99,6 +111,20 @@ def test_every_behaviour_parses_with_each_of_its_parameters() -> None:
         ("hospital-03", "is not of the form"),
         ("=honest", "is not of the form"),
         ("hospital-03=honest, hospital-03=boosted", "'hospital-03' is given twice"),
+        ("hospital-03=low_effort:effort=0", "effort = 0.0 must lie in (0, 1]"),
+        ("hospital-03=low_effort:effort=1.5", "effort = 1.5 must lie in (0, 1]"),
+        ("hospital-03=low_effort:effort_rows=2.5", "effort_rows = '2.5' is not an integer"),
+        ("hospital-03=low_effort:effort_rows=-1", "effort_rows = -1 must be >= 0"),
+        ("hospital-03=colluder:effort_rows=0", "effort_rows = 0 must be at least 1"),
+        ("hospital-03=colluder:copy_noise=-0.1", "copy_noise = -0.1 must be >= 0"),
+        ("hospital-03=count_lie:claim_factor=0.5", "claim_factor = 0.5 must be >= 1"),
+        ("hospital-03=count_lie:effort=0.5", "'effort' for count_lie"),
+        ("hospital-03=backdoor:poison_fraction=1.2", "poison_fraction = 1.2 must lie in [0, 1]"),
+        ("hospital-03=backdoor:target=-1", "target = -1 must be >= 0"),
+        ("hospital-03=backdoor:target=1.0", "target = '1.0' is not an integer"),
+        ("hospital-03=backdoor:source=1", "'source' for backdoor"),
+        ("hospital-03=targeted_label_flip:source=7", "source = 7 must differ from target = 7"),
+        ("hospital-03=targeted_label_flip:target=1", "source = 1 must differ from target = 1"),
     ],
 )
 def test_bad_entries_raise_one_line_naming_the_offending_part(text: str, offending: str) -> None:
@@ -107,6 +133,40 @@ def test_bad_entries_raise_one_line_naming_the_offending_part(text: str, offendi
     message = str(caught.value)
     assert offending in message
     assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("text", "offending"),
+    [
+        ("hospital-03=backdoor:target=10", "target = 10 must be < the data's 10 classes"),
+        ("hospital-03=targeted_label_flip:source=12:target=0", "source = 12 must be < the data's 10 classes"),
+        ("hospital-03=targeted_label_flip:source=0:target=10", "target = 10"),
+    ],
+)
+def test_classes_outside_the_data_are_refused_when_the_classes_are_known(text: str, offending: str) -> None:
+    parse_behaviours(text, INSTITUTIONS)  # without the data's classes nothing is known to be wrong
+    with pytest.raises(ConfigError) as caught:
+        parse_behaviours(text, INSTITUTIONS, num_classes=10)
+    assert offending in str(caught.value) and text in str(caught.value)
+    assert "\n" not in str(caught.value)
+    # The default target of targeted_label_flip (7) needs 8 classes.
+    with pytest.raises(ConfigError, match="target = 7"):
+        parse_behaviours("hospital-03=targeted_label_flip", INSTITUTIONS, num_classes=7)
+    parse_behaviours("hospital-03=targeted_label_flip", INSTITUTIONS, num_classes=8)
+
+
+def test_class_parameters_take_each_behaviours_default_and_ints_parse_as_ints() -> None:
+    assert BehaviourSpec("backdoor").target_class == 0
+    flip = BehaviourSpec("targeted_label_flip")
+    assert (flip.source_class, flip.target_class) == (1, 7)
+    specs = parse_behaviours("hospital-01=backdoor:target=4, hospital-02=targeted_label_flip:source=3,"
+                             " hospital-03=low_effort:effort_rows=5", INSTITUTIONS)
+    assert specs["hospital-01"].target_class == 4
+    assert (specs["hospital-02"].source_class, specs["hospital-02"].target_class) == (3, 7)
+    for spec in specs.values():
+        for field in INT_PARAMETERS:
+            value = getattr(spec, field)
+            assert value is None or type(value) is int
 
 
 def test_spec_refuses_an_unknown_behaviour() -> None:
@@ -176,6 +236,26 @@ def test_free_rider_noise_is_tiny_and_of_the_given_sigma() -> None:
     assert noise.std() == pytest.approx(1e-3, rel=0.03)
 
 
+@pytest.mark.parametrize(("factor", "rows"), [(1.0, 37), (3.0, 37), (10.0, 120)])
+def test_count_lie_sends_the_trained_arrays_and_multiplies_its_count(factor: float, rows: int) -> None:
+    start, trained = model_pair(5)
+    arrays, claimed = apply_behaviour(BehaviourSpec("count_lie", claim_factor=factor), start, trained, rows, rng())
+    assert claimed == int(factor) * rows
+    for k in trained:
+        np.testing.assert_array_equal(arrays[k], trained[k])
+
+
+@pytest.mark.parametrize("noise", [1e-3, 0.1])
+def test_colluder_adds_its_copy_noise_to_the_trained_arrays(noise: float) -> None:
+    start = {"w": np.zeros((200, 100))}
+    trained = {"w": np.full((200, 100), 0.25)}
+    arrays, claimed = apply_behaviour(BehaviourSpec("colluder", copy_noise=noise), start, trained, 10, rng(3))
+    assert claimed == 10
+    assert (arrays["w"] - trained["w"]).std() == pytest.approx(noise, rel=0.03)
+    exact, _ = apply_behaviour(BehaviourSpec("colluder", copy_noise=0.0), start, trained, 10, rng(3))
+    np.testing.assert_array_equal(exact["w"], trained["w"])
+
+
 def test_dtypes_are_kept_and_integer_arrays_are_never_perturbed() -> None:
     start = {"w": np.zeros(5, dtype=np.float32), "count": np.array(3, dtype=np.int64)}
     trained = {"w": np.ones(5, dtype=np.float32), "count": np.array(4, dtype=np.int64)}
@@ -232,6 +312,50 @@ def test_label_flip_refuses_labels_outside_the_classes() -> None:
         poison_labels(np.array([0, 1, 3]), 3, BehaviourSpec("label_flip"), rng())
 
 
+def test_targeted_label_flip_relabels_exactly_the_source_class() -> None:
+    y = np.tile(np.arange(10), 30)
+    spec = BehaviourSpec("targeted_label_flip", source=3, target=8)
+    poisoned = poison_targeted(y, 10, spec)
+    np.testing.assert_array_equal(poisoned[y == 3], 8)
+    np.testing.assert_array_equal(poisoned[y != 3], y[y != 3])
+    assert poisoned.dtype == y.dtype
+    np.testing.assert_array_equal(y, np.tile(np.arange(10), 30))  # the caller's labels are untouched
+    for name in BEHAVIOURS:
+        if name != "targeted_label_flip":
+            assert poison_targeted(y, 10, BehaviourSpec(name)) is y
+
+
+def test_targeted_label_flip_refuses_classes_outside_the_data() -> None:
+    with pytest.raises(ValueError, match="target = 7 must be < the data's 3 classes"):
+        poison_targeted(np.array([0, 1, 2]), 3, BehaviourSpec("targeted_label_flip"))
+
+
+# --- low effort ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("effort", "rows"), [(0.1, 200), (0.25, 61), (1.0, 40), (0.001, 30)])
+def test_low_effort_samples_its_share_of_distinct_rows(effort: float, rows: int) -> None:
+    picked = effort_sample(BehaviourSpec("low_effort", effort=effort), rows, rng(4))
+    assert len(picked) == max(1, round(effort * rows))
+    assert len(set(picked.tolist())) == len(picked)
+    assert picked.tolist() == sorted(picked.tolist()) and 0 <= picked.min() and picked.max() < rows
+
+
+def test_effort_rows_takes_precedence_and_is_capped_at_the_rows_there_are() -> None:
+    assert len(effort_sample(BehaviourSpec("low_effort", effort=0.5, effort_rows=5), 100, rng())) == 5
+    assert len(effort_sample(BehaviourSpec("low_effort", effort_rows=0, effort=0.5), 100, rng())) == 50
+    assert len(effort_sample(BehaviourSpec("low_effort", effort_rows=500), 100, rng())) == 100
+    assert len(effort_sample(BehaviourSpec("colluder"), 100, rng())) == COLLUDER_ROWS
+    assert len(effort_sample(BehaviourSpec("colluder", effort_rows=8), 100, rng())) == 8
+    np.testing.assert_array_equal(effort_sample(HONEST, 7, rng()), np.arange(7))
+
+
+def test_effort_sample_is_seeded() -> None:
+    spec = BehaviourSpec("low_effort", effort_rows=5)
+    assert effort_sample(spec, 100, rng(1)).tolist() == effort_sample(spec, 100, rng(1)).tolist()
+    assert effort_sample(spec, 100, rng(1)).tolist() != effort_sample(spec, 100, rng(2)).tolist()
+
+
 # --- sybils -----------------------------------------------------------------------------------------------------
 
 
@@ -276,28 +400,51 @@ def test_sybil_names_and_origin() -> None:
 # --- one local round --------------------------------------------------------------------------------------------
 
 
+TRAIN_SPEC = TrainSection(local_epochs=2, batch_size=16, learning_rate=0.1)
+CPU = torch.device("cpu")
+
+
+def separable(seed: int = 11, rows: int = 60) -> tuple[np.ndarray, np.ndarray]:
+    """Four features, two classes decided by the first."""
+    X = rng(seed).normal(size=(rows, 4)).astype(np.float32)
+    return X, (X[:, 0] > 0).astype(np.int64)
+
+
+def fresh() -> torch.nn.Module:
+    """The same tiny logistic regression every call."""
+    torch.manual_seed(0)
+    return build_model(ModelSection(name="logreg"), 4, 2)
+
+
+def arrays_after(spec: BehaviourSpec, X: np.ndarray, y: np.ndarray, seed: int = 3,
+                 collusion: Collusion | None = None) -> tuple[dict[str, np.ndarray], int]:
+    """(sent, claimed) of one round of ``spec`` from :func:`fresh`, checking the model holds what is sent."""
+    model = fresh()
+    sent, claimed, result = train_as(spec, model, X, y, 2, TRAIN_SPEC, CPU, seed=seed, collusion=collusion)
+    assert result.num_examples == claimed
+    for k, v in model.state_dict().items():
+        np.testing.assert_array_equal(v.numpy(), sent[k])
+    return sent, claimed
+
+
 def local_round(spec: BehaviourSpec) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray],
                                                int]:
     """(global, honest trained, sent, claimed) for a tiny logistic regression on separable data."""
-    g = rng(11)
-    X = g.normal(size=(60, 4)).astype(np.float32)
-    y = (X[:, 0] > 0).astype(np.int64)
-    train_spec = TrainSection(local_epochs=2, batch_size=16, learning_rate=0.1)
-
-    def fresh() -> torch.nn.Module:
-        torch.manual_seed(0)
-        return build_model(ModelSection(name="logreg"), 4, 2)
-
+    X, y = separable()
     start = {k: v.numpy().copy() for k, v in fresh().state_dict().items()}
-    honest_model = fresh()
-    train_as(HONEST, honest_model, X, y, 2, train_spec, torch.device("cpu"), seed=3)
-    honest = {k: v.numpy().copy() for k, v in honest_model.state_dict().items()}
-    model = fresh()
-    sent, claimed, result = train_as(spec, model, X, y, 2, train_spec, torch.device("cpu"), seed=3)
-    assert result.num_examples == claimed
-    for k, v in model.state_dict().items():  # the model holds what is sent
-        np.testing.assert_array_equal(v.numpy(), sent[k])
+    honest, _ = arrays_after(HONEST, X, y)
+    sent, claimed = arrays_after(spec, X, y)
     return start, honest, sent, claimed
+
+
+def assert_same(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:
+    assert set(a) == set(b)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+
+
+def differs(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> bool:
+    return any(not np.array_equal(a[k], b[k]) for k in a)
 
 
 def test_train_as_sign_flip_sends_the_negated_honest_update() -> None:
@@ -320,3 +467,128 @@ def test_train_as_label_flip_trains_on_poisoned_labels() -> None:
     honest_push = (honest["weight"] - start["weight"])[1, 0] - (honest["weight"] - start["weight"])[0, 0]
     flipped_push = (sent["weight"] - start["weight"])[1, 0] - (sent["weight"] - start["weight"])[0, 0]
     assert honest_push > 0 > flipped_push
+
+
+def test_train_as_count_lie_trains_honestly_and_inflates_its_claim() -> None:
+    _, honest, sent, claimed = local_round(BehaviourSpec("count_lie", claim_factor=4))
+    assert claimed == 4 * 60
+    assert_same(sent, honest)
+
+
+def test_train_as_low_effort_trains_on_its_sample_and_claims_every_row() -> None:
+    X, y = separable()
+    spec = BehaviourSpec("low_effort", effort_rows=5)
+    sent, claimed = arrays_after(spec, X, y, seed=3)
+    assert claimed == 60  # the lie: all its rows, for the work of five
+    rows = effort_sample(spec, 60, rng(3))  # the rows train_as drew with the same seed
+    on_sample, sample_claim = arrays_after(HONEST, X[rows], y[rows], seed=3)
+    assert_same(sent, on_sample)
+    assert sample_claim == 5
+    _, honest, _, _ = local_round(HONEST)
+    assert differs(sent, honest)
+
+
+def test_train_as_low_effort_at_full_effort_is_honest() -> None:
+    _, honest, sent, claimed = local_round(BehaviourSpec("low_effort", effort=1.0))
+    assert claimed == 60
+    assert_same(sent, honest)
+
+
+def test_train_as_targeted_label_flip_trains_on_the_relabelled_rows() -> None:
+    X, y = separable()
+    spec = BehaviourSpec("targeted_label_flip", source=1, target=0)
+    sent, claimed = arrays_after(spec, X, y)
+    assert claimed == 60
+    relabelled, _ = arrays_after(HONEST, X, np.zeros_like(y))  # every class-1 row now says 0
+    assert_same(sent, relabelled)
+    honest, _ = arrays_after(HONEST, X, y)
+    assert differs(sent, honest)
+
+
+def test_colluders_send_near_copies_of_one_model_trained_on_the_leaders_rows() -> None:
+    leader_X, leader_y = separable(11, rows=60)
+    own_X, own_y = separable(12, rows=45)  # a follower's own data: it claims these rows, trains on none
+    spec = BehaviourSpec("colluder", copy_noise=1e-3)
+    group = Collusion(leader_X, leader_y, seed=3)
+    leader, leader_claim = arrays_after(spec, leader_X, leader_y, seed=3)  # no collusion given: leads itself
+    as_led, _ = arrays_after(spec, leader_X, leader_y, seed=3, collusion=group)
+    assert_same(leader, as_led)
+    follower, follower_claim = arrays_after(spec, own_X, own_y, seed=77, collusion=group)
+    assert (leader_claim, follower_claim) == (60, 45)
+    for k in leader:
+        gap = follower[k] - leader[k]
+        assert 0 < np.abs(gap).max() < 1e-2  # apart only by two draws of N(0, 1e-3²)
+    # Without noise the copies are exact; the common model is honest training on the leader's sample.
+    exact = BehaviourSpec("colluder", copy_noise=0.0)
+    copy_a, _ = arrays_after(exact, own_X, own_y, seed=77, collusion=group)
+    copy_b, _ = arrays_after(exact, leader_X, leader_y, seed=5, collusion=group)
+    rows = effort_sample(exact, 60, rng(3))
+    assert len(rows) == COLLUDER_ROWS
+    on_sample, _ = arrays_after(HONEST, leader_X[rows], leader_y[rows], seed=3)
+    assert_same(copy_a, copy_b)
+    assert_same(copy_a, on_sample)
+
+
+# --- in a federation --------------------------------------------------------------------------------------------
+
+
+def colluding_config() -> RunConfig:
+    # A sybil ahead of the colluders shifts partition ids: the leader is found by partition id, not by name.
+    return RunConfig.load(overrides=[
+        "data.institutions=6",
+        "integrity.behaviours='hospital-01=sybil:sybil_identities=2, hospital-03=colluder, hospital-05=colluder'",
+    ])
+
+
+def test_the_roster_groups_colluders_under_the_first_of_them() -> None:
+    members = roster(colluding_config())
+    leaders = {m.name: m.leader for m in members}
+    lead = members[leaders["hospital-03"]]
+    assert lead.name == "hospital-03"
+    assert leaders["hospital-05"] == leaders["hospital-03"]
+    assert [name for name, leader in leaders.items() if leader is not None] == ["hospital-03", "hospital-05"]
+
+
+def test_the_roster_refuses_a_class_the_data_lacks() -> None:
+    config = RunConfig.load(overrides=["integrity.behaviours='hospital-02=backdoor:target=10'"])
+    with pytest.raises(ConfigError, match="target = 10 must be < the data's 10 classes"):
+        roster(config)
+
+
+def test_colluding_institutions_reply_near_copies_and_claim_their_own_rows() -> None:
+    config = colluding_config()
+    members = roster(config)
+    grid = LocalGrid(build_client_app(config), len(members))
+    model = init_model(config.model, members[0].data.num_features, members[0].data.num_classes, config.run.seed)
+    ids = {m.name: i for i, m in enumerate(members)}
+
+    def reply(name: str) -> tuple[dict[str, np.ndarray], int]:
+        content = RecordDict({ARRAYS_KEY: ArrayRecord(model.state_dict()),
+                              "config": ConfigRecord({"server-round": 1})})
+        message = grid.create_message(content, "train", ids[name] + 1, "1")
+        (answer,) = grid.send_and_receive([message])
+        arrays = {k: v.numpy() for k, v in answer.content.array_records[ARRAYS_KEY].items()}
+        return arrays, int(answer.content.metric_records[METRICS_KEY][EXAMPLES_KEY])
+
+    leader, leader_claim = reply("hospital-03")
+    follower, follower_claim = reply("hospital-05")
+    honest, _ = reply("hospital-04")
+    assert leader_claim == len(members[ids["hospital-03"]].data)
+    assert follower_claim == len(members[ids["hospital-05"]].data) != leader_claim
+    gap = np.concatenate([(follower[k] - leader[k]).ravel() for k in leader])
+    # One model plus two independent draws of N(0, copy_noise²): the gap is N(0, 2·copy_noise²), nothing more.
+    assert gap.std() == pytest.approx(np.sqrt(2) * 1e-3, rel=0.1)
+    assert abs(gap.mean()) < 4 * gap.std() / np.sqrt(gap.size)
+    apart = np.concatenate([(honest[k] - leader[k]).ravel() for k in leader])
+    assert apart.std() > 3 * gap.std()
+
+
+@pytest.mark.parametrize("name", ["free_rider", "disguised_free_rider"])
+def test_a_free_rider_claims_claim_factor_times_its_rows_unless_it_names_a_count(name: str) -> None:
+    start = {"w": np.zeros((2, 2), dtype=np.float32)}
+    trained = {"w": np.ones((2, 2), dtype=np.float32)}
+    counts = [apply_behaviour(spec, start, trained, 37, np.random.default_rng(0), previous=start)[1]
+              for spec in (BehaviourSpec(name), BehaviourSpec(name, claim_factor=1.0),
+                           BehaviourSpec(name, claim_factor=2.5, claimed_examples=900))]
+    assert counts == [370, 37, 900]
+    assert parse_behaviours(f"hospital-01={name}:claim_factor=1", ["hospital-01"])["hospital-01"].claim_factor == 1.0

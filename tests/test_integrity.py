@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from fedlearn.config import RunConfig
+from fedlearn.federation.peer_votes import ballot_commitment
 from fedlearn.federation.simulation import run_federation
 from fedlearn.payout.ledger import Ledger
 
@@ -36,6 +37,15 @@ def test_an_all_honest_run_slashes_nobody(tmp_path: Path, validation: str) -> No
     assert ledger.slashes() == []
     assert all(v == 0 for v in tokens(summary, "tokens_slashed").values())
     assert summary["final_test_accuracy"] > 0.8
+    if validation == "peers":
+        # Every round records each voter's ballot, and anyone can recheck it against the commitment.
+        rounds = json.loads((tmp_path / "run" / "rounds.json").read_text())
+        ballots = [(r["scores"]["server_round"], b) for r in rounds if r.get("scores")
+                   for b in r["scores"]["ballots"].values()]
+        assert len(ballots) >= 5 * 3
+        for server_round, b in ballots:
+            assert "broken" not in b and b["votes"]
+            assert ballot_commitment(server_round, b["votes"], b["salt"]) == b["commitment"]
 
 
 def test_a_harmful_sign_flipper_earns_nothing_and_is_slashed(tmp_path: Path) -> None:

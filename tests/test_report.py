@@ -54,7 +54,8 @@ CLAIMANT = "hospital-01"  # claims after the run; hospital-02 leaves what it ear
 REWARD_PER_ROUND = Decimal(100)  # chain.reward_per_round's default; the run's budget is this × its rounds
 # A learning rate this high makes the first round overshoot: its gain is negative, not significant, and counts for
 # nothing; the next rounds recover with significant gains. So the paid run has rounds that count and one that does not.
-UNSTABLE = "train.learning_rate=1.8"
+# (Leaving harmful updates out would keep the overshooting round's model from moving at all: that check is off.)
+UNSTABLE = ("train.learning_rate=1.8", "integrity.exclude_harmful=false")
 PAID_PLOTS = {"accuracy.png", "gains.png", "rewards.png", "cumulative.png", "shares.png"}
 REPORT_FILES = PAID_PLOTS | {"index.html", "rounds.csv", "institutions.csv", "report.json"}
 FLAG = {True: "true", False: "false"}
@@ -80,7 +81,7 @@ def paid(tmp_path_factory: pytest.TempPathFactory) -> Reported:
         if result.server_round == 2:
             shutil.copytree(run, partial)
 
-    real_run(run, f"run.rounds={ROUNDS}", f"data.institutions={len(NAMES)}", "scoring.method='shapley'", UNSTABLE,
+    real_run(run, f"run.rounds={ROUNDS}", f"data.institutions={len(NAMES)}", "scoring.method='shapley'", *UNSTABLE,
              "chain.claim_at_end=false", f"integrity.behaviours='{FREE_RIDER}=free_rider:free_rider_noise=0'",
              observer=observe)
     assert main(["claim", str(run), "--institution", CLAIMANT]) == 0
@@ -208,7 +209,7 @@ def test_the_paid_run_has_rounds_that_count_and_a_round_that_does_not(paid: Repo
     verdicts = [r["scores"]["significant"] for r in rounds_json(paid.run) if r["scores"]]
     assert len(verdicts) == ROUNDS and False in verdicts[:-1] and True in verdicts, (
         f"significance per round {verdicts}: the fixture needs a round before the last whose gain is not "
-        f"significant, and one whose gain is ({UNSTABLE} should overshoot in round 1)")
+        f"significant, and one whose gain is ({UNSTABLE[0]} should overshoot in round 1)")
 
 
 def test_rounds_csv_is_what_the_run_measured_and_the_ledger_paid(paid: Reported) -> None:

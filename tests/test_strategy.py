@@ -34,8 +34,10 @@ def make_config(strategy: str = "fedavg", method: str = "shapley", n: int = 5, *
     return RunConfig.load(overrides=[
         f"strategy.name='{strategy}'", f"scoring.method='{method}'", f"data.institutions={n}",
         # The updates here are random moves of the global model: exactly what the free-rider check sets aside,
-        # so it is off; these tests are about aggregation and scoring (tests/test_free_riders.py covers it).
-        "model.name='logreg'", "integrity.free_rider_kappa=0", *[f"strategy.{k}={v}" for k, v in strategy_keys.items()],
+        # so it is off, as is leaving harmful updates out (most random moves are): these tests are about
+        # aggregation and scoring (tests/test_free_riders.py and the test below cover both checks).
+        "model.name='logreg'", "integrity.free_rider_kappa=0", "integrity.exclude_harmful=false",
+        *[f"strategy.{k}={v}" for k, v in strategy_keys.items()],
     ])
 
 
@@ -182,7 +184,42 @@ def test_fast_mean_utility_equals_flowers_fedavg_on_every_subset(make_reply: Rep
                 assert fast(frozenset(subset)) == pytest.approx(flower(frozenset(subset)), abs=1e-6)
 
 
-def test_a_claimed_count_above_the_registered_one_buys_no_weight(make_reply: ReplyFactory) -> None:
+def test_a_harmful_update_is_left_out_of_the_aggregate_but_keeps_its_negative_score(
+    make_reply: ReplyFactory,
+) -> None:
+    # Prepare: four institutions step towards a model fitted on the validation split; one steps away from it.
+    config = RunConfig.load(overrides=["scoring.method='loo'", "data.institutions=5", "model.name='logreg'",
+                                       "integrity.free_rider_kappa=0"])
+    strategy, start = scored(config)
+    X, y = validation_set()
+    fitted = init_model(config.model, FEATURES, CLASSES, seed=0)
+    optimiser = torch.optim.SGD(fitted.parameters(), lr=0.5)
+    for _ in range(50):
+        optimiser.zero_grad()
+        torch.nn.functional.cross_entropy(fitted(torch.as_tensor(X)), torch.as_tensor(y)).backward()
+        optimiser.step()
+    base = {k: v.numpy() for k, v in start.items()}
+    good = {k: v.detach().numpy() for k, v in fitted.state_dict().items()}
+    rng = np.random.default_rng(3)
+    moves = [{k: (base[k] + (good[k] - base[k]) * rng.uniform(0.6, 1.0)).astype(np.float32) for k in base}
+             for _ in range(4)]
+    moves.append({k: (base[k] - 3 * (good[k] - base[k])).astype(np.float32) for k in base})
+    replies = [make_reply(m, examples=50, institution=f"hospital-{i + 1:02d}", node_id=i + 1)
+               for i, m in enumerate(moves)]
+    # Execute
+    arrays, _ = strategy.aggregate_train(1, replies)
+    # Assert: the aggregate is the four good updates' mean; the fifth keeps its negative score and is excluded,
+    # not rejected (slashing reads its score, not a rejection).
+    assert arrays is not None
+    for key in base:
+        np.testing.assert_allclose(arrays[key].numpy(), np.mean([m[key] for m in moves[:4]], axis=0), rtol=1e-5)
+    record = strategy.history[-1]
+    assert set(record.excluded) == {"hospital-05"} and record.rejected == {}
+    assert record.scores["hospital-05"] < 0 < min(record.scores[f"hospital-0{i}"] for i in range(1, 5))
+    assert "hospital-05" in record.update_hashes
+
+
+def test_a_claimed_count_above_the_registered_one_is_set_aside(make_reply: ReplyFactory) -> None:
     # Prepare: hospital-01 claims 10,000 examples; the coordinator registered 40 for it.
     config = make_config(method="loo", n=3)
     registered = {"hospital-01": 40, "hospital-02": 40, "hospital-03": 40}
@@ -195,11 +232,14 @@ def test_a_claimed_count_above_the_registered_one_buys_no_weight(make_reply: Rep
                for i, (m, c) in enumerate(zip(moves, [10_000, 40, 40]))]
     # Execute
     arrays, _ = strategy.aggregate_train(1, replies)
-    # Assert: the aggregate is the plain mean (equal registered counts), not dominated by the liar.
+    # Assert: the liar is set aside and scores 0; the aggregate is the plain mean of the two honest updates.
     assert arrays is not None
     for key in base:
-        np.testing.assert_allclose(arrays[key].numpy(), np.mean([m[key] for m in moves], axis=0), rtol=1e-5)
-    assert strategy.history[-1].num_examples == registered
+        np.testing.assert_allclose(arrays[key].numpy(), np.mean([m[key] for m in moves[1:]], axis=0), rtol=1e-5)
+    record = strategy.history[-1]
+    assert record.rejected == {"hospital-01": "claims 10000 examples, more than the 40 registered for it"}
+    assert record.scores["hospital-01"] == 0.0
+    assert record.num_examples == {"hospital-02": 40, "hospital-03": 40}
 
 
 def test_an_unregistered_name_is_set_aside_and_equal_weighting_ignores_counts(make_reply: ReplyFactory) -> None:

@@ -1,14 +1,18 @@
-"""Peer validation: seeded voter selection, median scores that resist collusion, and the disagreement rule."""
+"""Peer validation: seeded voter selection, stake-weighted consensus with clipping that resists a colluding minority
+(up and down), the disagreement rule and each voter's agreement."""
 
 from __future__ import annotations
 
 import math
+import random
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fedlearn.errors import ConfigError
-from fedlearn.scoring.votes import combine_votes, select_voters, voter_count
+from fedlearn.scoring.votes import VoteResult, combine_votes, select_voters, voter_count
 
 INSTITUTIONS = [f"hospital-{i:02d}" for i in range(1, 11)]
 ATTACKER = "hospital-10"
@@ -178,3 +182,225 @@ def test_combining_nothing_gives_nothing() -> None:
 def test_bad_rule_parameters_are_refused(k: float, tolerance: float) -> None:
     with pytest.raises(ConfigError):
         combine_votes({"a": {"b": 1.0}}, k=k, tolerance=tolerance)
+
+
+# --- stake-weighted consensus -----------------------------------------------------------------------------------
+
+PROPOSERS = [f"p{i}" for i in range(6)]
+vote_st = st.floats(-1.0, 1.0, allow_nan=False)
+wild_st = st.floats(-1e6, 1e6, allow_nan=False)  # a colluder may vote anything finite
+stake_st = st.integers(1, 100)
+
+
+@st.composite
+def collusion_st(draw: st.DrawFn) -> tuple[dict[str, dict[str, float]], dict[str, int], set[str]]:
+    """(votes, stakes, colluders): honest and colluding voters, every one scoring every proposer in PROPOSERS;
+    the colluders hold less than half of the stake."""
+    honest = [f"h{i}" for i in range(draw(st.integers(1, 6)))]
+    colluders = [f"c{i}" for i in range(draw(st.integers(0, 5)))]
+    stakes = {v: draw(stake_st) for v in honest + colluders}
+    honest_stake = sum(stakes[v] for v in honest)
+    for v in colluders:  # scale the colluding stake below the honest stake, keeping every stake positive
+        stakes[v] = max(1, stakes[v] * (honest_stake - 1) // (100 * len(colluders)))
+    if sum(stakes[v] for v in colluders) >= honest_stake:
+        colluders, stakes = [], {v: stakes[v] for v in honest}
+    votes = {v: {p: draw(vote_st) for p in PROPOSERS} for v in honest}
+    votes |= {v: {p: draw(wild_st) for p in PROPOSERS} for v in colluders}
+    return votes, stakes, set(colluders)
+
+
+@given(collusion_st())
+def test_a_colluding_minority_cannot_move_any_score_outside_the_honest_votes(
+        case: tuple[dict[str, dict[str, float]], dict[str, int], set[str]]) -> None:
+    """Neither up (lifting a colluder above every honest vote) nor down (an honest proposer below every one)."""
+    votes, stakes, colluders = case
+    result = combine_votes(votes, stakes=stakes)
+    for p in PROPOSERS:
+        honest = [ballot[p] for v, ballot in votes.items() if v not in colluders]
+        low, high = result.consensus[p]
+        assert min(honest) <= low <= high <= max(honest)
+        assert min(honest) <= result.scores[p] <= max(honest)
+
+
+def test_colluders_voting_honest_proposers_down_and_their_own_up_change_nothing_beyond_the_honest_range() -> None:
+    q = quality()
+    colluders = ["hospital-08", "hospital-09", ATTACKER]  # 3 of 10 institutions; 2 of the 5 voters
+    for seed in range(50):
+        votes = round_of_votes(seed, VOTERS, q)
+        honest = {v: dict(b) for v, b in votes.items() if v not in colluders}
+        for colluder in set(VOTERS) & set(colluders):
+            votes[colluder] = {p: 1.0 if p in colluders else -1.0 for p in q}
+        result = combine_votes(votes)
+        for p in q:
+            counted = [b[p] for v, b in honest.items() if v != p]
+            assert min(counted) <= result.scores[p] <= max(counted)
+        assert result.disagreeing == {"hospital-08"}  # the colluding voter stands out
+        assert result.voter_weights["hospital-08"] == 0.0
+
+
+@given(st.dictionaries(st.sampled_from(PROPOSERS), st.dictionaries(st.sampled_from(PROPOSERS), vote_st, min_size=1),
+                       min_size=1))
+def test_with_equal_stakes_the_score_is_the_median_of_the_counted_votes(votes: dict[str, dict[str, float]]) -> None:
+    result = combine_votes(votes)
+    for p, score in result.scores.items():
+        counted = [b[p] for v, b in votes.items() if v != p and p in b]
+        assert score == (float(np.median(counted)) if counted else 0.0)
+
+
+def test_stakes_weigh_the_consensus() -> None:
+    votes = {"a": {"p": 0.2, "q": 0.5}, "b": {"p": 0.9, "q": 0.5}, "c": {"p": 0.8, "q": 0.5}}
+    assert combine_votes(votes).scores["p"] == 0.8  # equal stakes: the median
+    assert combine_votes(votes, stakes={"a": 3, "b": 1, "c": 1}).scores["p"] == 0.2  # a holds 3/5
+    assert combine_votes(votes, stakes={"a": 1, "b": 1, "c": 2}).scores["p"] == 0.8  # {c} alone has half: c⁺
+    assert combine_votes(votes, stakes={"a": 2, "b": 1, "c": 1}).consensus["p"] == (0.2, 0.8)  # an exact split
+    assert combine_votes(votes, stakes={"a": 2, "b": 1, "c": 1}).scores["p"] == pytest.approx(0.5)  # midpoint
+    # A voter with no stake is judged but has no say.
+    assert combine_votes(votes, stakes={"a": 0, "b": 1, "c": 1}).scores["p"] == pytest.approx(0.85)
+
+
+def test_votes_above_the_consensus_are_clipped_down_to_it() -> None:
+    votes = {"a": {"p": 0.1}, "b": {"p": 0.2}, "c": {"p": 0.3}, "d": {"p": 0.4}, "e": {"p": 0.9}}
+    result = combine_votes(votes, kappa=0.2)  # c⁺: the highest vote a fifth of the stake backs, c⁻ its mirror
+    assert result.consensus["p"] == (0.1, 0.9)
+    result = combine_votes(votes, kappa=0.4)
+    assert result.consensus["p"] == (0.2, 0.4)
+    assert result.scores["p"] == pytest.approx((0.2 + 0.2 + 0.3 + 0.4 + 0.4) / 5)  # winsorised mean
+    votes["e"]["p"] = 100.0  # inflating a vote above the consensus buys nothing
+    assert combine_votes(votes, kappa=0.4).scores["p"] == result.scores["p"]
+
+
+@given(collusion_st(), st.sampled_from(PROPOSERS), st.floats(0.0, 1e6, allow_nan=False),
+       st.sampled_from([0.5, 0.4, 0.25, 0.1]))
+def test_moving_a_vote_further_outside_the_band_changes_nothing(
+        case: tuple[dict[str, dict[str, float]], dict[str, int], set[str]], p: str, push: float, kappa: float,
+) -> None:
+    votes, stakes, _ = case
+    result = combine_votes(votes, stakes=stakes, kappa=kappa)
+    low, high = result.consensus[p]
+    for v, ballot in votes.items():
+        moved = {w: dict(b) for w, b in votes.items()}
+        if ballot[p] > high:  # a vote at the band's edge may be the one that holds it there
+            moved[v][p] = ballot[p] + push
+        elif ballot[p] < low:
+            moved[v][p] = ballot[p] - push
+        else:
+            continue
+        again = combine_votes(moved, stakes=stakes, kappa=kappa)
+        assert again.scores[p] == result.scores[p] and again.consensus[p] == result.consensus[p]
+
+
+@given(collusion_st(), st.floats(-1.0, 1.0, allow_nan=False))
+def test_a_majority_of_the_stake_sets_any_score_it_likes(
+        case: tuple[dict[str, dict[str, float]], dict[str, int], set[str]], target: float) -> None:
+    votes, stakes, _ = case
+    honest_stake = sum(stakes.values())
+    votes["boss"] = dict.fromkeys(PROPOSERS, target)
+    result = combine_votes(votes, stakes={**stakes, "boss": honest_stake + 1})
+    assert all(result.scores[p] == target for p in PROPOSERS)
+
+
+@given(collusion_st(), st.randoms(use_true_random=False), st.integers(1, 10**6))
+@settings(max_examples=50)
+def test_the_result_depends_on_neither_order_nor_the_unit_of_stake(
+        case: tuple[dict[str, dict[str, float]], dict[str, int], set[str]], rng: random.Random, unit: int,
+) -> None:
+    votes, stakes, _ = case
+    result = combine_votes(votes, stakes=stakes)
+    voters = list(votes)
+    rng.shuffle(voters)
+    shuffled = {}
+    for v in voters:
+        items = list(votes[v].items())
+        rng.shuffle(items)
+        shuffled[v] = dict(items)
+    assert combine_votes(shuffled, stakes=stakes) == result
+    scaled = combine_votes(votes, stakes={v: s * unit for v, s in stakes.items()})
+    assert scaled.scores == result.scores and scaled.disagreeing == result.disagreeing
+
+
+@given(collusion_st())
+def test_voter_weights_lie_in_0_1_and_are_0_exactly_for_the_disagreeing_or_at_the_bar(
+        case: tuple[dict[str, dict[str, float]], dict[str, int], set[str]]) -> None:
+    votes, stakes, _ = case
+    result = combine_votes(votes, stakes=stakes)
+    assert set(result.voter_weights) == set(votes)
+    for v, w in result.voter_weights.items():
+        assert 0.0 <= w <= 1.0
+        assert v not in result.disagreeing or w == 0.0
+        assert w > 0.0 or v in result.disagreeing or result.deviation[v] == result.threshold
+        assert w == 1.0 or result.deviation[v] > result.typical
+
+
+def test_honest_voters_keep_nearly_full_weight_and_a_lifting_colluder_loses_it() -> None:
+    q = quality()
+    weights = []
+    for seed in range(50):
+        votes = round_of_votes(seed, VOTERS, q)
+        weights += list(combine_votes(votes).voter_weights.values())
+        votes["hospital-03"][ATTACKER] = 1.0
+        result = combine_votes(votes)
+        assert result.voter_weights["hospital-03"] == 0.0
+        assert all(w > 0 for v, w in result.voter_weights.items() if v != "hospital-03")
+    assert min(weights) > 0.2 and float(np.mean(weights)) > 0.8
+
+
+def test_stake_weighs_the_typical_deviation_so_a_heavy_honest_voter_sets_the_bar() -> None:
+    # Three sloppy voters with little stake cannot make sloppiness the norm against two careful heavy ones.
+    votes: dict[str, dict[str, float]] = {
+        "careful-1": {"a": 0.80, "b": 0.70, "c": 0.60, "d": 0.50},
+        "careful-2": {"a": 0.81, "b": 0.71, "c": 0.61, "d": 0.51},
+        "sloppy-1": {"a": 0.50, "b": 0.80, "c": 0.60, "d": 0.70},
+        "sloppy-2": {"a": 0.60, "b": 0.50, "c": 0.80, "d": 0.70},
+        "sloppy-3": {"a": 0.70, "b": 0.60, "c": 0.50, "d": 0.80},
+    }
+    equal = combine_votes(votes, tolerance=0.0)
+    heavy = combine_votes(votes, tolerance=0.0, stakes={"careful-1": 10, "careful-2": 10, "sloppy-1": 1,
+                                                          "sloppy-2": 1, "sloppy-3": 1})
+    assert heavy.typical < equal.typical
+    assert heavy.disagreeing > equal.disagreeing and heavy.disagreeing <= {"sloppy-1", "sloppy-2", "sloppy-3"}
+
+
+def test_a_broken_ballot_gets_no_weight_and_a_voter_with_nothing_to_judge_full_weight() -> None:
+    result = combine_votes({"a": {"a": 0.9}, "b": {"a": 0.5, "c": math.inf}, "c": {"a": 0.6}})
+    assert result.voter_weights == {"a": 1.0, "b": 0.0, "c": 1.0}
+    assert result.disagreeing == {"b"}
+    assert result.scores["a"] == pytest.approx(0.55) and result.scores["c"] == 0.0 and result.unvoted == {"c"}
+
+
+def test_a_proposer_scored_only_by_voters_without_stake_is_unvoted() -> None:
+    result = combine_votes({"a": {"p": 0.9}, "b": {"q": 0.4}}, stakes={"a": 0, "b": 1.5})
+    assert result.scores == {"p": 0.0, "q": 0.4} and result.unvoted == {"p"}
+    assert result.support == {"p": 0, "q": 1}
+
+
+@pytest.mark.parametrize(("stakes", "fragment"), [
+    ({"a": 1.0}, "no stake given for voter 'b'"),
+    ({"a": 1.0, "b": -1.0}, "must be a finite number >= 0"),
+    ({"a": 1.0, "b": math.nan}, "must be a finite number >= 0"),
+    ({"a": 1.0, "b": True}, "must be a finite number >= 0"),
+    ({"a": 0, "b": 0.0}, "hold no stake"),
+])
+def test_bad_stakes_are_refused(stakes: dict[str, float], fragment: str) -> None:
+    with pytest.raises(ConfigError, match=fragment):
+        combine_votes({"a": {"b": 1.0}, "b": {"a": 1.0}}, stakes=stakes)
+
+
+def test_stakes_in_wei_are_exact() -> None:
+    wei = 10**18
+    votes = {"a": {"p": 0.1}, "b": {"p": 0.2}, "c": {"p": 0.3}}
+    # b and c hold exactly half; a float would round 10**25 + 1 and lose the tie-break.
+    result = combine_votes(votes, stakes={"a": 10**7 * wei + 1, "b": 5 * 10**6 * wei, "c": 5 * 10**6 * wei})
+    assert result.consensus["p"] == (0.1, 0.1)
+
+
+@pytest.mark.parametrize("kappa", [0.0, 0.51, -0.1, math.nan, True])
+def test_a_kappa_outside_0_half_is_refused(kappa: float) -> None:
+    with pytest.raises(ConfigError, match="kappa"):
+        combine_votes({"a": {"b": 1.0}}, kappa=kappa)
+
+
+def test_the_result_type_is_frozen() -> None:
+    result = combine_votes({"a": {"b": 1.0}})
+    assert isinstance(result, VoteResult)
+    with pytest.raises(AttributeError):
+        result.scores = {}  # type: ignore[misc]

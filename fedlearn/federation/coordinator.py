@@ -24,6 +24,7 @@ from fedlearn.config import RunConfig
 from fedlearn.errors import ConfigError
 from fedlearn.federation.roster import federated_split, roster
 from fedlearn.federation.strategy import ScoredStrategy, build_flower_strategy
+from fedlearn.learning.behaviours import attack_success_rate
 from fedlearn.learning.models import init_model
 from fedlearn.learning.training import evaluate
 from fedlearn.logs import log as money_log
@@ -119,7 +120,10 @@ def build_server_app(config: RunConfig | None = None, options: RunOptions | None
         names = [m.name for m in members]
         test, validation = split.test, split.validation
         model = init_model(cfg.model, test.X.shape[1], test.num_classes, cfg.run.seed)
-        recorder = RunRecorder(run_dir, cfg, names, {m.name: len(m.data) for m in members})
+        # With a backdoor configured, every round also measures how often the trigger buys its target class
+        # (the first backdoor institution's target, should several name different ones).
+        target = next((m.behaviour.target_class for m in members if m.behaviour.name == "backdoor"), None)
+        recorder = RunRecorder(run_dir, cfg, names, {m.name: len(m.data) for m in members}, backdoor_target=target)
 
         # Start or resume: the last checkpoint holds the global model, the strategy's state and the RNG.
         inner = build_flower_strategy(cfg, len(members), (validation.X, validation.y, validation.num_classes))
@@ -157,7 +161,8 @@ def build_server_app(config: RunConfig | None = None, options: RunOptions | None
         def evaluate_global(server_round: int, arrays: ArrayRecord) -> RoundResult:
             eval_model.load_state_dict(arrays.to_torch_state_dict())
             loss, accuracy = evaluate(eval_model, test.X, test.y)
-            return recorder.evaluated(server_round, accuracy, loss)
+            success = None if target is None else attack_success_rate(eval_model, test.X, test.y, target)
+            return recorder.evaluated(server_round, accuracy, loss, success)
 
         if first == 1:
             opts.on_round(evaluate_global(0, arrays), cfg.run.rounds, None)

@@ -10,10 +10,10 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, 
 from flwr.clientapp import ClientApp
 
 from fedlearn.config import RunConfig
-from fedlearn.federation.peer_votes import cast_votes, local_split
+from fedlearn.federation.peer_votes import cast_votes, local_split, reveal_votes
 from fedlearn.federation.replies import ARRAYS_KEY, EXAMPLES_KEY, INSTITUTION_KEY, META_KEY, METRICS_KEY
 from fedlearn.federation.roster import Member, institution_data
-from fedlearn.learning.behaviours import train_as
+from fedlearn.learning.behaviours import Collusion, train_as
 from fedlearn.learning.models import build_model
 from fedlearn.learning.training import select_device
 
@@ -35,12 +35,19 @@ def build_client_app(config: RunConfig | None = None) -> ClientApp:
             return local_split(X, y, cfg.run.seed * 1_000 + partition_id)
         return (X, y), (X[:0], y[:0])
 
+    def seed_of(cfg: RunConfig, server_round: int, partition_id: int) -> int:
+        return cfg.run.seed * 100_003 + server_round * 1_009 + partition_id
+
     @app.train()
     def train_round(msg: Message, context: Context) -> Message:
         cfg, member, partition_id = member_of(context)
         (X, y), _ = local_data(cfg, member, partition_id)
         server_config = msg.content.config_records["config"]
         server_round = int(cast(int, server_config["server-round"]))
+        collusion = None
+        if member.leader is not None:  # a colluder trains on its leader's rows with the leader's seed
+            (lead_X, lead_y), _ = local_data(cfg, institution_data(cfg, member.leader), member.leader)
+            collusion = Collusion(lead_X, lead_y, seed_of(cfg, server_round, member.leader))
         spec = cfg.train
         if "proximal-mu" in server_config:  # FedProx tells clients the proximal weight
             spec = dataclasses.replace(spec, proximal_mu=float(cast(float, server_config["proximal-mu"])))
@@ -53,8 +60,8 @@ def build_client_app(config: RunConfig | None = None) -> ClientApp:
         previous = {k: v.numpy() for k, v in kept.items()} if kept is not None else None
         _, claimed, result = train_as(member.behaviour, model, X, y, member.data.num_classes, spec,
                                       select_device(spec.device),
-                                      seed=cfg.run.seed * 100_003 + server_round * 1_009 + partition_id,
-                                      previous=previous)
+                                      seed=seed_of(cfg, server_round, partition_id),
+                                      previous=previous, collusion=collusion)
         context.state[PREVIOUS_GLOBAL_KEY] = received.copy()
 
         reply = RecordDict({
@@ -68,6 +75,12 @@ def build_client_app(config: RunConfig | None = None) -> ClientApp:
     def vote(msg: Message, context: Context) -> Message:
         cfg, member, partition_id = member_of(context)
         _, (X, y) = local_data(cfg, member, partition_id)
-        return cast_votes(msg, build_model(cfg.model, X.shape[1], member.data.num_classes), X, y)
+        # Phase 1 of the ballot: reply only a commitment; the votes and salt wait in the node's state.
+        return cast_votes(msg, build_model(cfg.model, X.shape[1], member.data.num_classes), X, y, context.state)
+
+    @app.query("reveal")
+    def reveal(msg: Message, context: Context) -> Message:
+        # Phase 2, once every voter has committed: reveal the votes and salt kept in phase 1.
+        return reveal_votes(msg, context.state)
 
     return app

@@ -113,8 +113,9 @@ def apply_weighting(
 ) -> tuple[list[Message], list[Rejection]]:
     """Replace each accepted reply's example count with one the coordinator can stand behind.
 
-    ``registered``: min(claimed, the count registered for the institution), so a lie about its size never buys an
-    institution weight, and a name the federation never registered is set aside; ``equal``: every reply weighs 1;
+    ``registered``: the claim, which may not exceed the count registered for the institution: a reply that
+    claims more is a lie about its weight and is set aside (it earns nothing that round, and counts towards
+    slashing), as is a name the federation never registered; ``equal``: every reply weighs 1;
     ``claimed``: the reply's own count (trusts participants; an explicit, unsafe option). The claim is kept under
     ``claimed-examples``. Every wrapped strategy, the coalition models and peer votes read the replaced count.
     """
@@ -133,7 +134,11 @@ def apply_weighting(
             if name not in registered:
                 rejected.append(Rejection(name, "not an institution registered in this federation"))
                 continue
-            weight = min(claimed, int(registered[name]))
+            if claimed > int(registered[name]):
+                rejected.append(Rejection(name, f"claims {claimed} examples, more than the {int(registered[name])} "
+                                                "registered for it"))
+                continue
+            weight = claimed
         elif rule == "equal":
             weight = 1
         else:

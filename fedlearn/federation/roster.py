@@ -2,7 +2,8 @@
 
 In simulation the server and every institution derive the same split from the config's seed; each member then
 trains on its own partition only. ``integrity.behaviours`` makes some members adversarial; a sybil institution
-appears as k identities ("hospital-03~1" …) that split its data between them.
+appears as k identities ("hospital-03~1" …) that split its data between them; colluders form one group led by
+the first of them in partition order, whose data and seed they all train with.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ class Member:
     origin: str
     data: Dataset
     behaviour: BehaviourSpec
+    leader: int | None = None
+    """A colluder's group leader's partition id (its own for the leader): whose rows and seed it trains with."""
 
 
 def federated_split(config: RunConfig) -> FederatedSplit:
@@ -57,10 +60,15 @@ def roster(config: RunConfig) -> list[Member]:
 def _roster(config_json: str) -> list[Member]:
     config = RunConfig.from_json(config_json)
     split = _split(config_json)
-    specs = parse_behaviours(config.integrity.behaviours, split.institutions)
+    specs = parse_behaviours(config.integrity.behaviours, split.institutions, split.test.num_classes)
     members: list[Member] = []
+    leader: int | None = None
     for index, (name, data) in enumerate(zip(split.institutions, split.partitions)):
         spec = specs.get(name, HONEST)
+        if spec.name == "colluder":
+            leader = len(members) if leader is None else leader  # a partition id: sybils before it shift it
+            members.append(Member(name, name, data, spec, leader))
+            continue
         if spec.name != "sybil":
             members.append(Member(name, name, data, spec))
             continue

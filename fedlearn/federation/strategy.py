@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -29,7 +30,7 @@ from fedlearn.errors import ConfigError
 from fedlearn.federation.coalitions import per_example_utility, round_utility
 from fedlearn.federation.fltrust import FLTrust, RootTrainer
 from fedlearn.federation.free_riders import flatten, free_riders
-from fedlearn.federation.peer_votes import request_votes
+from fedlearn.federation.peer_votes import PeerRound, peer_scores
 from fedlearn.federation.replies import (
     Rejection,
     apply_weighting,
@@ -45,7 +46,7 @@ from fedlearn.scoring import score_round
 from fedlearn.scoring.round import RoundScores
 from fedlearn.scoring.significance import RoundGain, round_gain
 from fedlearn.scoring.trust import fltrust_arrays
-from fedlearn.scoring.votes import combine_votes, select_voters
+from fedlearn.scoring.votes import select_voters
 
 log = logging.getLogger("flwr")  # shown with Flower's own lines under `flwr run`
 
@@ -101,6 +102,17 @@ def _root_trainer(config: RunConfig, root_data: tuple[np.ndarray, np.ndarray, in
     return RootTrainer(config.model, config.train, X, y, classes, config.run.seed)
 
 
+@dataclass(frozen=True)
+class RoundScoring:
+    """One round's contribution scores, before they are recorded."""
+
+    scores: dict[str, float]
+    disagreeing: frozenset[str]
+    evaluations: int
+    truncated: bool
+    ballots: dict[str, dict] = field(default_factory=dict)
+
+
 class ScoredStrategy(Strategy):
     """Delegates sampling and aggregation to a Flower strategy; checks replies first and scores after.
 
@@ -128,6 +140,7 @@ class ScoredStrategy(Strategy):
         self.seed = config.run.seed
         self.voters_fraction = config.integrity.voters_fraction
         self.free_rider_kappa = config.integrity.free_rider_kappa
+        self.exclude_harmful = config.integrity.exclude_harmful
         self._globals: list[np.ndarray] = []  # the last three rounds' starting models, flat: past global steps
         self.train_spec, self.model_spec = config.train, config.model
         self.history: list[RoundScores] = []
@@ -135,6 +148,7 @@ class ScoredStrategy(Strategy):
         self._start_arrays: ArrayRecord | None = None
         self._grid: Grid | None = None
         self._updates: list[dict[str, np.ndarray]] = []
+        self._hashes: dict[str, str] = {}  # every scored update's hash: evidence, kept even when left out
 
     def summary(self) -> None:
         log.info("scoring: %s on server validation (%s)", self.scoring.method, self.scoring.utility)
@@ -159,6 +173,7 @@ class ScoredStrategy(Strategy):
         self._updates = [numpy_arrays(arrays_of(m)) for m in accepted]
         accepted, riders = self._set_aside_free_riders(accepted)
         rejected += riders
+        self._hashes = {institution_of(m): model_hash(u) for m, u in zip(accepted, self._updates)}
         for rejection in rejected:
             money_log.warning("round %d: update from %s set aside: %s", server_round, rejection.institution,
                               rejection.reason)
@@ -168,6 +183,19 @@ class ScoredStrategy(Strategy):
             return None, None
         utility = round_utility(self.inner, server_round, accepted, self._start_arrays, self.model,
                                 self.validation, self.scoring.utility)
+        scored = None if self.scoring.method == "trust" else self._scores(server_round, accepted, utility)
+        excluded: dict[str, str] = {}
+        # Peers' votes rest on a few dozen rows each: too noisy to leave honest updates out on; the server's are not.
+        if scored is not None and self.exclude_harmful and self.scoring.validation == "server":
+            accepted, excluded = self._exclude_harmful(accepted, scored)
+            for name, reason in excluded.items():
+                # Routine on non-IID data (an honest outlier often scores a little below 0): info, not a warning.
+                log.info("round %d: update from %s left out of the aggregate: %s", server_round, name, reason)
+            if not accepted:
+                self._record(server_round, scored.scores, [], rejected, scored.evaluations, started,
+                             scored.truncated, scored.disagreeing, skipped="every update lowered the utility",
+                             excluded=excluded)
+                return None, None
         arrays, metrics = self.inner.aggregate_train(server_round, accepted)
         if arrays is None:
             # A model that does not exist cannot be paid for: score nobody (Bulyan below 4f + 3 updates).
@@ -175,8 +203,23 @@ class ScoredStrategy(Strategy):
             self._record(server_round, {name: 0.0 for name in names}, accepted, rejected, 0, started,
                          skipped=f"{type(self.inner).__name__} aggregated no model from {len(accepted)} update(s)")
             return None, None
-        self._score(server_round, accepted, rejected, utility, started, self._round_gain(server_round, arrays))
+        if scored is None:  # FLTrust's trust weights exist only once it has aggregated
+            names = [institution_of(m) for m in accepted]
+            scored = RoundScoring(self._trust_scores(accepted, names, utility), frozenset(), 2, False)
+        self._record(server_round, scored.scores, accepted, rejected, scored.evaluations, started, scored.truncated,
+                     scored.disagreeing, self._round_gain(server_round, arrays), excluded=excluded,
+                     ballots=scored.ballots)
         return arrays, metrics
+
+    def _exclude_harmful(self, accepted: list[Message], scored: RoundScoring) -> tuple[list[Message], dict[str, str]]:
+        """(the updates that stay, institution → why it was left out): an update whose contribution is negative
+        is left out of the aggregate, as the validation split says the round's model is better without it. It keeps
+        its score (and what slashing makes of it); ``self._updates`` keeps the arrays of those that stay."""
+        names = [institution_of(m) for m in accepted]
+        harmful = {i for i, name in enumerate(names) if scored.scores.get(name, 0.0) < 0}
+        self._updates = [u for i, u in enumerate(self._updates) if i not in harmful]
+        return ([m for i, m in enumerate(accepted) if i not in harmful],
+                {names[i]: f"contribution {scored.scores[names[i]]:+.4f} lowers the utility" for i in sorted(harmful)})
 
     def _set_aside_free_riders(self, accepted: list[Message]) -> tuple[list[Message], list[Rejection]]:
         """Updates with no training signal of their own (``fedlearn.federation.free_riders``) are set aside;
@@ -206,35 +249,30 @@ class ScoredStrategy(Strategy):
                           samples=self.scoring.bootstrap_samples, seed=(self.seed, server_round))
         return float(before.mean()), gain
 
-    def _score(
-        self,
-        server_round: int,
-        accepted: list[Message],
-        rejected: list[Rejection],
-        utility: Callable[[frozenset[int]], float],
-        started: float,
-        gain: tuple[float, RoundGain],
-    ) -> None:
+    def _scores(
+        self, server_round: int, accepted: list[Message], utility: Callable[[frozenset[int]], float]
+    ) -> RoundScoring:
+        """Every accepted update's contribution: peers' votes, or the coalition game on the server's split."""
         names = [institution_of(m) for m in accepted]
-        disagreeing: frozenset[str] = frozenset()
         if self.scoring.validation == "peers" and len(accepted) > 1:
-            scores, disagreeing, evaluations, truncated = self._peer_scores(server_round, accepted, names)
-        elif self.scoring.method == "trust":
-            scores, evaluations, truncated = self._trust_scores(accepted, names, utility), 2, False
-        else:
-            result = score_round(
-                self.scoring.method,
-                len(accepted),
-                utility,
-                rng=np.random.default_rng([self.seed, server_round]),
-                within_round_epsilon=self.scoring.gtg_within_round_epsilon,
-                between_round_epsilon=self.scoring.gtg_between_round_epsilon,
-                convergence_tolerance=self.scoring.gtg_convergence_tolerance,
-                max_permutations=self.scoring.gtg_max_permutations or None,
-            )
-            scores = {name: float(v) for name, v in zip(names, result.values)}
-            evaluations, truncated = result.evaluations, result.truncated
-        self._record(server_round, scores, accepted, rejected, evaluations, started, truncated, disagreeing, gain)
+            ballot = self._peer_scores(server_round, accepted, names)
+            ballots = {voter: {"commitment": commitment, "salt": ballot.salts.get(voter, ""),
+                               "votes": ballot.votes.get(voter, {}), "weight": ballot.voter_weights.get(voter, 0.0),
+                               **({"broken": ballot.broken[voter]} if voter in ballot.broken else {})}
+                       for voter, commitment in ballot.commitments.items()}
+            return RoundScoring(ballot.scores, ballot.disagreeing, ballot.evaluations, False, ballots)
+        result = score_round(
+            self.scoring.method,
+            len(accepted),
+            utility,
+            rng=np.random.default_rng([self.seed, server_round]),
+            within_round_epsilon=self.scoring.gtg_within_round_epsilon,
+            between_round_epsilon=self.scoring.gtg_between_round_epsilon,
+            convergence_tolerance=self.scoring.gtg_convergence_tolerance,
+            max_permutations=self.scoring.gtg_max_permutations or None,
+        )
+        return RoundScoring({name: float(v) for name, v in zip(names, result.values)}, frozenset(),
+                            result.evaluations, result.truncated)
 
     def _record(
         self,
@@ -248,6 +286,8 @@ class ScoredStrategy(Strategy):
         disagreeing: frozenset[str] = frozenset(),
         gain: tuple[float, RoundGain] = (0.0, RoundGain(0.0, 0.0, 0.0, False)),
         skipped: str = "",
+        excluded: Mapping[str, str] | None = None,
+        ballots: Mapping[str, dict] | None = None,
     ) -> None:
         """``gain``: (the start model's utility, the round's gain); a skipped round has none."""
         names = [institution_of(m) for m in accepted]
@@ -263,7 +303,7 @@ class ScoredStrategy(Strategy):
             scoring_seconds=time.perf_counter() - started,
             truncated=truncated,
             method="peers" if self.scoring.validation == "peers" else self.scoring.method,
-            update_hashes={name: model_hash(update) for name, update in zip(names, self._updates)},
+            update_hashes={name: h for name, h in self._hashes.items() if name in scores},
             disagreeing_voters=sorted(disagreeing),
             skipped=skipped,
             utility=self.scoring.utility,
@@ -272,6 +312,8 @@ class ScoredStrategy(Strategy):
             gain_low=measured.low,
             gain_high=measured.high,
             significant=measured.significant,
+            excluded=dict(excluded or {}),
+            ballots=dict(ballots or {}),
         )
         self.history.append(record)
         if self.on_round is not None:
@@ -279,19 +321,15 @@ class ScoredStrategy(Strategy):
 
     def _peer_scores(
         self, server_round: int, accepted: list[Message], names: list[str]
-    ) -> tuple[dict[str, float], frozenset[str], int, bool]:
-        """Median of the voters' votes; a voter that disagrees with the consensus earns nothing this round."""
+    ) -> PeerRound:
+        """Stake-weighted consensus of the voters' committed, then revealed votes (fedlearn.scoring.votes); a voter
+        that disagrees, or whose ballot is broken, earns nothing for its own update this round."""
         assert self._grid is not None and self._start_arrays is not None
         voters = select_voters(names, self.voters_fraction, self.seed, server_round)
         candidates = [(name, m.metadata.src_node_id, ArrayRecord({k: Array(v) for k, v in update.items()}),
                        examples_of(m))
                       for name, m, update in zip(names, accepted, self._updates)]
-        votes = request_votes(self._grid, server_round, self._start_arrays, candidates, voters)
-        combined = combine_votes(votes)
-        scores = {name: float(combined.scores.get(name, 0.0)) for name in names}
-        for voter in combined.disagreeing:
-            scores[voter] = 0.0
-        return scores, frozenset(combined.disagreeing), sum(len(v) for v in votes.values()), False
+        return peer_scores(self._grid, server_round, self._start_arrays, candidates, voters, stakes=None)
 
     def _trust_scores(
         self, accepted: list[Message], names: list[str], utility: Callable[[frozenset[int]], float]

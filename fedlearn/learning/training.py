@@ -34,6 +34,7 @@ class TrainResult:
     num_examples: int
 
 
+@torch.enable_grad()  # training may be asked for inside an evaluation (FLTrust's root model, in scoring)
 def train(
     model: nn.Module,
     X: np.ndarray,

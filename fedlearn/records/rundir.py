@@ -63,6 +63,7 @@ class RoundResult:
     test_accuracy: float
     test_loss: float
     scores: RoundScores | None = None
+    backdoor_success: float | None = None  # the attack success rate, when a backdoor is configured
 
 
 @dataclass
@@ -73,6 +74,7 @@ class RunRecorder:
     config: RunConfig
     institutions: list[str]
     examples: dict[str, int]
+    backdoor_target: int | None = None  # the class a configured backdoor aims at; None: no backdoor
     rounds: list[RoundResult] = field(default_factory=list)
     _pending: RoundScores | None = None
 
@@ -90,15 +92,17 @@ class RunRecorder:
             raise RunDirError(f"{path} is corrupt") from None
         self.rounds = [
             RoundResult(r["server_round"], r["test_accuracy"], r["test_loss"],
-                        RoundScores(**r["scores"]) if r.get("scores") else None)
+                        RoundScores(**r["scores"]) if r.get("scores") else None, r.get("backdoor_success"))
             for r in saved if r["server_round"] <= server_round
         ]
 
     def scored(self, scores: RoundScores) -> None:
         self._pending = scores
 
-    def evaluated(self, server_round: int, accuracy: float, loss: float) -> RoundResult:
-        result = RoundResult(server_round, accuracy, loss, self._pending if server_round > 0 else None)
+    def evaluated(self, server_round: int, accuracy: float, loss: float,
+                  backdoor_success: float | None = None) -> RoundResult:
+        result = RoundResult(server_round, accuracy, loss, self._pending if server_round > 0 else None,
+                             backdoor_success)
         self._pending = None
         self.rounds.append(result)
         write_json(self.path / ROUNDS_FILE, [dataclasses.asdict(r) for r in self.rounds])
@@ -127,6 +131,9 @@ class RunRecorder:
             "rounds": len(self.rounds) - 1,
             "final_test_accuracy": self.rounds[-1].test_accuracy if self.rounds else None,
             "final_test_loss": self.rounds[-1].test_loss if self.rounds else None,
+            # None when no backdoor is configured, like every round's backdoor_success in rounds.json.
+            "final_backdoor_success": self.rounds[-1].backdoor_success if self.rounds else None,
+            "backdoor_target": self.backdoor_target,
             "institutions": [
                 {
                     "name": name,
