@@ -49,14 +49,16 @@ MIX = "hospital-02=sign_flip:scale=4, hospital-05=disguised_free_rider:claim_fac
 # The default configuration is configs/demo.toml as it stands; each alternative changes it as named.
 CONFIGURATIONS: dict[str, list[str]] = {
     "default": [],
+    "gtg": ["scoring.method='gtg'"],
     "loo": ["scoring.method='loo'"],
     "peers": ["scoring.validation='peers'"],
+    "fltrust": ["strategy.name='fltrust'"],
     "fedmedian": ["strategy.name='fedmedian'"],
     "multikrum": ["strategy.name='multikrum'", "strategy.num_malicious=3"],
 }
 PLAIN = ["scoring.method='none'", "integrity.free_rider_kappa=0", "integrity.exclude_harmful=false",
          "integrity.slash=false"]
-QUICK_CONFIGURATIONS = ["default", "loo"]
+QUICK_CONFIGURATIONS = ["default", "gtg"]
 
 
 def behaviour_sets() -> dict[str, str]:

@@ -48,7 +48,7 @@ from fedlearn.payout.ledger import Ledger
 
 INSTITUTIONS, ROUNDS = 6, 8
 NOISY = ("hospital-01", "hospital-02")
-METHODS = ("loo", "shapley", "gtg")
+METHODS = ("loo", "shapley", "gtg", "banzhaf")
 
 
 def federation_config(seed: int, method: str = "gtg", *extra: str) -> RunConfig:
@@ -101,11 +101,24 @@ def shapley_from_utilities(utility: dict[tuple[int, ...], float], n: int) -> np.
     return phi
 
 
-def ground_truth(seed: int) -> tuple[np.ndarray, float]:
+def banzhaf_from_utilities(utility: dict[tuple[int, ...], float], n: int) -> np.ndarray:
+    """β_i = 2^−(n−1) Σ_S (U(S ∪ {i}) − U(S)), over every S not containing i."""
+    beta = np.zeros(n)
+    for i in range(n):
+        others = [j for j in range(n) if j != i]
+        for size in range(n):
+            for subset in itertools.combinations(others, size):
+                beta[i] += (utility[tuple(sorted((*subset, i)))] - utility[subset]) / 2 ** (n - 1)
+    return beta
+
+
+def ground_truth(seed: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """(retraining Shapley values, retraining Banzhaf values, the grand coalition's accuracy)."""
     config = federation_config(seed)
     utility = {c: coalition_accuracy(config, c) for size in range(INSTITUTIONS + 1)
                for c in itertools.combinations(range(INSTITUTIONS), size)}
-    return shapley_from_utilities(utility, INSTITUTIONS), utility[tuple(range(INSTITUTIONS))]
+    return (shapley_from_utilities(utility, INSTITUTIONS), banzhaf_from_utilities(utility, INSTITUTIONS),
+            utility[tuple(range(INSTITUTIONS))])
 
 
 # ---- the project's runs -----------------------------------------------------------------------------------------
@@ -153,7 +166,7 @@ def paying_run(config: RunConfig) -> dict[str, Any]:
     }
 
 
-def compare(run: dict[str, Any], truth: np.ndarray) -> dict[str, float]:
+def compare(run: dict[str, Any], truth: np.ndarray, banzhaf_truth: np.ndarray | None = None) -> dict[str, float]:
     names = run["names"]
     gt = shares(truth, names)
     contribution = shares(run["contribution"], names)
@@ -163,6 +176,10 @@ def compare(run: dict[str, Any], truth: np.ndarray) -> dict[str, float]:
         "score_l1": l1(contribution, gt), "score_spearman": spearman(contribution, gt),
         "token_l1": l1(tokens, gt), "token_spearman": spearman(tokens, gt),
         "noisy_token_share": float(tokens[noisy].sum()), "noisy_ground_truth_share": float(gt[noisy].sum()),
+        # The same tokens against the retraining Banzhaf value of the same 64 coalitions.
+        **({} if banzhaf_truth is None else {
+            "token_l1_banzhaf_truth": l1(tokens, shares(banzhaf_truth, names)),
+            "token_spearman_banzhaf_truth": spearman(tokens, shares(banzhaf_truth, names))}),
     }
 
 
@@ -180,30 +197,34 @@ def main() -> None:
     results: dict[str, Any] = {"seeds": args.seeds, "institutions": INSTITUTIONS, "rounds": ROUNDS,
                                "noisy": list(NOISY), "ground_truth": {}, "per_seed": []}
 
-    truths = {}
+    truths, banzhaf_truths = {}, {}
     for seed in args.seeds:
         started = time.perf_counter()
-        phi, grand = ground_truth(seed)
-        truths[seed] = phi
+        phi, beta, grand = ground_truth(seed)
+        truths[seed], banzhaf_truths[seed] = phi, beta
         print(f"seed {seed}: ground truth φ = {np.round(phi, 4).tolist()} (grand coalition accuracy {grand:.4f}, "
               f"{time.perf_counter() - started:.0f} s)")
-        results["per_seed"].append({"seed": seed, "ground_truth_phi": phi.tolist(), "grand_coalition_accuracy": grand})
+        results["per_seed"].append({"seed": seed, "ground_truth_phi": phi.tolist(),
+                                    "ground_truth_banzhaf": beta.tolist(), "grand_coalition_accuracy": grand})
 
     rows = []
     for method in METHODS:
         per_seed = []
         for seed in args.seeds:
             run = paying_run(federation_config(seed, method))
-            figures = compare(run, truths[seed])
+            figures = compare(run, truths[seed], banzhaf_truths[seed])
             per_seed.append(figures)
             next(s for s in results["per_seed"] if s["seed"] == seed)[method] = {**figures, **{
                 k: run[k] for k in ("significant_rounds", "evaluations_per_round", "scoring_seconds_per_round")}}
         med = median_of(per_seed)
         results["ground_truth"][method] = med
         rows.append([method, med["score_l1"], med["score_spearman"], med["token_l1"], med["token_spearman"],
-                     med["noisy_token_share"], med["noisy_ground_truth_share"]])
-    print("\nAgainst the retraining Shapley value (median over seeds; default utility and significance):")
-    print_table(["method", "score Σ|Δ|", "score ρ", "token Σ|Δ|", "token ρ", "noisy tokens", "noisy truth"], rows)
+                     med["noisy_token_share"], med["noisy_ground_truth_share"], med["token_l1_banzhaf_truth"],
+                     med["token_spearman_banzhaf_truth"]])
+    print("\nAgainst the retraining Shapley value (median over seeds; default utility and significance), and the "
+          "retraining Banzhaf value:")
+    print_table(["method", "score Σ|Δ|", "score ρ", "token Σ|Δ|", "token ρ", "noisy tokens", "noisy truth",
+                 "token Σ|Δ| (Banzhaf)", "token ρ (Banzhaf)"], rows)
 
     # The demo: do its tokens follow its own contribution shares?
     demo_config = RunConfig.load(ROOT / "configs" / "demo.toml", ["simulation.engine='local'"])

@@ -32,7 +32,7 @@ STRATEGY_NAMES = (
     "fltrust",
 )
 WEIGHTINGS = ("registered", "equal", "claimed")
-SCORING_METHODS = ("loo", "shapley", "gtg", "trust", "none")
+SCORING_METHODS = ("loo", "shapley", "gtg", "banzhaf", "trust", "none")
 VALIDATION_SOURCES = ("server", "peers")
 UTILITIES = ("accuracy", "neg_loss", "brier")
 SIGNIFICANCE_TESTS = ("bootstrap", "none")
@@ -95,7 +95,10 @@ class StrategySection:
 
 @dataclass(frozen=True)
 class ScoringSection:
-    method: str = "gtg"
+    # "banzhaf" (default): splitting an institution over identities does not raise what it earns (see
+    # fedlearn.scoring.banzhaf); "gtg" / "shapley" follow the retraining Shapley value no closer and can pay sybils
+    # more than the whole; "loo" misses redundant contributors.
+    method: str = "banzhaf"
     # "server": utility on the server's validation split; "peers": voters score each update on local data.
     validation: str = "server"
     # U(S): "brier" (minus the Brier score), "neg_loss" (minus the log-loss) or "accuracy" on the server's

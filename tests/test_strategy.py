@@ -13,8 +13,10 @@ from flwr.serverapp.strategy import FedAdam
 
 from fedlearn.config import STRATEGY_NAMES, RunConfig
 from fedlearn.errors import ConfigError
-from fedlearn.federation.strategy import ScoredStrategy, build_flower_strategy
+from fedlearn.federation.replies import arrays_of, institution_of
+from fedlearn.federation.strategy import RoundScoring, ScoredStrategy, build_flower_strategy
 from fedlearn.learning.models import init_model
+from fedlearn.scoring import CachedUtility
 from tests.conftest import ReplyFactory
 
 FEATURES, CLASSES = 4, 3
@@ -184,13 +186,10 @@ def test_fast_mean_utility_equals_flowers_fedavg_on_every_subset(make_reply: Rep
                 assert fast(frozenset(subset)) == pytest.approx(flower(frozenset(subset)), abs=1e-6)
 
 
-def test_a_harmful_update_is_left_out_of_the_aggregate_but_keeps_its_negative_score(
-    make_reply: ReplyFactory,
-) -> None:
-    # Prepare: four institutions step towards a model fitted on the validation split; one steps away from it.
-    config = RunConfig.load(overrides=["scoring.method='loo'", "data.institutions=5", "model.name='logreg'",
-                                       "integrity.free_rider_kappa=0"])
-    strategy, start = scored(config)
+def towards_a_fitted_model(
+    config: RunConfig, start: ArrayRecord
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(the start's arrays, those of a model fitted on the validation split): honest updates step towards it."""
     X, y = validation_set()
     fitted = init_model(config.model, FEATURES, CLASSES, seed=0)
     optimiser = torch.optim.SGD(fitted.parameters(), lr=0.5)
@@ -198,10 +197,19 @@ def test_a_harmful_update_is_left_out_of_the_aggregate_but_keeps_its_negative_sc
         optimiser.zero_grad()
         torch.nn.functional.cross_entropy(fitted(torch.as_tensor(X)), torch.as_tensor(y)).backward()
         optimiser.step()
-    base = {k: v.numpy() for k, v in start.items()}
-    good = {k: v.detach().numpy() for k, v in fitted.state_dict().items()}
+    return {k: v.numpy() for k, v in start.items()}, {k: v.detach().numpy() for k, v in fitted.state_dict().items()}
+
+
+def test_a_harmful_update_is_left_out_of_the_aggregate_but_keeps_its_negative_score(
+    make_reply: ReplyFactory,
+) -> None:
+    # Prepare: four institutions step towards a model fitted on the validation split; one steps away from it.
+    config = RunConfig.load(overrides=["scoring.method='loo'", "data.institutions=5", "model.name='logreg'",
+                                       "integrity.free_rider_kappa=0"])
+    strategy, start = scored(config)
+    base, good = towards_a_fitted_model(config, start)
     rng = np.random.default_rng(3)
-    moves = [{k: (base[k] + (good[k] - base[k]) * rng.uniform(0.6, 1.0)).astype(np.float32) for k in base}
+    moves = [{k: (base[k] + (good[k] - base[k]) * rng.uniform(0.9, 1.0)).astype(np.float32) for k in base}
              for _ in range(4)]
     moves.append({k: (base[k] - 3 * (good[k] - base[k])).astype(np.float32) for k in base})
     replies = [make_reply(m, examples=50, institution=f"hospital-{i + 1:02d}", node_id=i + 1)
@@ -217,6 +225,52 @@ def test_a_harmful_update_is_left_out_of_the_aggregate_but_keeps_its_negative_sc
     assert set(record.excluded) == {"hospital-05"} and record.rejected == {}
     assert record.scores["hospital-05"] < 0 < min(record.scores[f"hospital-0{i}"] for i in range(1, 5))
     assert "hospital-05" in record.update_hashes
+
+
+def test_three_sign_flippers_are_all_left_out_and_the_model_is_the_honest_mean(make_reply: ReplyFactory) -> None:
+    # Prepare: five honest steps and three sign flips of four times that step.
+    config = RunConfig.load(overrides=["scoring.method='loo'", "data.institutions=8", "model.name='logreg'",
+                                       "integrity.free_rider_kappa=0"])
+    strategy, start = scored(config)
+    base, good = towards_a_fitted_model(config, start)
+    rng = np.random.default_rng(4)
+    moves = [{k: (base[k] + (good[k] - base[k]) * rng.uniform(0.9, 1.0)).astype(np.float32) for k in base}
+             for _ in range(5)]
+    moves += [{k: (base[k] - 4 * (good[k] - base[k])).astype(np.float32) for k in base} for _ in range(3)]
+    replies = [make_reply(m, examples=50, institution=f"hospital-{i + 1:02d}", node_id=i + 1)
+               for i, m in enumerate(moves)]
+    # Execute
+    arrays, _ = strategy.aggregate_train(1, replies)
+    # Assert: the model is the honest mean; every flipper is out with a negative score, every honest one in.
+    assert arrays is not None
+    for key in base:
+        np.testing.assert_allclose(arrays[key].numpy(), np.mean([m[key] for m in moves[:5]], axis=0), rtol=1e-5)
+    record = strategy.history[-1]
+    assert set(record.excluded) == {"hospital-06", "hospital-07", "hospital-08"}
+    assert all(record.scores[f"hospital-0{i}"] < 0 for i in (6, 7, 8))
+    assert all(record.scores[f"hospital-0{i}"] > 0 for i in range(1, 6))
+
+
+def test_harmful_updates_that_hide_one_another_are_left_out_one_by_one(make_reply: ReplyFactory) -> None:
+    # Prepare: a round whose scores are all positive (as a scoring method can find when attackers mask each
+    # other), yet whose utility says updates 3 and 4 each spoil the aggregate of the others.
+    strategy, start = scored(make_config(method="loo", n=6))
+    replies = institution_updates(make_reply, start, 6)
+    strategy._updates = [{k: v.numpy() for k, v in arrays_of(m).items()} for m in replies]
+
+    def utility(subset: frozenset[int]) -> float:
+        return 0.1 * len(subset - {3, 4}) - 0.5 * len(subset & {3, 4})
+
+    scores = {f"hospital-{i + 1:02d}": 0.05 for i in range(6)}
+    # Execute
+    kept, reasons, recorded = strategy._exclude_harmful(replies, RoundScoring(scores, frozenset(), 10, False),
+                                                        CachedUtility(utility))
+    # Assert: both are out, scored by what they cost the rest; the honest four stay with their scores.
+    assert [institution_of(m) for m in kept] == ["hospital-01", "hospital-02", "hospital-03", "hospital-06"]
+    assert set(reasons) == {"hospital-04", "hospital-05"}
+    assert recorded.scores["hospital-04"] < 0 and recorded.scores["hospital-05"] < 0
+    assert all(recorded.scores[n] == 0.05 for n in ("hospital-01", "hospital-02", "hospital-03", "hospital-06"))
+    assert recorded.evaluations > 10 and len(strategy._updates) == 4
 
 
 def test_a_claimed_count_above_the_registered_one_is_set_aside(make_reply: ReplyFactory) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -42,7 +43,7 @@ from fedlearn.federation.replies import (
 from fedlearn.logs import log as money_log
 from fedlearn.records.checkpoint import numpy_arrays
 from fedlearn.records.fingerprint import model_hash
-from fedlearn.scoring import score_round
+from fedlearn.scoring import CachedUtility, score_round
 from fedlearn.scoring.round import RoundScores
 from fedlearn.scoring.significance import RoundGain, round_gain
 from fedlearn.scoring.trust import fltrust_arrays
@@ -100,6 +101,11 @@ def _root_trainer(config: RunConfig, root_data: tuple[np.ndarray, np.ndarray, in
         raise ConfigError("strategy.name = 'fltrust' needs the server's root data (the validation split)")
     X, y, classes = root_data
     return RootTrainer(config.model, config.train, X, y, classes, config.run.seed)
+
+
+MASKED_HARM = 0.01
+"""How much an update must lower the utility of the others' aggregate (in utility units; the Brier utility spans
+[-2, 0]) to be left out once the negatively scored ones are gone."""
 
 
 @dataclass(frozen=True)
@@ -181,13 +187,14 @@ class ScoredStrategy(Strategy):
         if not accepted:
             self._record(server_round, {}, [], rejected, 0, started, skipped="every update was rejected")
             return None, None
-        utility = round_utility(self.inner, server_round, accepted, self._start_arrays, self.model,
-                                self.validation, self.scoring.utility)
+        # One cache for scoring and the harmful-update check: the coalitions they share are evaluated once.
+        utility = CachedUtility(round_utility(self.inner, server_round, accepted, self._start_arrays, self.model,
+                                              self.validation, self.scoring.utility))
         scored = None if self.scoring.method == "trust" else self._scores(server_round, accepted, utility)
         excluded: dict[str, str] = {}
         # Peers' votes rest on a few dozen rows each: too noisy to leave honest updates out on; the server's are not.
         if scored is not None and self.exclude_harmful and self.scoring.validation == "server":
-            accepted, excluded = self._exclude_harmful(accepted, scored)
+            accepted, excluded, scored = self._exclude_harmful(accepted, scored, utility)
             for name, reason in excluded.items():
                 # Routine on non-IID data (an honest outlier often scores a little below 0): info, not a warning.
                 log.info("round %d: update from %s left out of the aggregate: %s", server_round, name, reason)
@@ -211,15 +218,40 @@ class ScoredStrategy(Strategy):
                      ballots=scored.ballots)
         return arrays, metrics
 
-    def _exclude_harmful(self, accepted: list[Message], scored: RoundScoring) -> tuple[list[Message], dict[str, str]]:
-        """(the updates that stay, institution → why it was left out): an update whose contribution is negative
-        is left out of the aggregate, as the validation split says the round's model is better without it. It keeps
-        its score (and what slashing makes of it); ``self._updates`` keeps the arrays of those that stay."""
+    def _exclude_harmful(
+        self, accepted: list[Message], scored: RoundScoring, utility: CachedUtility
+    ) -> tuple[list[Message], dict[str, str], RoundScoring]:
+        """(the updates that stay, institution → why it was left out, the scores as recorded).
+
+        First, every update whose contribution score is negative is left out: the validation split says the
+        round's model is better without it. Then, as harmful updates can hide one another (with two sign flippers
+        in the set, removing a third changes little), the one whose removal raises the utility of what is left
+        most goes, again and again, while that gain exceeds :data:`MASKED_HARM` (an honest update that merely
+        moves less than the others costs the aggregate far less than that, and stays). An update left out keeps its
+        score if that is negative, else it scores its (negative) marginal contribution to the set that stayed: its
+        update is not in the model, so it is not paid for it, and slashing reads how much it hurt.
+        ``self._updates`` keeps the arrays of those that stay.
+        """
         names = [institution_of(m) for m in accepted]
-        harmful = {i for i, name in enumerate(names) if scored.scores.get(name, 0.0) < 0}
-        self._updates = [u for i, u in enumerate(self._updates) if i not in harmful]
-        return ([m for i, m in enumerate(accepted) if i not in harmful],
-                {names[i]: f"contribution {scored.scores[names[i]]:+.4f} lowers the utility" for i in sorted(harmful)})
+        scores = dict(scored.scores)
+        kept = {i for i, name in enumerate(names) if scores.get(name, 0.0) >= 0}
+        reasons = {names[i]: f"contribution {scores[names[i]]:+.4f} lowers the utility"
+                   for i in range(len(names)) if i not in kept}
+        before = utility.evaluations
+        while len(kept) > 1:
+            whole = utility(frozenset(kept))
+            marginal = {i: whole - utility(frozenset(kept - {i})) for i in sorted(kept)}
+            worst = min(marginal, key=lambda i: (marginal[i], names[i]))
+            if marginal[worst] >= -MASKED_HARM:
+                break
+            kept.discard(worst)
+            scores[names[worst]] = min(scores[names[worst]], marginal[worst])
+            reasons[names[worst]] = (f"its update lowers the utility of the others' aggregate by "
+                                     f"{-marginal[worst]:.4f}")
+        self._updates = [u for i, u in enumerate(self._updates) if i in kept]
+        recorded = dataclasses.replace(scored, scores=scores,
+                                       evaluations=scored.evaluations + utility.evaluations - before)
+        return [m for i, m in enumerate(accepted) if i in kept], reasons, recorded
 
     def _set_aside_free_riders(self, accepted: list[Message]) -> tuple[list[Message], list[Rejection]]:
         """Updates with no training signal of their own (``fedlearn.federation.free_riders``) are set aside;

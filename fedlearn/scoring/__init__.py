@@ -4,6 +4,7 @@ A utility maps a subset of this round's updates (a frozenset of player indices) 
 metric of the model aggregated from them; ``U(frozenset())`` is the round's starting global model.
 """
 
+from fedlearn.scoring.banzhaf import banzhaf
 from fedlearn.scoring.gtg import gtg_shapley
 from fedlearn.scoring.loo import leave_one_out
 from fedlearn.scoring.methods import SCORING_METHODS, score_round
@@ -17,6 +18,7 @@ __all__ = [
     "CachedUtility",
     "ScoreResult",
     "Utility",
+    "banzhaf",
     "exact_shapley",
     "gtg_shapley",
     "leave_one_out",

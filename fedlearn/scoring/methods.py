@@ -9,13 +9,14 @@ import numpy as np
 
 from fedlearn.errors import ScoringError
 from fedlearn.scoring._validate import check_players
+from fedlearn.scoring.banzhaf import banzhaf
 from fedlearn.scoring.gtg import gtg_shapley
 from fedlearn.scoring.loo import leave_one_out
 from fedlearn.scoring.result import ScoreResult
 from fedlearn.scoring.shapley import exact_shapley
 from fedlearn.scoring.utility import Utility
 
-SCORING_METHODS: tuple[str, ...] = ("loo", "shapley", "gtg", "none")
+SCORING_METHODS: tuple[str, ...] = ("loo", "shapley", "gtg", "banzhaf", "none")
 
 # Keyword options gtg_shapley accepts besides rng; checked for every method so that a misspelt
 # option fails even while another method is configured.
@@ -39,6 +40,8 @@ def score_round(
         return exact_shapley(n, utility)
     if method == "gtg":
         return gtg_shapley(n, utility, rng=rng, **gtg_options)
+    if method == "banzhaf":
+        return banzhaf(n, utility, rng=rng)
     if method == "none":
         return ScoreResult(np.zeros(check_players(n)), 0, "none")
     raise ScoringError(f"unknown scoring method {method!r}; valid: {', '.join(SCORING_METHODS)}")

@@ -1,0 +1,91 @@
+"""Banzhaf value: exact on small games, sampled on large ones, and what splitting a player does to it."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fedlearn.errors import ScoringError
+from fedlearn.scoring import Utility, banzhaf, exact_shapley, score_round
+
+
+def by_brute_force(n: int, utility: Utility) -> np.ndarray:
+    """The definition, term by term: 2^-(n-1) Σ over the others' coalitions of i's marginal contribution."""
+    values = np.zeros(n)
+    for i in range(n):
+        others = [j for j in range(n) if j != i]
+        for size in range(n):
+            for subset in itertools.combinations(others, size):
+                values[i] += utility(frozenset(subset) | {i}) - utility(frozenset(subset))
+    return values / 2 ** (n - 1)
+
+
+def data_game(sizes: list[float], curve: str) -> Utility:
+    """A coalition is worth a saturating function of the rows it holds."""
+    f: Callable[[float], float] = {"sqrt": math.sqrt, "exp": lambda x: 1 - math.exp(-x / 50), "log": math.log1p}[curve]
+    return lambda s: f(sum(sizes[i] for i in s))
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 7), st.integers(0, 2**32 - 1))
+def test_exact_banzhaf_matches_the_definition(n: int, seed: int) -> None:
+    table = np.random.default_rng(seed).normal(size=2**n)
+    utility = lambda s: float(table[sum(1 << i for i in s)])
+    result = banzhaf(n, utility, rng=np.random.default_rng(0))
+    np.testing.assert_allclose(result.values, by_brute_force(n, utility), atol=1e-12)
+    assert result.evaluations == 2**n
+
+
+def test_additive_game_gives_each_player_its_weight() -> None:
+    weights = [0.3, -0.1, 0.0, 2.0]
+    result = banzhaf(4, lambda s: sum(weights[i] for i in s), rng=np.random.default_rng(0))
+    np.testing.assert_allclose(result.values, weights, atol=1e-12)
+
+
+@pytest.mark.parametrize("curve", ["sqrt", "exp", "log"])
+def test_splitting_a_player_in_two_earns_exactly_what_the_whole_earns(curve: str) -> None:
+    # Prepare: four institutions; then the last one's rows dealt to two identities.
+    sizes = [40.0, 90.0, 25.0, 120.0]
+    whole = banzhaf(4, data_game(sizes, curve), rng=np.random.default_rng(0)).values
+    split = banzhaf(5, data_game([*sizes[:3], 70.0, 50.0], curve), rng=np.random.default_rng(0)).values
+    # Assert: the two identities together get the whole's value; Shapley gives them more.
+    assert split[3] + split[4] == pytest.approx(whole[3], rel=1e-12)
+    shapley_whole = exact_shapley(4, data_game(sizes, curve)).values
+    shapley_split = exact_shapley(5, data_game([*sizes[:3], 70.0, 50.0], curve)).values
+    assert shapley_split[3] + shapley_split[4] > shapley_whole[3]
+
+
+@pytest.mark.parametrize("k", [3, 4, 5])
+def test_splitting_a_player_in_k_earns_no_more_than_the_whole_on_saturating_games(k: int) -> None:
+    sizes = [40.0, 90.0, 25.0, 120.0]
+    for curve in ("sqrt", "exp", "log"):
+        whole = banzhaf(4, data_game(sizes, curve), rng=np.random.default_rng(0)).values[3]
+        pieces = [120.0 / k] * k
+        split = banzhaf(3 + k, data_game([*sizes[:3], *pieces], curve), rng=np.random.default_rng(0)).values
+        assert split[3:].sum() <= whole + 1e-12
+
+
+def test_sampled_banzhaf_is_close_to_exact_and_costs_the_samples() -> None:
+    sizes = list(np.random.default_rng(3).uniform(10, 200, size=14))
+    game = data_game(sizes, "sqrt")
+    exact = banzhaf(14, game, rng=np.random.default_rng(0), samples=2**14).values
+    sampled = banzhaf(14, game, rng=np.random.default_rng(1), samples=2000)
+    assert sampled.evaluations <= 2000
+    assert np.abs(sampled.values - exact).sum() / np.abs(exact).sum() < 0.15
+    assert np.corrcoef(sampled.values, exact)[0, 1] > 0.95
+
+
+def test_banzhaf_by_name_and_bad_sample_counts() -> None:
+    result = score_round("banzhaf", 3, lambda s: float(len(s)), rng=np.random.default_rng(0))
+    np.testing.assert_allclose(result.values, [1.0, 1.0, 1.0])
+    assert result.method == "banzhaf"
+    for bad in (1, 0, 2.5, True):
+        with pytest.raises(ScoringError, match="banzhaf samples"):
+            banzhaf(3, lambda s: 0.0, rng=np.random.default_rng(0), samples=bad)  # type: ignore[arg-type]
+    assert banzhaf(0, lambda s: 0.0, rng=np.random.default_rng(0)).values.shape == (0,)
