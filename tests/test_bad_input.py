@@ -57,6 +57,13 @@ def test_a_config_error_is_reported_before_flower_torch_or_web3_load(tmp_path: P
     ("scoring.utility='f1'", "unknown scoring.utility 'f1'"),
     ("payout.interim_fraction=1.5", "payout.interim_fraction = 1.5 must be in [0, 1]"),
     ("chain.reward_per_round=-1", "chain.reward_per_round = -1.0 must be >= 0"),
+    # Defence settings.
+    ("integrity.exclude_harmful=2", "config key 'integrity.exclude_harmful' expects bool, got 2"),
+    ("integrity.free_rider_kappa=-1", "integrity.free_rider_kappa"),
+    ("scoring.method='banzaf'", "unknown scoring.method 'banzaf'"),
+    ("strategy.weighting='trusted'", "unknown strategy.weighting 'trusted'"),
+    ("integrity.behaviours='hospital-02=backdoor:target=10'", "target = 10 must be < the data's 10 classes"),
+    ("integrity.behaviours='hospital-02=low_effort:effort=0'", "behaviour low_effort: effort = 0.0"),
 ])
 def test_config_values_out_of_range_are_one_line(tmp_path: Path, setting: str, expected: str) -> None:
     result = fedlearn(*run_args(tmp_path, setting), cwd=tmp_path)
