@@ -8,11 +8,12 @@ accuracy of its final model, and each institution's value is its exact Shapley v
 (computed here from the formula). Institutions with a negative value deserve nothing: ground-truth shares are
 max(φ, 0) / Σ max(φ, 0).
 
-Against it, for LOO, exact Shapley and GTG, a paying run of the same federation (embedded chain, in-process engine)
-gives contribution shares (scores over the significant rounds) and token shares (what the chain paid); both are
-compared with the ground truth by Σ|Δshare| (0-2) and Spearman, over 3 seeds. The demo config is run too, and
-its token shares compared with its contribution shares. A sweep over the utility (accuracy, neg_loss, brier) and
-the significance test (bootstrap, none) with GTG chose the defaults.
+Against it, for LOO, exact Shapley, GTG and Banzhaf, a paying run of the same federation (embedded chain,
+in-process engine) gives contribution shares (scores over the significant rounds) and token shares (what the chain
+paid); both are compared with the ground truth by Σ|Δshare| (0-2) and Spearman, over 3 seeds, and with the
+retraining Banzhaf value of the same 64 coalitions. The demo config is run too, and its token shares compared with
+its contribution shares. A sweep over the utility (accuracy, neg_loss, brier) and the significance test (bootstrap,
+none) with GTG chose the defaults.
 
     .venv/bin/python benchmarks/payout_fairness.py [--seeds 42 43 44] [--no-sweep]
 

@@ -39,7 +39,7 @@ def test_written_toml_reads_back(tmp_path: Path) -> None:
         (["strategy.name=fedfoo"], "unknown strategy.name 'fedfoo'"),
         (["model.name=resnet"], "unknown model.name 'resnet'"),
         (["data.partition=zipf"], "unknown data.partition 'zipf'"),
-        (["scoring.method=banzhaf"], "unknown scoring.method 'banzhaf'"),
+        (["scoring.method=owen"], "unknown scoring.method 'owen'"),
         (["data.alpha=0"], "data.alpha = 0.0 must be > 0"),
         (["data.alpha=-1"], "data.alpha = -1.0 must be > 0"),
         (["run.rounds=0"], "run.rounds = 0 must be at least 1"),

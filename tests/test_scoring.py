@@ -310,7 +310,7 @@ def test_score_round_dispatches_by_name() -> None:
 
 def test_score_round_names_what_it_does_not_know() -> None:
     rng = np.random.default_rng(0)
-    with pytest.raises(ScoringError, match=r"'banzhaf'.*loo, shapley, gtg, none"):
-        score_round("banzhaf", 3, lambda s: 0.0, rng=rng)
+    with pytest.raises(ScoringError, match=r"'owen'.*loo, shapley, gtg, banzhaf, none"):
+        score_round("owen", 3, lambda s: 0.0, rng=rng)
     with pytest.raises(ScoringError, match="within_round_epsilom"):
         score_round("loo", 3, lambda s: 0.0, rng=rng, within_round_epsilom=0.1)
