@@ -125,3 +125,14 @@ def test_waterfill_keeps_overpaid_institutions_and_splits_the_rest_in_proportion
     out = waterfill({"a": 600, "b": 0, "c": 0}, {"a": Fraction(1), "b": Fraction(1), "c": Fraction(2)}, 1000)
     assert out == {"a": 600, "b": 133, "c": 267}  # 400 split 1:2, the odd wei to the larger contributor
     assert waterfill({"a": 5}, {"a": Fraction(0)}, 100) == {"a": 5}  # nobody to pay: nothing moves
+
+
+def test_waterfill_gives_the_last_wei_to_the_largest_fractions_cut_off() -> None:
+    # λ = 9 / 2.375: exact shares a 0.95, c 1.89, d 1.89, e 4.26 wei. Floors pay 6; the 3 wei left go to the
+    # largest fractions (a, c, d), so every amount is within a wei of its share; the largest contributor (e)
+    # taking one would leave a a whole wei short (a failing case Hypothesis found).
+    weights = {"a": Fraction(1, 4), "b": Fraction(0), "c": Fraction(1, 2), "d": Fraction(1, 2), "e": Fraction(9, 8)}
+    out = waterfill(dict.fromkeys(weights, 0), weights, 9)
+    assert out == {"a": 1, "b": 0, "c": 2, "d": 2, "e": 4}
+    level = Fraction(9) / sum(weights.values())
+    assert all(abs(out[n] - level * w) < 1 for n, w in weights.items())

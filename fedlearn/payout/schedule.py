@@ -14,7 +14,8 @@ Inputs, per round: each institution's contribution score and whether the round's
 3. **Allocation (water-filling).** After each round, every institution's cumulative amount becomes
    max(paid_i, λ · max(C_i, 0)) with λ chosen so the amounts add up to P(t) exactly: as close to proportional to
    contribution as amounts that never decrease allow. Integer wei: each amount is floored and the few wei of
-   remainder go, one each, to the largest contributors (ties by name), so every wei is paid, carried or returned.
+   remainder go, one each, to the largest fractions the floor cut off (ties: the larger contributor, then the
+   name), so every wei is paid, carried or returned.
 
 Worked example (B = 1,000 tokens, α = 0.5, H = 1.0): round 1 gains 0.4 (significant), A scores 0.3 and B 0.1:
 P(1) = 0.5·1000·0.4 = 200, paid A 150, B 50. Round 2's gain is noise: nothing released, nothing paid. Round 3
@@ -109,8 +110,9 @@ def waterfill(paid: Mapping[str, int], weights: Mapping[str, Fraction], target: 
     for n in active:
         out[n] = int(lam * w[n])  # floor: ≥ current[n], since lam·w ≥ current and current is an integer
     remainder = target - sum(out.values())
-    # Fewer wei than active institutions remain: one each to the largest contributors, ties by name.
-    for n in sorted(active, key=lambda n: (-w[n], n))[:remainder]:
+    # Fewer wei than active institutions remain: one each to the largest fractions of a wei cut off by the floor
+    # (so nobody ends a wei short of its share while another is above it), then the largest contributors, by name.
+    for n in sorted(active, key=lambda n: (-(lam * w[n] - int(lam * w[n])), -w[n], n))[:remainder]:
         out[n] += 1
     return out
 
