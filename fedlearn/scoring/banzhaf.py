@@ -8,11 +8,12 @@ alone would), then for every coalition T of the others
 
     ½[U(T+p) − U(T)] + ½[U(T+p+q) − U(T+q)] + ½[U(T+q) − U(T)] + ½[U(T+p+q) − U(T+p)] = U(T+w) − U(T),
 
-so β_p + β_q = β_w exactly, whatever the utility. For k identities the difference is made of higher-order
-differences of U along the split; for utilities that saturate smoothly (each extra row adds less, by less) it is
-≤ 0. Shapley weights small coalitions more, where a piece of w adds nearly as much as w: its pieces can earn
-several times the whole (``benchmarks/integrity.py`` measures both). Banzhaf is also the semivalue most robust
-to noise in U (Wang and Jia, "Data Banzhaf", 2023).
+so β_p + β_q = β_w exactly, whatever the utility. For three equal pieces p, q, r the same pairing leaves, per
+coalition T, ¼[Σ U(T+two pieces) − Σ U(T+one piece) − U(T+w) + U(T)] = −¼ Δ³, minus the third finite difference of
+U along the split: ≤ 0 whenever each extra row adds less, by less (square root, logarithm, exponential saturation).
+Larger k is checked on such games in tests/test_banzhaf.py. Shapley weights small coalitions more, where a piece of
+w adds nearly as much as w: its pieces can earn several times the whole (``benchmarks/integrity.py`` measures
+both). Banzhaf is also the semivalue most robust to noise in U (Wang and Jia, "Data Banzhaf", 2023).
 
 Computation: exact (every subset, 2^n evaluations) while 2^n ≤ ``samples``; beyond, the maximum-sample-reuse
 estimator: ``samples`` coalitions drawn with each player present with probability ½, and β_i the mean utility of
