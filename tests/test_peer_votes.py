@@ -33,7 +33,6 @@ from fedlearn.federation.peer_votes import (
     ballot_commitment,
     open_ballot,
     peer_scores,
-    request_votes,
     reveal_votes,
 )
 from fedlearn.federation.replies import ARRAYS_KEY, arrays_of, examples_of, institution_of
@@ -149,11 +148,6 @@ def test_stakes_reach_the_consensus(trained: tuple[ArrayRecord, list[Candidate]]
                if p != heavy and p not in result.disagreeing)
     with pytest.raises(ConfigError, match="no stake given"):
         ballot(TamperingGrid(), trained, stakes={heavy: 1.0})
-
-
-def test_the_old_entry_point_returns_the_opened_ballots(trained: tuple[ArrayRecord, list[Candidate]]) -> None:
-    start, candidates = trained
-    assert request_votes(TamperingGrid(), 1, start, candidates, NAMES) == ballot(TamperingGrid(), trained).votes
 
 
 # --- broken ballots -------------------------------------------------------------------------------------------------

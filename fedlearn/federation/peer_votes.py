@@ -97,6 +97,14 @@ class PeerRound:
     salts: dict[str, str] = field(default_factory=dict)
     broken: dict[str, str] = field(default_factory=dict)
 
+    def ballots(self) -> dict[str, dict]:
+        """voter → its ballot as recorded (``commitment``, ``salt``, ``votes``, ``weight``, and ``broken`` with
+        the reason when it did not open), for every voter that committed."""
+        return {voter: {"commitment": commitment, "salt": self.salts.get(voter, ""),
+                        "votes": self.votes.get(voter, {}), "weight": self.voter_weights.get(voter, 0.0),
+                        **({"broken": self.broken[voter]} if voter in self.broken else {})}
+                for voter, commitment in self.commitments.items()}
+
 
 def peer_scores(
     grid: Grid, server_round: int, start: ArrayRecord, candidates: list[Candidate], voters: list[str],
@@ -229,17 +237,6 @@ def open_ballot(server_round: int, commitment: str, content: RecordDict) -> dict
     if not hmac.compare_digest(ballot_commitment(server_round, votes, salt).encode(), commitment.encode()):
         raise BrokenBallot("its reveal does not match its commitment")
     return votes
-
-
-def request_votes(
-    grid: Grid, server_round: int, start: ArrayRecord, candidates: list[Candidate], voters: list[str],
-) -> dict[str, dict[str, float]]:
-    """voter → {proposer: vote}: the ballots that opened (commit, then reveal); silent and broken ones are left
-    out. Superseded by :func:`peer_scores`, which also reports broken ballots; kept until callers move."""
-    node_of = {name: node for name, node, _, _ in candidates}
-    commitments, _ = request_commitments(grid, server_round, start, candidates, voters)
-    opened, _ = request_reveals(grid, server_round, commitments, {v: node_of[v] for v in commitments})
-    return {voter: votes for voter, (votes, _) in opened.items()}
 
 
 def local_split(X: np.ndarray, y: np.ndarray, seed: int) -> tuple[tuple[np.ndarray, np.ndarray],

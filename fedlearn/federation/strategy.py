@@ -288,11 +288,7 @@ class ScoredStrategy(Strategy):
         names = [institution_of(m) for m in accepted]
         if self.scoring.validation == "peers" and len(accepted) > 1:
             ballot = self._peer_scores(server_round, accepted, names)
-            ballots = {voter: {"commitment": commitment, "salt": ballot.salts.get(voter, ""),
-                               "votes": ballot.votes.get(voter, {}), "weight": ballot.voter_weights.get(voter, 0.0),
-                               **({"broken": ballot.broken[voter]} if voter in ballot.broken else {})}
-                       for voter, commitment in ballot.commitments.items()}
-            return RoundScoring(ballot.scores, ballot.disagreeing, ballot.evaluations, False, ballots)
+            return RoundScoring(ballot.scores, ballot.disagreeing, ballot.evaluations, False, ballot.ballots())
         result = score_round(
             self.scoring.method,
             len(accepted),

@@ -112,7 +112,7 @@ def waterfill(paid: Mapping[str, int], weights: Mapping[str, Fraction], target: 
     remainder = target - sum(out.values())
     # Fewer wei than active institutions remain: one each to the largest fractions of a wei cut off by the floor
     # (so nobody ends a wei short of its share while another is above it), then the largest contributors, by name.
-    for n in sorted(active, key=lambda n: (-(lam * w[n] - int(lam * w[n])), -w[n], n))[:remainder]:
+    for n in sorted(active, key=lambda n: (-(lam * w[n] - out[n]), -w[n], n))[:remainder]:
         out[n] += 1
     return out
 
