@@ -1,7 +1,9 @@
-"""Gas of the license: acquiring a license, paying a fee and withdrawing a fee share, at several federation sizes.
+"""Gas of the license: acquiring a license, paying a fee, withdrawing a fee share and sweeping a closed epoch, at
+several federation sizes.
 
-A fee is one addition whatever the number of contributors; a withdrawal verifies one Merkle proof, so it grows
-with log2(contributors). Runs on eth-tester (py-evm); gas is deterministic, so one run is the figure. Prints a
+A fee is one addition whatever the number of contributors (the first fee of a new claimable root also closes the
+previous epoch); a withdrawal verifies one Merkle proof, so it grows with log2(contributors). Runs on
+eth-tester (py-evm); gas is deterministic, so one run is the figure. Prints a
 table and writes benchmarks/results/gas_license.json.
 
     .venv/bin/python benchmarks/gas_license.py
@@ -35,7 +37,8 @@ def _accounts(prefix: str, n: int) -> list[Account]:
 
 def measure() -> dict[str, Any]:
     admin = chain.connect(chain.ETH_TESTER)
-    deployment = chain.deploy(admin)
+    # Roots claimable at once and no per-round cap binding: the license's gas is what is measured here.
+    deployment = chain.deploy(admin, root_delay=0, reward_per_round=10**27, token_cap=10**15 * UNIT)
     ld = gov.deploy_governed_license(admin, deployment)
     contributors = [a.address for a in _accounts("gas/contributor", max(SIZES))]
     companies = [admin.as_account(a) for a in _accounts("gas/company", 2)]
@@ -69,6 +72,11 @@ def measure() -> dict[str, Any]:
         chain.mint(admin, deployment, contributors[n - 2], 1)
         holder = lic.withdraw_fee_share(admin, ld, round_, settled.tree, contributors[n - 2]).tx.gas_used
         withdraw[str(n)] = {"account holding no tokens": new_holder, "account already holding tokens": holder}
+    # Round 3's epoch is open; a fourth root closes it, and after the claim period anyone sweeps what is left.
+    chain.settle_round(admin, deployment, len(SIZES) + 1, keccak(b"model last"), {contributors[0]: 10**9 * UNIT})
+    lic.pay_fee(payer, ld, 1)
+    chain.advance_time(admin, lic.parameters(admin, ld).fee_claim_period + 1)
+    sweep = {"sweepDust (closed epoch, after the claim period)": lic.sweep_dust(admin, ld, len(SIZES)).tx.gas_used}
     return {
         "backend": "eth-tester (py-evm)",
         "solc": pinned_solc_version(),
@@ -77,11 +85,12 @@ def measure() -> dict[str, Any]:
         "acquire_gas": acquire,
         "pay_fee_gas": fee,
         "withdraw_fee_share_gas": withdraw,
+        "sweep_gas": sweep,
     }
 
 
 def table(r: dict[str, Any]) -> str:
-    lines = [f"{k:<52} {v:>8,}" for k, v in r["acquire_gas"].items()]
+    lines = [f"{k:<52} {v:>8,}" for k, v in {**r["acquire_gas"], **r["sweep_gas"]}.items()]
     lines.append("")
     lines.append(
         f"{'contributors':>12}  {'payFee first':>12}  {'payFee later':>12}  {'withdraw new':>12}"

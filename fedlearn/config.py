@@ -91,6 +91,12 @@ class StrategySection:
     multikrum_select: int = 0
     trimmed_beta: float = 0.2
     server_learning_rate: float = 0.1
+    # Faults: a round starts once `min_nodes` institutions are connected (0: every one) and waits at most
+    # `round_timeout` seconds for replies; the run stops, with an error, after `node_wait` seconds below quorum.
+    # An institution missing from a round earns nothing for it and is not slashed for it.
+    min_nodes: int = 0
+    round_timeout: float = 600.0
+    node_wait: float = 600.0
 
 
 @dataclass(frozen=True)
@@ -317,6 +323,11 @@ class RunConfig:
         _check(0 <= s.trimmed_beta < 0.5, "strategy.trimmed_beta", s.trimmed_beta, "must be in [0, 0.5)")
         _check(s.server_learning_rate > 0, "strategy.server_learning_rate", s.server_learning_rate,
                "must be > 0")
+        _check(0 <= s.min_nodes <= d.institutions, "strategy.min_nodes", s.min_nodes,
+               f"must be in [0, data.institutions = {d.institutions}] (0: every institution)")
+        _check(0 < s.round_timeout < math.inf, "strategy.round_timeout", s.round_timeout, "must be a positive number "
+               "of seconds")
+        _check(0 < s.node_wait < math.inf, "strategy.node_wait", s.node_wait, "must be a positive number of seconds")
         _one_of("scoring.method", sc.method, SCORING_METHODS)
         _one_of("scoring.utility", sc.utility, UTILITIES)
         _one_of("scoring.validation", sc.validation, VALIDATION_SOURCES)

@@ -119,13 +119,20 @@ def test_a_real_node_without_a_key_or_without_a_staked_deployment_is_refused_bef
         tmp_path: Path) -> None:
     out = tmp_path / "runs"
     # Nothing listens on port 9: the checks must fail before any connection is tried.
-    node = ["chain.backend='http://127.0.0.1:9'", "chain.key_env='FEDLEARN_TEST_NO_SUCH_KEY'"]
+    table = tmp_path / "addresses.toml"
+    table.write_text("".join(f'hospital-0{i} = "0x{i:040x}"\n' for i in range(1, 4)))
+    node = ["chain.backend='http://127.0.0.1:9'", "chain.key_env='FEDLEARN_TEST_NO_SUCH_KEY'",
+            f"chain.addresses='{table}'"]
     result = fedlearn(*run_args(out, *node), cwd=tmp_path)
     assert result.returncode == 5 and "FEDLEARN_TEST_NO_SUCH_KEY" in one_line_error(result)
     env = {"PATH": "/usr/bin:/bin", "FEDLEARN_TEST_KEY": "0x" + "11" * 32}
-    staked = ["chain.backend='http://127.0.0.1:9'", "chain.key_env='FEDLEARN_TEST_KEY'", "integrity.min_stake=5"]
+    staked = ["chain.backend='http://127.0.0.1:9'", "chain.key_env='FEDLEARN_TEST_KEY'", "integrity.min_stake=5",
+              f"chain.addresses='{table}'"]
     result = fedlearn(*run_args(out, *staked), cwd=tmp_path, env=env)
     assert result.returncode == 2 and "needs chain.deployment" in one_line_error(result)
+    # Derived simulation addresses are refused on a node: their keys come from a public seed.
+    result = fedlearn(*run_args(out, *staked[:2]), cwd=tmp_path, env=env)
+    assert result.returncode == 2 and "set chain.addresses to the institutions' own" in one_line_error(result)
     assert not out.exists()
 
 
@@ -186,3 +193,20 @@ def test_resuming_a_finished_run_with_more_rounds_funds_the_extra_rounds(tmp_pat
     assert 'rounds = 3' in (run_dir / "config.toml").read_text()
     verify = fedlearn("verify", str(run_dir), cwd=tmp_path)
     assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_an_address_without_a_checksum_is_accepted_with_a_warning(tmp_path: Path, capsys) -> None:
+    from fedlearn.config import RunConfig
+    from fedlearn.payout.settlement import institution_addresses
+
+    checksummed = "0x7E5F4552091A69125d5DfCb7b8C2659029395Bdf"
+    table = tmp_path / "addresses.toml"
+    lowercase = "0x2b5ad5c4795c026514f8317c7a215e218dccd6cf"
+    table.write_text(f'hospital-01 = "{checksummed}"\nhospital-02 = "{lowercase}"\n')
+    config = RunConfig.load(overrides=[f"chain.addresses='{table}'"])
+    capsys.readouterr()
+    addresses = institution_addresses(config, ["hospital-01", "hospital-02"])
+    assert addresses["hospital-02"] == "0x2B5AD5c4795c026514f8317c7a215E218DcCD6cF"
+    (warning,) = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert "hospital-02" in warning and "carries no EIP-55 checksum" in warning
+    assert "0x2B5AD5c4795c026514f8317c7a215E218DcCD6cF" in warning

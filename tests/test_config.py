@@ -48,6 +48,9 @@ def test_written_toml_reads_back(tmp_path: Path) -> None:
         (["data.validation_fraction=0.6", "data.test_fraction=0.5"], "plus data.validation_fraction must be < 1"),
         (["scoring.method=shapley", "data.institutions=11"], "exceeds 10"),
         (["strategy.fraction_train=1.5"], "strategy.fraction_train = 1.5 must be in (0, 1]"),
+        (["strategy.min_nodes=11"], "strategy.min_nodes = 11 must be in [0, data.institutions = 10]"),
+        (["strategy.round_timeout=0"], "strategy.round_timeout = 0.0 must be a positive number of seconds"),
+        (["strategy.node_wait=-1"], "strategy.node_wait = -1.0 must be a positive number of seconds"),
         (["norun"], "is not of the form section.key=value"),
     ],
 )

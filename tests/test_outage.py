@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+from eth_account import Account
 
 from fedlearn.chain import Deployment, connect, dev_account
 from fedlearn.chain.deployment import distributor_contract
@@ -71,9 +72,12 @@ def test_settlements_queue_while_the_node_is_down(tmp_path: Path, monkeypatch: p
         if result.server_round == 3:
             node.start()
 
+    addresses = tmp_path / "addresses.toml"
+    addresses.write_text("".join(f'hospital-0{i} = "{Account.from_key(bytes([i + 40]) * 32).address}"\n'
+                                 for i in range(1, 4)))
     config = RunConfig.load(overrides=[
         "run.rounds=4", "data.institutions=3", "scoring.method='loo'", f"chain.backend='{node.url}'",
-        "chain.retry_seconds=30",
+        "chain.retry_seconds=30", f"chain.addresses='{addresses}'",
     ])
     try:
         summary = run_federation(config, run_dir=run_dir, progress=False, observer=observe)
@@ -86,8 +90,7 @@ def test_settlements_queue_while_the_node_is_down(tmp_path: Path, monkeypatch: p
         dist = distributor_contract(session, deployment)
         assert dist.functions.lastRound().call() == 4
         for record in ledger.rounds():
-            _, root = dist.functions.roundOf(record.round).call()
-            assert "0x" + bytes(root).hex() == record.root
+            assert "0x" + bytes(dist.functions.roundOf(record.round).call()).hex() == record.root
         assert summary["rounds"] == 4
     finally:
         node.stop()

@@ -16,6 +16,14 @@ from fedlearn.chain.transactions import deploy_contract
 from fedlearn.errors import ChainError
 
 DEFAULT_UNSTAKE_DELAY_S = 7 * 24 * 3600
+DEFAULT_ROOT_DELAY_S = 24 * 3600  # a new root waits a day before claims use it: time to check and revoke it
+DEFAULT_SLASH_DELAY_S = 24 * 3600  # a proposed slash waits a day: time to veto it
+DEFAULT_TOKEN_CAP = 10**9 * 10**18  # a billion whole tokens
+DEFAULT_REWARD_PER_ROUND = 100 * 10**18
+MIN_UNSTAKE_DELAY_S = 24 * 3600  # RewardDistributor.MIN_UNSTAKE_DELAY
+MAX_UNSTAKE_DELAY_S = 365 * 24 * 3600
+MAX_ROOT_DELAY_S = 30 * 24 * 3600
+MAX_REWARD_PER_ROUND = 10**27
 FORMAT = "fedlearn-deployment-1"
 
 
@@ -32,6 +40,10 @@ class Deployment:
     unstake_delay: int
     artifacts: dict[str, str] = field(default_factory=dict)  # contract name -> sha256 of its artifact file
     backend: str = ""
+    # A governed deployment (`fedlearn chain deploy --governed`): the timelock is the admin; None when ungoverned.
+    governor: str | None = None
+    timelock: str | None = None
+    license: str | None = None
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
@@ -87,28 +99,33 @@ def deploy(
     admin: str | None = None,
     coordinator: str | None = None,
     unstake_delay: int = DEFAULT_UNSTAKE_DELAY_S,
+    reward_per_round: int = DEFAULT_REWARD_PER_ROUND,
+    root_delay: int = DEFAULT_ROOT_DELAY_S,
+    slash_delay: int = DEFAULT_SLASH_DELAY_S,
+    token_cap: int = DEFAULT_TOKEN_CAP,
     name: str = "Contribution Token",
     symbol: str = "CTB",
 ) -> Deployment:
-    """Deploys the token (minted by `admin`) and the distributor (`admin` funds and pauses, `coordinator`
-    settles and slashes); both default to the session's account."""
+    """Deploys the token (minted by `admin`, up to `token_cap` units) and the distributor (`admin` governs its
+    parameters and pauses, `coordinator` settles and proposes slashes); both default to the session's account.
+    Rewards per round are in token units; delays in seconds."""
     admin = to_checksum_address(admin) if admin else session.address
     coordinator = to_checksum_address(coordinator) if coordinator else session.address
-    if not 0 <= unstake_delay < 2**64:
-        raise ChainError(f"unstake delay must be in [0, 2**64) seconds, got {unstake_delay}")
+    check_parameters(unstake_delay=unstake_delay, reward_per_round=reward_per_round, root_delay=root_delay,
+                     slash_delay=slash_delay, token_cap=token_cap)
     token_art, dist_art = load_artifact(TOKEN), load_artifact(DISTRIBUTOR)
     w3 = session.w3
     token_tx = deploy_contract(
         session,
         w3.eth.contract(abi=token_art.abi, bytecode=token_art.bytecode),
-        [name, symbol, admin],
+        [name, symbol, token_cap, admin],
         "deploying token",
     )
     token = token_tx.receipt["contractAddress"]
     dist_tx = deploy_contract(
         session,
         w3.eth.contract(abi=dist_art.abi, bytecode=dist_art.bytecode),
-        [token, admin, coordinator, unstake_delay],
+        [token, admin, coordinator, unstake_delay, reward_per_round, root_delay, slash_delay],
         "deploying distributor",
     )
     return Deployment(
@@ -122,6 +139,22 @@ def deploy(
         artifacts={TOKEN: token_art.sha256, DISTRIBUTOR: dist_art.sha256},
         backend=session.backend,
     )
+
+
+def check_parameters(*, unstake_delay: int, reward_per_round: int, root_delay: int, slash_delay: int,
+                     token_cap: int) -> None:
+    """The bounds the contracts enforce, checked before anything is sent."""
+    if not MIN_UNSTAKE_DELAY_S <= unstake_delay <= MAX_UNSTAKE_DELAY_S:
+        raise ChainError(f"unstake delay must be in [{MIN_UNSTAKE_DELAY_S}, {MAX_UNSTAKE_DELAY_S}] seconds "
+                         f"(stakes stay slashable that long), got {unstake_delay}")
+    if not 0 <= slash_delay <= unstake_delay:
+        raise ChainError(f"slash delay must be in [0, unstake delay {unstake_delay}] seconds, got {slash_delay}")
+    if not 0 <= root_delay <= MAX_ROOT_DELAY_S:
+        raise ChainError(f"root delay must be in [0, {MAX_ROOT_DELAY_S}] seconds, got {root_delay}")
+    if not 0 <= reward_per_round <= MAX_REWARD_PER_ROUND:
+        raise ChainError(f"reward per round must be in [0, {MAX_REWARD_PER_ROUND}] token units, got {reward_per_round}")
+    if not 0 < token_cap < 2**208:
+        raise ChainError(f"token cap must be in (0, 2**208) token units, got {token_cap}")
 
 
 def as_dict(deployment: Deployment) -> dict[str, Any]:

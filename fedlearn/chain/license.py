@@ -1,9 +1,10 @@
-"""The model license on chain: deploy it, attest revenue, quote and acquire licenses, pay fees, withdraw shares.
+"""The model license on chain: deploy it, attest revenue, quote and acquire licenses, pay fees, withdraw shares,
+sweep what closed epochs left, pause.
 
 Units: revenue, threshold, stakes and fees are integers in the token's smallest unit (18 decimals; one currency
 unit of revenue is 10**18, like one token); the stake rate X is 18-decimal fixed point (10**15 is 0.001); the
-lock period is in seconds. Every check the contract makes is also made here first, so that a refused action is
-one ChainError line and nothing is sent.
+lock period, the attestation lifetime and the fee claim period are in seconds. Every check the contract makes is
+also made here first, so that a refused action is one ChainError line and nothing is sent.
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ class Parameter(IntEnum):
     STAKE_RATE = 0
     REVENUE_THRESHOLD = 1
     LOCK_PERIOD = 2
-    REWARD_PER_ROUND = 3
+    ATTESTATION_TTL = 3
+    FEE_CLAIM_PERIOD = 4
 
     @property
     def label(self) -> str:
@@ -64,8 +66,11 @@ BOUNDS: dict[Parameter, tuple[int, int]] = {
     Parameter.STAKE_RATE: (0, WAD),
     Parameter.REVENUE_THRESHOLD: (0, MAX_REVENUE),
     Parameter.LOCK_PERIOD: (DAY, 3650 * DAY),
-    Parameter.REWARD_PER_ROUND: (0, 10**9 * UNIT),
+    Parameter.ATTESTATION_TTL: (30 * DAY, 3650 * DAY),
+    Parameter.FEE_CLAIM_PERIOD: (30 * DAY, 3650 * DAY),
 }
+# Parameters in seconds: the CLI reads them as durations.
+DURATIONS = frozenset({Parameter.LOCK_PERIOD, Parameter.ATTESTATION_TTL, Parameter.FEE_CLAIM_PERIOD})
 
 
 def check_parameter(p: Parameter, value: int) -> int:
@@ -78,15 +83,18 @@ def check_parameter(p: Parameter, value: int) -> int:
 
 @dataclass(frozen=True)
 class LicenseParameters:
-    """X (18-decimal fixed point), the revenue threshold (token units), lock period (s), reward per round."""
+    """X (18-decimal fixed point), the revenue threshold (token units), the lock period, how long an attestation
+    stays live and how long contributors have to withdraw a closed epoch's fees before it is swept (seconds)."""
 
     stake_rate: int = 10**15
     revenue_threshold: int = 1_000_000 * UNIT
     lock_period: int = 365 * DAY
-    reward_per_round: int = 1_000 * UNIT
+    attestation_ttl: int = 365 * DAY
+    fee_claim_period: int = 365 * DAY
 
-    def values(self) -> tuple[int, int, int, int]:
-        return (self.stake_rate, self.revenue_threshold, self.lock_period, self.reward_per_round)
+    def values(self) -> tuple[int, int, int, int, int]:
+        return (self.stake_rate, self.revenue_threshold, self.lock_period, self.attestation_ttl,
+                self.fee_claim_period)
 
     def check(self) -> LicenseParameters:
         for p, value in zip(Parameter, self.values()):
@@ -206,19 +214,24 @@ def deploy_license(
     *,
     admin: str | None = None,
     attester: str | None = None,
+    dust_recipient: str | None = None,
     params: LicenseParameters = LicenseParameters(),
 ) -> LicenseDeployment:
-    """Deploys the license over `deployment`'s token and distributor. `admin` sets parameters and roles (a
-    timelock when governed; defaults to the signer); `attester` attests revenue (defaults to the signer)."""
+    """Deploys the license over `deployment`'s token and distributor. `admin` sets parameters and roles and
+    pauses (a timelock when governed; defaults to the signer); `attester` attests revenue (defaults to the
+    signer); `dust_recipient` receives what closed epochs' contributors left (defaults to `admin`)."""
     params.check()
     admin = _address(admin, "admin") if admin else session.address
     attester = _address(attester, "attester") if attester else session.address
+    dust_recipient = _address(dust_recipient, "dust recipient") if dust_recipient else admin
+    if int(dust_recipient, 16) == 0:
+        raise ChainError("dust recipient cannot be the zero address (ZeroAddress)")
     art = load_artifact(LICENSE)
     factory = session.w3.eth.contract(abi=art.abi, bytecode=art.bytecode)
     tx = deploy_contract(
         session,
         factory,
-        [deployment.token, deployment.distributor, admin, attester, params.values()],
+        [deployment.token, deployment.distributor, admin, attester, dust_recipient, params.values()],
         "deploying license",
     )
     return LicenseDeployment(
@@ -260,7 +273,10 @@ ADMIN_ROLE = b"\x00" * 32
 def attest_revenue(session: ChainSession, ld: LicenseDeployment, licensee: str, revenue: int) -> TxResult:
     """Records `licensee`'s annual revenue (the signer needs the attester role)."""
     licensee = _address(licensee, "licensee")
+    if int(licensee, 16) == 0:
+        raise ChainError("attest: the licensee cannot be the zero address (ZeroAddress)")
     check_revenue(revenue)
+    _check_not_paused(session, ld, "attest")
     lic = license_contract(session, ld)
     if not call(lic.functions.hasRole(ATTESTER_ROLE, session.address), "reading roles"):
         raise ChainError(f"attest: account {session.address} lacks the license's ATTESTER_ROLE")
@@ -272,6 +288,7 @@ class LicenseStatus:
     licensee: str
     revenue: int
     attested_at: int
+    expires_at: int  # when the attestation stops counting (0: never attested)
     locked: int
     unlock_at: int
     required: int
@@ -286,8 +303,8 @@ def license_status(session: ChainSession, ld: LicenseDeployment, licensee: str) 
     licensee = _address(licensee, "licensee")
     values = call(license_contract(session, ld).functions.licenseOf(licensee), "reading license")
     now = int(session.w3.eth.get_block("latest")["timestamp"])
-    revenue, attested_at, locked, unlock_at, required, licensed = values
-    return LicenseStatus(licensee, revenue, attested_at, locked, unlock_at, required, bool(licensed), now)
+    revenue, attested_at, expires_at, locked, unlock_at, required, licensed = values
+    return LicenseStatus(licensee, revenue, attested_at, expires_at, locked, unlock_at, required, bool(licensed), now)
 
 
 def _ensure_allowance(session: ChainSession, ld: LicenseDeployment, amount: int, what: str) -> None:
@@ -313,9 +330,14 @@ def acquire(
     """Locks `amount` more tokens (default: what the required stake lacks) for `lock_duration` seconds (default:
     the lock period) so that the signer is licensed. Refuses, before sending, a missing attestation, a lock
     shorter than the lock period, a stake below the required one and a balance below `amount`."""
+    _check_not_paused(session, ld, "acquire")
     before = license_status(session, ld, session.address)
     if before.attested_at == 0:
         raise ChainError(f"acquire: no revenue attested for {session.address} (RevenueNotAttested); ask the attester")
+    # The next block is at least one second later: an attestation expiring then is already dead.
+    if before.now + 1 >= before.expires_at:
+        raise ChainError(f"acquire: the attestation of {session.address} expired at {before.expires_at} "
+                         "(AttestationExpired); ask the attester to record its revenue again")
     params = parameters(session, ld)
     lock = params.lock_period if lock_duration is None else lock_duration
     if not isinstance(lock, int) or lock < params.lock_period:
@@ -354,11 +376,15 @@ class FeePaid:
 
 
 def pay_fee(session: ChainSession, ld: LicenseDeployment, amount: int) -> FeePaid:
-    """Pays a license fee, shared by the contributors of the distributor's latest round."""
+    """Pays a license fee, shared by the contributors of the distributor's claimable round (a root still in its
+    challenge window gets no fee)."""
     if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0:
         raise ChainError(f"fee must be a positive integer number of token units, got {amount!r}")
-    if call(distributor_contract(session, ld.base()).functions.lastRound(), "reading rounds") == 0:
-        raise ChainError("pay fee: no round is settled yet, so no contribution to share it by (NoContributions)")
+    _check_not_paused(session, ld, "pay fee")
+    dist = distributor_contract(session, ld.base()).functions
+    if call(dist.claimableRound(), "reading rounds") == 0 or call(dist.rewardsTotal(), "reading totals") == 0:
+        raise ChainError("pay fee: the distributor has no claimable root with rewards yet (a settled root waits out "
+                         "its challenge window), so no contribution to share it by (NoContributions)")
     _ensure_allowance(session, ld, amount, "pay fee")
     lic = license_contract(session, ld)
     tx = transact(session, lic.functions.payFee(amount), "pay fee")
@@ -372,17 +398,24 @@ class Epoch:
     weights_root: str
     total_weight: int
     fees: int
-    paid_out: int
+    paid_out: int  # withdrawn shares, plus the remainder once swept
+    closed_at: int  # when the next epoch started (0: open, fees still accrue to it)
+    swept: bool
+    sweepable_at: int  # closed_at plus the fee claim period (0 while open)
+
+
+def epoch(session: ChainSession, ld: LicenseDeployment, round: int) -> Epoch:
+    lic = license_contract(session, ld).functions
+    root, total, fees, paid, closed_at, swept = call(lic.epochOf(round), "reading fees")
+    sweepable = int(call(lic.sweepableAt(round), "reading fees"))
+    return Epoch(int(round), "0x" + bytes(root).hex(), int(total), int(fees), int(paid), int(closed_at), bool(swept),
+                 sweepable)
 
 
 def epochs(session: ChainSession, ld: LicenseDeployment) -> list[Epoch]:
     """Every round fees accrued to, oldest first."""
-    lic = license_contract(session, ld)
-    out = []
-    for r in call(lic.functions.feeRounds(), "reading fee rounds"):
-        root, total, fees, paid = call(lic.functions.epochOf(r), "reading fees")
-        out.append(Epoch(int(r), "0x" + bytes(root).hex(), int(total), int(fees), int(paid)))
-    return out
+    rounds = call(license_contract(session, ld).functions.feeRounds(), "reading fee rounds")
+    return [epoch(session, ld, int(r)) for r in rounds]
 
 
 def fee_share(session: ChainSession, ld: LicenseDeployment, round: int, tree: RewardTree, account: str) -> int:
@@ -406,13 +439,17 @@ def withdraw_fee_share(
     """Pays `account` its share of `round`'s fees (anyone may send; tokens go to `account`), proving its weight
     with `tree`, the rewards tree the distributor settled for `round`."""
     account = _address(account, "account")
+    _check_not_paused(session, ld, "withdraw")
     lic = license_contract(session, ld)
-    root, _, fees, _ = call(lic.functions.epochOf(round), "reading fees")
-    if bytes(root) == b"\x00" * 32:
+    e = epoch(session, ld, round)
+    if e.weights_root == "0x" + "00" * 32:
         raise ChainError(f"withdraw: no fee accrued to round {round} (NoFeesForRound)")
-    if bytes(root) != tree.root:
+    if e.swept:
+        raise ChainError(f"withdraw: round {round}'s fees were swept to the dust recipient after the claim period "
+                         "(EpochSwept)")
+    if e.weights_root != "0x" + tree.root.hex():
         raise ChainError(
-            f"withdraw: tree root 0x{tree.root.hex()} is not round {round}'s weights root 0x{bytes(root).hex()}"
+            f"withdraw: tree root 0x{tree.root.hex()} is not round {round}'s weights root {e.weights_root}"
         )
     weight = tree.amount_of(account)
     if weight is None:
@@ -424,3 +461,63 @@ def withdraw_fee_share(
         session, lic.functions.withdrawFeeShare(round, account, weight, tree.proof(account)), "withdraw fee share"
     )
     return Withdrawal(account, round, owed, tx)
+
+
+def _check_not_paused(session: ChainSession, ld: LicenseDeployment, action: str) -> None:
+    if call(license_contract(session, ld).functions.paused(), "reading pause"):
+        raise ChainError(f"{action}: the license is paused by governance (EnforcedPause)")
+
+
+def dust_recipient(session: ChainSession, ld: LicenseDeployment) -> str:
+    return to_checksum_address(call(license_contract(session, ld).functions.dustRecipient(), "reading recipient"))
+
+
+def paused(session: ChainSession, ld: LicenseDeployment) -> bool:
+    return bool(call(license_contract(session, ld).functions.paused(), "reading pause"))
+
+
+@dataclass(frozen=True)
+class Sweep:
+    round: int
+    recipient: str
+    amount: int
+    tx: TxResult
+
+
+def sweep_dust(session: ChainSession, ld: LicenseDeployment, round: int) -> Sweep:
+    """Sends what `round`'s contributors left of its fees to the dust recipient (anyone may), once the epoch has
+    been closed for the fee claim period; its shares can no longer be withdrawn afterwards."""
+    if not isinstance(round, int) or isinstance(round, bool) or not 0 < round < 2**64:
+        raise ChainError(f"round must be an integer in [1, 2**64), got {round!r}")
+    _check_not_paused(session, ld, "sweep")
+    e = epoch(session, ld, round)
+    if e.weights_root == "0x" + "00" * 32:
+        raise ChainError(f"sweep: no fee accrued to round {round} (NoFeesForRound)")
+    if e.swept:
+        raise ChainError(f"sweep: round {round} was already swept (EpochSwept)")
+    if e.closed_at == 0:
+        raise ChainError(f"sweep: round {round}'s epoch still receives fees (EpochOpen); it closes when a later root "
+                         "becomes claimable and a fee or `syncWeights` starts the next epoch")
+    now = int(session.w3.eth.get_block("latest")["timestamp"])
+    if now + 1 < e.sweepable_at:  # the next block is at least one second later
+        raise ChainError(f"sweep: round {round} can be swept from {e.sweepable_at} (now {now}): contributors have the "
+                         "fee claim period to withdraw (SweepNotDue)")
+    if e.fees == e.paid_out:
+        raise ChainError(f"sweep: round {round}'s contributors withdrew all its fees (NothingToSweep)")
+    recipient = dust_recipient(session, ld)
+    tx = transact(session, license_contract(session, ld).functions.sweepDust(round), f"sweeping round {round}")
+    return Sweep(round, recipient, e.fees - e.paid_out, tx)
+
+
+def set_paused(session: ChainSession, ld: LicenseDeployment, pause: bool) -> TxResult:
+    """Pauses or unpauses the license directly (the signer needs its admin role: an ungoverned license; a governed
+    one is paused by a proposal)."""
+    lic = license_contract(session, ld)
+    if not call(lic.functions.hasRole(ADMIN_ROLE, session.address), "reading roles"):
+        raise ChainError(f"{'pause' if pause else 'unpause'}: account {session.address} lacks the license's "
+                         "DEFAULT_ADMIN_ROLE" + (" (it is the timelock's: propose it with `fedlearn gov propose`)"
+                                                 if ld.governed else ""))
+    if paused(session, ld) == pause:
+        raise ChainError(f"the license is already {'paused' if pause else 'running'}")
+    fn = lic.functions.pause() if pause else lic.functions.unpause()
+    return transact(session, fn, "pause" if pause else "unpause")

@@ -108,6 +108,10 @@ class RewardTree:
             raise ChainError(f"invalid account address {account!r}") from None
         return next((i for i, (a, _) in enumerate(self.values) if a == checksum), None)
 
+    def leaves(self) -> dict[str, int]:
+        """Account → cumulative amount, as the tree holds them."""
+        return dict(self.values)
+
     def dump(self) -> dict[str, Any]:
         """The JSON object StandardMerkleTree.dump() produces (amounts as decimal strings)."""
         return {

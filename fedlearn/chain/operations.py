@@ -12,6 +12,7 @@ from typing import Any
 
 from eth_utils import to_checksum_address
 from web3 import Web3
+from web3.logs import DISCARD
 
 from fedlearn.chain.deployment import Deployment, distributor_contract, token_contract
 from fedlearn.chain.merkle import RewardTree
@@ -22,6 +23,7 @@ from fedlearn.errors import ChainError
 ZERO32 = b"\x00" * 32
 ADMIN_ROLE = ZERO32
 COORDINATOR_ROLE = Web3.keccak(text="COORDINATOR_ROLE")
+GUARDIAN_ROLE = Web3.keccak(text="GUARDIAN_ROLE")
 MINTER_ROLE = Web3.keccak(text="MINTER_ROLE")
 
 
@@ -66,12 +68,10 @@ def mint(session: ChainSession, deployment: Deployment, to: str, amount: int) ->
 
 
 def fund(session: ChainSession, deployment: Deployment, amount: int, *, mint_missing: bool = True) -> TxResult:
-    """Adds `amount` tokens to the reward pool from the session's account (which needs the admin role); with
+    """Adds `amount` tokens to the reward pool from the session's account (anyone may fund); with
     `mint_missing`, a minter first mints what its balance lacks."""
     _positive(amount, "fund amount")
     dist = distributor_contract(session, deployment)
-    if not call(dist.functions.hasRole(ADMIN_ROLE, session.address), "reading roles"):
-        raise ChainError(f"fund: account {session.address} lacks the distributor's DEFAULT_ADMIN_ROLE")
     token = token_contract(session, deployment)
     balance = call(token.functions.balanceOf(session.address), "reading balance")
     if balance < amount and mint_missing and call(token.functions.hasRole(MINTER_ROLE, session.address), "roles"):
@@ -90,6 +90,9 @@ def defund(session: ChainSession, deployment: Deployment, to: str, amount: int) 
     return transact(session, dist.functions.defund(_address(to, "recipient"), amount), "defund")
 
 
+MAX_ROUND_STEP = 1000  # RewardDistributor.MAX_ROUND_STEP
+
+
 @dataclass(frozen=True)
 class Settlement:
     """A settled round: `tx` is None when the chain already had it (settling is idempotent)."""
@@ -102,41 +105,135 @@ class Settlement:
     tx: TxResult | None
 
 
+def _round_logs(session: ChainSession, deployment: Deployment, round: int) -> list[Any]:
+    dist = distributor_contract(session, deployment)
+    return list(dist.events.RoundSettled().get_logs(from_block=deployment.block, argument_filters={"round": round}))
+
+
 def settle_round(
     session: ChainSession,
     deployment: Deployment,
     round: int,
     model_hash: bytes | str,
     cumulative: Mapping[str, int],
+    previous: RewardTree | None = None,
 ) -> Settlement:
     """Settles `round` in one transaction: the Merkle root of `cumulative` (account → cumulative reward over
-    every round so far) and the increase over what was settled before. Idempotent: if the chain already has
-    this round with the same root and model hash, returns without sending; with anything else, raises."""
+    every round so far) and the sum of its leaves. Idempotent: if the chain already has this round with the same
+    root and model hash, returns without sending; with anything else, raises. Everything the contract would
+    refuse (a lower total, a total above the allowance or the funds, a round out of step) is refused here first,
+    and, given the `previous` live tree, a root that would lower or drop any account's cumulative amount (what a
+    challenge or a guardian would revoke)."""
     if not isinstance(round, int) or isinstance(round, bool) or not 0 < round < 2**64:
         raise ChainError(f"round must be an integer in [1, 2**64), got {round!r}")
     model_hash = as_bytes32(model_hash, "model hash")
     tree = RewardTree.of(cumulative)
     dist = distributor_contract(session, deployment)
-    on_chain_hash, on_chain_root = call(dist.functions.roundOf(round), "reading round")
-    if on_chain_root != ZERO32:
-        if on_chain_root == tree.root and on_chain_hash == model_hash:
-            logs = dist.events.RoundSettled().get_logs(from_block=deployment.block, argument_filters={"round": round})
-            total = int(logs[0]["args"]["roundTotal"]) if logs else 0
-            return Settlement(round, model_hash, tree.root, total, tree, None)
-        raise ChainError(
-            f"round {round} is already settled with root 0x{on_chain_root.hex()} and model hash "
-            f"0x{on_chain_hash.hex()}, not 0x{tree.root.hex()} and 0x{model_hash.hex()}"
-        )
-    settled = call(dist.functions.totalSettled(), "reading totals")
+    f = dist.functions
+    last = call(f.lastRound(), "reading round")
+    if round <= last:
+        logs = _round_logs(session, deployment, round)
+        if logs:
+            args = logs[-1]["args"]
+            if call(f.roundOf(round), "reading round") == ZERO32:
+                raise ChainError(f"round {round}'s root 0x{bytes(args['rewardsRoot']).hex()} was revoked on chain and "
+                                 f"round numbers are never reused: settle the corrected tree as a round after {last}")
+            if bytes(args["rewardsRoot"]) == tree.root and bytes(args["modelHash"]) == model_hash:
+                return Settlement(round, model_hash, tree.root, int(args["roundTotal"]), tree, None)
+            raise ChainError(
+                f"round {round} is already settled with root 0x{bytes(args['rewardsRoot']).hex()} and model hash "
+                f"0x{bytes(args['modelHash']).hex()}, not 0x{tree.root.hex()} and 0x{model_hash.hex()}"
+            )
+        raise ChainError(f"round {round} is not after the chain's latest round {last}: rounds are numbered across "
+                         "every run of a deployment and never reused")
+    if round - last > MAX_ROUND_STEP:
+        raise ChainError(f"round {round} is more than {MAX_ROUND_STEP} after the chain's latest round {last}")
+    if previous is not None:
+        live = call(f.roundOf(last), "reading round") if last else ZERO32
+        if live not in (ZERO32, previous.root):
+            raise ChainError(f"the previous tree's root 0x{previous.root.hex()} is not the chain's latest root "
+                             f"0x{live.hex()} (round {last})")
+        for account, amount in previous.leaves().items():
+            now = tree.amount_of(account)
+            if now is None or now < amount:
+                raise ChainError(f"round {round} would lower {account}'s cumulative amount from {amount} to "
+                                 f"{now or 0}: cumulative amounts only grow")
+    settled = call(f.totalSettled(), "reading totals")
     round_total = tree.total - settled
     if round_total < 0:
         raise ChainError(
             f"cumulative rewards sum to {tree.total}, below the {settled} already settled: cumulative amounts only grow"
         )
-    tx = transact(
-        session, dist.functions.settleRound(round, model_hash, tree.root, round_total), f"settling round {round}"
-    )
+    allowance = call(f.roundAllowance(), "reading allowance") + call(f.rewardPerRound(), "reading reward per round")
+    if round_total > allowance:
+        raise ChainError(f"round {round} adds {round_total} token units, above the {allowance} the governed reward "
+                         "per round allows")
+    available = call(f.availableFunds(), "reading funds")
+    if round_total > available:
+        raise ChainError(f"round {round} adds {round_total} token units, above the {available} the distributor "
+                         "holds unsettled; fund it first")
+    tx = transact(session, f.settleRound(round, model_hash, tree.root, tree.total), f"settling round {round}")
     return Settlement(round, model_hash, tree.root, round_total, tree, tx)
+
+
+@dataclass(frozen=True)
+class PendingRoot:
+    """The root waiting out its delay (round 0: none)."""
+
+    round: int
+    root: bytes
+    leaves_total: int
+    ready_at: int
+
+
+def pending_root(session: ChainSession, deployment: Deployment) -> PendingRoot:
+    round, root, total, ready_at = call(distributor_contract(session, deployment).functions.pendingRoot(), "reading")
+    return PendingRoot(int(round), bytes(root), int(total), int(ready_at))
+
+
+def accept_root(session: ChainSession, deployment: Deployment) -> TxResult:
+    """Makes a pending root whose delay passed the claimable one (claims and settlements also do this)."""
+    return transact(session, distributor_contract(session, deployment).functions.acceptRoot(), "accepting the root")
+
+
+def revoke_pending_root(session: ChainSession, deployment: Deployment) -> TxResult:
+    """Revokes the pending root (the session's account must be a guardian or the admin)."""
+    dist = distributor_contract(session, deployment)
+    if pending_root(session, deployment).round == 0:
+        raise ChainError("revoke: no root is pending")
+    if not (call(dist.functions.hasRole(GUARDIAN_ROLE, session.address), "reading roles")
+            or call(dist.functions.hasRole(ADMIN_ROLE, session.address), "reading roles")):
+        raise ChainError(f"revoke: account {session.address} is neither a guardian nor the admin of the distributor")
+    return transact(session, dist.functions.revokePendingRoot(), "revoking the pending root")
+
+
+def challenge_root(
+    session: ChainSession, deployment: Deployment, account: str, accepted: RewardTree, pending: RewardTree
+) -> TxResult:
+    """Revokes the pending root with proof that it lowers `account`'s cumulative amount: `accepted` is the tree
+    of the claimable root, `pending` the tree of the pending one. Anyone may send it."""
+    account = _address(account, "account")
+    dist = distributor_contract(session, deployment)
+    waiting = pending_root(session, deployment)
+    if waiting.round == 0:
+        raise ChainError("challenge: no root is pending")
+    claimable = call(dist.functions.rewardsRoot(), "reading root")
+    if accepted.root != claimable:
+        raise ChainError(f"challenge: the accepted tree's root 0x{accepted.root.hex()} is not the claimable root "
+                         f"0x{claimable.hex()}")
+    if pending.root != waiting.root:
+        raise ChainError(f"challenge: the pending tree's root 0x{pending.root.hex()} is not the pending root "
+                         f"0x{waiting.root.hex()}")
+    before, after = accepted.amount_of(account), pending.amount_of(account) or 0
+    if before is None:
+        raise ChainError(f"challenge: {account} has no leaf in the accepted tree")
+    if after >= before:
+        raise ChainError(f"challenge: {account}'s amount does not decrease ({before} -> {after})")
+    if pending.amount_of(account) is None:
+        raise ChainError(f"challenge: {account} has no leaf in the pending tree (a dropped leaf cannot be proven "
+                         "on chain; ask a guardian to revoke)")
+    fn = dist.functions.challengeRoot(account, before, accepted.proof(account), after, pending.proof(account))
+    return transact(session, fn, f"challenging round {waiting.round}")
 
 
 @dataclass(frozen=True)
@@ -169,14 +266,22 @@ def claim_from_tree(
     account: str,
     amount: int | None = None,
 ) -> ClaimResult:
-    """Claims what `tree` (the latest settled round's) owes `account`; `amount`, when given, must not exceed it."""
+    """Claims what `tree` (the claimable root's) owes `account`; `amount`, when given, must not exceed it."""
     account = _address(account, "account")
     dist = distributor_contract(session, deployment)
     latest = call(dist.functions.rewardsRoot(), "reading root")
     if latest == ZERO32:
+        waiting = pending_root(session, deployment)
+        if waiting.round:
+            raise ChainError(f"claim: round {waiting.round}'s root is pending until {waiting.ready_at} (unix time); "
+                             "claims use it from then on")
         raise ChainError("claim: no round is settled yet")
     if latest != tree.root:
-        raise ChainError(f"claim: tree root 0x{tree.root.hex()} is not the latest settled root 0x{latest.hex()}")
+        waiting = pending_root(session, deployment)
+        if waiting.root == tree.root:
+            raise ChainError(f"claim: the tree's root (round {waiting.round}) is pending until {waiting.ready_at} "
+                             f"(unix time); claims use the accepted root 0x{latest.hex()} until then")
+        raise ChainError(f"claim: tree root 0x{tree.root.hex()} is not the claimable root 0x{latest.hex()}")
     owed = tree.amount_of(account)
     if owed is None:
         raise ChainError(f"claim: account {account} has no reward in the latest round's tree")
@@ -205,14 +310,67 @@ def withdraw(session: ChainSession, deployment: Deployment) -> TxResult:
     return transact(session, distributor_contract(session, deployment).functions.withdraw(), "withdraw")
 
 
-def slash(
+@dataclass(frozen=True)
+class SlashProposal:
+    id: int
+    account: str
+    amount: int
+    evidence_hash: bytes
+    executable_at: int
+    closed: bool
+
+
+def slash_proposal(session: ChainSession, deployment: Deployment, slash_id: int) -> SlashProposal:
+    p = call(distributor_contract(session, deployment).functions.slashOf(slash_id), "reading slash")
+    account, executable_at, closed, amount, evidence = p
+    if int(str(account), 16) == 0:
+        raise ChainError(f"slash {slash_id} was never proposed")
+    return SlashProposal(slash_id, to_checksum_address(account), int(amount), bytes(evidence), int(executable_at),
+                         bool(closed))
+
+
+def stake_of(session: ChainSession, deployment: Deployment, account: str) -> dict[str, int]:
+    """`account`'s stake: active, pending (unstaked, still slashable), held (under a proposed slash), unlock_at."""
+    active, pending, unlock_at, held = call(
+        distributor_contract(session, deployment).functions.stakeOf(_address(account, "account")), "reading stake")
+    return {"active": int(active), "pending": int(pending), "held": int(held), "unlock_at": int(unlock_at)}
+
+
+def propose_slash(
     session: ChainSession, deployment: Deployment, account: str, amount: int, evidence_hash: bytes | str
-) -> TxResult:
-    """Slashes `amount` of `account`'s stake into the reward pool (the session's account must be coordinator)."""
+) -> tuple[int, TxResult]:
+    """Proposes slashing `amount` of `account`'s stake (the session's account must be coordinator): the tokens
+    are held at once and taken after the slash delay unless vetoed. Returns the proposal id and the transaction."""
     _positive(amount, "slash amount")
     evidence = as_bytes32(evidence_hash, "evidence hash")
-    fn = distributor_contract(session, deployment).functions.slash(_address(account, "account"), amount, evidence)
-    return transact(session, fn, f"slash {account}")
+    if evidence == ZERO32:
+        raise ChainError("slash: the evidence hash must not be zero")
+    account = _address(account, "account")
+    stake = stake_of(session, deployment, account)
+    if amount > stake["active"] + stake["pending"]:
+        raise ChainError(f"slash: {amount} exceeds {account}'s slashable stake {stake['active'] + stake['pending']}")
+    dist = distributor_contract(session, deployment)
+    tx = transact(session, dist.functions.proposeSlash(account, amount, evidence), f"proposing to slash {account}")
+    events = dist.events.SlashProposed().process_receipt(tx.receipt, errors=DISCARD)
+    return int(events[0]["args"]["id"]), tx
+
+
+def execute_slash(session: ChainSession, deployment: Deployment, slash_id: int) -> TxResult:
+    """Takes the held tokens of slash `slash_id` into the reward pool once its veto window passed (anyone)."""
+    proposal = slash_proposal(session, deployment, slash_id)
+    if proposal.closed:
+        raise ChainError(f"slash {slash_id} was already executed or vetoed")
+    return transact(session, distributor_contract(session, deployment).functions.executeSlash(slash_id),
+                    f"executing slash {slash_id}")
+
+
+def veto_slash(session: ChainSession, deployment: Deployment, slash_id: int) -> TxResult:
+    """Vetoes slash `slash_id` within its window (the session's account must be a guardian or the admin)."""
+    proposal = slash_proposal(session, deployment, slash_id)
+    if proposal.closed:
+        raise ChainError(f"slash {slash_id} was already executed or vetoed")
+    return transact(session, distributor_contract(session, deployment).functions.vetoSlash(slash_id),
+                    f"vetoing slash {slash_id}")
 
 
 def pause(session: ChainSession, deployment: Deployment) -> TxResult:
@@ -229,6 +387,8 @@ class RoundRecord:
     model_hash: str
     rewards_root: str
     round_total: int
+    leaves_total: int
+    ready_at: int
     block: int
 
 
@@ -240,7 +400,14 @@ class ChainStatus:
     block: int
     paused: bool
     last_round: int
+    claimable_round: int
     rewards_root: str
+    pending_round: int
+    pending_ready_at: int
+    reward_per_round: int
+    round_allowance: int
+    root_delay: int
+    slash_delay: int
     total_funded: int
     total_slashed: int
     total_defunded: int
@@ -270,6 +437,8 @@ def status(session: ChainSession, deployment: Deployment, accounts: list[str] | 
             model_hash="0x" + bytes(e["args"]["modelHash"]).hex(),
             rewards_root="0x" + bytes(e["args"]["rewardsRoot"]).hex(),
             round_total=int(e["args"]["roundTotal"]),
+            leaves_total=int(e["args"]["leavesTotal"]),
+            ready_at=int(e["args"]["readyAt"]),
             block=int(e["blockNumber"]),
         )
         for e in dist.events.RoundSettled().get_logs(from_block=deployment.block)
@@ -277,16 +446,21 @@ def status(session: ChainSession, deployment: Deployment, accounts: list[str] | 
     if accounts is None:
         stakers = dist.events.Staked().get_logs(from_block=deployment.block)
         accounts = sorted({e["args"]["account"] for e in stakers})
-    stakes: dict[str, dict[str, int]] = {}
-    for account in accounts:
-        active, pending, unlock_at = call(f.stakeOf(_address(account, "account")), "reading stake")
-        stakes[to_checksum_address(account)] = {"active": active, "pending": pending, "unlock_at": unlock_at}
+    waiting = pending_root(session, deployment)
+    stakes = {str(to_checksum_address(account)): stake_of(session, deployment, account) for account in accounts}
     return ChainStatus(
         chain_id=session.chain_id,
         block=int(session.w3.eth.block_number),
         paused=call(f.paused(), "reading"),
         last_round=call(f.lastRound(), "reading"),
+        claimable_round=call(f.claimableRound(), "reading"),
         rewards_root="0x" + call(f.rewardsRoot(), "reading").hex(),
+        pending_round=waiting.round,
+        pending_ready_at=waiting.ready_at,
+        reward_per_round=call(f.rewardPerRound(), "reading"),
+        round_allowance=call(f.roundAllowance(), "reading"),
+        root_delay=call(f.rootDelay(), "reading"),
+        slash_delay=call(f.slashDelay(), "reading"),
         total_funded=call(f.totalFunded(), "reading"),
         total_slashed=call(f.totalSlashed(), "reading"),
         total_defunded=call(f.totalDefunded(), "reading"),

@@ -15,7 +15,16 @@ from pathlib import Path
 from typing import Any
 
 from fedlearn.chain import operations as ops
-from fedlearn.chain.deployment import DEFAULT_UNSTAKE_DELAY_S, Deployment, deploy
+from fedlearn.chain.deployment import (
+    DEFAULT_REWARD_PER_ROUND,
+    DEFAULT_ROOT_DELAY_S,
+    DEFAULT_SLASH_DELAY_S,
+    DEFAULT_TOKEN_CAP,
+    DEFAULT_UNSTAKE_DELAY_S,
+    Deployment,
+    deploy,
+    distributor_contract,
+)
 from fedlearn.chain.merkle import RewardTree
 from fedlearn.chain.session import (
     DEFAULT_KEY_ENV,
@@ -108,17 +117,73 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
 
 def _cmd_deploy(args: argparse.Namespace) -> int:
+    if args.governed:
+        return _deploy_governed(args)
+    for flag in ("guardian", "attester", "dust_recipient", "reward_pool", "allocate"):
+        if getattr(args, flag):
+            raise ChainError(f"--{flag.replace('_', '-')} applies to --governed deployments only")
     session = _session(args, fresh=True)
     deployment = deploy(
-        session, admin=args.admin, coordinator=args.coordinator, unstake_delay=args.unstake_delay
+        session, admin=args.admin, coordinator=args.coordinator, unstake_delay=args.unstake_delay,
+        reward_per_round=args.reward_per_round, root_delay=args.root_delay, slash_delay=args.slash_delay,
+        token_cap=args.token_cap,
     )
     deployment.save(args.deployment)
     _finish(args, session)
     _print(
         args,
         f"token {deployment.token}\ndistributor {deployment.distributor}\n"
-        f"chain {deployment.chain_id} block {deployment.block}\nwrote {args.deployment}",
-        {"deployment": str(args.deployment), **deployment.__dict__},
+        f"chain {deployment.chain_id} block {deployment.block}\n"
+        f"single-operator deployment: {deployment.admin} holds the admin roles (token admin and minter, "
+        "distributor admin); use --governed for a federation\n"
+        f"wrote {args.deployment}",
+        {"deployment": str(args.deployment), "governed": False, **deployment.__dict__},
+    )
+    return 0
+
+
+def _deploy_governed(args: argparse.Namespace) -> int:
+    """`chain deploy --governed`: no externally owned account keeps an admin, minter or pauser role."""
+    from fedlearn.chain import governance as gov
+
+    if args.admin:
+        raise ChainError("--admin does not apply to --governed: the timelock is the admin")
+    allocations: dict[str, int] = {}
+    for item in args.allocate or []:
+        account, sep, amount = item.partition("=")
+        if not sep:
+            raise ChainError(f"--allocate takes ADDRESS=AMOUNT (token units), got {item!r}")
+        try:
+            allocations[account.strip()] = allocations.get(account.strip(), 0) + _int(amount.strip())
+        except argparse.ArgumentTypeError as exc:
+            raise ChainError(f"--allocate {item!r}: {exc}") from None
+    settings = gov.GovernanceSettings(
+        voting_delay=args.voting_delay, voting_period=args.voting_period, timelock_delay=args.timelock_delay,
+        quorum_percent=args.quorum, proposal_threshold=args.proposal_threshold,
+    ).check()
+    session = _session(args, fresh=True)
+    got = gov.deploy_governed(
+        session, coordinator=args.coordinator, guardian=args.guardian, attester=args.attester,
+        dust_recipient=args.dust_recipient, reward_pool=args.reward_pool or 0, allocations=allocations,
+        unstake_delay=args.unstake_delay, reward_per_round=args.reward_per_round, root_delay=args.root_delay,
+        slash_delay=args.slash_delay, token_cap=args.token_cap, settings=settings,
+    )
+    d, ld = got.deployment, got.license
+    license_path = Path(args.deployment).parent / "license.json"  # where `fedlearn license` and `gov` look
+    d.save(args.deployment)
+    ld.save(license_path)
+    _finish(args, session)
+    kept = ", ".join(got.deployer_roles) or "none"
+    _print(
+        args,
+        f"token {d.token}\ndistributor {d.distributor}\nlicense {ld.license}\ngovernor {d.governor}\n"
+        f"timelock {d.timelock} (holds every admin and minter role)\n"
+        f"chain {d.chain_id} block {d.block}\n"
+        f"governed deployment: the deployer {got.deployer} renounced its admin and minter roles; it keeps: {kept} "
+        "(bounded by the contracts, revocable by governance)\n"
+        f"wrote {args.deployment} and {license_path}",
+        {"deployment": str(args.deployment), "license_file": str(license_path), "governed": True,
+         "deployer_roles": got.deployer_roles, **d.__dict__},
     )
     return 0
 
@@ -128,7 +193,11 @@ def _cmd_status(args: argparse.Namespace) -> int:
     state = ops.status(session, _deployment(args, session), args.account or None)
     lines = [
         f"chain {state.chain_id} block {state.block}{' PAUSED' if state.paused else ''}",
-        f"last round {state.last_round}  root {state.rewards_root}",
+        f"last round {state.last_round}  claimable round {state.claimable_round}  root {state.rewards_root}",
+        *([f"pending round {state.pending_round} claimable from {state.pending_ready_at} (unix time); a guardian "
+           "can revoke it, anyone can challenge it (`fedlearn chain challenge`)"] if state.pending_round else []),
+        f"reward per round {state.reward_per_round}  allowance {state.round_allowance}  root delay "
+        f"{state.root_delay} s  slash delay {state.slash_delay} s",
         f"funded {state.total_funded}  slashed {state.total_slashed}  settled {state.total_settled}  "
         f"claimed {state.total_claimed}  available {state.available}",
         f"staked {state.total_staked}  distributor balance {state.balance}",
@@ -137,7 +206,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
         f"round {r.round}: total {r.round_total} root {r.rewards_root} model {r.model_hash}" for r in state.rounds
     ]
     lines += [
-        f"stake {a}: active {s['active']} pending {s['pending']} unlock {s['unlock_at']}"
+        f"stake {a}: active {s['active']} pending {s['pending']} held {s['held']} unlock {s['unlock_at']}"
         for a, s in state.stakes.items()
     ]
     _print(args, "\n".join(lines), state.as_dict())
@@ -176,11 +245,33 @@ def _read_tree(path: Path) -> RewardTree:
         raise ChainError(f"rewards tree {path} is not JSON") from None
 
 
+def _live_tree(session: ChainSession, deployment: Deployment, directory: Path) -> RewardTree | None:
+    """The tree of the chain's latest root among the tree files in `directory`, to check that no leaf is lowered;
+    None before the first settlement. A root with no tree file there is an error: nothing could be checked."""
+    dist = distributor_contract(session, deployment)
+    last = dist.functions.lastRound().call()
+    root = bytes(dist.functions.roundOf(last).call()) if last else b""
+    if not root.strip(b"\x00"):
+        return None
+    for path in sorted(directory.glob("*.json")):
+        try:
+            tree = RewardTree.load(json.loads(path.read_text()))
+        except (ChainError, ValueError, OSError):
+            continue
+        if tree.root == root:
+            return tree
+    raise ChainError(f"the chain's latest root 0x{root.hex()} (round {last}) has no tree file in {directory}; "
+                     "pass --previous-tree FILE so that no account's cumulative amount can be lowered unseen")
+
+
 def _cmd_settle(args: argparse.Namespace) -> int:
     session = _session(args)
     deployment = _deployment(args, session)
-    result = ops.settle_round(session, deployment, args.round, args.model_hash, _read_rewards(args.rewards))
-    tree_path = args.tree_out or Path(args.deployment).parent / "trees" / f"round-{args.round}.json"
+    trees = Path(args.deployment).parent / "trees"
+    previous = _read_tree(args.previous_tree) if args.previous_tree else _live_tree(session, deployment, trees)
+    result = ops.settle_round(session, deployment, args.round, args.model_hash, _read_rewards(args.rewards),
+                              previous)
+    tree_path = args.tree_out or trees / f"round-{args.round}.json"
     tree_path.parent.mkdir(parents=True, exist_ok=True)
     tree_path.write_text(json.dumps(result.tree.dump(), indent=2) + "\n")
     _finish(args, session)
@@ -246,8 +337,30 @@ def _cmd_withdraw(args: argparse.Namespace) -> int:
 
 
 def _cmd_slash(args: argparse.Namespace) -> int:
-    return _send(args, lambda s: ops.slash(s, _deployment(args, s), args.account, args.amount, args.evidence),
-                 lambda s: f"slashed {args.amount} from {args.account}")
+    if args.execute is not None:
+        return _send(args, lambda s: ops.execute_slash(s, _deployment(args, s), args.execute),
+                     lambda s: f"executed slash {args.execute}")
+    if args.veto is not None:
+        return _send(args, lambda s: ops.veto_slash(s, _deployment(args, s), args.veto),
+                     lambda s: f"vetoed slash {args.veto}")
+    if args.account is None or args.amount is None or args.evidence is None:
+        raise ChainError("slash needs --account, --amount and --evidence to propose, or --execute ID / --veto ID")
+    session = _session(args)
+    slash_id, tx = ops.propose_slash(session, _deployment(args, session), args.account, args.amount, args.evidence)
+    _finish(args, session)
+    print(_tx_line(f"proposed slash {slash_id}: {args.amount} of {args.account}'s stake held", tx))
+    return 0
+
+
+def _cmd_revoke(args: argparse.Namespace) -> int:
+    return _send(args, lambda s: ops.revoke_pending_root(s, _deployment(args, s)),
+                 lambda s: "revoked the pending root")
+
+
+def _cmd_challenge(args: argparse.Namespace) -> int:
+    return _send(args, lambda s: ops.challenge_root(s, _deployment(args, s), args.account,
+                                                    _read_tree(args.accepted_tree), _read_tree(args.pending_tree)),
+                 lambda s: f"revoked the pending root: it lowers {args.account}'s cumulative amount")
 
 
 def _cmd_claim(args: argparse.Namespace) -> int:
@@ -277,11 +390,33 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     chain = subparsers.add_parser("chain", help="deploy, settle, fund, stake and slash on chain")
     sub = chain.add_subparsers(dest="chain_command", required=True)
 
-    p = sub.add_parser("deploy", help="deploy token and distributor; write the deployment file")
+    p = sub.add_parser("deploy", help="deploy token and distributor (--governed: with governor, timelock and "
+                       "license, no key keeping an admin role); write the deployment file")
     _connection_options(p)
-    p.add_argument("--admin", help="admin address (default: the signer)")
+    p.add_argument("--governed", action="store_true",
+                   help="a federation: the timelock (token-holder votes) holds every admin and minter role")
+    p.add_argument("--admin", help="single-operator only: admin address (default: the signer)")
     p.add_argument("--coordinator", help="coordinator address (default: the signer)")
     p.add_argument("--unstake-delay", type=int, default=DEFAULT_UNSTAKE_DELAY_S, help="seconds (%(default)s)")
+    p.add_argument("--reward-per-round", type=_int, default=DEFAULT_REWARD_PER_ROUND,
+                   help="most a settlement may add, token units (%(default)s)")
+    p.add_argument("--root-delay", type=int, default=DEFAULT_ROOT_DELAY_S,
+                   help="seconds a root is pending before claims use it (%(default)s)")
+    p.add_argument("--slash-delay", type=int, default=DEFAULT_SLASH_DELAY_S,
+                   help="seconds a proposed slash can be vetoed (%(default)s)")
+    p.add_argument("--token-cap", type=_int, default=DEFAULT_TOKEN_CAP, help="supply cap, token units (%(default)s)")
+    g = p.add_argument_group("governed deployment (--governed)")
+    g.add_argument("--guardian", help="address given GUARDIAN_ROLE: revokes pending roots, vetoes slashes")
+    g.add_argument("--attester", help="address attesting licensees' revenue (default: the signer)")
+    g.add_argument("--dust-recipient", help="receives swept license fees (default: the timelock)")
+    g.add_argument("--reward-pool", type=_int, help="token units minted into the distributor's reward pool")
+    g.add_argument("--allocate", action="append", metavar="ADDRESS=AMOUNT",
+                   help="token units minted to ADDRESS (stake allowances, a treasury; never the deployer)")
+    g.add_argument("--voting-delay", type=int, default=86_400, help="seconds (%(default)s)")
+    g.add_argument("--voting-period", type=int, default=7 * 86_400, help="seconds (%(default)s)")
+    g.add_argument("--timelock-delay", type=int, default=2 * 86_400, help="seconds (%(default)s)")
+    g.add_argument("--quorum", type=int, default=4, help="percent of the supply (%(default)s)")
+    g.add_argument("--proposal-threshold", type=_int, default=0, help="votes a proposer needs, units (%(default)s)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(handler=_cmd_deploy)
 
@@ -297,6 +432,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--model-hash", required=True, help="32-byte hex hash of the round's global model")
     p.add_argument("--rewards", type=Path, required=True, help='JSON {"0xaddress": cumulative amount, ...}')
     p.add_argument("--tree-out", type=Path, help="where to write the tree for claims (default: trees/round-N.json)")
+    p.add_argument("--previous-tree", type=Path,
+                   help="the chain's latest tree, to refuse lowering any leaf (default: found in trees/)")
     p.set_defaults(handler=_cmd_settle)
 
     p = sub.add_parser("fund", help="add tokens to the reward pool (admin; mints what is missing)")
@@ -323,12 +460,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _connection_options(p)
     p.set_defaults(handler=_cmd_withdraw)
 
-    p = sub.add_parser("slash", help="slash an institution's stake into the reward pool (coordinator)")
+    p = sub.add_parser("slash", help="propose a slash (coordinator), execute one after its window, or veto one")
     _connection_options(p)
-    p.add_argument("--account", required=True)
-    p.add_argument("--amount", type=_int, required=True, help="token units")
-    p.add_argument("--evidence", required=True, help="32-byte hex hash of the evidence")
+    p.add_argument("--account", help="institution to slash (with --amount and --evidence: propose)")
+    p.add_argument("--amount", type=_int, help="token units")
+    p.add_argument("--evidence", help="32-byte hex hash of the evidence")
+    action = p.add_mutually_exclusive_group()
+    action.add_argument("--execute", type=_int, metavar="ID", help="take a proposed slash after its window (anyone)")
+    action.add_argument("--veto", type=_int, metavar="ID", help="veto a proposed slash (guardian or admin)")
     p.set_defaults(handler=_cmd_slash)
+
+    p = sub.add_parser("revoke", help="revoke the pending root (guardian or admin)")
+    _connection_options(p)
+    p.set_defaults(handler=_cmd_revoke)
+
+    p = sub.add_parser("challenge", help="revoke the pending root with proof that it lowers an account (anyone)")
+    _connection_options(p)
+    p.add_argument("--account", required=True, help="the account whose cumulative amount decreased")
+    p.add_argument("--accepted-tree", type=Path, required=True, help="tree file of the claimable root")
+    p.add_argument("--pending-tree", type=Path, required=True, help="tree file of the pending root")
+    p.set_defaults(handler=_cmd_challenge)
 
     p = sub.add_parser("claim", help="claim an account's cumulative rewards from a tree file")
     _connection_options(p)

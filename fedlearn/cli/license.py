@@ -16,7 +16,8 @@ from pathlib import Path
 
 from fedlearn.chain import governance as gov
 from fedlearn.chain import license as lic
-from fedlearn.chain.license import UNIT, LicenseDeployment, LicenseParameters, Parameter
+from fedlearn.chain.governance import Action, GovParameter
+from fedlearn.chain.license import UNIT, LicenseDeployment, LicenseParameters
 from fedlearn.chain.merkle import RewardTree
 from fedlearn.chain.session import ChainSession, advance_time
 from fedlearn.cli.chain import _connection_options, _deployment, _finish, _print, _send, _session, _tx_line
@@ -57,18 +58,22 @@ def tokens(amount: int) -> str:
     return text.rstrip("0").rstrip(".") if "." in text else text
 
 
-def _parameter_value(p: Parameter, text: str, base_units: bool) -> int:
-    """X as a decimal (always), the lock period as a duration, the threshold and reward in whole units."""
-    if p is Parameter.LOCK_PERIOD:
+def _parameter_value(p: GovParameter, text: str, base_units: bool) -> int:
+    """X as a decimal (always), periods and delays as durations, the threshold and reward in whole units."""
+    if p.is_duration:
         return duration(text, p.label)
-    return units(text, p.label, base_units and p is not Parameter.STAKE_RATE)
+    return units(text, p.label, base_units and p is not GovParameter.STAKE_RATE)
+
+
+def _days(seconds: int) -> str:
+    return f"{seconds // 86_400} days ({seconds} s)"
 
 
 def _show_parameters(params: LicenseParameters) -> str:
     return (
         f"X {Decimal(params.stake_rate) / UNIT:f} (stake per unit of revenue above the threshold), "
-        f"threshold {tokens(params.revenue_threshold)}, lock period {params.lock_period // 86_400} days "
-        f"({params.lock_period} s), reward per round {tokens(params.reward_per_round)}"
+        f"threshold {tokens(params.revenue_threshold)}, lock period {_days(params.lock_period)}, attestations "
+        f"live {_days(params.attestation_ttl)}, fee claim period {_days(params.fee_claim_period)}"
     )
 
 
@@ -107,7 +112,8 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
         stake_rate=units(args.stake_rate, "stake rate"),
         revenue_threshold=units(args.threshold, "revenue threshold", b),
         lock_period=duration(args.lock_period, "lock period"),
-        reward_per_round=units(args.reward_per_round, "reward per round", b),
+        attestation_ttl=duration(args.attestation_ttl, "attestation lifetime"),
+        fee_claim_period=duration(args.fee_claim_period, "fee claim period"),
     ).check()
     settings = gov.GovernanceSettings(
         voting_delay=duration(args.voting_delay, "voting delay"),
@@ -119,9 +125,11 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
     session = _session(args)
     deployment = _deployment(args, session)
     if args.no_governance:
-        ld = lic.deploy_license(session, deployment, attester=args.attester, params=params)
+        ld = lic.deploy_license(session, deployment, attester=args.attester, dust_recipient=args.dust_recipient,
+                                params=params)
     else:
-        ld = gov.deploy_governed_license(session, deployment, attester=args.attester, params=params, settings=settings)
+        ld = gov.deploy_governed_license(session, deployment, attester=args.attester,
+                                         dust_recipient=args.dust_recipient, params=params, settings=settings)
     ld.save(_license_path(args))
     _finish(args, session)
     lines = [f"license {ld.license}"]
@@ -129,7 +137,8 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
         lines += [f"governor {ld.governor}", f"timelock {ld.timelock} (admin of the parameters)"]
     else:
         lines.append(f"admin {ld.admin} (no governance)")
-    lines += [f"attester {ld.attester}", _show_parameters(params), f"wrote {_license_path(args)}"]
+    lines += [f"attester {ld.attester}", f"dust recipient {lic.dust_recipient(session, ld)}",
+              _show_parameters(params), f"wrote {_license_path(args)}"]
     _print(args, "\n".join(lines), ld.__dict__)
     return 0
 
@@ -183,6 +192,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
         s = lic.license_status(session, ld, args.licensee)
         if s.attested_at == 0:
             verdict = "NOT licensed: no revenue attested"
+        elif s.expires_at <= s.now:
+            verdict = f"NOT licensed: the attestation expired at {s.expires_at}; the attester must record it again"
         elif s.licensed:
             verdict = "licensed" + (
                 " (revenue at or below the threshold)" if s.required == 0 else f" until {s.unlock_at}"
@@ -192,16 +203,21 @@ def _cmd_status(args: argparse.Namespace) -> int:
         else:
             verdict = f"NOT licensed: {tokens(s.locked)} locked, {tokens(s.required)} required"
         human = (f"{s.licensee}: {verdict}\nrevenue {tokens(s.revenue)}  required {tokens(s.required)}  "
-                 f"locked {tokens(s.locked)}  unlock {s.unlock_at}  (now {s.now})")
+                 f"locked {tokens(s.locked)}  unlock {s.unlock_at}  attestation expires {s.expires_at}  (now {s.now})")
         _print(args, human, s.as_dict())
         return 0
     params = lic.parameters(session, ld)
     epochs = lic.epochs(session, ld)
-    lines = [f"license {ld.license}" + (f" governed by {ld.governor}" if ld.governed else f" admin {ld.admin}"),
-             _show_parameters(params)]
-    lines += [f"round {e.round}: fees {tokens(e.fees)}  withdrawn {tokens(e.paid_out)}  total weight {e.total_weight}"
-              for e in epochs]
-    data = {"license": ld.license, "parameters": params.__dict__, "fee_rounds": [e.__dict__ for e in epochs]}
+    paused = lic.paused(session, ld)
+    recipient = lic.dust_recipient(session, ld)
+    lines = [f"license {ld.license}" + (f" governed by {ld.governor}" if ld.governed else f" admin {ld.admin}")
+             + (" PAUSED" if paused else ""), _show_parameters(params), f"dust recipient {recipient}"]
+    for e in epochs:
+        state = ("swept" if e.swept else f"closed, sweepable from {e.sweepable_at}" if e.closed_at else "open")
+        lines.append(f"round {e.round}: fees {tokens(e.fees)}  withdrawn {tokens(e.paid_out)}  total weight "
+                     f"{e.total_weight}  {state}")
+    data = {"license": ld.license, "paused": paused, "dust_recipient": recipient, "parameters": params.__dict__,
+            "fee_rounds": [e.__dict__ for e in epochs]}
     _print(args, "\n".join(lines), data)
     return 0
 
@@ -253,6 +269,14 @@ def _cmd_withdraw(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    session = _session(args)
+    swept = lic.sweep_dust(session, _license(args, session), args.round)
+    _finish(args, session)
+    print(_tx_line(f"swept {tokens(swept.amount)} left of round {swept.round}'s fees to {swept.recipient}", swept.tx))
+    return 0
+
+
 # --- gov -----------------------------------------------------------------------------------------------------
 
 
@@ -273,17 +297,20 @@ def _cmd_delegate(args: argparse.Namespace) -> int:
 
 
 def _cmd_propose(args: argparse.Namespace) -> int:
-    changes: dict[Parameter, int] = {}
-    for item in args.set:
+    changes: dict[GovParameter, int] = {}
+    for item in args.set or []:
         name, sep, value = item.partition("=")
         if not sep:
             raise ChainError(f"--set takes NAME=VALUE, got {item!r}")
-        p = Parameter.parse(name)
-        changes[p] = lic.check_parameter(p, _parameter_value(p, value, args.base_units))
+        p = GovParameter.parse(name)
+        changes[p] = _parameter_value(p, value, args.base_units)
+    actions = [Action.parse(a) for a in args.action or []]
+    if not changes and not actions:
+        raise ChainError("propose needs --set NAME=VALUE or --action ACTION")
     session = _session(args)
-    proposal = gov.propose(session, _license(args, session), changes, args.description)
+    proposal = gov.propose(session, _license(args, session), changes, args.description, actions)
     _finish(args, session)
-    changes_text = ", ".join(f"{k}={v}" for k, v in proposal.changes.items())
+    changes_text = ", ".join([f"{k}={v}" for k, v in proposal.changes.items()] + proposal.actions)
     print(
         f"proposal {proposal.proposal_id}: {changes_text}\n"
         "vote opens after the voting delay: `fedlearn gov vote ID --support for`"
@@ -315,7 +342,7 @@ def _cmd_gov_status(args: argparse.Namespace) -> int:
         f"{s.proposal_id}: {s.state}  for {tokens(s.votes_for)} against {tokens(s.votes_against)} "
         f"abstain {tokens(s.votes_abstain)} (quorum {tokens(s.quorum)})  voting {s.snapshot}..{s.deadline}"
         + (f"  eta {s.eta}" if s.eta else "")
-        + f"\n  {s.description}: " + ", ".join(f"{k}={v}" for k, v in s.changes.items())
+        + f"\n  {s.description}: " + ", ".join([f"{k}={v}" for k, v in s.changes.items()] + s.actions)
         for s in statuses
     ] or ["no proposals"]
     _print(args, "\n".join(lines), {"proposals": [s.as_dict() for s in statuses]})
@@ -358,7 +385,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--threshold", default="1000000", help="revenue threshold (%(default)s)")
     p.add_argument("--lock-period", default="365d", help="shortest lock (%(default)s)")
-    p.add_argument("--reward-per-round", default="1000", help="tokens the coordinator pays a round (%(default)s)")
+    p.add_argument("--attestation-ttl", default="365d", help="how long an attestation stays live (%(default)s)")
+    p.add_argument("--fee-claim-period", default="365d",
+                   help="how long a closed epoch's fees stay withdrawable before they are swept (%(default)s)")
+    p.add_argument("--dust-recipient", help="receives swept fees (default: the timelock, or the admin)")
     p.add_argument("--no-governance", action="store_true", help="the signer sets parameters; no governor")
     p.add_argument("--voting-delay", default="1d", help="(%(default)s)")
     p.add_argument("--voting-period", default="7d", help="(%(default)s)")
@@ -401,6 +431,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--amount", required=True, help="tokens")
     p.set_defaults(handler=_cmd_pay_fee)
 
+    p = sub.add_parser("sweep", help="send what a closed epoch's contributors left to the dust recipient (anyone)")
+    _common(p, units_flag=False)
+    p.add_argument("--round", type=int, required=True, help="the epoch's round")
+    p.set_defaults(handler=_cmd_sweep)
+
     for name, handler, text in (
         ("shares", _cmd_shares, "fee shares an account may withdraw"),
         ("withdraw", _cmd_withdraw, "withdraw an account's fee shares (anyone may send; the account is paid)"),
@@ -415,7 +450,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         p.add_argument("--json", action="store_true", help="print JSON")
         p.set_defaults(handler=handler)
 
-    govp = subparsers.add_parser("gov", help="token-holder governance of the license parameters")
+    govp = subparsers.add_parser("gov", help="token-holder governance of the distributor and license parameters")
     gsub = govp.add_subparsers(dest="gov_command", required=True)
 
     p = gsub.add_parser("delegate", help="turn tokens into votes (delegate to yourself or another)")
@@ -423,10 +458,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--to", help="delegate (default: the signer)")
     p.set_defaults(handler=_cmd_delegate)
 
-    p = gsub.add_parser("propose", help="propose parameter changes")
+    p = gsub.add_parser("propose", help="propose parameter changes (distributor and license) or a pause")
     _common(p)
-    p.add_argument("--set", action="append", required=True, metavar="NAME=VALUE",
-                   help="stake-rate=0.002, revenue-threshold=2000000, lock-period=400d, reward-per-round=500")
+    p.add_argument("--set", action="append", metavar="NAME=VALUE",
+                   help="one of " + ", ".join(g.label for g in GovParameter)
+                   + "; e.g. reward-per-round=500, root-delay=2d, stake-rate=0.002, attestation-ttl=400d")
+    p.add_argument("--action", action="append", choices=[a.label for a in Action],
+                   help="pause or unpause a contract (repeatable)")
     p.add_argument("--description", required=True, help="what and why")
     p.set_defaults(handler=_cmd_propose)
 

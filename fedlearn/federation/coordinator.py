@@ -9,6 +9,7 @@ import copy
 import hashlib
 import logging
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,9 +22,9 @@ from flwr.serverapp import Grid, ServerApp
 from fedlearn.chain import ETH_TESTER, institution_accounts
 from fedlearn.chain.session import connect
 from fedlearn.config import RunConfig
-from fedlearn.errors import ConfigError
+from fedlearn.errors import ConfigError, FedlearnError
 from fedlearn.federation.roster import federated_split, roster
-from fedlearn.federation.strategy import ScoredStrategy, build_flower_strategy
+from fedlearn.federation.strategy import ScoredStrategy, build_flower_strategy, quorum_of
 from fedlearn.learning.behaviours import attack_success_rate
 from fedlearn.learning.models import init_model
 from fedlearn.learning.training import evaluate
@@ -55,6 +56,22 @@ class RunOptions:
     stop_after: int | None = None  # stop (resumably) once this round is completed
     on_round: RoundCallback = log_round
     on_finish: Callable[[dict[str, Any]], None] | None = None
+
+
+class QuorumNotReached(FedlearnError):
+    exit_code = 6
+
+
+def wait_for_quorum(grid: Grid, quorum: int, wait: float) -> None:
+    """Return once ``quorum`` nodes are connected; raise after ``wait`` seconds below it (Flower's own sampling
+    would wait forever)."""
+    deadline = time.monotonic() + wait
+    while (connected := len(list(grid.get_node_ids()))) < quorum:
+        if time.monotonic() >= deadline:
+            raise QuorumNotReached(f"only {connected} of the {quorum} nodes a round needs (strategy.min_nodes) "
+                                   f"connected within strategy.node_wait = {wait:g} s; the run stops here and "
+                                   "resumes with `fedlearn run --resume`")
+        time.sleep(min(1.0, wait))
 
 
 def offenders(recorder: RunRecorder, policy: SlashingPolicy) -> dict[str, str]:
@@ -96,6 +113,9 @@ def preflight(config: RunConfig) -> dict[str, str] | None:
                 f"integrity.min_stake = {config.integrity.min_stake} on a real node needs chain.deployment: "
                 "institutions stake on an existing deployment before the run (fresh contracts hold no stake)"
             )
+        if not ch.addresses:
+            raise ConfigError(f"chain.backend is {ch.backend}: set chain.addresses to the institutions' own "
+                              "addresses (derived simulation addresses have public keys anyone can spend from)")
         # The key is readable and the node answers with the expected chain id: reading only, nothing is sent.
         connect(ch.backend, key_env=ch.key_env, keystore=ch.keystore or None, password_env=ch.password_env,
                 expected_chain_id=ch.chain_id or None)
@@ -167,12 +187,14 @@ def build_server_app(config: RunConfig | None = None, options: RunOptions | None
         if first == 1:
             opts.on_round(evaluate_global(0, arrays), cfg.run.rounds, None)
 
+        quorum = quorum_of(cfg, len(members))
         # Rounds: sample → local training → checks → aggregation → scoring → evaluation → settlement.
         last = cfg.run.rounds if opts.stop_after is None else min(cfg.run.rounds, opts.stop_after)
         for server_round in range(first, last + 1):
+            wait_for_quorum(grid, quorum, cfg.strategy.node_wait)
             replies = grid.send_and_receive(
                 strategy.configure_train(server_round, arrays, ConfigRecord({"seed": cfg.run.seed}), grid),
-                timeout=3600,
+                timeout=cfg.strategy.round_timeout,
             )
             aggregated, _ = strategy.aggregate_train(server_round, replies)
             # A round without a model (every update rejected, or the rule refused) was scored 0 throughout:
@@ -198,7 +220,11 @@ def build_server_app(config: RunConfig | None = None, options: RunOptions | None
         if paymaster is not None:
             paymaster.drain()
             if cfg.chain.claim_at_end and paymaster.link.session.is_eth_tester and not cfg.chain.addresses:
-                paymaster.claim(names)
+                if paymaster.claims_open():
+                    paymaster.claim(names)
+                else:
+                    money_log.warning("the last root waits out its challenge window; claims open after it "
+                             "(`fedlearn chain status`), then `fedlearn claim RUN_DIR`")
             tokens = paymaster.token_summary()
         summary = recorder.finish(arrays, tokens)
         if opts.on_finish is not None:

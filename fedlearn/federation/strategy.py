@@ -52,6 +52,11 @@ from fedlearn.scoring.votes import select_voters
 log = logging.getLogger("flwr")  # shown with Flower's own lines under `flwr run`
 
 
+def quorum_of(config: RunConfig, members: int) -> int:
+    """How many connected nodes a round needs: ``strategy.min_nodes``, or every participant when it is 0."""
+    return min(config.strategy.min_nodes or members, members)
+
+
 def build_flower_strategy(
     config: RunConfig,
     members: int | None = None,
@@ -60,11 +65,12 @@ def build_flower_strategy(
     """The strategy named in ``strategy.name`` for ``members`` participants (default: the institutions);
     evaluation is server-side, so clients never evaluate. FLTrust trains on ``root_data`` (X, y, classes)."""
     s, n = config.strategy, members or config.data.institutions
+    quorum = quorum_of(config, n)
     common: dict[str, Any] = dict(
         fraction_train=s.fraction_train,
         fraction_evaluate=0.0,
-        min_train_nodes=max(1, int(n * s.fraction_train)),
-        min_available_nodes=n,
+        min_train_nodes=max(1, int(quorum * s.fraction_train)),
+        min_available_nodes=quorum,
     )
     if s.name in ("krum", "multikrum", "bulyan") and n <= 2 * s.num_malicious + 2:
         raise ConfigError(

@@ -10,7 +10,10 @@ Inputs, per round: each institution's contribution score and whether the round's
    significant gains so far, H the headroom (the best utility minus the first round's starting utility) and α
    ``payout.interim_fraction``. A round with no significant gain releases nothing; no budget piles up for a
    later round to pay out because of noise. The last round releases all of B, unless no institution has a
-   positive contribution, in which case everything unpaid goes back to the funder.
+   positive contribution, in which case everything unpaid goes back to the funder. P(t) never exceeds t times
+   the reward per round: the distributor holds the coordinator to that rate on chain (each settlement may add
+   at most the governed reward per round plus what earlier settlements left unspent), so every release, the
+   true-up included, fits.
 3. **Allocation (water-filling).** After each round, every institution's cumulative amount becomes
    max(paid_i, λ · max(C_i, 0)) with λ chosen so the amounts add up to P(t) exactly: as close to proportional to
    contribution as amounts that never decrease allow. Integer wei: each amount is floored and the few wei of
@@ -68,12 +71,14 @@ def contributions(history: Sequence[RoundMeasure]) -> dict[str, Fraction]:
 
 
 def release(history: Sequence[RoundMeasure], budget: int, interim_fraction: float, best_utility: float,
-            final: bool) -> int:
-    """P(t): how much of ``budget`` the run has released after the last round of ``history``."""
+            final: bool, per_round: int | None = None) -> int:
+    """P(t): how much of ``budget`` the run has released after the last round of ``history``, at most
+    ``per_round`` times the rounds so far when given."""
     if budget < 0:
         raise ValueError(f"budget must be >= 0, got {budget}")
+    cap = budget if per_round is None else min(budget, per_round * len(history))
     if final:
-        return budget
+        return cap
     if not history:
         return 0
     headroom = Fraction(best_utility) - Fraction(history[0].start_utility)
@@ -81,7 +86,7 @@ def release(history: Sequence[RoundMeasure], budget: int, interim_fraction: floa
     if headroom <= 0 or gained <= 0:
         return 0
     share = min(Fraction(1), gained / headroom)
-    return int(Fraction(interim_fraction) * budget * share)
+    return min(int(Fraction(interim_fraction) * budget * share), cap)
 
 
 def waterfill(paid: Mapping[str, int], weights: Mapping[str, Fraction], target: int) -> dict[str, int]:
@@ -118,8 +123,9 @@ def waterfill(paid: Mapping[str, int], weights: Mapping[str, Fraction], target: 
 
 
 def allocate(history: Sequence[RoundMeasure], paid: Mapping[str, int], budget: int, interim_fraction: float,
-             best_utility: float, final: bool) -> Allocation:
-    """The allocation after the last round of ``history``, given the cumulative amounts ``paid`` before it."""
+             best_utility: float, final: bool, per_round: int | None = None) -> Allocation:
+    """The allocation after the last round of ``history``, given the cumulative amounts ``paid`` before it;
+    ``per_round`` caps the release at that many wei per round so far (see :func:`release`)."""
     weights = {name: max(c, Fraction(0)) for name, c in contributions(history).items()}
     for name in paid:
         weights.setdefault(name, Fraction(0))
@@ -127,7 +133,7 @@ def allocate(history: Sequence[RoundMeasure], paid: Mapping[str, int], budget: i
     if final and not any(v > 0 for v in weights.values()):
         target = already  # nobody contributed anything measurable: what is unpaid goes back to the funder
     else:
-        target = max(release(history, budget, interim_fraction, best_utility, final), already)
+        target = max(release(history, budget, interim_fraction, best_utility, final, per_round), already)
     cumulative = waterfill(paid, weights, target)  # target ≤ budget unless more was paid already: then nothing
     released = sum(cumulative.values())
     unreleased = max(budget - released, 0)

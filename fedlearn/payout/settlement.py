@@ -8,6 +8,7 @@ run, for up to ``chain.retry_seconds``) sends the queue.
 
 from __future__ import annotations
 
+import json
 import time
 import tomllib
 from collections.abc import Mapping
@@ -25,17 +26,25 @@ from fedlearn.chain import (
     claim_from_tree,
     connect,
     deploy,
+    execute_slash,
     fund,
     institution_accounts,
     mint,
+    propose_slash,
     settle_round,
     stake,
+    stake_of,
     status,
 )
-from fedlearn.chain import slash as slash_stake
-from fedlearn.chain.deployment import distributor_contract, token_contract
+from fedlearn.chain.deployment import (
+    DEFAULT_ROOT_DELAY_S,
+    DEFAULT_SLASH_DELAY_S,
+    distributor_contract,
+    token_contract,
+)
 from fedlearn.chain.operations import defund
 from fedlearn.chain.session import save_state
+from fedlearn.chain.transactions import call
 from fedlearn.config import ChainSection, RunConfig
 from fedlearn.errors import ChainError, ConfigError
 from fedlearn.logs import log
@@ -47,13 +56,18 @@ from fedlearn.scoring.round import RoundScores
 from fedlearn.scoring.utility import UTILITY_MAX
 
 CHAIN_DIR = "chain"
+TREES_DIR = "trees"
 DEPLOYMENT_FILE = "deployment.json"
 STATE_FILE = "eth-tester.json"
 
 
 def institution_addresses(config: RunConfig, institutions: list[str]) -> dict[str, str]:
-    """Each institution's payout address: from ``chain.addresses`` (pilots) or derived (simulation)."""
+    """Each institution's payout address: from ``chain.addresses`` (pilots) or derived (simulation, on the
+    embedded chain only: derived keys come from a public seed, so anyone could spend what they are paid)."""
     if not config.chain.addresses:
+        if config.chain.backend != ETH_TESTER:
+            raise ConfigError(f"chain.backend is {config.chain.backend}: set chain.addresses to the institutions' "
+                              "own addresses (derived simulation addresses have public keys anyone can spend from)")
         accounts = institution_accounts(len(institutions))
         return {name: account.address for name, account in zip(institutions, accounts)}
     path = Path(config.chain.addresses)
@@ -75,6 +89,9 @@ def institution_addresses(config: RunConfig, institutions: list[str]) -> dict[st
         if value[2:] not in (value[2:].lower(), value[2:].upper()) and not is_checksum_address(value):
             raise ConfigError(f"institution {name} has address {value} in {path} whose EIP-55 checksum is wrong "
                               f"(a typo?); the checksummed form of what was typed is {to_checksum_address(value)}")
+        if not is_checksum_address(value):
+            log.warning("institution %s: address %s in %s carries no EIP-55 checksum, so a typo in it cannot be "
+                        "caught; check it and write it as %s", name, value, path, to_checksum_address(value))
         addresses[name] = to_checksum_address(value)
     seen: dict[str, str] = {}
     for name, address in addresses.items():
@@ -97,6 +114,7 @@ class ChainLink:
     session: ChainSession
     deployment: Deployment
     state_file: Path | None
+    trees_dir: Path  # every settled tree, by root: what the next run (and any challenger) builds on
 
     @classmethod
     def open(cls, chain: ChainSection, run_dir: Path, institutions: int, *, existing: bool = False) -> ChainLink:
@@ -108,25 +126,60 @@ class ChainLink:
         directory.mkdir(parents=True, exist_ok=True)
         state_file: Path | None = None
         if chain.backend == ETH_TESTER:
-            state_file = directory / STATE_FILE
+            # An attached deployment's embedded chain lives beside its file (where `fedlearn chain` keeps it):
+            # every run of the federation goes on with the same chain.
+            state_file = (Path(chain.deployment).with_suffix(".eth-tester.json") if chain.deployment
+                          else directory / STATE_FILE)
             session = connect(ETH_TESTER, institutions=institutions, state_file=state_file,
                               expected_chain_id=chain.chain_id or None)
         else:
             session = connect(chain.backend, key_env=chain.key_env, keystore=chain.keystore or None,
                               password_env=chain.password_env, expected_chain_id=chain.chain_id or None)
         own = directory / DEPLOYMENT_FILE
+        # A shared deployment keeps its trees beside its file, so that every run of the federation finds them.
+        trees_dir = (Path(chain.deployment).parent if chain.deployment else directory) / TREES_DIR
         if own.exists():
             deployment = Deployment.load(own, chain_id=session.chain_id)
         elif chain.deployment:
             deployment = Deployment.load(chain.deployment, chain_id=session.chain_id)
         else:
-            deployment = deploy(session)
+            # The run's own contracts: one operator (this key) holds every role. On the embedded chain, a
+            # simulation, roots and slashes take effect at once; on a node they wait out the default delays.
+            simulated = chain.backend == ETH_TESTER
+            deployment = deploy(session, reward_per_round=tokens_to_wei(chain.reward_per_round),
+                                root_delay=0 if simulated else DEFAULT_ROOT_DELAY_S,
+                                slash_delay=0 if simulated else DEFAULT_SLASH_DELAY_S)
+            log.info("single-operator deployment: %s holds the admin and coordinator roles (simulation; a "
+                     "federation deploys with `fedlearn chain deploy --governed`)", session.address)
         deployment.check(session)
         if not own.exists():
             deployment.save(own)
-        link = cls(session, deployment, state_file)
+        link = cls(session, deployment, state_file, trees_dir)
         link.save()
         return link
+
+    def save_tree(self, tree: RewardTree) -> Path:
+        """Keep ``tree`` under its root, atomically: a later run opens with it, an institution proves with it."""
+        self.trees_dir.mkdir(parents=True, exist_ok=True)
+        path = self.trees_dir / f"0x{tree.root.hex()}.json"
+        if not path.exists():
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(tree.dump(), indent=1) + "\n")
+            tmp.replace(path)
+        return path
+
+    def load_tree(self, root: bytes) -> RewardTree:
+        path = self.trees_dir / f"0x{root.hex()}.json"
+        try:
+            tree = RewardTree.load(json.loads(path.read_text()))
+        except OSError:
+            raise ChainError(f"the chain's root 0x{root.hex()} has no tree file {path}: copy the `{TREES_DIR}/` "
+                             "directory of the run that settled it beside the deployment file") from None
+        except ValueError:
+            raise ChainError(f"tree file {path} is not a rewards tree") from None
+        if tree.root != root:
+            raise ChainError(f"tree file {path} holds root 0x{tree.root.hex()}, not 0x{root.hex()}")
+        return tree
 
     def save(self) -> None:
         """Keep an embedded chain on disk, so a resumed run or a later command goes on with it."""
@@ -149,10 +202,19 @@ class Paymaster:
         self.ledger = ledger
         self.link = link
         self.addresses = dict(addresses)
-        self.per_round = tokens_to_wei(self.chain.reward_per_round)
+        self.per_round = self.governed_reward_per_round()
         self.budget = self.per_round * self.rounds
         self.interim_fraction = config.payout.interim_fraction
         self.best_utility = UTILITY_MAX[config.scoring.utility]
+
+    def governed_reward_per_round(self) -> int:
+        """The reward per round the distributor enforces: the run pays by the chain's figure, not its config's."""
+        on_chain = int(distributor_contract(self.link.session, self.link.deployment).functions.rewardPerRound().call())
+        configured = tokens_to_wei(self.chain.reward_per_round)
+        if on_chain != configured:
+            log.warning("chain.reward_per_round is %s tokens in the config; the deployment's governed reward per "
+                        "round is %s wei: paying that", self.chain.reward_per_round, on_chain)
+        return on_chain
 
     # ---- funding ----------------------------------------------------------------------------------------
 
@@ -198,6 +260,37 @@ class Paymaster:
             self.link.save()
         return amount
 
+    # ---- the deployment's earlier runs -------------------------------------------------------------------
+
+    def opening(self) -> tuple[int, dict[str, int]]:
+        """(round offset, opening cumulative amounts): where this run starts on a deployment that may have paid
+        earlier runs. Fixed, in the ledger, when the run journals its first round: this run's round r is the
+        chain's round offset + r, and every leaf is the opening amount plus what this run paid."""
+        meta = self.ledger.meta()
+        if "round_offset" in meta:
+            return int(meta["round_offset"]), {a: int(v) for a, v in json.loads(meta.get("opening", "{}")).items()}
+        if self.ledger.rounds():
+            return 0, {}  # journaled before deployments served many runs: the run's rounds are the chain's
+        dist = distributor_contract(self.link.session, self.link.deployment)
+        offset = int(dist.functions.lastRound().call())
+        opening: dict[str, int] = {}
+        if offset:
+            live = live_root(self.link)
+            if live is not None:
+                opening = self.link.load_tree(live).leaves()
+            log.info("this deployment paid earlier runs up to round %d: this run's rounds are %d.., and its "
+                     "amounts add to the %d accounts' cumulative amounts so far", offset, offset + 1, len(opening))
+        self.ledger.set_meta(round_offset=str(offset), opening=json.dumps({a: str(v) for a, v in opening.items()}))
+        return offset, opening
+
+    def leaves(self, record: RoundEntry) -> dict[str, int]:
+        """The round's tree leaves: the opening amounts plus this run's cumulative amounts."""
+        _, opening = self.opening()
+        leaves = dict(opening)
+        for e in record.entries:
+            leaves[e.address] = leaves.get(e.address, 0) + e.cumulative
+        return leaves
+
     # ---- one round --------------------------------------------------------------------------------------
 
     def settle(self, scores: RoundScores, model_hash: str) -> RoundEntry:
@@ -217,9 +310,13 @@ class Paymaster:
         measure = RoundMeasure(server_round, all_scores, scores.gain, scores.significant, scores.start_utility)
         final = server_round >= self.rounds
         plan = allocate([*map(measure_of, earlier), measure], {n: before.get(n, 0) for n in self.addresses},
-                        self.budget, self.interim_fraction, self.best_utility, final)
+                        self.budget, self.interim_fraction, self.best_utility, final, self.per_round)
         cumulative = plan.cumulative
-        tree = RewardTree.of({self.addresses[name]: amount for name, amount in cumulative.items()})
+        _, opening = self.opening()
+        leaves = dict(opening)
+        for name, amount in cumulative.items():
+            leaves[self.addresses[name]] = leaves.get(self.addresses[name], 0) + amount
+        tree = RewardTree.of(leaves)
         return RoundEntry(
             round=server_round,
             model_hash=model_hash,
@@ -267,11 +364,15 @@ class Paymaster:
     def flush(self) -> int:
         """Send pending rounds in order; returns how many remain pending (the node is unreachable)."""
         pending = self.ledger.pending()
+        offset, _ = self.opening() if pending else (0, {})
         for record in pending:
-            cumulative = {e.address: e.cumulative for e in record.entries}
+            leaves = self.leaves(record)
+            self.link.save_tree(RewardTree.of(leaves))
             try:
-                settlement = settle_round(self.link.session, self.link.deployment, record.round,
-                                          record.model_hash, cumulative)
+                live = live_root(self.link)
+                previous = self.link.load_tree(live) if live is not None else None
+                settlement = settle_round(self.link.session, self.link.deployment, offset + record.round,
+                                          record.model_hash, leaves, previous)
             except ChainError as exc:
                 if self.link.session.is_eth_tester or self.link.reachable():
                     raise  # the chain refused: a real error, not an outage
@@ -303,8 +404,9 @@ class Paymaster:
     # ---- stake and slash --------------------------------------------------------------------------------
 
     def stake_of(self, address: str) -> int:
-        active, _, _ = distributor_contract(self.link.session, self.link.deployment).functions.stakeOf(address).call()
-        return int(active)
+        """What of ``address``'s stake can be slashed: active plus pending unstakes (both stay slashable)."""
+        stake_now = stake_of(self.link.session, self.link.deployment, address)
+        return stake_now["active"] + stake_now["pending"]
 
     def ensure_stakes(self, tokens: float, signers: Mapping[str, Any] | None) -> None:
         """Every institution stakes ``tokens`` before joining: simulated ones are minted and stake here
@@ -334,24 +436,44 @@ class Paymaster:
                 log.warning("round %d: %s is flagged but has no stake to slash", server_round, name)
                 continue
             evidence = evidence_hash(server_round, update_hash)
-            tx = slash_stake(self.link.session, self.link.deployment, address, amount, evidence)
+            slash_id, tx = propose_slash(self.link.session, self.link.deployment, address, amount, evidence)
             self.ledger.record_slash(server_round, name, address, amount, "0x" + evidence.hex(), tx.tx_hash)
             slashed[name] = amount
-            log.warning("round %d: slashed %s %d wei (evidence 0x%s)", server_round, name, amount, evidence.hex())
+            delay = int(distributor_contract(self.link.session, self.link.deployment).functions.slashDelay().call())
+            if delay == 0:
+                execute_slash(self.link.session, self.link.deployment, slash_id)
+                log.warning("round %d: slashed %s %d wei (evidence 0x%s)", server_round, name, amount, evidence.hex())
+            else:
+                log.warning("round %d: proposed slash #%d of %s, %d wei held (evidence 0x%s); governance or a "
+                            "guardian can veto it for %d s, then `fedlearn chain slash --execute %d` takes it",
+                            server_round, slash_id, name, amount, evidence.hex(), delay, slash_id)
         self.link.save()
         return slashed
 
     # ---- claims -----------------------------------------------------------------------------------------
 
-    def latest_tree(self) -> RewardTree:
+    def claimable_tree(self) -> RewardTree:
+        """The tree of the root claims use now (a later root may still wait out its challenge window)."""
+        if not self.latest_tree_entries():
+            raise ChainError("no round of this run is settled yet")
+        root = bytes(distributor_contract(self.link.session, self.link.deployment).functions.rewardsRoot().call())
+        if root == b"\x00" * 32:
+            raise ChainError("no root is claimable yet: the first one waits out its challenge window "
+                             "(`fedlearn chain status` says until when)")
+        return self.link.load_tree(root)
+
+    def claims_open(self) -> bool:
+        """Whether claims already use this run's latest settled root (not waiting out a challenge window)."""
         entries = self.latest_tree_entries()
         if not entries:
-            raise ChainError("no round of this run is settled yet")
-        return RewardTree.of({e.address: e.cumulative for e in entries})
+            return False
+        latest = [r for r in self.ledger.rounds() if r.status == "settled"][-1]
+        root = bytes(distributor_contract(self.link.session, self.link.deployment).functions.rewardsRoot().call())
+        return "0x" + root.hex() == latest.root
 
     def claim(self, institutions: list[str]) -> dict[str, int]:
         """Claim for ``institutions`` (anyone may submit; tokens go to each address); returns wei paid."""
-        tree = self.latest_tree()
+        tree = self.claimable_tree()
         paid: dict[str, int] = {}
         for name in institutions:
             address = self.addresses[name]
@@ -387,6 +509,20 @@ class Paymaster:
         """Token balance of each institution's address."""
         token = token_contract(self.link.session, self.link.deployment)
         return {name: int(token.functions.balanceOf(address).call()) for name, address in self.addresses.items()}
+
+
+def live_root(link: ChainLink) -> bytes | None:
+    """The root the chain's settled total stands for: the latest round's, or the accepted one's when the latest
+    was revoked; None before any settlement."""
+    f = distributor_contract(link.session, link.deployment).functions
+    last = int(call(f.lastRound(), "reading the latest round"))
+    if last == 0:
+        return None
+    root = bytes(call(f.roundOf(last), "reading the latest root"))
+    if root != b"\x00" * 32:
+        return root
+    accepted = bytes(call(f.rewardsRoot(), "reading the claimable root"))
+    return accepted if accepted != b"\x00" * 32 else None
 
 
 def _claimed_on_chain(link: ChainLink, address: str) -> int:

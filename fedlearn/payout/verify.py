@@ -10,15 +10,68 @@ measurement on its validation split, read from the ledger. Any mismatch is repor
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from fedlearn.chain import RewardTree
 from fedlearn.chain.deployment import distributor_contract
+from fedlearn.errors import ChainError
 from fedlearn.payout.ledger import RoundEntry
 from fedlearn.payout.schedule import allocate
 from fedlearn.payout.settlement import RunChain, measure_of
 from fedlearn.records import checkpoint
 from fedlearn.records.fingerprint import model_hash
 from fedlearn.records.rundir import MODEL_FILE
+
+_HOW_TO_REVOKE = ("revoke it: `fedlearn chain challenge --account ADDRESS --accepted-tree FILE --pending-tree FILE` "
+                  "with an account whose amount it lowers, or a guardian's `fedlearn chain revoke`")
+
+
+def _check_later_root(pm: Any, round_: int, root: bytes, ready_at: int, latest: dict[str, int]) -> list[str]:
+    """A pending root settled after this run's rounds: it must keep every amount this run's last root gave."""
+    try:
+        pending = pm.link.load_tree(root)
+    except ChainError:
+        return [f"chain round {round_}'s pending root 0x{root.hex()} has no tree file in {pm.link.trees_dir}: "
+                f"nothing shows it keeps this run's amounts; before {ready_at} (unix time) ask a guardian to "
+                "revoke it (`fedlearn chain revoke`) unless its tree is published"]
+    problems = []
+    claimable = bytes(distributor_contract(pm.link.session, pm.link.deployment).functions.rewardsRoot().call())
+    for address, amount in sorted(latest.items()):
+        now = pending.amount_of(address)
+        if now is None or now < amount:
+            problems.append(
+                f"chain round {round_}'s pending root lowers {address} from {amount} to {now or 0}: before "
+                f"{ready_at} (unix time) revoke it: `fedlearn chain challenge --account {address} --accepted-tree "
+                f"{pm.link.trees_dir}/0x{claimable.hex()}.json --pending-tree {pm.link.trees_dir}/0x{root.hex()}.json`"
+                + ("" if now is not None else " cannot prove a dropped leaf: a guardian's `fedlearn chain revoke`"))
+    return problems
+
+
+def _check_history(pm: Any, dist: Any, settled: dict[int, Any], offset: int, opening: dict[str, int],
+                   ours: dict[int, str], latest: dict[str, int] | None) -> list[str]:
+    """The run's place in the deployment's history: it opens on a live root of an earlier run, no other run
+    settled among its rounds, and a pending root that the ledger does not explain is flagged with what to do."""
+    problems: list[str] = []
+    if offset:
+        opened = RewardTree.of(opening).root
+        live = [r for r, args in settled.items() if r <= offset and bytes(args["rewardsRoot"]) == opened
+                and bytes(dist.functions.roundOf(r).call()) == opened]
+        if not live:
+            problems.append(f"the ledger opens on root 0x{opened.hex()}, which no live round up to the chain's "
+                            f"round {offset} holds: its opening amounts do not match the chain's history")
+    for chain_round, args in sorted(settled.items()):
+        held = "0x" + bytes(args["rewardsRoot"]).hex()
+        if offset < chain_round <= max(ours, default=offset) and ours.get(chain_round) != held:
+            problems.append(f"chain round {chain_round} holds root {held}, which this run's ledger does not: "
+                            "another run settled among this run's rounds")
+    pending_round, pending, _, ready_at = dist.functions.pendingRoot().call()
+    pending_round, pending = int(pending_round), bytes(pending)
+    if pending_round and pending_round in ours and ours[pending_round] != "0x" + pending.hex():
+        problems.append(f"chain round {pending_round}'s pending root 0x{pending.hex()} is not the ledger's "
+                        f"{ours[pending_round]}: before {ready_at} (unix time) {_HOW_TO_REVOKE}")
+    elif pending_round and pending_round > max(ours, default=offset) and latest is not None:
+        problems += _check_later_root(pm, pending_round, pending, ready_at, latest)
+    return problems
 
 
 def verify_run(run_dir: Path) -> tuple[list[str], int]:
@@ -30,8 +83,12 @@ def verify_run(run_dir: Path) -> tuple[list[str], int]:
     if not rounds:
         return ["the ledger holds no round"], 0
     dist = distributor_contract(pm.link.session, pm.link.deployment)
-    totals = {int(e["args"]["round"]): int(e["args"]["roundTotal"])
-              for e in dist.events.RoundSettled().get_logs(from_block=pm.link.deployment.block)}
+    settled = {int(e["args"]["round"]): e["args"]
+               for e in dist.events.RoundSettled().get_logs(from_block=pm.link.deployment.block)}
+    offset, opening = pm.opening()
+    settled_here = [r for r in rounds if r.status == "settled"]
+    problems += _check_history(pm, dist, settled, offset, opening, {offset + r.round: r.root for r in rounds},
+                               pm.leaves(settled_here[-1]) if settled_here else None)
     previous: RoundEntry | None = None
     measures = [measure_of(record) for record in rounds]
     for index, record in enumerate(rounds):
@@ -60,7 +117,7 @@ def verify_run(run_dir: Path) -> tuple[list[str], int]:
             problems.append(f"round {r}: released + carried + returned is not the budget {record.budget} wei")
         if record.round_total != sum(e.reward for e in record.entries):
             problems.append(f"round {r}: round total {record.round_total} is not the sum of its rewards")
-        root = "0x" + RewardTree.of({e.address: e.cumulative for e in record.entries}).root.hex()
+        root = "0x" + RewardTree.of(pm.leaves(record)).root.hex()
         if root != record.root:
             problems.append(f"round {r}: ledger root {record.root}, recomputed {root}")
         # Model: the round's saved weights.
@@ -70,18 +127,21 @@ def verify_run(run_dir: Path) -> tuple[list[str], int]:
         elif model_hash(checkpoint.read_model(weights)) != record.model_hash:
             problems.append(f"round {r}: model hash {record.model_hash} in the ledger, "
                             f"{model_hash(checkpoint.read_model(weights))} from {weights.name}")
-        # Chain: what the distributor recorded for the round.
-        on_hash, on_root = dist.functions.roundOf(r).call()
-        on_hash, on_root = "0x" + bytes(on_hash).hex(), "0x" + bytes(on_root).hex()
-        if on_root == "0x" + "00" * 32:
-            problems.append(f"round {r}: not settled on chain (ledger status {record.status})")
+        # Chain: what the distributor recorded for the round (the chain's round offset + r).
+        event = settled.get(offset + r)
+        on_root = "0x" + bytes(dist.functions.roundOf(offset + r).call()).hex()
+        if event is None:
+            problems.append(f"round {r}: not settled on chain as round {offset + r} (ledger status {record.status})")
         else:
-            if on_root != record.root:
-                problems.append(f"round {r}: chain root {on_root}, ledger {record.root}")
-            if on_hash != record.model_hash:
-                problems.append(f"round {r}: chain model hash {on_hash}, ledger {record.model_hash}")
-            if totals.get(r) != record.round_total:
-                problems.append(f"round {r}: chain paid {totals.get(r)} wei, ledger {record.round_total}")
+            if "0x" + bytes(event["rewardsRoot"]).hex() != record.root:
+                problems.append(f"round {r}: chain root 0x{bytes(event['rewardsRoot']).hex()}, ledger {record.root}")
+            elif on_root != record.root:
+                problems.append(f"round {r}: its root was revoked on chain (chain round {offset + r})")
+            if "0x" + bytes(event["modelHash"]).hex() != record.model_hash:
+                problems.append(f"round {r}: chain model hash 0x{bytes(event['modelHash']).hex()}, "
+                                f"ledger {record.model_hash}")
+            if int(event["roundTotal"]) != record.round_total:
+                problems.append(f"round {r}: chain paid {int(event['roundTotal'])} wei, ledger {record.round_total}")
         previous = record
     # Returns: every unspent budget the ledger says went back to the funder did, on chain.
     returned = sorted((int(e["args"]["amount"]), e["args"]["to"])

@@ -15,7 +15,8 @@ from fedlearn import chain
 from fedlearn.chain.artifacts import contracts_dir
 from tests.tools import missing_tool
 
-UNSTAKE_DELAY = 3600
+UNSTAKE_DELAY = 2 * 86_400
+PER_ROUND = 10**24  # high enough that the rate limit binds only where a test means it to
 NODE_MODULES = contracts_dir() / "node_modules"
 ANVIL = NODE_MODULES / ".bin" / "anvil"
 
@@ -33,8 +34,10 @@ def coordinator(session: chain.ChainSession) -> chain.ChainSession:
 
 @pytest.fixture
 def deployment(session: chain.ChainSession) -> chain.Deployment:
-    """Token and distributor: dev account 0 is admin, dev account 1 coordinator."""
-    return chain.deploy(session, coordinator=chain.dev_account(1).address, unstake_delay=UNSTAKE_DELAY)
+    """Token and distributor: dev account 0 is admin, dev account 1 coordinator; roots and slashes take effect
+    at once (no delays), as in a single-operator simulation."""
+    return chain.deploy(session, coordinator=chain.dev_account(1).address, unstake_delay=UNSTAKE_DELAY,
+                        reward_per_round=PER_ROUND, root_delay=0, slash_delay=0)
 
 
 @pytest.fixture

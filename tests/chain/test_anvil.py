@@ -31,7 +31,9 @@ def test_deploy_settle_two_rounds_claim_stake_slash_on_anvil(anvil: str, tmp_pat
     inst = Account.from_key(INSTITUTION_KEY).address
     other = chain.institution_accounts(1)[0].address  # never sends: its claim is submitted by the admin
 
-    assert run("chain", "deploy", *node, *admin, "--unstake-delay", "60") == 0
+    # Windows of a minute: roots wait before claims use them, slashes before they are taken.
+    assert run("chain", "deploy", *node, *admin, "--unstake-delay", "86400", "--root-delay", "60",
+               "--slash-delay", "60", "--reward-per-round", "1e22") == 0
     assert run("chain", "fund", *node, *admin, "--amount", "1e21") == 0
     for round_, amounts in ((1, {inst: 10**18, other: 2 * 10**18}), (2, {inst: 3 * 10**18, other: 5 * 10**18})):
         rewards = tmp_path / f"r{round_}.json"
@@ -39,17 +41,23 @@ def test_deploy_settle_two_rounds_claim_stake_slash_on_anvil(anvil: str, tmp_pat
         assert run("chain", "settle", *node, *admin, "--round", str(round_), "--model-hash", MODEL,
                    "--rewards", str(rewards)) == 0
     tree = str(tmp_path / "trees" / "round-2.json")
+    with pytest.raises(ChainError, match=r"claim: round 2's root is pending until \d+"):
+        run("chain", "claim", *node, *institution, "--tree", tree)
+    session = chain.connect(anvil, account=Account.from_key(ADMIN_KEY))
+    chain.advance_time(session, 61)
     assert run("chain", "claim", *node, *institution, "--tree", tree) == 0
     assert run("chain", "claim", *node, *admin, "--account", other, "--tree", tree) == 0
     assert run("chain", "stake", *node, *institution, "--amount", "1e18") == 0
-    with pytest.raises(ChainError, match=r"SlashExceedsStake\(account=.*, amount=2000000000000000000, staked=10{18}\)"):
+    with pytest.raises(ChainError, match=r"slash: 2000000000000000000 exceeds .* slashable stake 10{18}"):
         run("chain", "slash", *node, *admin, "--account", inst, "--amount", "2e18", "--evidence", MODEL)
     assert run("chain", "slash", *node, *admin, "--account", inst, "--amount", "4e17", "--evidence", MODEL) == 0
+    with pytest.raises(ChainError, match=r"SlashNotDue\(id=1, executableAt=\d+\)"):
+        run("chain", "slash", *node, "--execute", "1", *institution)
     assert run("chain", "unstake", *node, *institution, "--amount", "6e17") == 0
     with pytest.raises(ChainError, match="StakeLocked"):
         run("chain", "withdraw", *node, *institution)
-    session = chain.connect(anvil, account=Account.from_key(ADMIN_KEY))
-    chain.advance_time(session, 61)
+    chain.advance_time(session, 86_401)
+    assert run("chain", "slash", *node, "--execute", "1", *institution) == 0  # anyone, after the window
     assert run("chain", "withdraw", *node, *institution) == 0
 
     capsys.readouterr()

@@ -25,7 +25,9 @@ def run(*argv: str) -> int:
 @pytest.fixture
 def deployed(tmp_path: Path) -> Path:
     path = tmp_path / "deployment.json"
-    assert run("chain", "deploy", "--deployment", str(path), "--unstake-delay", "0") == 0
+    # A single-operator simulation: no windows, so roots are claimable and slashes executable at once.
+    assert run("chain", "deploy", "--deployment", str(path), "--root-delay", "0", "--slash-delay", "0",
+               "--reward-per-round", "1e6") == 0
     assert run("chain", "fund", "--deployment", str(path), "--amount", "1e6") == 0
     return path
 
@@ -43,9 +45,13 @@ def test_deploy_settle_claim_stake_slash_from_the_cli(deployed: Path, tmp_path: 
     # Institution 1 claims for itself (it has gas from the genesis top-up), then stakes what it got.
     assert run("chain", "claim", *d, "--institution", "1", "--tree", str(tree)) == 0
     assert run("chain", "stake", *d, "--institution", "1", "--amount", "150") == 0
+    capsys.readouterr()
     assert run("chain", "slash", *d, "--account", accounts[1], "--amount", "50", "--evidence", MODEL) == 0
+    assert "proposed slash 1: 50 of" in capsys.readouterr().out
+    assert run("chain", "slash", *d, "--execute", "1") == 0
     assert run("chain", "unstake", *d, "--institution", "1", "--amount", "100") == 0
-    assert run("chain", "withdraw", *d, "--institution", "1") == 0
+    with pytest.raises(ChainError, match="StakeLocked"):
+        run("chain", "withdraw", *d, "--institution", "1")  # the unstake delay is at least a day
     capsys.readouterr()
     assert run("chain", "status", *d, "--json") == 0
     state = json.loads(capsys.readouterr().out)
@@ -66,15 +72,25 @@ def test_cli_bad_input_raises_one_line_chain_errors(deployed: Path, tmp_path: Pa
     account = chain.institution_accounts(1)[0].address
     rewards = tmp_path / "r.json"
     rewards.write_text(json.dumps({account: 10}))
+    lowered = tmp_path / "lowered.json"
+    lowered.write_text(json.dumps({account: 9, chain.institution_accounts(2)[1].address: 1}))
     assert run("chain", "settle", *d, "--round", "2", "--model-hash", MODEL, "--rewards", str(rewards)) == 0
     tree = str(deployed.parent / "trees" / "round-2.json")
     cases = [
         (["chain", "settle", *d, "--round", "1", "--model-hash", MODEL, "--rewards", str(rewards)],
-         r"RoundNotIncreasing\(round=1, lastRound=2\)"),
+         "round 1 is not after the chain's latest round 2"),
+        (["chain", "settle", *d, "--round", "3", "--model-hash", MODEL, "--rewards", str(lowered)],
+         f"round 3 would lower {account}'s cumulative amount from 10 to 9"),
+        (["chain", "settle", *d, "--round", "1003", "--model-hash", MODEL, "--rewards", str(rewards)],
+         "round 1003 is more than 1000 after the chain's latest round 2"),
+        (["chain", "slash", *d, "--account", account], "slash needs --account, --amount and --evidence"),
+        (["chain", "slash", *d, "--execute", "9"], "slash 9 was never proposed"),
+        (["chain", "revoke", *d], "revoke: no root is pending"),
         (["chain", "claim", *d, "--account", account, "--tree", tree, "--amount", "11"],
          "above the cumulative 10 owed"),
         (["chain", "claim", *d, "--account", account, "--amount", "10", "--proof", "0x" + "00" * 32], "InvalidProof"),
-        (["chain", "slash", *d, "--account", account, "--amount", "1", "--evidence", MODEL], "SlashExceedsStake"),
+        (["chain", "slash", *d, "--account", account, "--amount", "1", "--evidence", MODEL],
+         "exceeds .* slashable stake 0"),
         (["chain", "stake", *d, "--institution", "0", "--amount", "5"], "holds 0 tokens, needs 5"),
         (["chain", "status", "--deployment", str(tmp_path / "none.json")], "no eth-tester state at"),
         (["chain", "status", *d, "--chain-id", "1"], r"wrong chain: eth-tester has chain id \d+, expected 1"),

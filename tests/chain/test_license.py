@@ -183,3 +183,87 @@ def test_fees_are_shared_by_recorded_contribution_and_withdrawn_whenever(
     held = _balance(session, deployment, licensed.license)
     owed = lic.fee_share(session, licensed, 2, second.tree, b)
     assert owed == 300 and held == 2_007 - (251 + 755 + 600 + 100) and held - owed == 1  # 1 unit of dust
+
+
+def test_attestations_expire_and_the_licensee_must_be_re_attested(
+    session, deployment, licensed, attester, institutions
+) -> None:
+    company, small = institutions[0], institutions[1]
+    lic.attest_revenue(attester, licensed, company.address, 5_000_000 * UNIT)
+    lic.attest_revenue(attester, licensed, small.address, THRESHOLD)
+    chain.mint(session, deployment, company.address, 4_000 * UNIT)
+    got = lic.acquire(company, licensed, lock_duration=2 * YEAR)  # locked well past the attestation's life
+    ttl = lic.parameters(session, licensed).attestation_ttl
+    assert ttl == YEAR and got.status.expires_at == got.status.attested_at + ttl
+    chain.advance_time(session, ttl - 10)
+    assert lic.license_status(session, licensed, company.address).licensed
+    assert lic.license_status(session, licensed, small.address).licensed
+    chain.advance_time(session, 20)
+    expired = lic.license_status(session, licensed, company.address)
+    assert not expired.licensed and expired.locked == 4_000 * UNIT and expired.unlock_at > expired.now
+    assert not lic.license_status(session, licensed, small.address).licensed  # free licenses expire too
+    with pytest.raises(ChainError, match=rf"attestation of {company.address} expired at {expired.expires_at} "
+                                         r"\(AttestationExpired\)"):
+        lic.acquire(company, licensed, amount=0)
+    contract = lic.license_contract(company, licensed)
+    with pytest.raises(ChainError, match=rf"AttestationExpired\(licensee={company.address}, "
+                                         rf"expiredAt={expired.expires_at}\)"):
+        transact(company, contract.functions.acquire(0, YEAR), "acquire")
+
+    lic.attest_revenue(attester, licensed, company.address, 5_000_000 * UNIT)  # re-attested: licensed again
+    renewed = lic.license_status(session, licensed, company.address)
+    assert renewed.licensed and renewed.expires_at > expired.expires_at
+    # Governance bounds the lifetime: at least 30 days, at most ten years; a shorter one applies at once.
+    admin = lic.license_contract(session, licensed)
+    with pytest.raises(ChainError, match=r"ParameterOutOfRange\(parameter=3, value=86400, min=2592000"):
+        transact(session, admin.functions.setParameter(int(Parameter.ATTESTATION_TTL), 86_400), "set")
+    transact(session, admin.functions.setParameter(int(Parameter.ATTESTATION_TTL), 30 * 86_400), "set")
+    chain.advance_time(session, 30 * 86_400 + 1)
+    assert not lic.license_status(session, licensed, company.address).licensed
+
+
+def test_governance_pauses_fees_attestations_and_acquisitions_but_not_release(
+    session, coordinator, deployment, licensed, attester, institutions
+) -> None:
+    company, payer, outsider = institutions[0], institutions[7], institutions[3]
+    a = institutions[1].address
+    lic.attest_revenue(attester, licensed, company.address, 5_000_000 * UNIT)
+    chain.mint(session, deployment, company.address, 4_000 * UNIT)
+    lic.acquire(company, licensed)
+    chain.fund(session, deployment, 10_000)
+    settled = chain.settle_round(coordinator, deployment, 1, MODEL, {a: 100})
+    chain.mint(session, deployment, payer.address, 1_000)
+    lic.pay_fee(payer, licensed, 500)
+
+    with pytest.raises(ChainError, match="lacks the license's DEFAULT_ADMIN_ROLE"):
+        lic.set_paused(outsider, licensed, True)
+    with pytest.raises(ChainError, match=rf"AccessControlUnauthorizedAccount\(account={outsider.address}"):
+        transact(outsider, lic.license_contract(outsider, licensed).functions.pause(), "pause")
+    lic.set_paused(session, licensed, True)
+    assert lic.paused(session, licensed)
+    with pytest.raises(ChainError, match=r"pay fee: the license is paused by governance \(EnforcedPause\)"):
+        lic.pay_fee(payer, licensed, 1)
+    with pytest.raises(ChainError, match=r"withdraw: the license is paused"):
+        lic.withdraw_fee_share(session, licensed, 1, settled.tree, a)
+    with pytest.raises(ChainError, match=r"attest: the license is paused"):
+        lic.attest_revenue(attester, licensed, company.address, 1)
+    # The contract refuses on its own, whatever a client checks.
+    for who, fn in (
+        (payer, lambda c: c.functions.payFee(1)),
+        (payer, lambda c: c.functions.syncWeights()),
+        (company, lambda c: c.functions.acquire(0, YEAR)),
+        (attester, lambda c: c.functions.attestRevenue(company.address, 1)),
+        (session, lambda c: c.functions.withdrawFeeShare(1, a, 100, settled.tree.proof(a))),
+        (session, lambda c: c.functions.sweepDust(1)),
+    ):
+        with pytest.raises(ChainError, match=r"EnforcedPause\(\)"):
+            transact(who, fn(lic.license_contract(who, licensed)), "paused call")
+    # A licensee's own stake comes back after its lock even while paused.
+    chain.advance_time(session, YEAR + 1)
+    lic.release(company, licensed)
+    assert _balance(session, deployment, company.address) == 4_000 * UNIT
+
+    lic.set_paused(session, licensed, False)
+    assert lic.withdraw_fee_share(session, licensed, 1, settled.tree, a).amount == 500
+    with pytest.raises(ChainError, match="already running"):
+        lic.set_paused(session, licensed, False)

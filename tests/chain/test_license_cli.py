@@ -11,7 +11,6 @@ import pytest
 
 from fedlearn import chain
 from fedlearn.chain.license import UNIT
-from fedlearn.chain.session import save_state
 from fedlearn.cli import chain as chain_cli
 from fedlearn.cli import license as license_cli
 from fedlearn.errors import ChainError
@@ -28,28 +27,47 @@ def run(*argv: str) -> int:
     return args.handler(args)
 
 
-def _mint(deployment: Path, to: str, amount: int) -> None:
-    """Mints on the saved eth-tester chain (the admin's role; the CLI has no transfer command)."""
-    state = deployment.with_suffix(".eth-tester.json")
-    session = chain.connect(chain.ETH_TESTER, state_file=state)
-    chain.mint(session, chain.Deployment.load(deployment), to, amount)
-    save_state(session, state)
+GOVERNANCE = ["--voting-delay", "60", "--voting-period", "600", "--timelock-delay", "300", "--quorum", "10"]
 
 
 @pytest.fixture
-def setup(tmp_path: Path) -> Path:
-    """Token, distributor and a governed license; round 1 settled with institution 0 at 1,000 and 1 at 3,000."""
+def setup(tmp_path: Path, capsys) -> Path:
+    """A governed deployment (5,000 tokens in the pool, 4,100 allocated to institution 5, the licensee); round 1
+    settled with institution 0 at 1,000 and 1 at 3,000. Roots are claimable at once (no root delay)."""
     path = tmp_path / "deployment.json"
     d = ["--deployment", str(path)]
-    assert run("chain", "deploy", *d) == 0
-    assert run("chain", "fund", *d, "--amount", "4e21") == 0
+    company = chain.institution_accounts(6)[5].address
+    assert run("chain", "deploy", *d, "--governed", "--root-delay", "0", "--reward-per-round", "1e24",
+               "--reward-pool", "5e21", "--allocate", f"{company}=4100e18", *GOVERNANCE) == 0
+    out = capsys.readouterr().out
+    assert "governed deployment: the deployer" in out and "it keeps: distributor COORDINATOR_ROLE" in out
     inst = [a.address for a in chain.institution_accounts(2)]
     rewards = tmp_path / "r1.json"
     rewards.write_text(json.dumps({inst[0]: str(1_000 * UNIT), inst[1]: str(3_000 * UNIT)}))
     assert run("chain", "settle", *d, "--round", "1", "--model-hash", MODEL, "--rewards", str(rewards)) == 0
-    assert run("license", "deploy", *d, "--voting-delay", "60", "--voting-period", "600",
-               "--timelock-delay", "300", "--quorum", "10") == 0
     return path
+
+
+def test_chain_deploy_says_whether_it_is_governed(tmp_path: Path, capsys) -> None:
+    d = ["--deployment", str(tmp_path / "single.json")]
+    assert run("chain", "deploy", *d) == 0
+    signer = chain.dev_account(0).address
+    assert f"single-operator deployment: {signer} holds the admin roles" in capsys.readouterr().out
+    assert chain.Deployment.load(tmp_path / "single.json").governor is None
+    cases = [
+        (["chain", "deploy", *d, "--guardian", signer], "--guardian applies to --governed deployments only"),
+        (["chain", "deploy", *d, "--governed", "--admin", signer], "--admin does not apply to --governed"),
+        (["chain", "deploy", *d, "--governed", "--allocate", "0x12"], "--allocate takes ADDRESS=AMOUNT"),
+        (["chain", "deploy", *d, "--governed", "--allocate", f"{signer}=5"], "allocation to the deployer"),
+        (["chain", "deploy", *d, "--governed", "--guardian", "nobody"], "guardian is not an address"),
+        (["chain", "deploy", *d, "--governed", "--token-cap", "10", "--reward-pool", "11"],
+         r"exceeds the token cap 10 \(ERC20ExceededCap\)"),
+        (["chain", "deploy", *d, "--governed", "--quorum", "101"], "quorum must be a percentage"),
+    ]
+    for argv, message in cases:
+        with pytest.raises(ChainError, match=message) as err:
+            run(*argv)
+        assert "\n" not in str(err.value), argv
 
 
 def test_license_fees_and_governance_from_the_cli(setup: Path, capsys) -> None:
@@ -59,7 +77,6 @@ def test_license_fees_and_governance_from_the_cli(setup: Path, capsys) -> None:
     assert run("license", "quote", *d, "--revenue", "5000000") == 0
     assert "required stake 4,000 tokens (4000000000000000000000 units)" in capsys.readouterr().out
     assert run("license", "attest", *d, company, "--revenue", "5e6") == 0
-    _mint(setup, company, 4_100 * UNIT)
     assert run("license", "acquire", *d, "--institution", "5") == 0
     assert run("license", "status", *d, company) == 0
     assert f"{company}: licensed until" in capsys.readouterr().out
@@ -72,13 +89,15 @@ def test_license_fees_and_governance_from_the_cli(setup: Path, capsys) -> None:
     assert run("license", "withdraw", *d, "--account", chain.institution_accounts(1)[0].address) == 0
     assert "paid 25 of round 1's fees" in capsys.readouterr().out
 
-    # Institution 1 claims its rewards, votes with them and changes the lock period and X.
+    # Institution 1 claims its rewards, votes with them and changes the lock period and X, and the distributor's
+    # reward per round: one name space.
     assert run("chain", "claim", *d, "--institution", "1", "--tree", str(setup.parent / "trees" / "round-1.json")) == 0
     assert run("gov", "delegate", *d, "--institution", "1") == 0
     assert run("gov", "advance-time", *d, "1") == 0
     capsys.readouterr()
     assert run("gov", "propose", *d, "--institution", "1", "--set", "lock-period=400d", "--set", "stake-rate=0.002",
-               "--description", "Longer locks, double X") == 0
+               "--set", "reward_per_round=500", "--set", "attestation-ttl=400d",
+               "--description", "Longer locks, double X, smaller rounds") == 0
     proposal = re.search(r"proposal (\d+)", capsys.readouterr().out).group(1)
     assert run("gov", "advance-time", *d, "61") == 0
     assert run("gov", "vote", *d, proposal, "--institution", "1", "--support", "for") == 0
@@ -90,34 +109,69 @@ def test_license_fees_and_governance_from_the_cli(setup: Path, capsys) -> None:
     assert run("gov", "status", *d, proposal, "--json") == 0
     status = json.loads(capsys.readouterr().out)["proposals"][0]
     assert status["state"] == "Executed" and status["changes"]["lock-period"] == 400 * 86_400
+    assert status["changes"]["reward-per-round"] == 500 * UNIT
     assert run("license", "quote", *d, "--revenue", "5000000") == 0
     out = capsys.readouterr().out
-    assert "required stake 8,000 tokens" in out and "lock period 400 days" in out
+    assert "required stake 8,000 tokens" in out and "lock period 400 days" in out and "attestations live 400" in out
+    assert run("chain", "status", *d, "--json") == 0
+    assert json.loads(capsys.readouterr().out)["reward_per_round"] == 500 * UNIT
+
+
+def test_license_sweep_and_pause_proposal_from_the_cli(setup: Path, tmp_path: Path, capsys) -> None:
+    d = ["--deployment", str(setup)]
+    assert run("license", "pay-fee", *d, "--institution", "5", "--amount", "100") == 0
+    with pytest.raises(ChainError, match=r"EpochOpen"):
+        run("license", "sweep", *d, "--round", "1")
+    inst = [a.address for a in chain.institution_accounts(2)]
+    rewards = tmp_path / "r2.json"
+    rewards.write_text(json.dumps({inst[0]: str(1_001 * UNIT), inst[1]: str(3_000 * UNIT)}))
+    assert run("chain", "settle", *d, "--round", "2", "--model-hash", MODEL, "--rewards", str(rewards)) == 0
+    assert run("license", "pay-fee", *d, "--institution", "5", "--amount", "1") == 0  # closes round 1's epoch
+    capsys.readouterr()
+    assert run("license", "status", *d) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"round 1: fees 100 .* closed, sweepable from \d+", out) and "round 2: fees 1 " in out
+    assert run("gov", "advance-time", *d, "366d") == 0
+    assert run("license", "sweep", *d, "--round", "1", "--institution", "3") == 0
+    assert "swept 100 left of round 1's fees to" in capsys.readouterr().out  # nobody withdrew: all of it
+    assert run("license", "status", *d, "--json") == 0
+    assert json.loads(capsys.readouterr().out)["fee_rounds"][0]["swept"] is True
+
+    assert run("gov", "delegate", *d, "--institution", "5") == 0
+    assert run("gov", "advance-time", *d, "1") == 0
+    capsys.readouterr()
+    assert run("gov", "propose", *d, "--institution", "5", "--action", "pause-license",
+               "--description", "Pause while we audit") == 0
+    assert "pause-license" in capsys.readouterr().out
 
 
 def test_license_cli_bad_input_is_one_line(setup: Path) -> None:
     d = ["--deployment", str(setup)]
-    company = chain.institution_accounts(6)[5].address
+    company = chain.institution_accounts(6)[3].address  # attested, but holds no tokens
     assert run("license", "attest", *d, company, "--revenue", "5000000") == 0
     cases = [
         (["license", "quote", *d, "--revenue", "-5"], "revenue cannot be negative"),
         (["license", "quote", *d, "--revenue", "1e19"], r"above the largest accepted .* \(RevenueTooLarge\)"),
         (["license", "quote", *d, "--revenue", "lots"], "revenue must be a number"),
         (["license", "attest", *d, company, "--revenue", "-1"], "revenue cannot be negative"),
-        (["license", "acquire", *d, "--institution", "5"], r"holds 0 tokens, needs 4000000000000000000000"),
-        (["license", "acquire", *d, "--institution", "5", "--lock", "30d"],
+        (["license", "acquire", *d, "--institution", "3"], r"holds 0 tokens, needs 4000000000000000000000"),
+        (["license", "acquire", *d, "--institution", "3", "--lock", "30d"],
          r"shorter than the lock period .*LockTooShort"),
         (["license", "acquire", *d, "--institution", "4"], r"no revenue attested .*RevenueNotAttested"),
-        (["license", "acquire", *d, "--institution", "5", "--amount", "1"], r"InsufficientStake"),
+        (["license", "acquire", *d, "--institution", "3", "--amount", "1"], r"InsufficientStake"),
         (["license", "attest", *d, company, "--revenue", "1", "--institution", "2"],
          "lacks the license's ATTESTER_ROLE"),
-        (["license", "pay-fee", *d, "--institution", "5", "--amount", "1"], "holds 0 tokens, needs"),
+        (["license", "pay-fee", *d, "--institution", "3", "--amount", "1"], "holds 0 tokens, needs"),
         (["license", "withdraw", *d, "--institution", "0"], "no fee share left"),
         (["gov", "propose", *d, "--set", "lock-period=1h", "--description", "x"],
          r"lock-period 3600 is outside \[86400, 315360000\] \(ParameterOutOfRange\)"),
         (["gov", "propose", *d, "--set", "stake-rate=1.5", "--description", "x"],
          r"stake-rate .* \(ParameterOutOfRange\)"),
         (["gov", "propose", *d, "--set", "colour=blue", "--description", "x"], "unknown parameter 'colour'"),
+        (["gov", "propose", *d, "--set", "slash-delay=30d", "--description", "x"],
+         r"slash-delay 2592000 is outside \[0, 604800\] \(ParameterOutOfRange\)"),
+        (["gov", "propose", *d, "--description", "x"], "propose needs --set NAME=VALUE or --action ACTION"),
+        (["license", "sweep", *d, "--round", "1"], r"round 1's epoch still receives fees|no fee accrued to round 1"),
         (["gov", "execute", *d, "12345"], "no proposal 12345|proposal 12345"),
         (["license", "status", *d, "--license-file", str(setup.parent / "none.json")], "cannot read license file"),
     ]

@@ -6,6 +6,7 @@ import pytest
 
 from fedlearn import chain
 from fedlearn.chain.deployment import distributor_contract, token_contract
+from fedlearn.chain.transactions import transact
 from fedlearn.errors import ChainError
 from tests.chain.conftest import UNSTAKE_DELAY
 
@@ -63,17 +64,25 @@ def test_settling_a_different_root_for_a_settled_round_is_refused(
 def test_same_or_earlier_round_reverts_with_custom_error(coordinator, session, deployment, institutions) -> None:
     chain.fund(session, deployment, 1_000)
     chain.settle_round(coordinator, deployment, 5, MODEL, {institutions[0].address: 10})
+    with pytest.raises(ChainError, match="round 3 is not after the chain's latest round 5"):
+        chain.settle_round(coordinator, deployment, 3, MODEL, {institutions[0].address: 20})  # refused before sending
+    tree = chain.RewardTree.of({institutions[0].address: 20})
+    dist = distributor_contract(coordinator, deployment)
     with pytest.raises(chain.ChainRevertError, match=r"RoundNotIncreasing\(round=3, lastRound=5\)") as err:
-        chain.settle_round(coordinator, deployment, 3, MODEL, {institutions[0].address: 20})
+        transact(coordinator, dist.functions.settleRound(3, MODEL, tree.root, 20), "settle")
     assert err.value.revert.name == "RoundNotIncreasing" and err.value.revert.args == {"round": 3, "lastRound": 5}
 
 
 def test_settling_more_than_funded_reverts_and_changes_nothing(coordinator, session, deployment, institutions) -> None:
     chain.fund(session, deployment, 1_000)
     block = session.w3.eth.block_number
-    with pytest.raises(ChainError, match=r"InsufficientFunds\(required=1001, available=1000\)"):
+    with pytest.raises(ChainError, match="adds 1001 token units, above the 1000 the distributor holds unsettled"):
         chain.settle_round(coordinator, deployment, 1, MODEL, {institutions[0].address: 1001})
     assert session.w3.eth.block_number == block  # refused before sending
+    tree = chain.RewardTree.of({institutions[0].address: 1001})
+    settle = distributor_contract(coordinator, deployment).functions.settleRound(1, MODEL, tree.root, 1001)
+    with pytest.raises(ChainError, match=r"InsufficientFunds\(required=1001, available=1000\)"):
+        transact(coordinator, settle, "settle")  # and refused by the contract
     assert chain.status(session, deployment).last_round == 0
 
 
@@ -93,20 +102,23 @@ def test_defund_returns_only_what_no_settled_round_committed(coordinator, sessio
     assert token_contract(session, deployment).functions.balanceOf(funder).call() == before + 400
     # What was settled stays claimable, and returned funds cannot be settled again.
     chain.claim(session, deployment, a, 600, settled.tree.proof(a))
-    with pytest.raises(ChainError, match=r"InsufficientFunds\(required=601, available=600\)"):
+    with pytest.raises(ChainError, match="adds 1 token units, above the 0 the distributor holds unsettled"):
         chain.settle_round(coordinator, deployment, 2, MODEL, {a: 601})
     logs = distributor_contract(session, deployment).events.Defunded().get_logs(from_block=deployment.block)
     assert [(e["args"]["to"], e["args"]["amount"]) for e in logs] == [(funder, 400)]
 
 
-def test_only_the_coordinator_settles_and_slashes(session, deployment, institutions) -> None:
+def test_only_the_coordinator_settles_and_slashes_and_anyone_funds(session, deployment, institutions) -> None:
     chain.fund(session, deployment, 1_000)
     with pytest.raises(ChainError, match="AccessControlUnauthorizedAccount"):
         chain.settle_round(institutions[0], deployment, 1, MODEL, {institutions[0].address: 1})
+    chain.mint(session, deployment, institutions[1].address, 5)
+    chain.stake(institutions[1], deployment, 5)
     with pytest.raises(ChainError, match="AccessControlUnauthorizedAccount"):
-        chain.slash(institutions[0], deployment, institutions[1].address, 1, EVIDENCE)
-    with pytest.raises(ChainError, match="lacks the distributor's DEFAULT_ADMIN_ROLE"):
-        chain.fund(institutions[0], deployment, 1)
+        chain.propose_slash(institutions[0], deployment, institutions[1].address, 1, EVIDENCE)
+    chain.mint(session, deployment, institutions[0].address, 7)
+    chain.fund(institutions[0], deployment, 7)  # funding the pool needs no role
+    assert chain.status(session, deployment).total_funded == 1_007
 
 
 def test_invalid_proof_and_claim_above_owed(coordinator, session, deployment, institutions) -> None:
@@ -118,7 +130,7 @@ def test_invalid_proof_and_claim_above_owed(coordinator, session, deployment, in
     with pytest.raises(ChainError, match=f"claim: 150 is above the cumulative 100 owed to {a}"):
         chain.claim_from_tree(session, deployment, settled.tree, a, 150)
     stale = chain.RewardTree.of({a: 1})
-    with pytest.raises(ChainError, match="is not the latest settled root"):
+    with pytest.raises(ChainError, match="is not the claimable root"):
         chain.claim_from_tree(session, deployment, stale, a)
     chain.claim_from_tree(session, deployment, settled.tree, a)
     with pytest.raises(ChainError, match=rf"NothingToClaim\(account={a}, cumulativeAmount=100, claimed=100\)"):
@@ -134,8 +146,6 @@ def test_root_promising_more_than_settled_cannot_drain_stakes(coordinator, sessi
     a = institutions[0].address
     tree = chain.RewardTree.of({a: 400})
     dist = distributor_contract(coordinator, deployment)
-    from fedlearn.chain.transactions import transact
-
     transact(coordinator, dist.functions.settleRound(1, MODEL, tree.root, 100), "settle")
     with pytest.raises(ChainError, match=r"ClaimExceedsSettled\(amount=400, unclaimed=100\)"):
         chain.claim(session, deployment, a, 400, tree.proof(a))
@@ -145,16 +155,20 @@ def test_stake_unstake_withdraw_and_slash(coordinator, session, deployment, inst
     inst = institutions[0]
     chain.mint(session, deployment, inst.address, 1_000)
     chain.stake(inst, deployment, 600)
+    with pytest.raises(ChainError, match=f"slash: 601 exceeds {inst.address}'s slashable stake 600"):
+        chain.propose_slash(coordinator, deployment, inst.address, 601, EVIDENCE)  # refused before sending
+    over = distributor_contract(coordinator, deployment).functions.proposeSlash(inst.address, 601, EVIDENCE)
     with pytest.raises(ChainError, match=rf"SlashExceedsStake\(account={inst.address}, amount=601, staked=600\)"):
-        chain.slash(coordinator, deployment, inst.address, 601, EVIDENCE)
+        transact(coordinator, over, "slash")
     chain.request_unstake(inst, deployment, 400)
     with pytest.raises(ChainError, match=r"StakeLocked\(account=0x[0-9a-fA-F]{40}, unlockAt=\d+\)"):
         chain.withdraw(inst, deployment)
     # Pending tokens stay slashable: 200 active + 100 of the pending 400.
-    chain.slash(coordinator, deployment, inst.address, 300, EVIDENCE)
+    slash_id, _ = chain.propose_slash(coordinator, deployment, inst.address, 300, EVIDENCE)
+    chain.execute_slash(session, deployment, slash_id)
     state = chain.status(session, deployment)
     unlock_at = state.stakes[inst.address]["unlock_at"]
-    assert state.stakes[inst.address] == {"active": 0, "pending": 300, "unlock_at": unlock_at}
+    assert state.stakes[inst.address] == {"active": 0, "pending": 300, "held": 0, "unlock_at": unlock_at}
     assert state.total_slashed == 300 and state.available == 300  # slashed tokens return to the pool
     chain.advance_time(session, UNSTAKE_DELAY + 1)
     chain.withdraw(inst, deployment)
@@ -182,9 +196,11 @@ def test_bad_arguments_are_one_line_errors(coordinator, session, deployment, ins
     with pytest.raises(ChainError, match=r"round must be an integer in \[1, 2\*\*64\)"):
         chain.settle_round(coordinator, deployment, 0, MODEL, {institutions[0].address: 1})
     with pytest.raises(ChainError, match="slash amount must be a positive integer"):
-        chain.slash(coordinator, deployment, institutions[0].address, 0, EVIDENCE)
+        chain.propose_slash(coordinator, deployment, institutions[0].address, 0, EVIDENCE)
     with pytest.raises(ChainError, match="account is not an address"):
-        chain.slash(coordinator, deployment, "bob", 1, EVIDENCE)
+        chain.propose_slash(coordinator, deployment, "bob", 1, EVIDENCE)
+    with pytest.raises(ChainError, match="the evidence hash must not be zero"):
+        chain.propose_slash(coordinator, deployment, institutions[0].address, 1, b"\x00" * 32)
 
 
 def test_account_without_gas_is_refused(session, deployment) -> None:

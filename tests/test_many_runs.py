@@ -1,0 +1,101 @@
+"""One deployment serves every run of a federation: rounds numbered across runs, amounts carried over, and
+``fedlearn verify`` comparing each run's ledger with the chain's whole history."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from fedlearn import chain
+from fedlearn.chain.deployment import distributor_contract
+from fedlearn.chain.session import save_state
+from fedlearn.chain.transactions import transact
+from fedlearn.payout.ledger import LEDGER_FILE, Ledger
+from fedlearn.payout.settlement import TREES_DIR
+from fedlearn.payout.verify import verify_run
+from tests.runs import ledger_of, real_run
+
+ROUNDS = 2
+
+
+@pytest.fixture
+def shared(tmp_path: Path) -> Path:
+    """A single-operator deployment on an embedded chain kept beside its file, as `fedlearn chain deploy` makes."""
+    path = tmp_path / "federation" / "deployment.json"
+    state = path.with_suffix(".eth-tester.json")
+    session = chain.connect(chain.ETH_TESTER, institutions=3)
+    deployment = chain.deploy(session, reward_per_round=100 * 10**18, root_delay=0, slash_delay=0)
+    deployment.save(path)
+    save_state(session, state)
+    return path
+
+
+def _run(run_dir: Path, deployment: Path, seed: int, *overrides: str) -> None:
+    real_run(run_dir, f"run.seed={seed}", "data.institutions=3", f"run.rounds={ROUNDS}",
+             f"chain.deployment='{deployment}'", "integrity.min_stake=0", *overrides)
+
+
+def test_two_runs_on_one_deployment_number_rounds_across_runs_and_carry_amounts(shared: Path, tmp_path: Path) -> None:
+    first, second = tmp_path / "runs" / "first", tmp_path / "runs" / "second"
+    _run(first, shared, seed=7)
+    # The same seed: the same scores and roots as the first run's, were it to restart at round 1. Its config asks
+    # 7 tokens a round; the deployment's governed 100 is what it pays.
+    _run(second, shared, 7, "chain.reward_per_round=7.0")
+    first_rounds, _, first_meta = ledger_of(first)
+    second_rounds, _, second_meta = ledger_of(second)
+    assert (first_meta["round_offset"], second_meta["round_offset"]) == ("0", str(ROUNDS))
+    assert {r.budget for r in first_rounds + second_rounds} == {100 * 10**18 * ROUNDS}
+
+    session = chain.connect(chain.ETH_TESTER, state_file=shared.with_suffix(".eth-tester.json"))
+    deployment = chain.Deployment.load(shared)
+    dist = distributor_contract(session, deployment)
+    assert dist.functions.lastRound().call() == 2 * ROUNDS  # both runs' rounds, none reused
+    # Every leaf of the chain's last root is what the two runs paid the account, added up.
+    last = chain.RewardTree.load(json.loads(
+        (shared.parent / TREES_DIR / f"{second_rounds[-1].root}.json").read_text()))
+    for a, b in zip(first_rounds[-1].entries, second_rounds[-1].entries):
+        assert a.address == b.address
+        assert last.amount_of(a.address) == a.cumulative + b.cumulative
+    assert dist.functions.totalSettled().call() == sum(last.leaves().values())
+    # Each run's ledger matches the chain's history.
+    for run_dir in (first, second):
+        problems, checked = verify_run(run_dir)
+        assert problems == [] and checked == ROUNDS
+    # A ledger whose opening amounts are not the chain's earlier root is caught.
+    ledger = Ledger.open(second / LEDGER_FILE)
+    opening = json.loads(second_meta["opening"])
+    account = sorted(opening)[0]
+    ledger.set_meta(opening=json.dumps({**opening, account: str(int(opening[account]) + 1)}))
+    ledger.close()
+    problems, _ = verify_run(second)
+    assert any("opening amounts do not match the chain's history" in p for p in problems), problems
+
+
+def test_verify_flags_a_later_pending_root_that_lowers_this_runs_amounts(tmp_path: Path) -> None:
+    """An institution's `verify` after the run: a hostile root settled next is flagged with how to revoke it."""
+    path = tmp_path / "federation" / "deployment.json"
+    session = chain.connect(chain.ETH_TESTER, institutions=3)
+    deployment = chain.deploy(session, reward_per_round=100 * 10**18, root_delay=86_400, slash_delay=0)
+    deployment.save(path)
+    save_state(session, path.with_suffix(".eth-tester.json"))
+    run_dir = tmp_path / "runs" / "one"
+    _run(run_dir, path, seed=3)
+    assert verify_run(run_dir) == ([], ROUNDS)
+
+    rounds, _, _ = ledger_of(run_dir)
+    leaves = {e.address: e.cumulative for e in rounds[-1].entries}
+    victim = max(leaves, key=lambda a: leaves[a])
+    session = chain.connect(chain.ETH_TESTER, state_file=path.with_suffix(".eth-tester.json"))
+    hostile = chain.RewardTree.of({**leaves, victim: 0, session.address: leaves[victim]})
+    dist = distributor_contract(session, deployment)
+    transact(session, dist.functions.settleRound(ROUNDS + 1, b"\x01" * 32, hostile.root, hostile.total), "settle")
+    save_state(session, path.with_suffix(".eth-tester.json"))
+    problems, _ = verify_run(run_dir)
+    assert len(problems) == 1 and "has no tree file" in problems[0] and "fedlearn chain revoke" in problems[0]
+    # Published, the hostile tree is read and the lowered account named, with the challenge that revokes it.
+    (path.parent / TREES_DIR / f"0x{hostile.root.hex()}.json").write_text(json.dumps(hostile.dump()))
+    problems, _ = verify_run(run_dir)
+    assert len(problems) == 1 and f"lowers {victim} from {leaves[victim]} to 0" in problems[0]
+    assert f"fedlearn chain challenge --account {victim}" in problems[0]
