@@ -17,7 +17,7 @@ from fedlearn.payout.settlement import TREES_DIR
 from fedlearn.payout.verify import verify_run
 from tests.runs import ledger_of, real_run
 
-ROUNDS = 2
+ROUNDS = 3
 
 
 @pytest.fixture
@@ -33,8 +33,10 @@ def shared(tmp_path: Path) -> Path:
 
 
 def _run(run_dir: Path, deployment: Path, seed: int, *overrides: str) -> None:
+    # The demo's training, so that the first round gains most of the headroom and the rate limit binds.
     real_run(run_dir, f"run.seed={seed}", "data.institutions=3", f"run.rounds={ROUNDS}",
-             f"chain.deployment='{deployment}'", "integrity.min_stake=0", *overrides)
+             f"chain.deployment='{deployment}'", "integrity.min_stake=0", "model.hidden_units=64",
+             "train.local_epochs=2", "train.momentum=0.9", "payout.interim_fraction=1.0", *overrides)
 
 
 def test_two_runs_on_one_deployment_number_rounds_across_runs_and_carry_amounts(shared: Path, tmp_path: Path) -> None:
@@ -47,6 +49,8 @@ def test_two_runs_on_one_deployment_number_rounds_across_runs_and_carry_amounts(
     second_rounds, _, second_meta = ledger_of(second)
     assert (first_meta["round_offset"], second_meta["round_offset"]) == ("0", str(ROUNDS))
     assert {r.budget for r in first_rounds + second_rounds} == {100 * 10**18 * ROUNDS}
+    # The chain's rate limit bound the first round's release (a large first gain), and verify plans with it.
+    assert first_rounds[0].released == 100 * 10**18
 
     session = chain.connect(chain.ETH_TESTER, state_file=shared.with_suffix(".eth-tester.json"))
     deployment = chain.Deployment.load(shared)

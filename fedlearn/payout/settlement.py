@@ -202,7 +202,10 @@ class Paymaster:
         self.ledger = ledger
         self.link = link
         self.addresses = dict(addresses)
-        self.per_round = self.governed_reward_per_round()
+        # The rate the run's schedule was planned at: journaled with its first round, so that a resumed run and
+        # `verify` plan with the same figure (a later governance change is met by the chain's own check).
+        journaled = self.ledger.meta().get("reward_per_round")
+        self.per_round = int(journaled) if journaled is not None else self.governed_reward_per_round()
         self.budget = self.per_round * self.rounds
         self.interim_fraction = config.payout.interim_fraction
         self.best_utility = UTILITY_MAX[config.scoring.utility]
@@ -280,7 +283,8 @@ class Paymaster:
                 opening = self.link.load_tree(live).leaves()
             log.info("this deployment paid earlier runs up to round %d: this run's rounds are %d.., and its "
                      "amounts add to the %d accounts' cumulative amounts so far", offset, offset + 1, len(opening))
-        self.ledger.set_meta(round_offset=str(offset), opening=json.dumps({a: str(v) for a, v in opening.items()}))
+        self.ledger.set_meta(round_offset=str(offset), opening=json.dumps({a: str(v) for a, v in opening.items()}),
+                             reward_per_round=str(self.per_round))
         return offset, opening
 
     def leaves(self, record: RoundEntry) -> dict[str, int]:

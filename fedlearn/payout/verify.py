@@ -86,6 +86,9 @@ def verify_run(run_dir: Path) -> tuple[list[str], int]:
     settled = {int(e["args"]["round"]): e["args"]
                for e in dist.events.RoundSettled().get_logs(from_block=pm.link.deployment.block)}
     offset, opening = pm.opening()
+    # The rate the schedule was planned at (absent from ledgers journaled before the rate limit: no cap then).
+    journaled_rate = pm.ledger.meta().get("reward_per_round")
+    per_round = int(journaled_rate) if journaled_rate is not None else None
     settled_here = [r for r in rounds if r.status == "settled"]
     problems += _check_history(pm, dist, settled, offset, opening, {offset + r.round: r.root for r in rounds},
                                pm.leaves(settled_here[-1]) if settled_here else None)
@@ -98,7 +101,7 @@ def verify_run(run_dir: Path) -> tuple[list[str], int]:
         # Payout: the rule applied to the journaled history gives every cumulative amount.
         before: dict[str, int] = {e.institution: e.cumulative for e in previous.entries} if previous else {}
         plan = allocate(measures[:index + 1], {e.institution: before.get(e.institution, 0) for e in record.entries},
-                        record.budget, pm.interim_fraction, pm.best_utility, record.final)
+                        record.budget, pm.interim_fraction, pm.best_utility, record.final, per_round)
         for e in record.entries:
             if e.cumulative != plan.cumulative.get(e.institution):
                 problems.append(f"round {r}: {e.institution} cumulative {e.cumulative} wei, the payout rule gives "
