@@ -58,6 +58,16 @@ class DataSection:
     validation_fraction: float = 0.15
     test_fraction: float = 0.15
     name_prefix: str = "hospital"
+    # dataset = "files": a pilot, where nobody pools data. Each institution's node reads its own file (node config
+    # `institution`, `data-path`); the coordinator validates and tests on its own files; all are checked against
+    # the schema below (fedlearn.data.schema). Lists are comma-separated.
+    features: int = 0
+    classes: str = ""
+    feature_columns: str = ""
+    validation_path: str = ""
+    test_path: str = ""
+    institution_names: str = ""
+    registered_examples: str = ""  # each institution's example count, registered at provisioning
 
 
 @dataclass(frozen=True)
@@ -135,6 +145,7 @@ class SimulationSection:
     client_gpus: float = 0.0
 
 
+FILES = "files"  # data.dataset: every party reads its own file
 FUNDING_MODES = ("total", "per_round", "none")
 
 
@@ -295,6 +306,8 @@ class RunConfig:
         _check(r.rounds >= 1, "run.rounds", r.rounds, "must be at least 1")
         _check(bool(r.name.strip()), "run.name", r.name, "must not be empty")
         _check(d.institutions >= 1, "data.institutions", d.institutions, "must be at least 1")
+        if d.dataset == FILES:
+            _check_files_mode(self)
         _one_of("data.partition", d.partition, PARTITION_SCHEMES)
         _check(d.alpha > 0, "data.alpha", d.alpha, "must be > 0")
         _check(d.classes_per_institution >= 1, "data.classes_per_institution", d.classes_per_institution,
@@ -441,3 +454,29 @@ def _check(ok: bool, key: str, value: Any, why: str) -> None:
 def _one_of(key: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ConfigError(f"unknown {key} {value!r} (choose from {', '.join(choices)})")
+
+
+def split_list(text: str) -> list[str]:
+    """A comma-separated config list."""
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def _check_files_mode(config: RunConfig) -> None:
+    """A pilot's data settings: the schema, the coordinator's own files, the institutions and their counts."""
+    d = config.data
+    _check(d.features >= 1, "data.features", d.features, "must be the schema's number of feature columns")
+    _check(len(split_list(d.classes)) >= 2, "data.classes", d.classes, "must list the federation's classes")
+    _check(bool(d.validation_path), "data.validation_path", d.validation_path, "must name the coordinator's file")
+    _check(bool(d.test_path), "data.test_path", d.test_path, "must name the coordinator's file")
+    names = split_list(d.institution_names)
+    _check(len(names) == d.institutions and len(set(names)) == len(names), "data.institution_names",
+           d.institution_names, f"must name the {d.institutions} institutions, each once")
+    counts = split_list(d.registered_examples)
+    if config.strategy.weighting == "registered":
+        _check(len(counts) == d.institutions and all(c.isdigit() and int(c) > 0 for c in counts),
+               "data.registered_examples", d.registered_examples,
+               f"must give the {d.institutions} example counts registered at provisioning (or set "
+               "strategy.weighting = 'equal')")
+    _check(not config.integrity.behaviours, "integrity.behaviours", config.integrity.behaviours,
+           "simulates attacks, which a pilot's own files do not")
+

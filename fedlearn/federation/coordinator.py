@@ -23,7 +23,7 @@ from fedlearn.chain import ETH_TESTER, institution_accounts
 from fedlearn.chain.session import connect
 from fedlearn.config import RunConfig
 from fedlearn.errors import ConfigError, FedlearnError
-from fedlearn.federation.roster import federated_split, roster
+from fedlearn.federation.roster import federated_split, registered_counts, roster
 from fedlearn.federation.strategy import ScoredStrategy, build_flower_strategy, quorum_of
 from fedlearn.learning.behaviours import attack_success_rate
 from fedlearn.learning.models import init_model
@@ -143,7 +143,8 @@ def build_server_app(config: RunConfig | None = None, options: RunOptions | None
         # With a backdoor configured, every round also measures how often the trigger buys its target class
         # (the first backdoor institution's target, should several name different ones).
         target = next((m.behaviour.target_class for m in members if m.behaviour.name == "backdoor"), None)
-        recorder = RunRecorder(run_dir, cfg, names, {m.name: len(m.data) for m in members}, backdoor_target=target)
+        registered = registered_counts(cfg, members)
+        recorder = RunRecorder(run_dir, cfg, names, registered, backdoor_target=target)
 
         # Start or resume: the last checkpoint holds the global model, the strategy's state and the RNG.
         inner = build_flower_strategy(cfg, len(members), (validation.X, validation.y, validation.num_classes))
@@ -175,7 +176,7 @@ def build_server_app(config: RunConfig | None = None, options: RunOptions | None
                                 cfg.integrity.slash_fraction)
 
         strategy = ScoredStrategy(inner, copy.deepcopy(model), (validation.X, validation.y), cfg,
-                                  on_round=recorder.scored, registered={m.name: len(m.data) for m in members})
+                                  on_round=recorder.scored, registered=registered)
         eval_model = copy.deepcopy(model)
 
         def evaluate_global(server_round: int, arrays: ArrayRecord) -> RoundResult:

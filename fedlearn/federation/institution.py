@@ -9,10 +9,11 @@ from typing import cast
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from fedlearn.config import RunConfig
+from fedlearn.config import FILES, RunConfig
+from fedlearn.errors import DataError
 from fedlearn.federation.peer_votes import cast_votes, local_split, reveal_votes
 from fedlearn.federation.replies import ARRAYS_KEY, EXAMPLES_KEY, INSTITUTION_KEY, META_KEY, METRICS_KEY
-from fedlearn.federation.roster import Member, institution_data
+from fedlearn.federation.roster import Member, institution_data, own_member
 from fedlearn.learning.behaviours import Collusion, train_as
 from fedlearn.learning.models import build_model
 from fedlearn.learning.training import select_device
@@ -26,6 +27,12 @@ def build_client_app(config: RunConfig | None = None) -> ClientApp:
 
     def member_of(context: Context) -> tuple[RunConfig, Member, int]:
         cfg = config or RunConfig.from_flat(context.run_config)
+        if cfg.data.dataset == FILES:  # a pilot: this node's own file, named in its node config, and nothing else
+            node = context.node_config
+            if "institution" not in node or "data-path" not in node:
+                raise DataError("a pilot's node config needs institution and data-path (its own data file)")
+            member, index = own_member(cfg, str(node["institution"]), str(node["data-path"]))
+            return cfg, member, index
         partition_id = int(context.node_config["partition-id"])
         return cfg, institution_data(cfg, partition_id), partition_id
 

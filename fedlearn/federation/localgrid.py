@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from typing import Any
 
 from flwr.app import Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
@@ -22,12 +23,15 @@ CLIENT_EXCEPTION = 4  # Flower's error code for an exception raised in a ClientA
 class LocalGrid(Grid):
     """Delivers each message to a ClientApp in this process and collects its reply."""
 
-    def __init__(self, client_app: ClientApp, num_nodes: int, run_id: int = 1) -> None:
+    def __init__(self, client_app: ClientApp, num_nodes: int, run_id: int = 1,
+                 node_configs: list[dict[str, Any]] | None = None) -> None:
+        """``node_configs``: each node's own config (a pilot's `institution` and `data-path`); by default the
+        simulation's `partition-id` and `num-partitions`."""
         self._app = client_app
         self._run = Run.create_empty(run_id=run_id)
+        configs = node_configs or [{"partition-id": i, "num-partitions": num_nodes} for i in range(num_nodes)]
         self._contexts = {
-            node_id: Context(run_id=run_id, node_id=node_id,
-                             node_config={"partition-id": node_id - 1, "num-partitions": num_nodes},
+            node_id: Context(run_id=run_id, node_id=node_id, node_config=dict(configs[node_id - 1]),
                              state=RecordDict(), run_config={})
             for node_id in range(1, num_nodes + 1)
         }

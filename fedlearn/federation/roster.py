@@ -13,8 +13,10 @@ from functools import lru_cache
 
 import numpy as np
 
-from fedlearn.config import RunConfig
+from fedlearn.config import FILES, RunConfig, split_list
 from fedlearn.data import Dataset, FederatedSplit, federate, load_dataset
+from fedlearn.data.schema import Schema, load_local
+from fedlearn.errors import DataError
 from fedlearn.learning.behaviours import HONEST, BehaviourSpec, parse_behaviours, sybil_names, sybil_split
 
 
@@ -34,10 +36,22 @@ def federated_split(config: RunConfig) -> FederatedSplit:
     return _split(config.to_json())
 
 
+def schema_of(config: RunConfig) -> Schema:
+    """The federation's data schema (``data.dataset = "files"``)."""
+    d = config.data
+    return Schema.parse(d.features, d.classes, d.label_column, d.feature_columns)
+
+
 @lru_cache(maxsize=4)
 def _split(config_json: str) -> FederatedSplit:
     config = RunConfig.from_json(config_json)
     d = config.data
+    if d.dataset == FILES:
+        # A pilot: the coordinator holds its own validation and test files and none of the institutions' rows.
+        schema, names = schema_of(config), split_list(d.institution_names)
+        return FederatedSplit(names, [schema.empty(n) for n in names],
+                              load_local(d.validation_path, schema, "the coordinator's validation file"),
+                              load_local(d.test_path, schema, "the coordinator's test file"))
     return federate(
         load_dataset(d.dataset, label_column=d.label_column),
         num_institutions=d.institutions,
@@ -60,6 +74,8 @@ def roster(config: RunConfig) -> list[Member]:
 def _roster(config_json: str) -> list[Member]:
     config = RunConfig.from_json(config_json)
     split = _split(config_json)
+    if config.data.dataset == FILES:
+        return [Member(name, name, data, HONEST) for name, data in zip(split.institutions, split.partitions)]
     specs = parse_behaviours(config.integrity.behaviours, split.institutions, split.test.num_classes)
     members: list[Member] = []
     leader: int | None = None
@@ -78,6 +94,30 @@ def _roster(config_json: str) -> list[Member]:
             # Each identity behaves honestly on its share: the attack is the split itself.
             members.append(Member(identity, name, Dataset(X, y, data.num_classes, identity), HONEST))
     return members
+
+
+def registered_counts(config: RunConfig, members: list[Member]) -> dict[str, int]:
+    """The example count the coordinator stands behind for each participant: its partition's size in a
+    simulation, the count registered at provisioning in a pilot (0 where none was: equal weighting)."""
+    if config.data.dataset != FILES:
+        return {m.name: len(m.data) for m in members}
+    counts = [int(c) for c in split_list(config.data.registered_examples)] or [0] * len(members)
+    return {m.name: count for m, count in zip(members, counts)}
+
+
+def own_member(config: RunConfig, institution: str, data_path: str) -> tuple[Member, int]:
+    """A pilot institution's node: its member, read from its own file only, and its index in the federation."""
+    names = split_list(config.data.institution_names)
+    if institution not in names:
+        raise DataError(f"node config names institution {institution!r}, which is not in this federation "
+                        f"({', '.join(names)})")
+    return Member(institution, institution, _own_data(config.to_json(), institution, data_path), HONEST), \
+        names.index(institution)
+
+
+@lru_cache(maxsize=2)
+def _own_data(config_json: str, institution: str, data_path: str) -> Dataset:
+    return load_local(data_path, schema_of(RunConfig.from_json(config_json)), institution)
 
 
 def institution_data(config: RunConfig, partition_id: int) -> Member:

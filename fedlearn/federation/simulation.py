@@ -9,8 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from fedlearn.config import RunConfig
-from fedlearn.errors import FedlearnError
+from fedlearn.config import FILES, RunConfig
+from fedlearn.errors import ConfigError, FedlearnError
 from fedlearn.federation.roster import roster
 from fedlearn.payout.ledger import RoundEntry
 from fedlearn.payout.rewards import WEI_PER_TOKEN
@@ -46,6 +46,9 @@ def run_federation(
     from fedlearn.federation.institution import build_client_app
     from fedlearn.federation.localgrid import run_in_process
 
+    if config.data.dataset == FILES:
+        raise ConfigError("data.dataset = 'files' is a pilot: each institution's SuperNode reads its own file (node "
+                          "config institution and data-path) under `flwr run`; a simulation needs a dataset")
     preflight(config)  # data, addresses, keys and stakes: before the engine starts or anything is written
     run_dir = run_dir or new_run_dir(config)
     # disable=None: no bar when stdout is not a terminal (CI logs), the per-round lines still print.
