@@ -68,6 +68,9 @@ class DataSection:
     test_path: str = ""
     institution_names: str = ""
     registered_examples: str = ""  # each institution's example count, registered at provisioning
+    # TOML `institution = node id`: the authenticated SuperNode registered for each institution. Given, a reply
+    # belongs to its node's institution, whatever name it claims.
+    node_registry: str = ""
 
 
 @dataclass(frozen=True)

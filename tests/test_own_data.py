@@ -140,3 +140,38 @@ def test_pilot_data_settings_are_checked(files, tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match="is a pilot: each institution's SuperNode reads its own file"):
         run_federation(_config(files, tmp_path), progress=False)
+
+
+def test_a_reply_under_another_institutions_name_is_set_aside_and_recorded_under_its_own(
+    files, tmp_path: Path
+) -> None:
+    """Node 2 is registered for clinic-b but its node config claims clinic-a (and its payouts)."""
+    registry = tmp_path / "nodes.toml"
+    registry.write_text('clinic-a = 1\nclinic-b = 2\nclinic-c = 3\n')
+    config = _config(files, tmp_path / "runs", f"data.node_registry='{registry}'", "run.rounds=1")
+    nodes = [{"institution": "clinic-a", "data-path": str(files["clinic-a"])},
+             {"institution": "clinic-a", "data-path": str(files["clinic-b"])},
+             {"institution": "clinic-c", "data-path": str(files["clinic-c"])}]
+    run_dir = tmp_path / "runs" / "pilot"
+    TaskIdentity.run_id, TaskIdentity.task_id, TaskIdentity.node_id = 1, 1, 0
+    build_server_app(config, RunOptions(run_dir=run_dir))(
+        LocalGrid(build_client_app(config), 3, node_configs=nodes),
+        Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config={}))
+    scores = rounds_json(run_dir)[1]["scores"]
+    assert scores["scores"]["clinic-b"] == 0 and scores["scores"]["clinic-a"] > 0  # clinic-a's own reply counts
+    assert scores["rejected"] == {"clinic-b": "replied under the name 'clinic-a', but its node 2 is registered "
+                                              "for clinic-b"}
+    (record,) = ledger_of(run_dir)[0]
+    assert {e.institution: e.reward for e in record.entries}["clinic-b"] == 0
+
+
+def test_a_node_registry_that_does_not_fit_the_federation_is_refused(files, tmp_path: Path) -> None:
+    from fedlearn.federation.roster import node_registry
+
+    for text, message in [('clinic-z = 4\n', "names 'clinic-z', not an institution of this federation"),
+                          ('clinic-a = 1\nclinic-b = 1\n', "node 1 is registered for both clinic-a and clinic-b"),
+                          ('clinic-a = "one"\n', "node id must be a positive integer")]:
+        registry = tmp_path / "nodes.toml"
+        registry.write_text(text)
+        with pytest.raises(ConfigError, match=message):
+            node_registry(_config(files, tmp_path, f"data.node_registry='{registry}'"))

@@ -23,7 +23,7 @@ from fedlearn.chain import ETH_TESTER, institution_accounts
 from fedlearn.chain.session import connect
 from fedlearn.config import RunConfig
 from fedlearn.errors import ConfigError, FedlearnError
-from fedlearn.federation.roster import federated_split, registered_counts, roster
+from fedlearn.federation.roster import federated_split, node_registry, registered_counts, roster
 from fedlearn.federation.strategy import ScoredStrategy, build_flower_strategy, quorum_of
 from fedlearn.learning.behaviours import attack_success_rate
 from fedlearn.learning.models import init_model
@@ -94,6 +94,7 @@ def preflight(config: RunConfig) -> dict[str, str] | None:
     from fedlearn.learning.training import select_device
 
     members = roster(config)  # loads and partitions the data: data and behaviour errors surface here
+    node_registry(config)
     select_device(config.train.device)
     validation = federated_split(config).validation
     level = log.level
@@ -176,7 +177,7 @@ def build_server_app(config: RunConfig | None = None, options: RunOptions | None
                                 cfg.integrity.slash_fraction)
 
         strategy = ScoredStrategy(inner, copy.deepcopy(model), (validation.X, validation.y), cfg,
-                                  on_round=recorder.scored, registered=registered)
+                                  on_round=recorder.scored, registered=registered, nodes=node_registry(cfg))
         eval_model = copy.deepcopy(model)
 
         def evaluate_global(server_round: int, arrays: ArrayRecord) -> RoundResult:

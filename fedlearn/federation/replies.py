@@ -90,13 +90,27 @@ def check_reply(reply: Message, reference: ArrayRecord) -> str | None:
 
 
 def partition_replies(
-    replies: list[Message], reference: ArrayRecord
+    replies: list[Message], reference: ArrayRecord, nodes: Mapping[int, str] | None = None
 ) -> tuple[list[Message], list[Rejection]]:
-    """(usable replies sorted by institution name, rejections); a repeated institution is rejected."""
+    """(usable replies sorted by institution name, rejections); a repeated institution is rejected.
+
+    ``nodes``: in a pilot, the institution each authenticated node was registered for at provisioning. A reply is
+    then its node's institution's, whatever name it gives: one claiming another's name is set aside and recorded
+    under its own node's institution; one from an unregistered node is set aside."""
     accepted: dict[str, Message] = {}
     rejected: list[Rejection] = []
     for reply in replies:
         name = institution_of(reply)
+        if nodes is not None:
+            node = int(reply.metadata.src_node_id)
+            owner = nodes.get(node)
+            if owner is None:
+                rejected.append(Rejection(name, f"node {node} is not registered for any institution"))
+                continue
+            if name != owner:
+                rejected.append(Rejection(owner, f"replied under the name {name!r}, but its node {node} is "
+                                                 f"registered for {owner}"))
+                continue
         reason = check_reply(reply, reference)
         if reason is None and name in accepted:
             reason = "institution replied twice in one round"

@@ -8,15 +8,17 @@ the first of them in partition order, whose data and seed they all train with.
 
 from __future__ import annotations
 
+import tomllib
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 
 from fedlearn.config import FILES, RunConfig, split_list
 from fedlearn.data import Dataset, FederatedSplit, federate, load_dataset
 from fedlearn.data.schema import Schema, load_local
-from fedlearn.errors import DataError
+from fedlearn.errors import ConfigError, DataError
 from fedlearn.learning.behaviours import HONEST, BehaviourSpec, parse_behaviours, sybil_names, sybil_split
 
 
@@ -103,6 +105,31 @@ def registered_counts(config: RunConfig, members: list[Member]) -> dict[str, int
         return {m.name: len(m.data) for m in members}
     counts = [int(c) for c in split_list(config.data.registered_examples)] or [0] * len(members)
     return {m.name: count for m, count in zip(members, counts)}
+
+
+def node_registry(config: RunConfig) -> dict[int, str] | None:
+    """Authenticated node id → institution, from ``data.node_registry`` (None when not set)."""
+    path = config.data.node_registry
+    if not path:
+        return None
+    try:
+        table = tomllib.loads(Path(path).read_text())
+    except OSError as exc:
+        raise ConfigError(f"data.node_registry file {path} cannot be read: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"data.node_registry file {path} is not valid TOML: {exc}") from None
+    names = {m.name for m in roster(config)}
+    nodes: dict[int, str] = {}
+    for name, node in table.items():
+        if name not in names:
+            raise ConfigError(f"data.node_registry {path} names {name!r}, not an institution of this federation")
+        if isinstance(node, bool) or not isinstance(node, int) or node <= 0:
+            raise ConfigError(f"data.node_registry {path}: {name}'s node id must be a positive integer, got {node!r}")
+        if node in nodes:
+            raise ConfigError(f"data.node_registry {path}: node {node} is registered for both {nodes[node]} and "
+                              f"{name}")
+        nodes[node] = name
+    return nodes
 
 
 def own_member(config: RunConfig, institution: str, data_path: str) -> tuple[Member, int]:

@@ -140,9 +140,13 @@ class ScoredStrategy(Strategy):
         config: RunConfig,
         on_round: Callable[[RoundScores], None] | None = None,
         registered: Mapping[str, int] | None = None,
+        nodes: Mapping[int, str] | None = None,
     ):
         """``registered``: each institution's example count as the coordinator knows it (the roster's partition
-        sizes in simulation), the ceiling on the weight its replies may claim (``strategy.weighting``)."""
+        sizes in simulation), the ceiling on the weight its replies may claim (``strategy.weighting``).
+        ``nodes``: in a pilot, the institution each authenticated node was registered for; a reply is its
+        node's institution's, whatever name it gives."""
+        self.nodes = dict(nodes) if nodes is not None else None
         self.inner = inner
         self.weighting = config.strategy.weighting
         self.registered = dict(registered) if registered is not None else None
@@ -178,7 +182,7 @@ class ScoredStrategy(Strategy):
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         if self._start_arrays is None:
             raise RuntimeError("aggregate_train called before configure_train")
-        accepted, rejected = partition_replies(list(replies), self._start_arrays)
+        accepted, rejected = partition_replies(list(replies), self._start_arrays, self.nodes)
         accepted, unregistered = apply_weighting(accepted, self.weighting, self.registered)
         rejected += unregistered
         # Each update decoded once, here: robust rules pop arrays out of the replies they aggregate.
