@@ -63,6 +63,10 @@ def test_two_runs_on_one_deployment_number_rounds_across_runs_and_carry_amounts(
         assert a.address == b.address
         assert last.amount_of(a.address) == a.cumulative + b.cumulative
     assert dist.functions.totalSettled().call() == sum(last.leaves().values())
+    # Each round's record is published beside its tree, under the chain's round number.
+    record = json.loads((shared.parent / TREES_DIR / f"record-{2 * ROUNDS}.json").read_text())
+    assert (record["run_round"], record["root"], record["tree"]) == (ROUNDS, second_rounds[-1].root,
+                                                                     f"{second_rounds[-1].root}.json")
     # Each run's ledger matches the chain's history.
     for run_dir in (first, second):
         problems, checked = verify_run(run_dir)

@@ -352,6 +352,23 @@ def _cmd_slash(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from fedlearn.chain.audit import audit_tree
+
+    session = _session(args, read_only=True)
+    deployment = _deployment(args, session)
+    previous = _read_tree(args.previous_tree) if args.previous_tree else None
+    audit = audit_tree(session, deployment, _read_tree(args.tree), account=args.account, previous=previous)
+    lines = [f"round {audit.round}: root {audit.state} (claimable from {audit.ready_at}), leaves add up to "
+             f"{audit.leaves_total}"]
+    if audit.account:
+        lines.append(f"{audit.account['address']}: cumulative {audit.account['cumulative']}, claimed "
+                     f"{audit.account['claimed']}")
+    lines += [f"MISMATCH {p}" for p in audit.problems]
+    _print(args, "\n".join(lines), audit.__dict__)
+    return 10 if audit.problems else 0
+
+
 def _cmd_revoke(args: argparse.Namespace) -> int:
     return _send(args, lambda s: ops.revoke_pending_root(s, _deployment(args, s)),
                  lambda s: "revoked the pending root")
@@ -469,6 +486,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     action.add_argument("--execute", type=_int, metavar="ID", help="take a proposed slash after its window (anyone)")
     action.add_argument("--veto", type=_int, metavar="ID", help="veto a proposed slash (guardian or admin)")
     p.set_defaults(handler=_cmd_slash)
+
+    p = sub.add_parser("verify", help="check a published payout tree against the chain (no key, no run directory)")
+    _connection_options(p)
+    p.add_argument("--tree", type=Path, required=True, help="the round's published tree file")
+    p.add_argument("--account", help="your address: what the tree gives it, what it claimed")
+    p.add_argument("--previous-tree", type=Path, help="the tree you checked before: no amount may go down")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(handler=_cmd_verify)
 
     p = sub.add_parser("revoke", help="revoke the pending root (guardian or admin)")
     _connection_options(p)

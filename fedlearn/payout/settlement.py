@@ -287,6 +287,22 @@ class Paymaster:
                              reward_per_round=str(self.per_round))
         return offset, opening
 
+    def publish(self, record: RoundEntry, chain_round: int) -> Path:
+        """The round's record beside its tree, for institutions that check on their own (`fedlearn chain verify
+        --tree`): what was measured and paid, by name and address, and which tree file holds the root."""
+        path = self.link.trees_dir / f"record-{chain_round}.json"
+        data = {"chain_round": chain_round, "run_round": record.round, "model_hash": record.model_hash,
+                "root": record.root, "tree": f"{record.root}.json", "gain": record.gain,
+                "gain_low": record.gain_low, "significant": record.significant, "final": record.final,
+                "round_total": str(record.round_total),
+                "institutions": [{"name": e.institution, "address": e.address, "score": e.score,
+                                  "reward": str(e.reward), "cumulative_this_run": str(e.cumulative),
+                                  "rejected": e.rejected} for e in record.entries]}
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=1) + "\n")
+        tmp.replace(path)
+        return path
+
     def leaves(self, record: RoundEntry) -> dict[str, int]:
         """The round's tree leaves: the opening amounts plus this run's cumulative amounts."""
         _, opening = self.opening()
@@ -372,6 +388,7 @@ class Paymaster:
         for record in pending:
             leaves = self.leaves(record)
             self.link.save_tree(RewardTree.of(leaves))
+            self.publish(record, offset + record.round)
             try:
                 live = live_root(self.link)
                 previous = self.link.load_tree(live) if live is not None else None

@@ -9,6 +9,9 @@ from pathlib import Path
 import pytest
 
 from fedlearn import chain
+from fedlearn.chain.deployment import distributor_contract
+from fedlearn.chain.session import save_state
+from fedlearn.chain.transactions import transact
 from fedlearn.cli.chain import register
 from fedlearn.errors import ChainError
 
@@ -110,3 +113,37 @@ def test_deploy_on_rpc_needs_a_well_formed_key(monkeypatch, tmp_path: Path) -> N
     monkeypatch.setenv("FEDLEARN_PRIVATE_KEY", "not-a-key")
     with pytest.raises(ChainError, match=r"private key in \$FEDLEARN_PRIVATE_KEY is malformed"):
         run("chain", "deploy", "--rpc", "http://127.0.0.1:9", "--deployment", str(tmp_path / "d.json"))
+
+
+def test_an_institution_verifies_a_published_tree_with_no_key_and_no_run(deployed: Path, tmp_path: Path,
+                                                                         capsys) -> None:
+    d = ["--deployment", str(deployed)]
+    a, b = [acct.address for acct in chain.institution_accounts(2)]
+    rewards = tmp_path / "r1.json"
+    rewards.write_text(json.dumps({a: "600", b: "400"}))
+    assert run("chain", "settle", *d, "--round", "1", "--model-hash", MODEL, "--rewards", str(rewards)) == 0
+    first = deployed.parent / "trees" / "round-1.json"
+    capsys.readouterr()
+    assert run("chain", "verify", *d, "--tree", str(first), "--account", a) == 0
+    out = capsys.readouterr().out
+    assert "round 1: root claimable" in out and f"{a}: cumulative 600, claimed 0" in out
+    # A compromised coordinator settles a root that moves b's amount to itself: the published tree shows it.
+    session = chain.connect(chain.ETH_TESTER, state_file=deployed.with_suffix(".eth-tester.json"))
+    hostile = chain.RewardTree.of({a: 600, b: 0, session.address: 400})
+    deployment = chain.Deployment.load(deployed)
+    fn = distributor_contract(session, deployment).functions.settleRound(2, bytes.fromhex(MODEL[2:]), hostile.root,
+                                                                         1000)
+    transact(session, fn, "settle")
+    save_state(session, deployed.with_suffix(".eth-tester.json"))
+    published = tmp_path / "round-2.json"
+    published.write_text(json.dumps(hostile.dump()))
+    assert run("chain", "verify", *d, "--tree", str(published), "--previous-tree", str(first)) == 10
+    out = capsys.readouterr().out
+    assert f"MISMATCH round 2's root lowers {b} from 400 to 0" in out
+    assert f"fedlearn chain challenge --account {b}" in out
+    with pytest.raises(ChainError, match="is not a standard-v1"):
+        run("chain", "verify", *d, "--tree", str(tmp_path / "r1.json"))  # not a tree
+    stranger = tmp_path / "stranger.json"
+    stranger.write_text(json.dumps(chain.RewardTree.of({a: 1}).dump()))
+    with pytest.raises(ChainError, match="was never settled on this deployment"):
+        run("chain", "verify", *d, "--tree", str(stranger))

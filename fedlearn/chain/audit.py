@@ -1,0 +1,73 @@
+"""What an institution checks on its own: a published payout tree against the chain, with no run directory, no
+data and no key.
+
+The coordinator publishes every round's tree (the @openzeppelin/merkle-tree dump) beside its deployment file.
+An institution holding one checks: that the chain settled that root (which round; pending, claimable or revoked),
+that the tree's leaves add up to the sum the coordinator committed with it, what the tree gives its own account
+against what it already claimed, and, given the tree it checked before, that no account's cumulative amount
+went down or disappeared. A pending root that lowers an amount gets the command that revokes it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from eth_utils import to_checksum_address
+
+from fedlearn.chain.deployment import Deployment, distributor_contract
+from fedlearn.chain.merkle import RewardTree
+from fedlearn.chain.session import ChainSession
+from fedlearn.chain.transactions import call
+from fedlearn.errors import ChainError
+
+
+@dataclass
+class TreeAudit:
+    """The findings: `problems` is empty when the tree is what the chain holds and nothing went down."""
+
+    round: int
+    state: str  # "claimable", "pending" or "revoked"
+    ready_at: int
+    leaves_total: int
+    account: dict[str, Any] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+
+def audit_tree(session: ChainSession, deployment: Deployment, tree: RewardTree, *, account: str | None = None,
+               previous: RewardTree | None = None) -> TreeAudit:
+    dist = distributor_contract(session, deployment)
+    f = dist.functions
+    settled = [e for e in dist.events.RoundSettled().get_logs(from_block=deployment.block)
+               if bytes(e["args"]["rewardsRoot"]) == tree.root]
+    if not settled:
+        raise ChainError(f"the tree's root 0x{tree.root.hex()} was never settled on this deployment")
+    args = settled[-1]["args"]
+    round_ = int(args["round"])
+    live = bytes(call(f.roundOf(round_), "reading round")) == tree.root
+    claimable = bytes(call(f.rewardsRoot(), "reading root")) == tree.root
+    state = "claimable" if claimable else ("pending" if live else "revoked")
+    audit = TreeAudit(round_, state, int(args["readyAt"]), int(args["leavesTotal"]))
+    if tree.total != audit.leaves_total:
+        audit.problems.append(f"the tree's leaves add up to {tree.total}, but the coordinator committed "
+                              f"{audit.leaves_total} with round {round_}'s root")
+    if state == "revoked":
+        audit.problems.append(f"round {round_}'s root was revoked on chain: claims never use it")
+    if account is not None:
+        mine = str(to_checksum_address(account))
+        amount = tree.amount_of(mine)
+        audit.account = {"address": mine, "cumulative": amount or 0,
+                         "claimed": int(call(f.claimed(mine), "reading claims"))}
+        if amount is None:
+            audit.problems.append(f"{mine} has no leaf in the tree")
+    if previous is not None:
+        for address, before in sorted(previous.leaves().items()):
+            now = tree.amount_of(address)
+            if now is not None and now >= before:
+                continue
+            what = (f"drops {address}'s leaf (it had {before}): a guardian's `fedlearn chain revoke` before "
+                    f"{audit.ready_at} (unix time)" if now is None else
+                    f"lowers {address} from {before} to {now}: before {audit.ready_at} (unix time) run `fedlearn "
+                    f"chain challenge --account {address} --accepted-tree PREVIOUS --pending-tree THIS`")
+            audit.problems.append(f"round {round_}'s root {what}")
+    return audit
