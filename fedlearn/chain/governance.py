@@ -139,11 +139,7 @@ class GovParameter(Enum):
 
     @classmethod
     def parse(cls, text: str) -> GovParameter:
-        key = text.strip().lower().replace("_", "-")
-        for p in cls:
-            if key == p.label:
-                return p
-        raise ChainError(f"unknown parameter {text!r}; known: {', '.join(p.label for p in cls)}")
+        return _by_label(cls, text, "parameter")
 
 
 class Action(Enum):
@@ -160,11 +156,16 @@ class Action(Enum):
 
     @classmethod
     def parse(cls, text: str) -> Action:
-        key = text.strip().lower().replace("_", "-")
-        for a in cls:
-            if key == a.label:
-                return a
-        raise ChainError(f"unknown action {text!r}; known: {', '.join(a.label for a in cls)}")
+        return _by_label(cls, text, "action")
+
+
+def _by_label(kind: Any, text: str, what: str) -> Any:
+    """The member of enum `kind` whose label (lower case, hyphens) `text` names, underscores or hyphens."""
+    key = text.strip().lower().replace("_", "-")
+    for member in kind:
+        if key == member.label:
+            return member
+    raise ChainError(f"unknown {what} {text!r}; known: {', '.join(m.label for m in kind)}")
 
 
 def _target_contract(session: ChainSession, ld: LicenseDeployment, target: str) -> Contract:

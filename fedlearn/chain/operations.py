@@ -355,22 +355,21 @@ def propose_slash(
     return int(events[0]["args"]["id"]), tx
 
 
+def _close_slash(session: ChainSession, deployment: Deployment, slash_id: int, function: str, what: str) -> TxResult:
+    if slash_proposal(session, deployment, slash_id).closed:
+        raise ChainError(f"slash {slash_id} was already executed or vetoed")
+    fn = getattr(distributor_contract(session, deployment).functions, function)(slash_id)
+    return transact(session, fn, f"{what} slash {slash_id}")
+
+
 def execute_slash(session: ChainSession, deployment: Deployment, slash_id: int) -> TxResult:
     """Takes the held tokens of slash `slash_id` into the reward pool once its veto window passed (anyone)."""
-    proposal = slash_proposal(session, deployment, slash_id)
-    if proposal.closed:
-        raise ChainError(f"slash {slash_id} was already executed or vetoed")
-    return transact(session, distributor_contract(session, deployment).functions.executeSlash(slash_id),
-                    f"executing slash {slash_id}")
+    return _close_slash(session, deployment, slash_id, "executeSlash", "executing")
 
 
 def veto_slash(session: ChainSession, deployment: Deployment, slash_id: int) -> TxResult:
     """Vetoes slash `slash_id` within its window (the session's account must be a guardian or the admin)."""
-    proposal = slash_proposal(session, deployment, slash_id)
-    if proposal.closed:
-        raise ChainError(f"slash {slash_id} was already executed or vetoed")
-    return transact(session, distributor_contract(session, deployment).functions.vetoSlash(slash_id),
-                    f"vetoing slash {slash_id}")
+    return _close_slash(session, deployment, slash_id, "vetoSlash", "vetoing")
 
 
 def pause(session: ChainSession, deployment: Deployment) -> TxResult:
