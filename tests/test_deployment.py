@@ -83,12 +83,14 @@ def test_flwr_run_against_a_superlink_scores_both_institutions(
 ) -> None:
     name, env = federation
     out = tmp_path / "runs"
+    # `fedlearn submit` starts it with `flwr run`, follows its log and reads how it ended from the SuperLink.
     result = subprocess.run(
-        [str(BIN / "flwr"), "run", str(ROOT), name, "--stream", "--run-config",
+        [sys.executable, "-m", "fedlearn.cli", "submit", name, "--app", str(ROOT), "--run-config",
          f"data.institutions=2 run.rounds=2 scoring.method='loo' run.output_dir='{out}'"],
         env=env, capture_output=True, text=True, timeout=400,
     )
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert result.stdout.strip().endswith("completed")
     (run_dir,) = out.iterdir()
     summary = json.loads((run_dir / "summary.json").read_text())
     rounds = json.loads((run_dir / "rounds.json").read_text())
@@ -98,3 +100,15 @@ def test_flwr_run_against_a_superlink_scores_both_institutions(
         assert sorted(record["scores"]["scores"]) == ["hospital-01", "hospital-02"]
         assert record["scores"]["rejected"] == {}
     assert rounds[-1]["test_accuracy"] > rounds[0]["test_accuracy"]
+
+
+def test_submit_exits_with_the_serverapps_outcome(tmp_path: Path, federation: tuple[str, dict[str, str]]) -> None:
+    """`flwr run` exits 0 whatever the ServerApp does; `fedlearn submit` exits 11 when it fails."""
+    name, env = federation
+    bad = subprocess.run(
+        [sys.executable, "-m", "fedlearn.cli", "submit", name, "--app", str(ROOT), "--no-follow",
+         "--run-config", "data.institutions=2 run.rounds=1 strategy.min_nodes=3"],  # more nodes than institutions
+        env=env, capture_output=True, text=True, timeout=400,
+    )
+    assert bad.returncode == 11, (bad.stdout + bad.stderr)[-3000:]
+    assert "ended finished:failed; its log: `flwr log" in bad.stderr

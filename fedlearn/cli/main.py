@@ -54,6 +54,13 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     verify.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     verify.set_defaults(handler=runs.verify)
 
+    submit = sub.add_parser("submit", help="start a run on a SuperLink (flwr run) and exit with how it ended")
+    submit.add_argument("superlink", metavar="SUPERLINK", help="the SuperLink connection's name in FLWR_HOME")
+    submit.add_argument("--app", type=Path, default=Path("."), help="the Flower app directory (%(default)s)")
+    submit.add_argument("--run-config", default="", help='"key=value key=value", as flwr run takes it')
+    submit.add_argument("--no-follow", action="store_true", help="do not stream the run's log")
+    submit.set_defaults(handler=runs.submit)
+
     show = sub.add_parser("config", help="print the effective config as TOML")
     show.add_argument("--config", type=Path)
     show.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")

@@ -91,6 +91,14 @@ def settle(args: argparse.Namespace) -> int:
     return 0
 
 
+def submit(args: argparse.Namespace) -> int:
+    from fedlearn.federation.submit import submit as submit_run
+
+    run_id = submit_run(args.app, args.superlink, args.run_config, follow=not args.no_follow)
+    print(f"run {run_id} completed")
+    return 0
+
+
 def verify(args: argparse.Namespace) -> int:
     from fedlearn.payout.verify import verify_run
 
