@@ -27,7 +27,7 @@ class TreeAudit:
     """The findings: `problems` is empty when the tree is what the chain holds and nothing went down."""
 
     round: int
-    state: str  # "claimable", "pending" or "revoked"
+    state: str  # "claimable", "pending", "superseded" (a later root is the claimable one) or "revoked"
     ready_at: int
     leaves_total: int
     account: dict[str, Any] = field(default_factory=dict)
@@ -46,7 +46,13 @@ def audit_tree(session: ChainSession, deployment: Deployment, tree: RewardTree, 
     round_ = int(args["round"])
     live = bytes(call(f.roundOf(round_), "reading round")) == tree.root
     claimable = bytes(call(f.rewardsRoot(), "reading root")) == tree.root
-    state = "claimable" if claimable else ("pending" if live else "revoked")
+    pending_round = int(call(f.pendingRoot(), "reading the pending root")[0])
+    if claimable:
+        state = "claimable"
+    elif not live:
+        state = "revoked"
+    else:  # settled and standing, but claims use another root: the one waiting, or a later one
+        state = "pending" if pending_round == round_ else "superseded"
     audit = TreeAudit(round_, state, int(args["readyAt"]), int(args["leavesTotal"]))
     if tree.total != audit.leaves_total:
         audit.problems.append(f"the tree's leaves add up to {tree.total}, but the coordinator committed "

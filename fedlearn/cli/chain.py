@@ -52,7 +52,12 @@ def _int(text: str) -> int:
 
 
 def _state_path(args: argparse.Namespace) -> Path:
-    return Path(args.state) if args.state else Path(args.deployment).with_suffix(".eth-tester.json")
+    if args.state:
+        return Path(args.state)
+    beside = Path(args.deployment).with_suffix(".eth-tester.json")
+    # A run's own embedded chain lives in its chain/ directory as eth-tester.json, beside its deployment file.
+    in_run = Path(args.deployment).parent / "eth-tester.json"
+    return in_run if not beside.exists() and in_run.exists() else beside
 
 
 def _session(args: argparse.Namespace, *, fresh: bool = False, read_only: bool = False) -> ChainSession:
@@ -359,8 +364,8 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     deployment = _deployment(args, session)
     previous = _read_tree(args.previous_tree) if args.previous_tree else None
     audit = audit_tree(session, deployment, _read_tree(args.tree), account=args.account, previous=previous)
-    lines = [f"round {audit.round}: root {audit.state} (claimable from {audit.ready_at}), leaves add up to "
-             f"{audit.leaves_total}"]
+    lines = [f"round {audit.round}: root {audit.state} (claimable from {audit.ready_at} unless superseded), "
+             f"leaves add up to {audit.leaves_total}"]
     if audit.account:
         lines.append(f"{audit.account['address']}: cumulative {audit.account['cumulative']}, claimed "
                      f"{audit.account['claimed']}")

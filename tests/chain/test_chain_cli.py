@@ -137,6 +137,8 @@ def test_an_institution_verifies_a_published_tree_with_no_key_and_no_run(deploye
     save_state(session, deployed.with_suffix(".eth-tester.json"))
     published = tmp_path / "round-2.json"
     published.write_text(json.dumps(hostile.dump()))
+    assert run("chain", "verify", *d, "--tree", str(first)) == 0
+    assert "round 1: root superseded" in capsys.readouterr().out  # claims use round 2's root now
     assert run("chain", "verify", *d, "--tree", str(published), "--previous-tree", str(first)) == 10
     out = capsys.readouterr().out
     assert f"MISMATCH round 2's root lowers {b} from 400 to 0" in out
