@@ -149,9 +149,9 @@ def settle_round(
     if round - last > MAX_ROUND_STEP:
         raise ChainError(f"round {round} is more than {MAX_ROUND_STEP} after the chain's latest round {last}")
     if previous is not None:
-        live = call(f.roundOf(last), "reading round") if last else ZERO32
-        if live not in (ZERO32, previous.root):
-            raise ChainError(f"the previous tree's root 0x{previous.root.hex()} is not the chain's latest root "
+        live = live_root(session, deployment)
+        if live not in (None, previous.root):
+            raise ChainError(f"the previous tree's root 0x{previous.root.hex()} is not the chain's live root "
                              f"0x{live.hex()} (round {last})")
         for account, amount in previous.leaves().items():
             now = tree.amount_of(account)
@@ -174,6 +174,20 @@ def settle_round(
                          "holds unsettled; fund it first")
     tx = transact(session, f.settleRound(round, model_hash, tree.root, tree.total), f"settling round {round}")
     return Settlement(round, model_hash, tree.root, round_total, tree, tx)
+
+
+def live_root(session: ChainSession, deployment: Deployment) -> bytes | None:
+    """The root the chain's settled total stands for: the latest round's, or the accepted one's when the latest
+    was revoked; None before any settlement."""
+    f = distributor_contract(session, deployment).functions
+    last = int(call(f.lastRound(), "reading the latest round"))
+    if last == 0:
+        return None
+    root = bytes(call(f.roundOf(last), "reading the latest root"))
+    if root != ZERO32:
+        return root
+    accepted = bytes(call(f.rewardsRoot(), "reading the claimable root"))
+    return accepted if accepted != ZERO32 else None
 
 
 @dataclass(frozen=True)

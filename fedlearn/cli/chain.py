@@ -23,7 +23,6 @@ from fedlearn.chain.deployment import (
     DEFAULT_UNSTAKE_DELAY_S,
     Deployment,
     deploy,
-    distributor_contract,
 )
 from fedlearn.chain.merkle import RewardTree
 from fedlearn.chain.session import (
@@ -253,10 +252,8 @@ def _read_tree(path: Path) -> RewardTree:
 def _live_tree(session: ChainSession, deployment: Deployment, directory: Path) -> RewardTree | None:
     """The tree of the chain's latest root among the tree files in `directory`, to check that no leaf is lowered;
     None before the first settlement. A root with no tree file there is an error: nothing could be checked."""
-    dist = distributor_contract(session, deployment)
-    last = dist.functions.lastRound().call()
-    root = bytes(dist.functions.roundOf(last).call()) if last else b""
-    if not root.strip(b"\x00"):
+    root = ops.live_root(session, deployment)
+    if root is None:
         return None
     for path in sorted(directory.glob("*.json")):
         try:
@@ -265,7 +262,7 @@ def _live_tree(session: ChainSession, deployment: Deployment, directory: Path) -
             continue
         if tree.root == root:
             return tree
-    raise ChainError(f"the chain's latest root 0x{root.hex()} (round {last}) has no tree file in {directory}; "
+    raise ChainError(f"the chain's live root 0x{root.hex()} has no tree file in {directory}; "
                      "pass --previous-tree FILE so that no account's cumulative amount can be lowered unseen")
 
 

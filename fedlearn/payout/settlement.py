@@ -42,9 +42,8 @@ from fedlearn.chain.deployment import (
     distributor_contract,
     token_contract,
 )
-from fedlearn.chain.operations import defund
+from fedlearn.chain.operations import defund, live_root
 from fedlearn.chain.session import save_state
-from fedlearn.chain.transactions import call
 from fedlearn.config import ChainSection, RunConfig
 from fedlearn.errors import ChainError, ConfigError
 from fedlearn.logs import log
@@ -278,7 +277,7 @@ class Paymaster:
         offset = int(dist.functions.lastRound().call())
         opening: dict[str, int] = {}
         if offset:
-            live = live_root(self.link)
+            live = live_root(self.link.session, self.link.deployment)
             if live is not None:
                 opening = self.link.load_tree(live).leaves()
             log.info("this deployment paid earlier runs up to round %d: this run's rounds are %d.., and its "
@@ -305,10 +304,14 @@ class Paymaster:
 
     def leaves(self, record: RoundEntry) -> dict[str, int]:
         """The round's tree leaves: the opening amounts plus this run's cumulative amounts."""
+        return self._with_opening({e.address: e.cumulative for e in record.entries})
+
+    def _with_opening(self, paid: Mapping[str, int]) -> dict[str, int]:
+        """Address → the opening amount plus what this run paid (``paid``, by address)."""
         _, opening = self.opening()
         leaves = dict(opening)
-        for e in record.entries:
-            leaves[e.address] = leaves.get(e.address, 0) + e.cumulative
+        for address, amount in paid.items():
+            leaves[address] = leaves.get(address, 0) + amount
         return leaves
 
     # ---- one round --------------------------------------------------------------------------------------
@@ -332,11 +335,7 @@ class Paymaster:
         plan = allocate([*map(measure_of, earlier), measure], {n: before.get(n, 0) for n in self.addresses},
                         self.budget, self.interim_fraction, self.best_utility, final, self.per_round)
         cumulative = plan.cumulative
-        _, opening = self.opening()
-        leaves = dict(opening)
-        for name, amount in cumulative.items():
-            leaves[self.addresses[name]] = leaves.get(self.addresses[name], 0) + amount
-        tree = RewardTree.of(leaves)
+        tree = RewardTree.of(self._with_opening({self.addresses[n]: amount for n, amount in cumulative.items()}))
         return RoundEntry(
             round=server_round,
             model_hash=model_hash,
@@ -390,7 +389,7 @@ class Paymaster:
             self.link.save_tree(RewardTree.of(leaves))
             self.publish(record, offset + record.round)
             try:
-                live = live_root(self.link)
+                live = live_root(self.link.session, self.link.deployment)
                 previous = self.link.load_tree(live) if live is not None else None
                 settlement = settle_round(self.link.session, self.link.deployment, offset + record.round,
                                           record.model_hash, leaves, previous)
@@ -447,6 +446,7 @@ class Paymaster:
     def slash(self, server_round: int, offenders: Mapping[str, str], policy: SlashingPolicy) -> dict[str, int]:
         """Slash each offender (name → evidence of its update) once per round; returns wei slashed."""
         done = {(r, name) for r, name, _, _ in self.ledger.slashes()}
+        delay = int(distributor_contract(self.link.session, self.link.deployment).functions.slashDelay().call())
         slashed: dict[str, int] = {}
         for name, update_hash in sorted(offenders.items()):
             if (server_round, name) in done or name not in self.addresses:
@@ -460,7 +460,6 @@ class Paymaster:
             slash_id, tx = propose_slash(self.link.session, self.link.deployment, address, amount, evidence)
             self.ledger.record_slash(server_round, name, address, amount, "0x" + evidence.hex(), tx.tx_hash)
             slashed[name] = amount
-            delay = int(distributor_contract(self.link.session, self.link.deployment).functions.slashDelay().call())
             if delay == 0:
                 execute_slash(self.link.session, self.link.deployment, slash_id)
                 log.warning("round %d: slashed %s %d wei (evidence 0x%s)", server_round, name, amount, evidence.hex())
@@ -530,20 +529,6 @@ class Paymaster:
         """Token balance of each institution's address."""
         token = token_contract(self.link.session, self.link.deployment)
         return {name: int(token.functions.balanceOf(address).call()) for name, address in self.addresses.items()}
-
-
-def live_root(link: ChainLink) -> bytes | None:
-    """The root the chain's settled total stands for: the latest round's, or the accepted one's when the latest
-    was revoked; None before any settlement."""
-    f = distributor_contract(link.session, link.deployment).functions
-    last = int(call(f.lastRound(), "reading the latest round"))
-    if last == 0:
-        return None
-    root = bytes(call(f.roundOf(last), "reading the latest root"))
-    if root != b"\x00" * 32:
-        return root
-    accepted = bytes(call(f.rewardsRoot(), "reading the claimable root"))
-    return accepted if accepted != b"\x00" * 32 else None
 
 
 def _claimed_on_chain(link: ChainLink, address: str) -> int:
