@@ -71,6 +71,8 @@ class DataSection:
     # TOML `institution = node id`: the authenticated SuperNode registered for each institution. Given, a reply
     # belongs to its node's institution, whatever name it claims.
     node_registry: str = ""
+    # The pilot's federation (its CA certificate's SHA-256, from the kits): a node whose kit names another is refused.
+    federation_id: str = ""
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ CHAIN_COMMANDS = {
     "chain": ("fedlearn.cli.chain", "deploy, settle, fund, stake and slash on chain"),
     "license": ("fedlearn.cli.license", "license the model and share its fees"),
     "gov": ("fedlearn.cli.license", "govern the license and reward parameters by token vote"),
+    "pilot": ("fedlearn.cli.pilot", "provision kits, start a pilot's parties, or run one on this machine"),
 }
 
 

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message
+from flwr.common.serde import message_to_proto
 from flwr.serverapp import Grid, ServerApp
 
 from fedlearn.chain import ETH_TESTER, institution_accounts
@@ -35,7 +36,7 @@ from fedlearn.payout.settlement import ChainLink, Paymaster, institution_address
 from fedlearn.payout.slashing import RoundFlags, SlashingPolicy
 from fedlearn.records import checkpoint
 from fedlearn.records.fingerprint import model_hash
-from fedlearn.records.rundir import RoundResult, RunRecorder, new_run_dir
+from fedlearn.records.rundir import RoundResult, RoundTraffic, RunRecorder, new_run_dir
 
 log = logging.getLogger("flwr")  # shown with Flower's own lines under `flwr run`
 
@@ -60,6 +61,12 @@ class RunOptions:
 
 class QuorumNotReached(FedlearnError):
     exit_code = 6
+
+
+def mean_bytes(messages: list[Message]) -> int | None:
+    """Mean size of the messages with content, serialized as Flower puts them on the wire (None for none)."""
+    sizes = [message_to_proto(m).ByteSize() for m in messages if m.has_content()]
+    return round(sum(sizes) / len(sizes)) if sizes else None
 
 
 def wait_for_quorum(grid: Grid, quorum: int, wait: float) -> None:
@@ -180,11 +187,11 @@ def build_server_app(config: RunConfig | None = None, options: RunOptions | None
                                   on_round=recorder.scored, registered=registered, nodes=node_registry(cfg))
         eval_model = copy.deepcopy(model)
 
-        def evaluate_global(server_round: int, arrays: ArrayRecord) -> RoundResult:
+        def evaluate_global(server_round: int, arrays: ArrayRecord, traffic: RoundTraffic | None = None) -> RoundResult:
             eval_model.load_state_dict(arrays.to_torch_state_dict())
             loss, accuracy = evaluate(eval_model, test.X, test.y)
             success = None if target is None else attack_success_rate(eval_model, test.X, test.y, target)
-            return recorder.evaluated(server_round, accuracy, loss, success)
+            return recorder.evaluated(server_round, accuracy, loss, success, traffic)
 
         if first == 1:
             opts.on_round(evaluate_global(0, arrays), cfg.run.rounds, None)
@@ -194,15 +201,16 @@ def build_server_app(config: RunConfig | None = None, options: RunOptions | None
         last = cfg.run.rounds if opts.stop_after is None else min(cfg.run.rounds, opts.stop_after)
         for server_round in range(first, last + 1):
             wait_for_quorum(grid, quorum, cfg.strategy.node_wait)
-            replies = grid.send_and_receive(
-                strategy.configure_train(server_round, arrays, ConfigRecord({"seed": cfg.run.seed}), grid),
-                timeout=cfg.strategy.round_timeout,
-            )
+            started = time.perf_counter()
+            messages = list(strategy.configure_train(server_round, arrays, ConfigRecord({"seed": cfg.run.seed}),
+                                                     grid))
+            replies = list(grid.send_and_receive(messages, timeout=cfg.strategy.round_timeout))
             aggregated, _ = strategy.aggregate_train(server_round, replies)
             # A round without a model (every update rejected, or the rule refused) was scored 0 throughout:
             # the global model stays and the round contributes nothing, so it pays nothing.
             arrays = aggregated if aggregated is not None else arrays
-            result = evaluate_global(server_round, arrays)
+            result = evaluate_global(server_round, arrays, RoundTraffic(
+                time.perf_counter() - started, mean_bytes(messages), mean_bytes(replies)))
             if result.scores is not None and result.scores.skipped:
                 money_log.warning("round %d skipped: %s; nothing paid, it contributes nothing",
                                   server_round, result.scores.skipped)

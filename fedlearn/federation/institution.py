@@ -31,6 +31,9 @@ def build_client_app(config: RunConfig | None = None) -> ClientApp:
             node = context.node_config
             if "institution" not in node or "data-path" not in node:
                 raise DataError("a pilot's node config needs institution and data-path (its own data file)")
+            if cfg.data.federation_id and str(node.get("federation", "")) != cfg.data.federation_id:
+                raise DataError(f"this node's kit is for federation {node.get('federation') or '(none named)'}; "
+                                f"the run is federation {cfg.data.federation_id}")
             member, index = own_member(cfg, str(node["institution"]), str(node["data-path"]))
             return cfg, member, index
         partition_id = int(context.node_config["partition-id"])

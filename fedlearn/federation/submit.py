@@ -34,7 +34,7 @@ def _flwr() -> str:
     return found
 
 
-def _json(output: str, what: str) -> dict[str, Any]:
+def printed_json(output: str, what: str) -> dict[str, Any]:
     """The JSON object a `flwr … --format json` command printed (its last line that parses as one)."""
     for line in reversed(output.strip().splitlines()):
         try:
@@ -54,7 +54,7 @@ def run_status(flwr: str, run_id: str, superlink: str, env: Mapping[str, str] | 
     """The SuperLink's status of ``run_id``, e.g. ``running`` or ``finished:failed``."""
     done = subprocess.run([flwr, "ls", superlink, "--run-id", run_id, "--format", "json"], env=env,
                           capture_output=True, text=True, timeout=60)
-    runs = _json(done.stdout, "flwr ls").get("runs") or []
+    runs = printed_json(done.stdout, "flwr ls").get("runs") or []
     if done.returncode != 0 or not runs:
         raise RunFailed(f"cannot read run {run_id}'s status from {superlink}: {(done.stderr or done.stdout)[-300:]}")
     return str(runs[0]["status"])
@@ -68,7 +68,7 @@ def submit(app: Path, superlink: str, run_config: str = "", *, env: Mapping[str,
     if run_config:
         command += ["--run-config", run_config]
     started = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
-    payload = _json(started.stdout, "flwr run")
+    payload = printed_json(started.stdout, "flwr run")
     run_id = payload.get("run-id")
     if started.returncode != 0 or not payload.get("success") or not run_id:
         raise RunFailed(f"the SuperLink did not start the run: {(started.stderr or started.stdout)[-300:]}")

@@ -82,22 +82,27 @@ def institution_addresses(config: RunConfig, institutions: list[str]) -> dict[st
         value = table.get(name)
         if value is None:
             raise ConfigError(f"institution {name} has no address in {path}")
-        if not isinstance(value, str) or not is_address(value):
-            raise ConfigError(f"institution {name} has an invalid address {value!r} in {path}")
-        # Mixed case is an EIP-55 checksum: a typo in it must not send an institution's tokens elsewhere.
-        if value[2:] not in (value[2:].lower(), value[2:].upper()) and not is_checksum_address(value):
-            raise ConfigError(f"institution {name} has address {value} in {path} whose EIP-55 checksum is wrong "
-                              f"(a typo?); the checksummed form of what was typed is {to_checksum_address(value)}")
-        if not is_checksum_address(value):
-            log.warning("institution %s: address %s in %s carries no EIP-55 checksum, so a typo in it cannot be "
-                        "caught; check it and write it as %s", name, value, path, to_checksum_address(value))
-        addresses[name] = to_checksum_address(value)
+        addresses[name] = checked_address(name, value, str(path))
     seen: dict[str, str] = {}
     for name, address in addresses.items():
         if address in seen:
             raise ConfigError(f"institutions {seen[address]} and {name} share the address {address}")
         seen[address] = name
     return addresses
+
+
+def checked_address(name: str, value: object, where: str) -> str:
+    """An institution's address as written in ``where``, checksummed; one with a wrong EIP-55 checksum refused."""
+    if not isinstance(value, str) or not is_address(value):
+        raise ConfigError(f"institution {name} has an invalid address {value!r} in {where}")
+    # Mixed case is an EIP-55 checksum: a typo in it must not send an institution's tokens elsewhere.
+    if value[2:] not in (value[2:].lower(), value[2:].upper()) and not is_checksum_address(value):
+        raise ConfigError(f"institution {name} has address {value} in {where} whose EIP-55 checksum is wrong "
+                          f"(a typo?); the checksummed form of what was typed is {to_checksum_address(value)}")
+    if not is_checksum_address(value):
+        log.warning("institution %s: address %s in %s carries no EIP-55 checksum, so a typo in it cannot be "
+                    "caught; check it and write it as %s", name, value, where, to_checksum_address(value))
+    return str(to_checksum_address(value))
 
 
 def measure_of(record: RoundEntry) -> RoundMeasure:

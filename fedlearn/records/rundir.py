@@ -64,6 +64,20 @@ class RoundResult:
     test_loss: float
     scores: RoundScores | None = None
     backdoor_success: float | None = None  # the attack success rate, when a backdoor is configured
+    seconds: float | None = None  # the round's wall time: training, scoring, evaluation (settlement follows)
+    # Bytes per institution that took part, serialized as Flower sends them: mean of the messages to it
+    # (down: the global model and round config) and of its replies (up: its update and metrics).
+    bytes_down: int | None = None
+    bytes_up: int | None = None
+
+
+@dataclass(frozen=True)
+class RoundTraffic:
+    """What a round cost in time and bytes (see RoundResult)."""
+
+    seconds: float | None = None
+    bytes_down: int | None = None
+    bytes_up: int | None = None
 
 
 @dataclass
@@ -92,17 +106,19 @@ class RunRecorder:
             raise RunDirError(f"{path} is corrupt") from None
         self.rounds = [
             RoundResult(r["server_round"], r["test_accuracy"], r["test_loss"],
-                        RoundScores(**r["scores"]) if r.get("scores") else None, r.get("backdoor_success"))
+                        RoundScores(**r["scores"]) if r.get("scores") else None, r.get("backdoor_success"),
+                        r.get("seconds"), r.get("bytes_down"), r.get("bytes_up"))
             for r in saved if r["server_round"] <= server_round
         ]
 
     def scored(self, scores: RoundScores) -> None:
         self._pending = scores
 
-    def evaluated(self, server_round: int, accuracy: float, loss: float,
-                  backdoor_success: float | None = None) -> RoundResult:
+    def evaluated(self, server_round: int, accuracy: float, loss: float, backdoor_success: float | None = None,
+                  traffic: RoundTraffic | None = None) -> RoundResult:
+        measured = traffic or RoundTraffic()
         result = RoundResult(server_round, accuracy, loss, self._pending if server_round > 0 else None,
-                             backdoor_success)
+                             backdoor_success, measured.seconds, measured.bytes_down, measured.bytes_up)
         self._pending = None
         self.rounds.append(result)
         write_json(self.path / ROUNDS_FILE, [dataclasses.asdict(r) for r in self.rounds])

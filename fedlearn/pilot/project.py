@@ -1,0 +1,142 @@
+"""A pilot's project file (``pilot.toml``): the federation, its data schema, the coordinator and the institutions.
+
+One file, written by the pilot lead, from which ``fedlearn pilot provision`` makes every party's kit::
+
+    [federation]
+    name = "cardiology-pilot"
+    superlink = "10.0.0.5:9092"      # where the institutions' SuperNodes reach the SuperLink
+    rounds = 10
+
+    [schema]                         # what every party's data file must look like
+    features = 64
+    label_column = "digit"
+    classes = "0,1,2,3,4,5,6,7,8,9"
+    feature_columns = ""             # optional: names and order, for tables
+
+    [chain]
+    rpc = "http://10.0.0.5:8545"
+    deployment = "deployment.json"   # the federation's contracts (fedlearn chain deploy), in the coordinator's kit
+
+    [[institution]]
+    name = "clinic-a"
+    address = "0x…"                  # EIP-55 checksummed: where it is paid
+    examples = 300                   # registered example count: weights aggregation
+
+The file is checked whole before anything is written.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fedlearn.data.schema import Schema
+from fedlearn.errors import ConfigError, DataError
+from fedlearn.payout.settlement import checked_address
+
+NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+
+
+@dataclass(frozen=True)
+class Institution:
+    name: str
+    address: str
+    examples: int
+
+
+@dataclass(frozen=True)
+class Project:
+    federation: str
+    superlink: str
+    rounds: int
+    schema: Schema
+    rpc: str
+    deployment: str
+    institutions: tuple[Institution, ...]
+
+    @property
+    def host(self) -> str:
+        return self.superlink.rsplit(":", 1)[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.superlink.rsplit(":", 1)[1])
+
+    @classmethod
+    def load(cls, path: Path) -> Project:
+        try:
+            table = tomllib.loads(path.read_text())
+        except OSError as exc:
+            raise ConfigError(f"pilot file {path} cannot be read: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"pilot file {path} is not valid TOML: {exc}") from None
+        return cls.parse(table, str(path))
+
+    @classmethod
+    def parse(cls, table: dict[str, Any], where: str) -> Project:
+        def section(name: str) -> dict[str, Any]:
+            value = table.get(name)
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}: [{name}] is missing")
+            return value
+
+        def field(values: dict[str, Any], key: str, kind: type, what: str, default: Any = None) -> Any:
+            value = values.get(key, default)
+            if value is None:
+                raise ConfigError(f"{where}: {what} is missing")
+            if not isinstance(value, kind) or isinstance(value, bool):
+                raise ConfigError(f"{where}: {what} must be a {kind.__name__}, got {value!r}")
+            return value
+
+        fed, sch, ch = section("federation"), section("schema"), section("chain")
+        name = field(fed, "name", str, "federation.name")
+        if not NAME.match(name):
+            raise ConfigError(f"{where}: federation.name {name!r} must be lowercase letters, digits, '.', '_' or '-'")
+        superlink = field(fed, "superlink", str, "federation.superlink")
+        if not re.match(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$", superlink) \
+                or not 0 < int(superlink.rsplit(":", 1)[1]) < 65536:
+            raise ConfigError(f"{where}: federation.superlink {superlink!r} must be HOST:PORT")
+        rounds = field(fed, "rounds", int, "federation.rounds", 10)
+        if rounds < 1:
+            raise ConfigError(f"{where}: federation.rounds must be at least 1, got {rounds}")
+        try:
+            schema = Schema.parse(field(sch, "features", int, "schema.features"),
+                                  field(sch, "classes", str, "schema.classes"),
+                                  field(sch, "label_column", str, "schema.label_column", "label"),
+                                  field(sch, "feature_columns", str, "schema.feature_columns", ""))
+        except DataError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        rpc = field(ch, "rpc", str, "chain.rpc")
+        if not rpc.startswith(("http://", "https://")):
+            raise ConfigError(f"{where}: chain.rpc {rpc!r} must be an http(s) JSON-RPC URL (a pilot pays on a node)")
+        deployment = field(ch, "deployment", str, "chain.deployment", "deployment.json")
+        rows = table.get("institution")
+        if not isinstance(rows, list) or len(rows) < 2:
+            raise ConfigError(f"{where}: a federation needs at least 2 [[institution]] entries")
+        institutions: list[Institution] = []
+        for row in rows:
+            if not isinstance(row, dict):
+                raise ConfigError(f"{where}: every [[institution]] must be a table")
+            who = field(row, "name", str, "institution.name")
+            if not NAME.match(who):
+                raise ConfigError(f"{where}: institution name {who!r} must be lowercase letters, digits, '.', '_' "
+                                  "or '-' (it names a kit directory)")
+            examples = field(row, "examples", int, f"institution {who}'s examples")
+            if examples < 1:
+                raise ConfigError(f"{where}: institution {who}'s examples must be at least 1, got {examples}")
+            address = checked_address(who, field(row, "address", str, f"institution {who}'s address"), where)
+            institutions.append(Institution(who, address, examples))
+        for attribute in ("name", "address"):
+            seen: dict[str, str] = {}
+            for inst in institutions:
+                value = getattr(inst, attribute)
+                if value in seen:
+                    raise ConfigError(f"{where}: institutions {seen[value]} and {inst.name} share the {attribute} "
+                                      f"{value}")
+                seen[value] = inst.name
+        if any(inst.name == "coordinator" for inst in institutions):
+            raise ConfigError(f"{where}: 'coordinator' names the coordinator's kit; rename that institution")
+        return cls(name, superlink, rounds, schema, rpc, deployment, tuple(institutions))
