@@ -130,13 +130,14 @@ def up(workdir: Path, institutions: int = 3, rounds: int = 3, seed: int = 0,
     }, "pilot up")
     kits = provision(project, workdir / "kits")
     coordinator = Kit.read(kits[0])
-    _write(coordinator.path / "data" / "validation.csv", split.validation.X / 16.0, split.validation.y)
-    _write(coordinator.path / "data" / "test.csv", split.test.X / 16.0, split.test.y)
+    # Features as the federation agreed to store them: standardised with the training pool's statistics.
+    _write(coordinator.path / "data" / "validation.csv", split.validation.X, split.validation.y)
+    _write(coordinator.path / "data" / "test.csv", split.test.X, split.test.y)
     files: dict[str, Path] = {}
     for n, (name, part) in enumerate(zip(split.institutions, split.partitions)):
         # Each institution's own file, on "its own machine": nobody else is handed its path.
         files[name] = workdir / "sites" / name / f"data{FORMATS[n % len(FORMATS)]}"
-        _write(files[name], part.X / 16.0, part.y)
+        _write(files[name], part.X, part.y)
     say(f"kits for the coordinator and {institutions} institutions in {workdir / 'kits'}")
 
     env = {**os.environ, "FEDLEARN_PRIVATE_KEY": keys[0]}
@@ -154,7 +155,8 @@ def up(workdir: Path, institutions: int = 3, rounds: int = 3, seed: int = 0,
 
         # The parties start as a pilot's do: each from its own kit's start script.
         started = time.perf_counter()
-        settings = {"strategy.min_nodes": institutions, "strategy.node_wait": 120.0, "run.seed": seed}
+        settings = {"strategy.min_nodes": institutions, "strategy.node_wait": 120.0, "run.seed": seed,
+                    "train.local_epochs": 2, "train.momentum": 0.9}  # the demo's training settings
         path = parties.flower_environment(workdir / "flwr-home")["PATH"]
         lead = group.start("coordinator", ["sh", str(coordinator.path / "start.sh"), "--bind", "127.0.0.1",
                                            *[a for k, v in settings.items() for a in ("--set", f"{k}={v}")]],
