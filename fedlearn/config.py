@@ -134,6 +134,10 @@ class ScoringSection:
     gtg_between_round_epsilon: float = 1e-3
     gtg_convergence_tolerance: float = 0.05
     gtg_max_permutations: int = 0
+    # Banzhaf beyond 2^n > banzhaf_samples: at most that many coalitions are drawn, fewer once the estimate's
+    # normalised L1 error is within banzhaf_tolerance at 95 % (each institution's interval is in rounds.json).
+    banzhaf_samples: int = 1024
+    banzhaf_tolerance: float = 0.05
 
 
 ENGINES = ("ray", "local")
@@ -352,6 +356,8 @@ class RunConfig:
         _one_of("scoring.significance", sc.significance, SIGNIFICANCE_TESTS)
         _check(0.5 < sc.confidence < 1, "scoring.confidence", sc.confidence, "must be in (0.5, 1)")
         _check(sc.bootstrap_samples >= 100, "scoring.bootstrap_samples", sc.bootstrap_samples, "must be at least 100")
+        _check(sc.banzhaf_samples >= 16, "scoring.banzhaf_samples", sc.banzhaf_samples, "must be at least 16")
+        _check(0 <= sc.banzhaf_tolerance < 1, "scoring.banzhaf_tolerance", sc.banzhaf_tolerance, "must be in [0, 1)")
         _check(0 <= self.payout.interim_fraction <= 1, "payout.interim_fraction", self.payout.interim_fraction,
                "must be in [0, 1] (the share of the budget paid before the final true-up)")
         g = self.integrity

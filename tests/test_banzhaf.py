@@ -89,3 +89,34 @@ def test_banzhaf_by_name_and_bad_sample_counts() -> None:
         with pytest.raises(ScoringError, match="banzhaf samples"):
             banzhaf(3, lambda s: 0.0, rng=np.random.default_rng(0), samples=bad)  # type: ignore[arg-type]
     assert banzhaf(0, lambda s: 0.0, rng=np.random.default_rng(0)).values.shape == (0,)
+
+
+def test_sampled_intervals_cover_the_exact_values_and_early_stopping_keeps_its_error_bound() -> None:
+    """The 95 % intervals hold the exact value about 95 % of the time; a run that stops early, on reaching
+    Σ half-widths ≤ tolerance × Σ|β|, is within that normalised L1 error of exact (nearly always)."""
+    sizes = list(np.random.default_rng(5).uniform(10, 200, size=12))
+    game = data_game(sizes, "sqrt")
+    exact = banzhaf(12, game, rng=np.random.default_rng(0), samples=2**12).values
+    covered, stopped_early, within = 0, 0, 0
+    for seed in range(40):
+        result = banzhaf(12, game, rng=np.random.default_rng(seed), samples=3000, tolerance=0.05)
+        assert result.errors is not None and result.errors.shape == (12,)
+        covered += int((np.abs(result.values - exact) <= result.errors).sum())
+        if result.permutations < 3000:
+            stopped_early += 1
+            within += int(np.abs(result.values - exact).sum() <= 0.05 * np.abs(exact).sum())
+            assert result.errors.sum() <= 0.05 * np.abs(result.values).sum()
+    assert covered / (40 * 12) >= 0.88
+    assert stopped_early >= 30 and within >= stopped_early - 2
+
+
+def test_tolerance_zero_draws_every_sample_and_an_exact_value_has_no_error() -> None:
+    game = data_game([10.0, 50.0, 80.0, 120.0, 30.0, 60.0], "sqrt")
+    sampled = banzhaf(6, game, rng=np.random.default_rng(0), samples=40, tolerance=0.0)
+    assert sampled.permutations == 40 and sampled.evaluations <= 40
+    assert sampled.errors is not None and (sampled.errors > 0).all()
+    exact = banzhaf(6, game, rng=np.random.default_rng(0), samples=64)
+    assert exact.evaluations == 64 and exact.errors is not None and not exact.errors.any()
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ScoringError, match="banzhaf tolerance"):
+            banzhaf(6, game, rng=np.random.default_rng(0), samples=40, tolerance=bad)

@@ -9,9 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fedlearn.config import RunConfig
-from fedlearn.federation.free_riders import flatten, free_riders
+from fedlearn.federation.free_riders import _entanglement_one_by_one, entanglement, flatten, free_riders
 from fedlearn.federation.roster import federated_split
 from fedlearn.learning.behaviours import BehaviourSpec, apply_behaviour
 from fedlearn.learning.models import init_model
@@ -88,3 +90,17 @@ def test_disguised_free_riders_earn_nothing_in_the_default_configuration(tmp_pat
     summary = json.loads((run_dir / "summary.json").read_text())
     earned = {i["name"]: int(i["tokens_earned"]) for i in summary["institutions"]}
     assert earned["hospital-02"] == earned["hospital-05"] == 0 and sum(earned.values()) > 0
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(2, 30), st.integers(0, 2**32 - 1), st.floats(0.0, 0.99))
+def test_scores_from_the_gram_matrix_equal_those_projected_one_by_one(n: int, seed: int, shared: float) -> None:
+    """The fast path (one inverse of the residuals' Gram matrix) against each residual projected on an
+    orthonormal basis of the others: the same score for every residual, correlated or not."""
+    rng = np.random.default_rng(seed)
+    d = 200
+    common = rng.normal(size=(3, d))
+    residual = [shared * (rng.normal(size=3) @ common) + (1 - shared) * rng.normal(size=d) for _ in range(n)]
+    fast = entanglement(residual)
+    slow = _entanglement_one_by_one(residual)
+    np.testing.assert_allclose(fast, slow, rtol=1e-6, atol=1e-9)

@@ -289,6 +289,31 @@ def test_cached_utility_counts_distinct_subsets_and_rejects_non_finite_values() 
         CachedUtility(lambda s: float("nan"))({2, 0})
 
 
+def test_many_evaluates_only_uncached_subsets_and_batches_them_where_the_utility_can() -> None:
+    class Batched:
+        def __init__(self) -> None:
+            self.batches: list[list[frozenset[int]]] = []
+
+        def __call__(self, subset: frozenset[int]) -> float:
+            raise AssertionError("a batching utility is asked in batches")
+
+        def many(self, subsets: list[frozenset[int]]) -> list[float]:
+            self.batches.append(list(subsets))
+            return [float(sum(s)) for s in subsets]
+
+    game = Batched()
+    cache = CachedUtility(game)
+    assert cache.many([{1, 2}, {3}, {2, 1}, set()]) == [3.0, 3.0, 3.0, 0.0]
+    assert game.batches == [[frozenset({1, 2}), frozenset({3}), frozenset()]]  # repeats asked once
+    assert cache.many([{3}, {4}]) == [3.0, 4.0] and game.batches[-1] == [frozenset({4})]
+    assert cache.evaluations == 4
+    plain = CountingGame(lambda s: float(len(s)))
+    assert CachedUtility(plain).many([{0}, {0, 1}, {1}]) == [1.0, 2.0, 1.0] and len(plain.calls) == 3
+    with pytest.raises(ScoringError, match="nan"):
+        CachedUtility(type("Nan", (), {"__call__": lambda self, s: 0.0,
+                                       "many": lambda self, ss: [float("nan")] * len(ss)})()).many([{0}])
+
+
 def test_score_result_is_float64_and_read_only() -> None:
     result = ScoreResult([1, 2], evaluations=3, method="loo")
     assert result.values.dtype == np.float64

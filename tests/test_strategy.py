@@ -177,13 +177,16 @@ def test_fast_mean_utility_equals_flowers_fedavg_on_every_subset(make_reply: Rep
     model = init_model(config.model, FEATURES, CLASSES, seed=0)
     start = ArrayRecord(model.state_dict())
     replies = institution_updates(make_reply, start, 5)
-    for metric in ("accuracy", "neg_loss"):
+    subsets = [frozenset(c) for size in range(6) for c in itertools.combinations(range(5), size)]
+    for metric in ("accuracy", "neg_loss", "brier"):
         fast = MeanUtility(copy.deepcopy(model), replies, start, *validation_set(), metric=metric)
         flower = ModelUtility(copy.deepcopy(model), SubsetAggregator(build_flower_strategy(config), 1, replies, start),
                               *validation_set(), metric=metric)
-        for size in range(6):
-            for subset in itertools.combinations(range(5), size):
-                assert fast(frozenset(subset)) == pytest.approx(flower(frozenset(subset)), abs=1e-6)
+        expected = [flower(subset) for subset in subsets]
+        assert [fast(subset) for subset in subsets] == pytest.approx(expected, abs=1e-6)
+        # All subset models at once (vmap over stacked weights), in a shuffled order with repeats.
+        order = np.random.default_rng(0).permutation(len(subsets) * 2) % len(subsets)
+        assert fast.many([subsets[i] for i in order]) == pytest.approx([expected[i] for i in order], abs=1e-6)
 
 
 def towards_a_fitted_model(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -75,6 +75,9 @@ class SubsetAggregator:
         return arrays
 
 
+BATCH = 256  # subset models evaluated at once: 256 copies of the demo's MLP and their activations are a few MB
+
+
 class MeanUtility:
     """U(S) when the wrapped strategy aggregates by the example-weighted mean (FedAvg, FedProx).
 
@@ -106,6 +109,32 @@ class MeanUtility:
         self._stacked = {
             k: torch.stack([s[k].to(torch.float64) for s in states]).to(self._device) for k in self._start
         }
+
+    @torch.no_grad()
+    def many(self, subsets: Sequence[frozenset[int]]) -> list[float]:
+        """U of every subset, ``BATCH`` subset models at a time: their weights are one matrix product with the
+        stacked updates, and the model runs on all of them at once (``torch.func.vmap``). The same values as
+        one call each, to float rounding."""
+        values: list[float] = []
+        n = len(self._examples)
+        for begin in range(0, len(subsets), BATCH):
+            chunk = subsets[begin:begin + BATCH]
+            members = torch.zeros((len(chunk), n), dtype=torch.float64)
+            for row, subset in enumerate(chunk):
+                members[row, sorted(subset)] = 1.0
+            weights = members * self._examples
+            empty = weights.sum(dim=1) == 0
+            weights = (weights / weights.sum(dim=1, keepdim=True).clamp_min(1e-300)).to(self._device)
+            params = {}
+            for k, v in self._stacked.items():
+                mixed = torch.tensordot(weights, v, dims=1)
+                # The empty subset is the round's start model, not a mean of nothing.
+                mixed[empty.to(self._device)] = self._start[k].to(torch.float64)
+                params[k] = mixed.to(self._start[k].dtype)
+            logits = torch.func.vmap(lambda p: torch.func.functional_call(self._model, p, (self._X,)))(params)
+            utilities = torch.stack([per_example_utility(out, self._y, self._metric).mean() for out in logits])
+            values.extend(float(u) for u in utilities)
+        return values
 
     @torch.no_grad()
     def __call__(self, subset: frozenset[int]) -> float:

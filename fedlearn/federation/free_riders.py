@@ -47,7 +47,30 @@ def residuals(updates: Sequence[np.ndarray], steps: Sequence[np.ndarray]) -> lis
 def entanglement(residual: Sequence[np.ndarray]) -> list[float]:
     """Per residual: the share of its energy inside the span of the other residuals, over the share a random
     direction would have there (k/d for k independent others in d dimensions). Noise scores about 1 (a χ²_k/k
-    variable); a residual that shares the task's structure with the others scores in the tens or hundreds."""
+    variable); a residual that shares the task's structure with the others scores in the tens or hundreds.
+
+    All at once from the Gram matrix G of the residuals when they are independent (the usual case): what is left
+    of r_i after projecting it on the others is 1 / (G⁻¹)_ii, so the n projections cost one n × n inverse instead
+    of n decompositions of d × (n − 1) matrices (at 100 institutions, milliseconds instead of tens of seconds).
+    Dependent residuals (a zero one, exact copies) take the one-by-one path."""
+    if not residual:
+        return []
+    d = residual[0].size
+    n = len(residual)
+    stacked = np.stack([np.asarray(r, dtype=np.float64) for r in residual])
+    energy = np.einsum("ij,ij->i", stacked, stacked)
+    if n > 1 and n - 1 <= d and (energy > 0).all():
+        scale = np.sqrt(energy)
+        gram = (stacked / scale[:, None]) @ (stacked / scale[:, None]).T  # unit diagonal: conditioning, not size
+        eigen = np.linalg.eigvalsh(gram)
+        if eigen.min() > eigen.max() * 1e-12:
+            outside = 1.0 / np.diag(np.linalg.inv(gram))  # share of each residual's energy outside the others
+            return [float((1.0 - o) * d / (n - 1)) for o in np.clip(outside, 0.0, 1.0)]
+    return _entanglement_one_by_one(residual)
+
+
+def _entanglement_one_by_one(residual: Sequence[np.ndarray]) -> list[float]:
+    """The same scores, each residual projected on an orthonormal basis of the others' span."""
     d = residual[0].size if residual else 1
     scores = []
     for i, r in enumerate(residual):

@@ -123,6 +123,7 @@ class RoundScoring:
     evaluations: int
     truncated: bool
     ballots: dict[str, dict] = field(default_factory=dict)
+    errors: dict[str, float] = field(default_factory=dict)
 
 
 class ScoredStrategy(Strategy):
@@ -225,7 +226,7 @@ class ScoredStrategy(Strategy):
             scored = RoundScoring(self._trust_scores(accepted, names, utility), frozenset(), 2, False)
         self._record(server_round, scored.scores, accepted, rejected, scored.evaluations, started, scored.truncated,
                      scored.disagreeing, self._round_gain(server_round, arrays), excluded=excluded,
-                     ballots=scored.ballots)
+                     ballots=scored.ballots, errors=scored.errors)
         return arrays, metrics
 
     def _exclude_harmful(
@@ -250,7 +251,8 @@ class ScoredStrategy(Strategy):
         before = utility.evaluations
         while len(kept) > 1:
             whole = utility(frozenset(kept))
-            marginal = {i: whole - utility(frozenset(kept - {i})) for i in sorted(kept)}
+            order = sorted(kept)
+            marginal = {i: whole - u for i, u in zip(order, utility.many([frozenset(kept - {i}) for i in order]))}
             worst = min(marginal, key=lambda i: (marginal[i], names[i]))
             if marginal[worst] >= -MASKED_HARM:
                 break
@@ -308,9 +310,12 @@ class ScoredStrategy(Strategy):
             between_round_epsilon=self.scoring.gtg_between_round_epsilon,
             convergence_tolerance=self.scoring.gtg_convergence_tolerance,
             max_permutations=self.scoring.gtg_max_permutations or None,
+            banzhaf_samples=self.scoring.banzhaf_samples,
+            banzhaf_tolerance=self.scoring.banzhaf_tolerance,
         )
+        errors = {} if result.errors is None else {name: float(e) for name, e in zip(names, result.errors)}
         return RoundScoring({name: float(v) for name, v in zip(names, result.values)}, frozenset(),
-                            result.evaluations, result.truncated)
+                            result.evaluations, result.truncated, errors=errors)
 
     def _record(
         self,
@@ -326,6 +331,7 @@ class ScoredStrategy(Strategy):
         skipped: str = "",
         excluded: Mapping[str, str] | None = None,
         ballots: Mapping[str, dict] | None = None,
+        errors: Mapping[str, float] | None = None,
     ) -> None:
         """``gain``: (the start model's utility, the round's gain); a skipped round has none."""
         names = [institution_of(m) for m in accepted]
@@ -352,6 +358,7 @@ class ScoredStrategy(Strategy):
             significant=measured.significant,
             excluded=dict(excluded or {}),
             ballots=dict(ballots or {}),
+            score_errors=dict(errors or {}),
         )
         self.history.append(record)
         if self.on_round is not None:

@@ -9,7 +9,7 @@ import numpy as np
 
 from fedlearn.errors import ScoringError
 from fedlearn.scoring._validate import check_players
-from fedlearn.scoring.banzhaf import banzhaf
+from fedlearn.scoring.banzhaf import DEFAULT_SAMPLES, DEFAULT_TOLERANCE, banzhaf
 from fedlearn.scoring.gtg import gtg_shapley
 from fedlearn.scoring.loo import leave_one_out
 from fedlearn.scoring.result import ScoreResult
@@ -28,9 +28,11 @@ GTG_OPTIONS: frozenset[str] = frozenset(
 
 
 def score_round(
-    method: str, n: int, utility: Utility, *, rng: np.random.Generator, **gtg_options: Any
+    method: str, n: int, utility: Utility, *, rng: np.random.Generator, banzhaf_samples: int = DEFAULT_SAMPLES,
+    banzhaf_tolerance: float = DEFAULT_TOLERANCE, **gtg_options: Any
 ) -> ScoreResult:
-    """Score one round's n players with the named method; ``gtg_options`` only affect "gtg"."""
+    """Score one round's n players with the named method; ``gtg_options`` only affect "gtg", the ``banzhaf_``
+    options only "banzhaf"."""
     unknown = sorted(set(gtg_options) - GTG_OPTIONS)
     if unknown:
         raise ScoringError(f"unknown GTG option(s) {', '.join(unknown)}; valid: {', '.join(sorted(GTG_OPTIONS))}")
@@ -41,7 +43,7 @@ def score_round(
     if method == "gtg":
         return gtg_shapley(n, utility, rng=rng, **gtg_options)
     if method == "banzhaf":
-        return banzhaf(n, utility, rng=rng)
+        return banzhaf(n, utility, rng=rng, samples=banzhaf_samples, tolerance=banzhaf_tolerance)
     if method == "none":
         return ScoreResult(np.zeros(check_players(n)), 0, "none")
     raise ScoringError(f"unknown scoring method {method!r}; valid: {', '.join(SCORING_METHODS)}")

@@ -35,3 +35,5 @@ class RoundScores:
     # Peer validation: voter → its ballot as committed and opened ({"commitment", "salt", "votes", "weight"}, and
     # "broken" with the reason when it did not open), so that anyone can recheck every commitment.
     ballots: dict[str, dict] = field(default_factory=dict)
+    # Where the scores are estimated (Banzhaf beyond exact): each score's 95 % interval half-width; 0 when exact.
+    score_errors: dict[str, float] = field(default_factory=dict)

@@ -39,14 +39,28 @@ class CachedUtility:
     def __contains__(self, subset: Iterable[int]) -> bool:
         return frozenset(subset) in self._cache
 
+    def many(self, subsets: Iterable[Iterable[int]]) -> list[float]:
+        """U of each subset; those not cached yet are evaluated together when the utility can batch (a
+        ``many`` method, as :class:`fedlearn.federation.coalitions.MeanUtility` has), else one by one."""
+        keys = [s if isinstance(s, frozenset) else frozenset(s) for s in subsets]
+        missing = list(dict.fromkeys(k for k in keys if k not in self._cache))
+        batched = getattr(self._utility, "many", None)
+        if missing and batched is not None:
+            for key, value in zip(missing, batched(missing)):
+                self._store(key, float(value))
+        return [self(key) for key in keys]
+
+    def _store(self, key: frozenset[int], value: float) -> None:
+        if not math.isfinite(value):
+            # A NaN would silently poison every score of the round; fail loudly instead.
+            raise ScoringError(f"utility of subset {sorted(key)} is {value}, not a finite number")
+        self._cache[key] = value
+
     def __call__(self, subset: Iterable[int]) -> float:
         key = subset if isinstance(subset, frozenset) else frozenset(subset)
         cached = self._cache.get(key)
         if cached is not None:
             return cached
         value = float(self._utility(key))
-        if not math.isfinite(value):
-            # A NaN would silently poison every score of the round; fail loudly instead.
-            raise ScoringError(f"utility of subset {sorted(key)} is {value}, not a finite number")
-        self._cache[key] = value
+        self._store(key, value)
         return value
