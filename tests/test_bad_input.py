@@ -89,6 +89,19 @@ def test_a_single_class_dataset_is_refused_before_anything_is_written(tmp_path: 
     assert not out.exists()
 
 
+@pytest.mark.parametrize(("setting", "code", "message"), [
+    ("data.institutions=5000", 3, "num_institutions=5000 exceeds the 1257 training examples"),
+    ("simulation.client_cpus=4096", 2, "more CPUs than this machine has"),
+    ("simulation.client_gpus=4096", 2, "client_gpus = 4096"),
+])
+def test_a_federation_the_data_or_the_machine_cannot_hold_is_refused_before_anything_starts(
+        tmp_path: Path, setting: str, code: int, message: str) -> None:
+    out = tmp_path / "runs"
+    result = fedlearn(*run_args(out, setting, "simulation.engine='ray'"), cwd=tmp_path)
+    assert result.returncode == code and message in one_line_error(result)
+    assert not out.exists()
+
+
 def _addresses(tmp_path: Path, second: str) -> Path:
     path = tmp_path / "addresses.toml"
     path.write_text(f'hospital-01 = "0x7E5F4552091A69125d5DfCb7b8C2659029395Bdf"\nhospital-02 = "{second}"\n')

@@ -21,6 +21,25 @@ class SimulationFailed(FedlearnError):
     exit_code = 6
 
 
+def check_resources(config: RunConfig) -> None:
+    """Ray would wait forever to place a simulated institution that asks for more than the machine has."""
+    if config.simulation.engine == "local":
+        return
+    import torch
+
+    sim = config.simulation
+    cpus, gpus = os.cpu_count() or 1, torch.cuda.device_count()
+    if sim.client_cpus > cpus:
+        raise ConfigError(f"simulation.client_cpus = {sim.client_cpus:g}: each simulated institution would need "
+                          f"more CPUs than this machine has ({cpus})")
+    if sim.client_gpus > 0 and gpus == 0:
+        raise ConfigError(f"simulation.client_gpus = {sim.client_gpus:g} but this machine has no CUDA device "
+                          "(set it to 0)")
+    if sim.client_gpus > gpus:
+        raise ConfigError(f"simulation.client_gpus = {sim.client_gpus:g}: each simulated institution would need "
+                          f"more GPUs than this machine has ({gpus})")
+
+
 def run_federation(
     config: RunConfig,
     *,
@@ -50,6 +69,7 @@ def run_federation(
         raise ConfigError("data.dataset = 'files' is a pilot: each institution's SuperNode reads its own file (node "
                           "config institution and data-path) under `flwr run`; a simulation needs a dataset")
     preflight(config)  # data, addresses, keys and stakes: before the engine starts or anything is written
+    check_resources(config)
     run_dir = run_dir or new_run_dir(config)
     # disable=None: no bar when stdout is not a terminal (CI logs), the per-round lines still print.
     bar = tqdm(total=config.run.rounds, desc="rounds", unit="round", disable=None if progress else True)
