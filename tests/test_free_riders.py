@@ -13,7 +13,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fedlearn.config import RunConfig
-from fedlearn.federation.free_riders import _entanglement_one_by_one, entanglement, flatten, free_riders
+from fedlearn.federation.free_riders import (
+    DEFAULT_KAPPA,
+    _entanglement_one_by_one,
+    entanglement,
+    flatten,
+    free_riders,
+)
 from fedlearn.federation.roster import federated_split
 from fedlearn.learning.behaviours import BehaviourSpec, apply_behaviour
 from fedlearn.learning.models import init_model
@@ -98,9 +104,24 @@ def test_scores_from_the_gram_matrix_equal_those_projected_one_by_one(n: int, se
     """The fast path (one inverse of the residuals' Gram matrix) against each residual projected on an
     orthonormal basis of the others: the same score for every residual, correlated or not."""
     rng = np.random.default_rng(seed)
-    d = 200
+    d = 1_000  # 50 references allowed: every other residual is one
     common = rng.normal(size=(3, d))
     residual = [shared * (rng.normal(size=3) @ common) + (1 - shared) * rng.normal(size=d) for _ in range(n)]
     fast = entanglement(residual)
     slow = _entanglement_one_by_one(residual)
     np.testing.assert_allclose(fast, slow, rtol=1e-6, atol=1e-9)
+
+
+def test_in_a_large_federation_honest_residuals_still_score_far_above_noise() -> None:
+    """With every other residual as reference the score's ceiling is d/(n − 1): at n = 300, d = 500 no update could
+    reach kappa. Against a bounded number of references, structured residuals score high and noise about 1."""
+    rng = np.random.default_rng(0)
+    d, n = 500, 300
+    task = rng.normal(size=(20, d))  # what training on one task puts into every honest residual
+    honest = [rng.normal(size=20) @ task + 0.5 * rng.normal(size=d) * np.sqrt(20) for _ in range(n - 5)]
+    noise = [rng.normal(size=d) * np.linalg.norm(honest[0]) / np.sqrt(d) for _ in range(5)]
+    assert d / (n - 1) < DEFAULT_KAPPA  # against all the others, even a residual wholly inside scores below kappa
+    scores = entanglement(honest + noise)
+    assert min(scores[: n - 5]) > DEFAULT_KAPPA
+    assert max(scores[n - 5:]) < 2
+    assert free_riders(honest + noise, [], DEFAULT_KAPPA).keys() == set(range(n - 5, n))

@@ -234,6 +234,30 @@ def test_harmful_updates_are_left_out_of_the_aggregate_but_keep_their_negative_s
     assert set(names) <= set(record.update_hashes)
 
 
+def test_in_a_large_federation_estimation_noise_leaves_no_honest_update_out(make_reply: ReplyFactory) -> None:
+    # Prepare: 40 institutions (Banzhaf is estimated: 2^40 coalitions), honest ones stepping towards the fitted
+    # model by different amounts (40 % to 100 % of the way), two flippers stepping away.
+    honest, n = 38, 40
+    config = RunConfig.load(overrides=[f"data.institutions={n}", "model.name='logreg'", "integrity.free_rider_kappa=0"])
+    names = [f"hospital-{i + 1:02d}" for i in range(n)]
+    strategy, start = scored(config, registered={name: 1_000 for name in names})
+    base, good = towards_a_fitted_model(config, start)
+    rng = np.random.default_rng(7)
+    moves = [{k: (base[k] + (good[k] - base[k]) * rng.uniform(0.4, 1.0)).astype(np.float32) for k in base}
+             for _ in range(honest)]
+    moves += [{k: (base[k] - 3 * (good[k] - base[k])).astype(np.float32) for k in base} for _ in range(n - honest)]
+    # Execute
+    strategy.aggregate_train(1, [make_reply(m, examples=50, institution=name, node_id=i + 1)
+                                 for i, (m, name) in enumerate(zip(moves, names))])
+    # Assert: the flippers are left out; no honest update is, though noise puts some honest estimates below 0
+    # (their intervals reach above it).
+    record = strategy.history[-1]
+    assert set(record.excluded) == set(names[honest:])
+    assert all(record.score_errors[name] > 0 for name in names)
+    noisy = [name for name in names[:honest] if record.scores[name] < 0]
+    assert noisy and all(record.scores[name] + record.score_errors[name] >= 0 for name in noisy)
+
+
 def test_harmful_updates_that_hide_one_another_are_left_out_one_by_one(make_reply: ReplyFactory) -> None:
     # Prepare: a round whose scores are all positive (as a scoring method can find when attackers mask each
     # other), yet whose utility says updates 3 and 4 each spoil the aggregate of the others.

@@ -27,6 +27,12 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 DEFAULT_KAPPA = 5.0
+# Each residual is measured against the span of at most this many others. The score's ceiling is d/k (a residual
+# wholly inside the span): with every other residual as reference, k = n − 1 grows until an honest update cannot
+# reach kappa (at d = 2,810 and n = 1,000 the ceiling is 2.8 and half the federation was flagged). A fixed number
+# of references, drawn at random among the others, keeps the test's power whatever n is; it is also kept below
+# d / 20, so that the ceiling stays at least four times the default kappa.
+MAX_REFERENCES = 64
 # At least this many other updates are needed for the median to mean anything; below it nothing is flagged.
 MIN_PEERS = 3
 
@@ -57,6 +63,9 @@ def entanglement(residual: Sequence[np.ndarray]) -> list[float]:
         return []
     d = residual[0].size
     n = len(residual)
+    references = min(MAX_REFERENCES, max(1, d // 20))
+    if n - 1 > references:
+        return _entanglement_with_references(residual, references)
     stacked = np.stack([np.asarray(r, dtype=np.float64) for r in residual])
     energy = np.einsum("ij,ij->i", stacked, stacked)
     if n > 1 and n - 1 <= d and (energy > 0).all():
@@ -67,6 +76,26 @@ def entanglement(residual: Sequence[np.ndarray]) -> list[float]:
             outside = 1.0 / np.diag(np.linalg.inv(gram))  # share of each residual's energy outside the others
             return [float((1.0 - o) * d / (n - 1)) for o in np.clip(outside, 0.0, 1.0)]
     return _entanglement_one_by_one(residual)
+
+
+def _entanglement_with_references(residual: Sequence[np.ndarray], k: int) -> list[float]:
+    """The score of each residual against the span of ``k`` others drawn at random (the same draw for the same
+    federation size, so that a round's verdicts can be recomputed)."""
+    d = residual[0].size
+    rng = np.random.default_rng(len(residual))
+    usable = [j for j, r in enumerate(residual) if np.linalg.norm(r) > 0]
+    scores = []
+    for i, r in enumerate(residual):
+        energy = float(r @ r)
+        others = [j for j in usable if j != i]
+        if energy == 0:
+            scores.append(0.0)
+            continue
+        chosen = rng.choice(len(others), size=min(k, len(others)), replace=False)
+        basis = _orthonormal(np.stack([residual[others[c]] for c in chosen], axis=1))
+        inside = float(np.sum((basis.T @ r) ** 2))
+        scores.append(inside / energy * d / basis.shape[1] if basis.shape[1] else float("inf"))
+    return scores
 
 
 def _entanglement_one_by_one(residual: Sequence[np.ndarray]) -> list[float]:

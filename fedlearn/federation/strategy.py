@@ -234,9 +234,10 @@ class ScoredStrategy(Strategy):
     ) -> tuple[list[Message], dict[str, str], RoundScoring]:
         """(the updates that stay, institution → why it was left out, the scores as recorded).
 
-        First, every update whose contribution score is negative is left out: the validation split says the
-        round's model is better without it. Then, as harmful updates can hide one another (with two sign flippers
-        in the set, removing a third changes little), the one whose removal raises the utility of what is left
+        First, every update whose contribution score is negative (its whole interval, where it is estimated) is
+        left out: the validation split says the round's model is better without it. Then, as harmful updates can
+        hide one another (with two sign flippers in the set, removing a third changes little), the one whose
+        removal raises the utility of what is left
         most goes, again and again, while that gain exceeds :data:`MASKED_HARM` (an honest update that merely
         moves less than the others costs the aggregate far less than that, and stays). An update left out keeps its
         score if that is negative, else it scores its (negative) marginal contribution to the set that stayed: its
@@ -245,7 +246,9 @@ class ScoredStrategy(Strategy):
         """
         names = [institution_of(m) for m in accepted]
         scores = dict(scored.scores)
-        kept = {i for i, name in enumerate(names) if scores.get(name, 0.0) >= 0}
+        # An estimated score (Banzhaf beyond exact) counts as negative only when its whole 95 % interval is: in a
+        # large federation many honest contributions are small, and the estimate's noise alone puts half below 0.
+        kept = {i for i, name in enumerate(names) if scores.get(name, 0.0) + scored.errors.get(name, 0.0) >= 0}
         reasons = {names[i]: f"contribution {scores[names[i]]:+.4f} lowers the utility"
                    for i in range(len(names)) if i not in kept}
         before = utility.evaluations
