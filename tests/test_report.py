@@ -214,8 +214,8 @@ def test_the_paid_run_has_rounds_that_count_and_a_round_that_does_not(paid: Repo
 
 def test_rounds_csv_is_what_the_run_measured_and_the_ledger_paid(paid: Reported) -> None:
     rows = read_csv(paid.html.parent / "rounds.csv")
-    assert list(rows[0]) == ["round", "institution", "score", "utility", "gain", "gain_low", "gain_high",
-                             "significant", "final", "reward_tokens", "cumulative_tokens", "rejected"]
+    assert list(rows[0]) == ["round", "institution", "score", "score_error_95", "utility", "gain", "gain_low",
+                             "gain_high", "significant", "final", "reward_tokens", "cumulative_tokens", "rejected"]
     measured = {r["server_round"]: r["scores"] for r in rounds_json(paid.run) if r["scores"] is not None}
     journaled, _, _ = ledger_of(paid.run)
     assert [r.round for r in journaled] == sorted(measured) == list(range(1, ROUNDS + 1))
@@ -227,6 +227,8 @@ def test_rounds_csv_is_what_the_run_measured_and_the_ledger_paid(paid: Reported)
         for row in mine:
             name = row["institution"]
             assert float(row["score"]) == m["scores"][name] == entries[name].score
+            # The score's 95 % half-width where the run recorded one (0: exact Banzhaf at this size).
+            assert row["score_error_95"] == ("" if name not in m["score_errors"] else repr(m["score_errors"][name]))
             assert Decimal(row["reward_tokens"]) == tokens(entries[name].reward)
             assert Decimal(row["cumulative_tokens"]) == tokens(entries[name].cumulative)
             assert row["rejected"] == m["rejected"].get(name, "")

@@ -13,8 +13,8 @@ from fedlearn.report.load import RunReport
 from fedlearn.report.text import clean_reason, exact_tokens, facts
 
 # The round's gain repeats on each of its institutions' rows: one flat table a spreadsheet filters as it likes.
-ROUNDS_COLUMNS = ("round", "institution", "score", "utility", "gain", "gain_low", "gain_high", "significant",
-                  "final", "reward_tokens", "cumulative_tokens", "rejected")
+ROUNDS_COLUMNS = ("round", "institution", "score", "score_error_95", "utility", "gain", "gain_low", "gain_high",
+                  "significant", "final", "reward_tokens", "cumulative_tokens", "rejected")
 # contribution_share is of the positive contribution, token_share of the tokens earned: two different things.
 INSTITUTION_COLUMNS = ("institution", "address", "examples", "cumulative_score", "contribution",
                        "contribution_share", "token_share", "tokens_earned", "tokens_claimed")
@@ -27,8 +27,8 @@ def write_rounds_csv(report: RunReport, path: Path) -> None:
         writer.writerow(ROUNDS_COLUMNS)
         for r in report.scored_rounds:
             for c in r.cells:
-                writer.writerow((r.round, c.institution, _plain(c.score), r.utility or "", _plain(r.gain),
-                                 _plain(r.gain_low), _plain(r.gain_high), _flag(r.significant),
+                writer.writerow((r.round, c.institution, _plain(c.score), _plain(c.score_error), r.utility or "",
+                                 _plain(r.gain), _plain(r.gain_low), _plain(r.gain_high), _flag(r.significant),
                                  _flag(r.final if r.budget_wei is not None else None), exact_tokens(c.reward_wei),
                                  exact_tokens(c.cumulative_wei), clean_reason(c.rejected) if c.rejected else ""))
 

@@ -43,6 +43,7 @@ class Cell:
     reward_wei: int | None
     cumulative_wei: int | None
     rejected: str | None
+    score_error: float | None = None  # the 95 % half-width of an estimated score (0: exact; None: not recorded)
 
 
 @dataclass(frozen=True)
@@ -210,6 +211,7 @@ def _read_rounds(path: Path) -> list[dict[str, Any]]:
                 "accuracy": _number(item.get("test_accuracy")),
                 "loss": _number(item.get("test_loss")),
                 "scores": {str(k): float(v) for k, v in s.get("scores", {}).items()},
+                "score_errors": {str(k): float(v) for k, v in (s.get("score_errors") or {}).items()},
                 "rejected": {str(k): str(v) for k, v in s.get("rejected", {}).items()},
                 "method": s.get("method"),
                 # The round's validated gain (absent from runs that predate it: then unknown, not zero).
@@ -314,6 +316,7 @@ def _merge_rounds(measured: list[dict[str, Any]], books: _Books | None) -> list[
                 reward_wei=entries[name].reward if name in entries else None,
                 cumulative_wei=entries[name].cumulative if name in entries else None,
                 rejected=(entries[name].rejected if name in entries else None) or rejected.get(name),
+                score_error=m.get("score_errors", {}).get(name),
             )
             for name in sorted(scores.keys() | rejected.keys() | entries.keys())
         )
