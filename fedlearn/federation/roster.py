@@ -8,14 +8,12 @@ the first of them in partition order, whose data and seed they all train with.
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 
-from fedlearn.config import FILES, RunConfig, split_list
+from fedlearn.config import FILES, RunConfig, read_toml, split_list
 from fedlearn.data import Dataset, FederatedSplit, federate, load_dataset
 from fedlearn.data.schema import Schema, load_local
 from fedlearn.errors import ConfigError, DataError
@@ -112,12 +110,7 @@ def node_registry(config: RunConfig) -> dict[int, str] | None:
     path = config.data.node_registry
     if not path:
         return None
-    try:
-        table = tomllib.loads(Path(path).read_text())
-    except OSError as exc:
-        raise ConfigError(f"data.node_registry file {path} cannot be read: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"data.node_registry file {path} is not valid TOML: {exc}") from None
+    table = read_toml(path, "data.node_registry file")
     names = {m.name for m in roster(config)}
     nodes: dict[int, str] = {}
     for name, node in table.items():

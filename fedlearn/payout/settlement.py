@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import time
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +43,7 @@ from fedlearn.chain.deployment import (
 )
 from fedlearn.chain.operations import defund, live_root
 from fedlearn.chain.session import save_state
-from fedlearn.config import ChainSection, RunConfig
+from fedlearn.config import ChainSection, RunConfig, read_toml
 from fedlearn.errors import ChainError, ConfigError
 from fedlearn.logs import log
 from fedlearn.payout.ledger import Entry, Ledger, RoundEntry
@@ -70,12 +69,7 @@ def institution_addresses(config: RunConfig, institutions: list[str]) -> dict[st
         accounts = institution_accounts(len(institutions))
         return {name: account.address for name, account in zip(institutions, accounts)}
     path = Path(config.chain.addresses)
-    try:
-        table = tomllib.loads(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"chain.addresses file {path} cannot be read: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"chain.addresses file {path} is not valid TOML: {exc}") from None
+    table = read_toml(path, "chain.addresses file")
     table = table.get("addresses", table)
     addresses: dict[str, str] = {}
     for name in institutions:

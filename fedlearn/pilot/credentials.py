@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import ipaddress
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -133,27 +134,26 @@ def read_certificate(path: Path) -> x509.Certificate:
 
 
 def read_node_key(path: Path) -> ec.EllipticCurvePrivateKey:
-    try:
-        key = serialization.load_ssh_private_key(path.read_bytes(), None)
-    except OSError as exc:
-        raise ConfigError(f"node key {path} cannot be read: {exc.strerror}") from None
-    except (ValueError, UnsupportedAlgorithm):
-        raise ConfigError(f"{path} is not an OpenSSH private key") from None
+    key = _read_ssh(path, lambda data: serialization.load_ssh_private_key(data, None), "private key")
     if not isinstance(key, ec.EllipticCurvePrivateKey):
         raise ConfigError(f"{path} is not an ECDSA key (node authentication needs P-384)")
     return key
 
 
 def read_node_public_key(path: Path) -> ec.EllipticCurvePublicKey:
-    try:
-        key = serialization.load_ssh_public_key(path.read_bytes())
-    except OSError as exc:
-        raise ConfigError(f"public key {path} cannot be read: {exc.strerror}") from None
-    except (ValueError, UnsupportedAlgorithm):
-        raise ConfigError(f"{path} is not an OpenSSH public key") from None
+    key = _read_ssh(path, serialization.load_ssh_public_key, "public key")
     if not isinstance(key, ec.EllipticCurvePublicKey):
         raise ConfigError(f"{path} is not an ECDSA key (node authentication needs P-384)")
     return key
+
+
+def _read_ssh(path: Path, load: Callable[[bytes], object], what: str) -> object:
+    try:
+        return load(path.read_bytes())
+    except OSError as exc:
+        raise ConfigError(f"node {what} {path} cannot be read: {exc.strerror}") from None
+    except (ValueError, UnsupportedAlgorithm):
+        raise ConfigError(f"{path} is not an OpenSSH {what}") from None
 
 
 def same_key(a: ec.EllipticCurvePublicKey, b: ec.EllipticCurvePublicKey) -> bool:

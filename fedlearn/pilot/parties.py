@@ -26,7 +26,7 @@ from typing import IO, Any
 
 import tomli_w
 
-from fedlearn.config import RunConfig
+from fedlearn.config import RunConfig, read_toml
 from fedlearn.data.schema import load_local
 from fedlearn.errors import ConfigError, FedlearnError
 from fedlearn.federation.submit import printed_json
@@ -137,12 +137,7 @@ def institution_keys(kit: Kit) -> dict[str, Path]:
 
 
 def _run_table(kit: Kit) -> dict[str, Any]:
-    try:
-        return tomllib.loads((kit.path / RUN_FILE).read_text())
-    except OSError as exc:
-        raise ConfigError(f"{kit.path}/{RUN_FILE} cannot be read: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{kit.path}/{RUN_FILE} is not valid TOML: {exc}") from None
+    return read_toml(kit.path / RUN_FILE, "the coordinator's run config")
 
 
 def resolved_run_config(kit: Kit, overrides: Mapping[str, Any] | None = None) -> Path:

@@ -28,11 +28,11 @@ The file is checked whole before anything is written.
 from __future__ import annotations
 
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fedlearn.config import read_toml
 from fedlearn.data.schema import Schema
 from fedlearn.errors import ConfigError, DataError
 from fedlearn.payout.settlement import checked_address
@@ -67,13 +67,7 @@ class Project:
 
     @classmethod
     def load(cls, path: Path) -> Project:
-        try:
-            table = tomllib.loads(path.read_text())
-        except OSError as exc:
-            raise ConfigError(f"pilot file {path} cannot be read: {exc.strerror}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"pilot file {path} is not valid TOML: {exc}") from None
-        return cls.parse(table, str(path))
+        return cls.parse(read_toml(path, "pilot file"), str(path))
 
     @classmethod
     def parse(cls, table: dict[str, Any], where: str) -> Project:
