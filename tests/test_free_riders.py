@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -16,9 +17,11 @@ from fedlearn.config import RunConfig
 from fedlearn.federation.free_riders import (
     DEFAULT_KAPPA,
     _entanglement_one_by_one,
+    _entanglement_with_references,
     entanglement,
     flatten,
     free_riders,
+    references,
 )
 from fedlearn.federation.roster import federated_split
 from fedlearn.learning.behaviours import BehaviourSpec, apply_behaviour
@@ -125,3 +128,20 @@ def test_in_a_large_federation_honest_residuals_still_score_far_above_noise() ->
     assert min(scores[: n - 5]) > DEFAULT_KAPPA
     assert max(scores[n - 5:]) < 2
     assert free_riders(honest + noise, [], DEFAULT_KAPPA).keys() == set(range(n - 5, n))
+
+
+def test_scores_against_references_are_the_projections_on_those_references() -> None:
+    """The Gram-matrix computation against each residual's drawn references equals projecting the residual on
+    them directly (least squares)."""
+    rng = np.random.default_rng(3)
+    d = 400
+    common = rng.normal(size=(4, d))
+    residual = [rng.normal(size=4) @ common + rng.normal(size=d) for _ in range(40)] + [np.zeros(d)]
+    drawn = references(residual, 8)
+    scores = _entanglement_with_references(residual, 8)
+    assert scores[-1] == 0.0 and all(len(refs) == 8 and 40 not in refs for refs in drawn)
+    for i, refs in enumerate(drawn[:-1]):
+        basis = np.stack([residual[j] for j in refs], axis=1)
+        fitted = basis @ np.linalg.lstsq(basis, residual[i], rcond=None)[0]
+        expected = float(fitted @ fitted) / float(residual[i] @ residual[i]) * d / 8
+        assert scores[i] == pytest.approx(expected, rel=1e-6)

@@ -78,23 +78,40 @@ def entanglement(residual: Sequence[np.ndarray]) -> list[float]:
     return _entanglement_one_by_one(residual)
 
 
-def _entanglement_with_references(residual: Sequence[np.ndarray], k: int) -> list[float]:
-    """The score of each residual against the span of ``k`` others drawn at random (the same draw for the same
-    federation size, so that a round's verdicts can be recomputed)."""
-    d = residual[0].size
+def references(residual: Sequence[np.ndarray], k: int) -> list[list[int]]:
+    """For each residual, ``k`` other non-zero residuals drawn at random (the same draw for the same federation
+    size, so that a round's verdicts can be recomputed)."""
     rng = np.random.default_rng(len(residual))
-    usable = [j for j, r in enumerate(residual) if np.linalg.norm(r) > 0]
-    scores = []
-    for i, r in enumerate(residual):
-        energy = float(r @ r)
+    usable = [j for j, r in enumerate(residual) if np.any(r)]
+    chosen = []
+    for i in range(len(residual)):
         others = [j for j in usable if j != i]
-        if energy == 0:
+        chosen.append([others[c] for c in rng.choice(len(others), size=min(k, len(others)), replace=False)])
+    return chosen
+
+
+def _entanglement_with_references(residual: Sequence[np.ndarray], k: int) -> list[float]:
+    """The score of each residual against the span of ``k`` others (:func:`references`), all from one Gram matrix
+    of the unit residuals: the share of r_i inside span(B) is gᵀ G_B⁺ g with G_B the references' Gram matrix and
+    g their inner products with r_i (numerically dependent directions dropped, as the SVD path drops them)."""
+    d = residual[0].size
+    stacked = np.stack([np.asarray(r, dtype=np.float64) for r in residual])
+    norms = np.linalg.norm(stacked, axis=1)
+    unit = stacked / np.where(norms > 0, norms, 1.0)[:, None]
+    gram = unit @ unit.T
+    scores = []
+    for i, refs in enumerate(references(residual, k)):
+        if norms[i] == 0:
             scores.append(0.0)
             continue
-        chosen = rng.choice(len(others), size=min(k, len(others)), replace=False)
-        basis = _orthonormal(np.stack([residual[others[c]] for c in chosen], axis=1))
-        inside = float(np.sum((basis.T @ r) ** 2))
-        scores.append(inside / energy * d / basis.shape[1] if basis.shape[1] else float("inf"))
+        if not refs:
+            scores.append(float("inf"))
+            continue
+        eigen, vectors = np.linalg.eigh(gram[np.ix_(refs, refs)])
+        keep = eigen > eigen.max() * 1e-12
+        projected = vectors[:, keep].T @ gram[refs, i]
+        inside = float(np.sum(projected**2 / eigen[keep]))
+        scores.append(min(inside, 1.0) * d / int(keep.sum()))
     return scores
 
 
