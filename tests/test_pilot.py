@@ -264,10 +264,24 @@ def test_pilot_up_runs_three_institutions_on_their_own_files_and_each_claims_wit
     reported = [r["scores"]["num_examples"] for r in rounds[1:]]  # of the updates aggregated
     assert all(counts[name] == rows[name] for counts in reported for name in counts)
     assert {name for counts in reported for name in counts} == set(names)
-    # Everything it started is stopped: nothing listens on the SuperLink's port any more.
+    # Everything it started is stopped: nothing listens on the SuperLink's port, no process runs from its kits.
     port = int(Kit.read(kits / "coordinator").superlink.rsplit(":", 1)[1])
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", port)) != 0
+    assert processes_mentioning(tmp_path / "poc") == []
+
+
+def processes_mentioning(path: Path) -> list[str]:
+    """Command lines of the live processes that name ``path`` (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if entry.name.isdigit() and str(path) in command:
+            found.append(command)
+    return found
 
 
 @pytest.mark.slow

@@ -97,24 +97,46 @@ def node_command(kit: Kit, data_file: Path, superlink: str, port: int | None = N
 
 def run_node(kit: Kit, command: list[str]) -> int:
     """Run the SuperNode in the foreground, its output passed through; a node the SuperLink refuses (its key
-    not registered) ends in one line saying so."""
+    not registered) ends in one line saying so. The SuperNode and its helpers run in their own process group:
+    stopping this command (SIGTERM, SIGINT) stops all of them, and so does a refusal (the helpers would keep the
+    output open and retry after the node itself gave up)."""
     refused = False
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                           env=flower_environment(kit.path / STATE_DIR / "flwr-home"), start_new_session=True) as node:
-        assert node.stdout is not None
-        for line in node.stdout:
-            sys.stdout.write(line)
-            if "Failed to activate SuperNode" in line:
-                # Its helper processes would keep the output open (and retry) after the node itself gave up.
-                refused = True
-                os.killpg(node.pid, signal.SIGTERM)
-                break
+
+        def stop(signum: int, _frame: object) -> None:
+            _stop_group(node)
+            raise SystemExit(128 + signum)
+
+        previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            assert node.stdout is not None
+            for line in node.stdout:
+                sys.stdout.write(line)
+                if "Failed to activate SuperNode" in line:
+                    refused = True
+                    _stop_group(node)
+                    break
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
     if refused:
         raise PartyFailed(f"the SuperLink refused {kit.party}'s node: its key ({kit.path / 'node.pub'}) is not "
                           "registered there; the coordinator registers it at start (fedlearn pilot coordinator)")
     if node.returncode != 0:
         raise PartyFailed(f"{kit.party}'s SuperNode exited with status {node.returncode}; its output is above")
     return 0
+
+
+def _stop_group(process: subprocess.Popen[Any], grace: float = 10.0) -> None:
+    """``process`` and every helper in its process group: asked first, killed after ``grace`` seconds."""
+    _signal_group(process, signal.SIGTERM)
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        pass
+    _signal_group(process, signal.SIGKILL)  # helpers that outlive the node (Flower's SuperExec) go too
+    process.wait()
 
 
 # ---- the coordinator --------------------------------------------------------------------------------------
@@ -269,13 +291,14 @@ class Processes:
             try:
                 process.wait(timeout=20)
             except subprocess.TimeoutExpired:
-                _signal_group(process, signal.SIGKILL)
-                process.wait()
+                pass
+            _signal_group(process, signal.SIGKILL)  # whatever of its group is still there
+            process.wait()
             out.close()
         self._started.clear()
 
 
-def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+def _signal_group(process: subprocess.Popen[Any], sig: signal.Signals) -> None:
     try:
         os.killpg(process.pid, sig)
     except ProcessLookupError:  # already gone, helpers and all
