@@ -250,11 +250,7 @@ class RunConfig:
         flat: dict[str, Any] = {}
         if path is not None:
             flat.update(_flatten_toml(Path(path)))
-        for item in overrides or []:
-            key, sep, raw = item.partition("=")
-            if not sep or not key.strip():
-                raise ConfigError(f"override {item!r} is not of the form section.key=value")
-            flat[key.strip()] = _parse_override(raw.strip())
+        flat.update(parse_overrides(overrides or []))
         return cls.from_flat(flat)
 
     @classmethod
@@ -439,6 +435,17 @@ def _parse_override(raw: str) -> Any:
         return tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
         return raw
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``section.key=value`` strings (``--set``) as key → typed value."""
+    flat: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r} is not of the form section.key=value")
+        flat[key.strip()] = _parse_override(raw.strip())
+    return flat
 
 
 def read_toml(path: str | Path, what: str) -> dict[str, Any]:

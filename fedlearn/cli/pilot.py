@@ -8,7 +8,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from fedlearn.config import _parse_override
+from fedlearn.config import parse_overrides
 from fedlearn.errors import ConfigError
 from fedlearn.pilot import parties
 from fedlearn.pilot.kits import Kit, provision
@@ -25,22 +25,12 @@ def _provision(args: argparse.Namespace) -> int:
     return 0
 
 
-def _overrides(items: list[str]) -> dict[str, object]:
-    out: dict[str, object] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or "." not in key:
-            raise ConfigError(f"--set {item!r} is not of the form section.key=value")
-        out[key.strip()] = _parse_override(raw.strip())
-    return out
-
-
 def _coordinator(args: argparse.Namespace) -> int:
     from fedlearn.federation.submit import submit
 
     kit = Kit.read(args.kit)
     parties.check_coordinator(kit)
-    run_config = parties.resolved_run_config(kit, _overrides(args.set))
+    run_config = parties.resolved_run_config(kit, parse_overrides(args.set))
     if not os.environ.get(args.key_env):
         raise ConfigError(f"${args.key_env} is empty: the ServerApp signs every round with the coordinator's key, "
                           "and it runs in the SuperLink's environment")

@@ -36,7 +36,7 @@ from fedlearn.payout.settlement import ChainLink, Paymaster, institution_address
 from fedlearn.payout.slashing import RoundFlags, SlashingPolicy
 from fedlearn.records import checkpoint
 from fedlearn.records.fingerprint import model_hash
-from fedlearn.records.rundir import RoundResult, RoundTraffic, RunRecorder, new_run_dir
+from fedlearn.records.rundir import RoundResult, RunRecorder, new_run_dir
 
 log = logging.getLogger("flwr")  # shown with Flower's own lines under `flwr run`
 
@@ -187,11 +187,11 @@ def build_server_app(config: RunConfig | None = None, options: RunOptions | None
                                   on_round=recorder.scored, registered=registered, nodes=node_registry(cfg))
         eval_model = copy.deepcopy(model)
 
-        def evaluate_global(server_round: int, arrays: ArrayRecord, traffic: RoundTraffic | None = None) -> RoundResult:
+        def evaluate_global(server_round: int, arrays: ArrayRecord, **cost: Any) -> RoundResult:
             eval_model.load_state_dict(arrays.to_torch_state_dict())
             loss, accuracy = evaluate(eval_model, test.X, test.y)
             success = None if target is None else attack_success_rate(eval_model, test.X, test.y, target)
-            return recorder.evaluated(server_round, accuracy, loss, success, traffic)
+            return recorder.evaluated(server_round, accuracy, loss, success, **cost)
 
         if first == 1:
             opts.on_round(evaluate_global(0, arrays), cfg.run.rounds, None)
@@ -209,8 +209,8 @@ def build_server_app(config: RunConfig | None = None, options: RunOptions | None
             # A round without a model (every update rejected, or the rule refused) was scored 0 throughout:
             # the global model stays and the round contributes nothing, so it pays nothing.
             arrays = aggregated if aggregated is not None else arrays
-            result = evaluate_global(server_round, arrays, RoundTraffic(
-                time.perf_counter() - started, mean_bytes(messages), mean_bytes(replies)))
+            result = evaluate_global(server_round, arrays, seconds=time.perf_counter() - started,
+                                     bytes_down=mean_bytes(messages), bytes_up=mean_bytes(replies))
             if result.scores is not None and result.scores.skipped:
                 money_log.warning("round %d skipped: %s; nothing paid, it contributes nothing",
                                   server_round, result.scores.skipped)

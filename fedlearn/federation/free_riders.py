@@ -55,10 +55,10 @@ def entanglement(residual: Sequence[np.ndarray]) -> list[float]:
     direction would have there (k/d for k independent others in d dimensions). Noise scores about 1 (a χ²_k/k
     variable); a residual that shares the task's structure with the others scores in the tens or hundreds.
 
-    All at once from the Gram matrix G of the residuals when they are independent (the usual case): what is left
-    of r_i after projecting it on the others is 1 / (G⁻¹)_ii, so the n projections cost one n × n inverse instead
-    of n decompositions of d × (n − 1) matrices (at 100 institutions, milliseconds instead of tens of seconds).
-    Dependent residuals (a zero one, exact copies) take the one-by-one path."""
+    Beyond ``MAX_REFERENCES`` others, each residual is measured against that many of them, drawn at random. Up to
+    it, all at once from the Gram matrix G of the unit residuals when they are independent (the usual case): what
+    is left of r_i after projecting it on the others is 1 / (G⁻¹)_ii, one n × n inverse instead of n
+    decompositions of d × (n − 1) matrices. Dependent residuals (a zero one, exact copies) go one by one."""
     if not residual:
         return []
     d = residual[0].size
@@ -68,7 +68,7 @@ def entanglement(residual: Sequence[np.ndarray]) -> list[float]:
         return _entanglement_with_references(residual, references)
     stacked = np.stack([np.asarray(r, dtype=np.float64) for r in residual])
     energy = np.einsum("ij,ij->i", stacked, stacked)
-    if n > 1 and n - 1 <= d and (energy > 0).all():
+    if n > 1 and (energy > 0).all():  # n - 1 ≤ references < d here
         scale = np.sqrt(energy)
         gram = (stacked / scale[:, None]) @ (stacked / scale[:, None]).T  # unit diagonal: conditioning, not size
         eigen = np.linalg.eigvalsh(gram)

@@ -237,9 +237,9 @@ class ScoredStrategy(Strategy):
         First, every update whose contribution score is negative (its whole interval, where it is estimated) is
         left out: the validation split says the round's model is better without it. Then, as harmful updates can
         hide one another (with two sign flippers in the set, removing a third changes little), the one whose
-        removal raises the utility of what is left
-        most goes, again and again, while that gain exceeds :data:`MASKED_HARM` (an honest update that merely
-        moves less than the others costs the aggregate far less than that, and stays). An update left out keeps its
+        removal raises the utility of what is left most goes, again and again, while that gain exceeds
+        :data:`MASKED_HARM` (an honest update that merely moves less than the others costs the aggregate far
+        less than that, and stays). An update left out keeps its
         score if that is negative, else it scores its (negative) marginal contribution to the set that stayed: its
         update is not in the model, so it is not paid for it, and slashing reads how much it hurt.
         ``self._updates`` keeps the arrays of those that stay.

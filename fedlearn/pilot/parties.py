@@ -168,6 +168,8 @@ def resolved_run_config(kit: Kit, overrides: Mapping[str, Any] | None = None) ->
     table = _run_table(kit)
     for key, value in (overrides or {}).items():
         section, _, name = key.partition(".")
+        if not name:
+            raise ConfigError(f"override {key!r} is not of the form section.key=value")
         table.setdefault(section, {})[name] = value
     for key in PATH_KEYS:
         section, _, name = key.partition(".")

@@ -166,7 +166,7 @@ def up(workdir: Path, institutions: int = 3, rounds: int = 3, seed: int = 0,
             start = workdir / "kits" / name / "start.sh"
             group.start(f"supernode-{name}", ["sh", str(start), "--data-path", str(files[name]), "--port",
                                               str(free_port())],
-                        env={**parties.flower_environment(files[name].parent / "flwr-home"), "PATH": path})
+                        env=parties.flower_environment(files[name].parent / "flwr-home"))
             say(f"{name}: SuperNode started from its kit on its own {files[name].suffix[1:]} file")
         timings["start_seconds"] = time.perf_counter() - started
 

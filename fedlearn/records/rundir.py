@@ -71,15 +71,6 @@ class RoundResult:
     bytes_up: int | None = None
 
 
-@dataclass(frozen=True)
-class RoundTraffic:
-    """What a round cost in time and bytes (see RoundResult)."""
-
-    seconds: float | None = None
-    bytes_down: int | None = None
-    bytes_up: int | None = None
-
-
 @dataclass
 class RunRecorder:
     """Collects what every round produced and keeps the run directory current."""
@@ -115,10 +106,10 @@ class RunRecorder:
         self._pending = scores
 
     def evaluated(self, server_round: int, accuracy: float, loss: float, backdoor_success: float | None = None,
-                  traffic: RoundTraffic | None = None) -> RoundResult:
-        measured = traffic or RoundTraffic()
+                  **cost: Any) -> RoundResult:
+        """``cost``: the round's ``seconds``, ``bytes_down`` and ``bytes_up`` (see RoundResult)."""
         result = RoundResult(server_round, accuracy, loss, self._pending if server_round > 0 else None,
-                             backdoor_success, measured.seconds, measured.bytes_down, measured.bytes_up)
+                             backdoor_success, **cost)
         self._pending = None
         self.rounds.append(result)
         write_json(self.path / ROUNDS_FILE, [dataclasses.asdict(r) for r in self.rounds])

@@ -65,7 +65,7 @@ def banzhaf(n: int, utility: Utility, *, rng: np.random.Generator, samples: int 
     drawn: list[np.ndarray] = []
     values_drawn: list[float] = []
     while True:
-        batch = rng.random((min(BATCH, samples - sum(len(d) for d in drawn)), n)) < 0.5
+        batch = rng.random((min(BATCH, samples - len(values_drawn)), n)) < 0.5
         drawn.append(batch)
         values_drawn.extend(cache.many(_coalitions(batch)))
         members, values = np.concatenate(drawn), np.array(values_drawn)
@@ -88,10 +88,11 @@ def _estimate(members: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.n
         design = np.column_stack([np.ones(m), members.astype(np.float64)])
         gram = design.T @ design
         if np.linalg.matrix_rank(gram) == n + 1:
-            coef = np.linalg.solve(gram, design.T @ values)
+            inverse = np.linalg.inv(gram)
+            coef = inverse @ (design.T @ values)
             residual = values - design @ coef
             variance = residual @ residual / (m - n - 1)
-            return coef[1:], Z95 * np.sqrt(np.maximum(variance * np.diag(np.linalg.inv(gram))[1:], 0.0))
+            return coef[1:], Z95 * np.sqrt(np.maximum(variance * np.diag(inverse)[1:], 0.0))
     estimate, half = np.zeros(n), np.full(n, np.inf)
     for i in range(n):
         held = members[:, i]
