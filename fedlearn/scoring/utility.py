@@ -64,3 +64,4 @@ class CachedUtility:
         value = float(self._utility(key))
         self._store(key, value)
         return value
+
