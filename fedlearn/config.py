@@ -197,9 +197,8 @@ class IntegritySection:
     # updates' residuals than noise would (score < kappa; noise scores ~1) is set aside
     # (fedlearn.federation.free_riders). 0 turns the check off.
     free_rider_kappa: float = 5.0
-    # An update whose contribution score on the server's validation split is negative and stands out below the
-    # others' (or without which the rest's aggregate is clearly better) is left out of the aggregate and scores
-    # 0 for the round: sign flips, label flips and noise never reach the model; its harm is what slashing reads.
+    # An update whose contribution score on the server's validation split is negative (the round's model is
+    # better without it) is left out of the aggregate: sign flips, label flips and noise never reach the model.
     # Server validation only: peers' votes are too noisy to leave updates out on.
     exclude_harmful: bool = True
     # Fraction of institutions drawn each round as voters when scoring.validation = "peers".

@@ -83,8 +83,7 @@ def wait_for_quorum(grid: Grid, quorum: int, wait: float) -> None:
 
 def offenders(recorder: RunRecorder, policy: SlashingPolicy) -> dict[str, str]:
     """Institutions the slashing rule flags after the latest round → evidence (their update's hash)."""
-    # An update left out of the aggregate scores 0; what it did to the model (its harm) is the evidence here.
-    history = [RoundFlags(r.server_round, {**r.scores.scores, **r.scores.harm}, frozenset(r.scores.rejected))
+    history = [RoundFlags(r.server_round, r.scores.scores, frozenset(r.scores.rejected))
                for r in recorder.rounds if r.scores is not None]
     latest = recorder.rounds[-1].scores
     if latest is None:

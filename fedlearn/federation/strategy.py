@@ -114,28 +114,6 @@ MASKED_HARM = 0.01
 [-2, 0]) to be left out once the negatively scored ones are gone."""
 
 
-OUTLIER_MADS = 3.0
-"""How far below the round's median score, in robust standard deviations (1.4826 × MAD), a negative score must
-lie for its update to be left out."""
-
-
-def harmful_outliers(scores: np.ndarray, errors: np.ndarray) -> set[int]:
-    """Indices of updates whose score is negative (the whole 95 % interval, where it is estimated) and an outlier
-    below the round's scores: more than :data:`OUTLIER_MADS` robust standard deviations under their median.
-
-    A marginal contribution averaged over coalitions (Banzhaf, Shapley) measures an update against the average
-    of the others: with many institutions, an honest one that merely moves less than the average scores a little
-    below 0. Harm is what stands apart from the honest spread, which a minority of harmful updates cannot move
-    (the median and the MAD withstand up to half of the updates).
-    """
-    if scores.size == 0:
-        return set()
-    median = float(np.median(scores))
-    spread = 1.4826 * float(np.median(np.abs(scores - median)))
-    below = (scores + errors < 0) & (scores < median - OUTLIER_MADS * spread)
-    return {int(i) for i in np.flatnonzero(below)}
-
-
 @dataclass(frozen=True)
 class RoundScoring:
     """One round's contribution scores, before they are recorded."""
@@ -146,8 +124,6 @@ class RoundScoring:
     truncated: bool
     ballots: dict[str, dict] = field(default_factory=dict)
     errors: dict[str, float] = field(default_factory=dict)
-    # Left out of the aggregate (they score 0): how much each lowered the utility, the evidence slashing reads.
-    harm: dict[str, float] = field(default_factory=dict)
 
 
 class ScoredStrategy(Strategy):
@@ -236,7 +212,7 @@ class ScoredStrategy(Strategy):
             if not accepted:
                 self._record(server_round, scored.scores, [], rejected, scored.evaluations, started,
                              scored.truncated, scored.disagreeing, skipped="every update lowered the utility",
-                             excluded=excluded, harm=scored.harm)
+                             excluded=excluded)
                 return None, None
         arrays, metrics = self.inner.aggregate_train(server_round, accepted)
         if arrays is None:
@@ -250,7 +226,7 @@ class ScoredStrategy(Strategy):
             scored = RoundScoring(self._trust_scores(accepted, names, utility), frozenset(), 2, False)
         self._record(server_round, scored.scores, accepted, rejected, scored.evaluations, started, scored.truncated,
                      scored.disagreeing, self._round_gain(server_round, arrays), excluded=excluded,
-                     ballots=scored.ballots, errors=scored.errors, harm=scored.harm)
+                     ballots=scored.ballots, errors=scored.errors)
         return arrays, metrics
 
     def _exclude_harmful(
@@ -258,23 +234,21 @@ class ScoredStrategy(Strategy):
     ) -> tuple[list[Message], dict[str, str], RoundScoring]:
         """(the updates that stay, institution → why it was left out, the scores as recorded).
 
-        First, every update whose score is negative and stands out below the others' (:func:`harmful_outliers`)
-        is left out: the validation split says the round's model is better without it. Then, as harmful updates can
+        First, every update whose contribution score is negative (its whole interval, where it is estimated) is
+        left out: the validation split says the round's model is better without it. Then, as harmful updates can
         hide one another (with two sign flippers in the set, removing a third changes little), the one whose
         removal raises the utility of what is left most goes, again and again, while that gain exceeds
         :data:`MASKED_HARM` (an honest update that merely moves less than the others costs the aggregate far
-        less than that, and stays).
-
-        An update left out is not in the round's model: it scores 0 (neither paid nor charged for a model it is
-        not part of), and its harm (its negative score, or its negative marginal contribution to the set that
-        stayed) is kept apart as the evidence slashing reads. Those that stay keep their scores, measured against
-        every update offered this round. ``self._updates`` keeps the arrays of those that stay.
+        less than that, and stays). An update left out keeps its
+        score if that is negative, else it scores its (negative) marginal contribution to the set that stayed: its
+        update is not in the model, so it is not paid for it, and slashing reads how much it hurt.
+        ``self._updates`` keeps the arrays of those that stay.
         """
         names = [institution_of(m) for m in accepted]
         scores = dict(scored.scores)
-        outliers = harmful_outliers(np.array([scores.get(name, 0.0) for name in names]),
-                                    np.array([scored.errors.get(name, 0.0) for name in names]))
-        kept = set(range(len(names))) - outliers
+        # An estimated score (Banzhaf beyond exact) counts as negative only when its whole 95 % interval is: in a
+        # large federation many honest contributions are small, and the estimate's noise alone puts half below 0.
+        kept = {i for i, name in enumerate(names) if scores.get(name, 0.0) + scored.errors.get(name, 0.0) >= 0}
         reasons = {names[i]: f"contribution {scores[names[i]]:+.4f} lowers the utility"
                    for i in range(len(names)) if i not in kept}
         before = utility.evaluations
@@ -290,8 +264,7 @@ class ScoredStrategy(Strategy):
             reasons[names[worst]] = (f"its update lowers the utility of the others' aggregate by "
                                      f"{-marginal[worst]:.4f}")
         self._updates = [u for i, u in enumerate(self._updates) if i in kept]
-        harm = {names[i]: min(scores[names[i]], 0.0) for i in range(len(names)) if i not in kept}
-        recorded = dataclasses.replace(scored, scores={**scores, **{name: 0.0 for name in harm}}, harm=harm,
+        recorded = dataclasses.replace(scored, scores=scores,
                                        evaluations=scored.evaluations + utility.evaluations - before)
         return [m for i, m in enumerate(accepted) if i in kept], reasons, recorded
 
@@ -362,7 +335,6 @@ class ScoredStrategy(Strategy):
         excluded: Mapping[str, str] | None = None,
         ballots: Mapping[str, dict] | None = None,
         errors: Mapping[str, float] | None = None,
-        harm: Mapping[str, float] | None = None,
     ) -> None:
         """``gain``: (the start model's utility, the round's gain); a skipped round has none."""
         names = [institution_of(m) for m in accepted]
@@ -390,7 +362,6 @@ class ScoredStrategy(Strategy):
             excluded=dict(excluded or {}),
             ballots=dict(ballots or {}),
             score_errors=dict(errors or {}),
-            harm=dict(harm or {}),
         )
         self.history.append(record)
         if self.on_round is not None:

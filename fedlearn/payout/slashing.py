@@ -1,8 +1,7 @@
 """The slashing policy: which institutions have earned a slash, how much it takes, and its evidence. Pure.
 
 Rule. A round is *bad* for an institution that took part in it when its update was rejected (by the reply
-checks or the robust aggregator) or its contribution score (for an update left out of the aggregate as harmful,
-its harm) was below −threshold. An institution is flagged
+checks or the robust aggregator) or its contribution score was below −threshold. An institution is flagged
 when at least k of its last m rounds (the rounds it took part in, not the federation's) were bad. k ≥ 2, so
 one unlucky round never slashes anyone, whatever the threshold.
 

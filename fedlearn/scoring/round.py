@@ -29,10 +29,9 @@ class RoundScores:
     gain_low: float = 0.0
     gain_high: float = 0.0
     significant: bool = False
-    # Left out of the aggregate because their contribution was negative (integrity.exclude_harmful): they score 0
-    # (their update is not in the model) and ``harm`` keeps how much each lowered the utility: what slashing reads.
+    # Scored, but left out of the aggregate because their contribution was negative (integrity.exclude_harmful):
+    # they keep their score, which is what slashing reads.
     excluded: dict[str, str] = field(default_factory=dict)
-    harm: dict[str, float] = field(default_factory=dict)
     # Peer validation: voter → its ballot as committed and opened ({"commitment", "salt", "votes", "weight"}, and
     # "broken" with the reason when it did not open), so that anyone can recheck every commitment.
     ballots: dict[str, dict] = field(default_factory=dict)

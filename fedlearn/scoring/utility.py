@@ -64,4 +64,3 @@ class CachedUtility:
         value = float(self._utility(key))
         self._store(key, value)
         return value
-
