@@ -17,6 +17,7 @@ every attack and seed), ``configurations`` (the same per configuration) and ``ru
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import tempfile
 import time
@@ -163,9 +164,12 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--quick", action="store_true", help=f"configurations {QUICK_CONFIGURATIONS} only")
+    parser.add_argument("--only", nargs="+", choices=list(CONFIGURATIONS), metavar="CONFIGURATION",
+                        help="these configurations only; the others keep their figures from the results file")
     parser.add_argument("--workers", type=int, default=max(1, min(2, os.cpu_count() or 1)))
     args = parser.parse_args()
-    configurations = {k: v for k, v in CONFIGURATIONS.items() if not args.quick or k in QUICK_CONFIGURATIONS}
+    configurations = {k: v for k, v in CONFIGURATIONS.items()
+                      if (not args.quick or k in QUICK_CONFIGURATIONS) and (not args.only or k in args.only)}
     jobs = [(name, overrides, set_name, behaviours, seed, args.rounds)
             for seed in args.seeds for name, overrides in configurations.items()
             for set_name, behaviours in behaviour_sets().items()]
@@ -201,6 +205,15 @@ def main() -> None:
                   w["worst_accuracy_drop_points"], w["worst_backdoor_success"], w["max_sybil_over_whole"],
                   w["honest_slashed"], w["honest_accuracy_below_plain_fedavg_points"]] for name, w in worst.items()])
     print(f"\n{len(jobs)} runs in {time.perf_counter() - started:.0f} s")
+    if args.only:  # the other configurations' figures and runs stay as last measured, marked with when that was
+        previous = json.loads((ROOT / "benchmarks" / "results" / "integrity.json").read_text())
+        measured = previous.get("measured_at", "")
+        kept = {k: {**v, "measured_at": v.get("measured_at", measured)}
+                for k, v in previous["configurations"].items() if k not in worst}
+        worst = {**kept, **worst}
+        rows = [r for r in previous["runs"] if r["configuration"] in kept] + rows
+        configurations = {**{k: v for k, v in previous["configurations_overrides"].items() if k in kept},
+                          **configurations}
     path = write_results("integrity", {
         "rounds": args.rounds, "institutions": 10, "seeds": args.seeds, "adversaries": ADVERSARIES,
         "attacks": ATTACKS, "mix": MIX, "configurations_overrides": configurations,

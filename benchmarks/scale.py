@@ -80,6 +80,10 @@ def one_run(n: int, data: Path, mode: str, rounds: int, out: Path) -> dict[str, 
         "evaluations": float(np.mean(evaluations)),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "settlement_gas": gas, "final_test_accuracy": summary["final_test_accuracy"],
+        # Every institution here is honest: an update left out as harmful or set aside as a free rider is a false
+        # positive of those checks.
+        "excluded_per_round": [len(r["scores"].get("excluded", {})) if r.get("scores") else 0 for r in records],
+        "set_aside_per_round": [len(r["scores"].get("rejected", {})) if r.get("scores") else 0 for r in records],
     }
 
 
@@ -186,7 +190,8 @@ def main() -> None:
             r = runs[-1]
             print(f"n={n:>5} {mode:<13} {r['round_seconds']:7.2f} s/round (scoring {r['scoring_seconds']:6.2f}, "
                   f"training {r['training_seconds']:6.2f}), {r['evaluations']:7.0f} evals, "
-                  f"{r['peak_rss_mb']:7.0f} MB, acc {r['final_test_accuracy']:.3f}", flush=True)
+                  f"{r['peak_rss_mb']:7.0f} MB, acc {r['final_test_accuracy']:.3f}; honest left out per round "
+                  f"{r['excluded_per_round']}, set aside {r['set_aside_per_round']}", flush=True)
     quality = estimator(data)
     rows = []
     for n in sorted({r["institutions"] for r in runs}):
