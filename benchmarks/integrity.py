@@ -25,7 +25,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from common import ROOT, print_table, write_results  # noqa: I001 - puts the project root on sys.path
+from common import RESULTS, ROOT, print_table, write_results  # noqa: I001 - puts the project root on sys.path
 
 ADVERSARIES = ["hospital-02", "hospital-05", "hospital-08"]
 SYBIL_ORIGINS = ["hospital-05", "hospital-09"]
@@ -170,6 +170,12 @@ def main() -> None:
     args = parser.parse_args()
     configurations = {k: v for k, v in CONFIGURATIONS.items()
                       if (not args.quick or k in QUICK_CONFIGURATIONS) and (not args.only or k in args.only)}
+    # --only merges into the last results: read them before the runs, so a missing file stops here, not after them.
+    previous_path = RESULTS / "integrity.json"
+    if args.only and not previous_path.exists():
+        raise SystemExit(f"--only keeps the other configurations' figures from {previous_path}, which does not "
+                         "exist: run without --only first")
+    previous = json.loads(previous_path.read_text()) if args.only else None
     jobs = [(name, overrides, set_name, behaviours, seed, args.rounds)
             for seed in args.seeds for name, overrides in configurations.items()
             for set_name, behaviours in behaviour_sets().items()]
@@ -205,8 +211,7 @@ def main() -> None:
                   w["worst_accuracy_drop_points"], w["worst_backdoor_success"], w["max_sybil_over_whole"],
                   w["honest_slashed"], w["honest_accuracy_below_plain_fedavg_points"]] for name, w in worst.items()])
     print(f"\n{len(jobs)} runs in {time.perf_counter() - started:.0f} s")
-    if args.only:  # the other configurations' figures and runs stay as last measured, marked with when that was
-        previous = json.loads((ROOT / "benchmarks" / "results" / "integrity.json").read_text())
+    if previous is not None:  # the other configurations' figures and runs stay as last measured, marked with when
         measured = previous.get("measured_at", "")
         kept = {k: {**v, "measured_at": v.get("measured_at", measured)}
                 for k, v in previous["configurations"].items() if k not in worst}

@@ -66,8 +66,9 @@ def one_run(n: int, data: Path, mode: str, rounds: int, out: Path) -> dict[str, 
     run_dir = Path(summary["run_dir"])
     records = json.loads((run_dir / "rounds.json").read_text())[1:]
     seconds = [float(r["seconds"]) for r in records]
-    scoring = [float(r["scores"]["scoring_seconds"]) if r.get("scores") else 0.0 for r in records]
-    evaluations = [int(r["scores"]["evaluations"]) if r.get("scores") else 0 for r in records]
+    scored = [r.get("scores") or {} for r in records]  # a round without scores counts as nothing scored
+    scoring = [float(s.get("scoring_seconds", 0.0)) for s in scored]
+    evaluations = [int(s.get("evaluations", 0)) for s in scored]
     gas: list[int] = []
     if (run_dir / "ledger.sqlite").exists():
         from fedlearn.payout.ledger import Ledger
@@ -82,8 +83,8 @@ def one_run(n: int, data: Path, mode: str, rounds: int, out: Path) -> dict[str, 
         "settlement_gas": gas, "final_test_accuracy": summary["final_test_accuracy"],
         # Every institution here is honest: an update left out as harmful or set aside as a free rider is a false
         # positive of those checks.
-        "excluded_per_round": [len(r["scores"].get("excluded", {})) if r.get("scores") else 0 for r in records],
-        "set_aside_per_round": [len(r["scores"].get("rejected", {})) if r.get("scores") else 0 for r in records],
+        "excluded_per_round": [len(s.get("excluded", {})) for s in scored],
+        "set_aside_per_round": [len(s.get("rejected", {})) for s in scored],
     }
 
 
