@@ -400,6 +400,28 @@ def test_html_institutions_show_contribution_share_beside_token_share(paid: Repo
         assert row["Tokens earned"] == fmt_tokens(last[name])
 
 
+def test_html_contribution_carries_the_interval_of_sampled_scores(paid: Reported, tmp_path: Path) -> None:
+    """Exact scores record a zero half-width and show none; sampled ones (as Banzhaf and GTG record them) show the
+    contribution's ± √Σ half-width² over the rounds that count, and no round that does not count adds to it."""
+    run = copy_run(paid.run, tmp_path)
+    records = json.loads((run / "rounds.json").read_text())
+    scored = [r for r in records if r.get("scores")]
+    for r in scored:  # exact Shapley: every scored update has a zero half-width; a set-aside one none
+        s = r["scores"]
+        assert set(s["score_errors"]) == set(s["scores"]) - set(s["rejected"]), r["server_round"]
+        assert not any(s["score_errors"].values())
+    counted = [r for r in scored if r["scores"]["significant"] and not r["scores"].get("skipped")]
+    assert counted and len(counted) < len(scored), "the fixture needs rounds that count and one that does not"
+    for r in scored:
+        r["scores"]["score_errors"] = {name: 0.001 * r["server_round"] for name in r["scores"]["scores"]}
+    (run / "rounds.json").write_text(json.dumps(records))
+    rows, _ = html_tables(build_report(run).read_text())
+    summary = {i["name"]: i for i in summary_json(run)["institutions"]}
+    for name, row in rows.items():
+        half = sum((0.001 * r["server_round"]) ** 2 for r in counted if name in r["scores"]["scores"]) ** 0.5
+        assert row["Contribution"] == f"{summary[name]['contribution']:.4f} ± {half:.4f}"
+
+
 def test_a_run_stopped_after_round_2_reports_as_unfinished(paid: Reported, tmp_path: Path) -> None:
     assert paid.partial is not None
     html = build_report(paid.partial, tmp_path / "out")

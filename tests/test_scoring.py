@@ -179,6 +179,28 @@ def test_gtg_error_follows_the_tolerance_on_a_strongly_saturating_game() -> None
     assert max(l1_error(r.values, exact) for r in tight) < min(0.02, np.mean(errors))
 
 
+def test_gtg_intervals_cover_the_exact_values_and_exact_results_have_none() -> None:
+    """GTG's 95 % half-widths (Student's t over the independent permutation blocks) hold the exact Shapley value
+    about 95 % of the time; a truncated round and a run that ended exact record zero."""
+    covered = 0
+    for scale in (4.0, 2.0):
+        game = saturating(WEIGHTS8, scale)
+        exact = exact_shapley(8, game).values
+        for seed in range(30):
+            result = gtg_shapley(8, game, rng=np.random.default_rng(seed))
+            assert result.errors is not None and result.errors.shape == (8,) and (result.errors > 0).all()
+            covered += int((np.abs(result.values - exact) <= result.errors).sum())
+    assert covered / (2 * 30 * 8) >= 0.88
+    truncated = gtg_shapley(3, additive(np.array([0.2, -0.2, 0.0]), 0.7), rng=np.random.default_rng(0))
+    assert truncated.truncated and truncated.errors is not None and not truncated.errors.any()
+    small = gtg_shapley(3, saturating(WEIGHTS8[:3], 1.0), rng=np.random.default_rng(0))  # 8 coalitions: all seen
+    np.testing.assert_allclose(small.values, exact_shapley(3, saturating(WEIGHTS8[:3], 1.0)).values)
+    assert small.errors is not None and not small.errors.any()
+    capped = gtg_shapley(8, saturating(WEIGHTS8, 4.0), rng=np.random.default_rng(0), max_permutations=20,
+                         min_permutations=0)
+    assert capped.errors is None  # one whole block: no spread to say how far off it is
+
+
 def test_gtg_skips_a_round_without_gain() -> None:
     # Players 0 and 1 cancel out: the round's model is as good as the starting one.
     game = CountingGame(additive(np.array([0.2, -0.2, 0.0]), 0.7))

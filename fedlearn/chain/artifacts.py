@@ -8,9 +8,16 @@ import os
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from weakref import WeakKeyDictionary
+
+from eth_utils import to_checksum_address
 
 from fedlearn.errors import ChainError
+
+if TYPE_CHECKING:
+    from web3 import Web3
+    from web3.contract import Contract
 
 TOKEN = "ContributionToken"
 DISTRIBUTOR = "RewardDistributor"
@@ -64,6 +71,19 @@ def load_artifact(name: str) -> Artifact:
     if name not in CONTRACT_NAMES:
         raise ChainError(f"unknown contract {name!r}; known: {', '.join(CONTRACT_NAMES)}")
     return _load(artifacts_dir() / f"{name}.json")
+
+
+# Per connection: building a web3 contract parses its whole ABI, which costs as much as the call made with it.
+_BOUND: WeakKeyDictionary[Web3, dict[tuple[str, str], Contract]] = WeakKeyDictionary()
+
+
+def contract_at(w3: Web3, name: str, address: str) -> Contract:
+    """Contract `name` (its committed ABI) at `address` on `w3`'s chain, built once per connection."""
+    bound = _BOUND.setdefault(w3, {})
+    key = (name, to_checksum_address(address))
+    if key not in bound:
+        bound[key] = w3.eth.contract(address=key[1], abi=load_artifact(name).abi)
+    return bound[key]
 
 
 def all_abis() -> list[list[dict[str, Any]]]:

@@ -10,7 +10,7 @@ from typing import Any
 from eth_utils import is_address, to_checksum_address
 from web3.contract import Contract
 
-from fedlearn.chain.artifacts import DISTRIBUTOR, TOKEN, load_artifact
+from fedlearn.chain.artifacts import DISTRIBUTOR, TOKEN, contract_at, load_artifact
 from fedlearn.chain.session import ChainSession
 from fedlearn.chain.transactions import deploy_contract
 from fedlearn.errors import ChainError
@@ -84,13 +84,11 @@ class Deployment:
 
 
 def token_contract(session: ChainSession, deployment: Deployment) -> Contract:
-    return session.w3.eth.contract(address=to_checksum_address(deployment.token), abi=load_artifact(TOKEN).abi)
+    return contract_at(session.w3, TOKEN, deployment.token)
 
 
 def distributor_contract(session: ChainSession, deployment: Deployment) -> Contract:
-    return session.w3.eth.contract(
-        address=to_checksum_address(deployment.distributor), abi=load_artifact(DISTRIBUTOR).abi
-    )
+    return contract_at(session.w3, DISTRIBUTOR, deployment.distributor)
 
 
 def deploy(

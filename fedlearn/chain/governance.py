@@ -26,7 +26,7 @@ from web3 import Web3
 from web3.contract import Contract
 from web3.logs import DISCARD
 
-from fedlearn.chain.artifacts import GOVERNOR, TIMELOCK, load_artifact
+from fedlearn.chain.artifacts import GOVERNOR, TIMELOCK, contract_at, load_artifact
 from fedlearn.chain.deployment import (
     DEFAULT_REWARD_PER_ROUND,
     DEFAULT_ROOT_DELAY_S,
@@ -423,7 +423,7 @@ def deployer_roles(session: ChainSession, base: Deployment, ld: LicenseDeploymen
 def governor_contract(session: ChainSession, ld: LicenseDeployment) -> Contract:
     if ld.governor is None:
         raise ChainError("this license has no governance: its parameters are set by its admin directly")
-    return session.w3.eth.contract(address=to_checksum_address(ld.governor), abi=load_artifact(GOVERNOR).abi)
+    return contract_at(session.w3, GOVERNOR, ld.governor)
 
 
 def delegate(session: ChainSession, ld: LicenseDeployment, to: str | None = None) -> TxResult:

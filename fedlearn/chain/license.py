@@ -23,7 +23,7 @@ from web3.contract import Contract
 from web3.contract.contract import ContractFunction
 from web3.logs import DISCARD
 
-from fedlearn.chain.artifacts import LICENSE, load_artifact
+from fedlearn.chain.artifacts import LICENSE, contract_at, load_artifact
 from fedlearn.chain.deployment import Deployment, distributor_contract, token_contract
 from fedlearn.chain.merkle import RewardTree
 from fedlearn.chain.reverts import ChainRevertError, decode_revert
@@ -198,7 +198,7 @@ def call(fn: ContractFunction, action: str) -> Any:
 
 
 def license_contract(session: ChainSession, ld: LicenseDeployment) -> Contract:
-    return session.w3.eth.contract(address=to_checksum_address(ld.license), abi=load_artifact(LICENSE).abi)
+    return contract_at(session.w3, LICENSE, ld.license)
 
 
 def _address(value: str, what: str) -> str:

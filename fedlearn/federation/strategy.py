@@ -248,7 +248,10 @@ class ScoredStrategy(Strategy):
         scores = dict(scored.scores)
         # An estimated score (Banzhaf beyond exact) counts as negative only when its whole 95 % interval is: in a
         # large federation many honest contributions are small, and the estimate's noise alone puts half below 0.
-        kept = {i for i, name in enumerate(names) if scores.get(name, 0.0) + scored.errors.get(name, 0.0) >= 0}
+        # GTG's interval (Student's t over a few permutation blocks) is recorded, not read here: it is wide, and
+        # the GTG configuration's integrity figures are measured with its point estimates.
+        margin = scored.errors if self.scoring.method == "banzhaf" else {}
+        kept = {i for i, name in enumerate(names) if scores.get(name, 0.0) + margin.get(name, 0.0) >= 0}
         reasons = {names[i]: f"contribution {scores[names[i]]:+.4f} lowers the utility"
                    for i in range(len(names)) if i not in kept}
         before = utility.evaluations

@@ -100,6 +100,9 @@ class InstitutionRow:
     token_share: float | None  # tokens earned / Σ tokens earned (None without a ledger)
     earned_wei: int | None  # the last settled round's cumulative amount: claimable on chain
     claimed_wei: int | None
+    # The contribution's 95 % half-width from the estimated scores it sums (rounds estimate independently, so
+    # √Σ half-width²); 0 when every score was exact, None when some round did not record its interval.
+    contribution_error: float | None = None
 
 
 @dataclass(frozen=True)
@@ -353,6 +356,19 @@ def _contributions(rounds: list[RoundRow], names: list[str]) -> dict[str, float 
     return dict(total)
 
 
+def _contribution_errors(rounds: list[RoundRow], names: list[str]) -> dict[str, float | None]:
+    """Each contribution's 95 % half-width: √Σ (score half-width)² over the rounds that count (independent
+    estimates); None where a counting round did not record the institution's interval."""
+    squares: dict[str, float | None] = {name: 0.0 for name in names}
+    for r in rounds:
+        if r.round == 0 or not r.counts:
+            continue
+        for c in r.cells:
+            known = squares.get(c.institution, 0.0)
+            squares[c.institution] = None if known is None or c.score_error is None else known + c.score_error ** 2
+    return {name: None if v is None else math.sqrt(v) for name, v in squares.items()}
+
+
 def _institutions(summary: dict[str, Any] | None, rounds: list[RoundRow], books: _Books | None
                   ) -> list[InstitutionRow]:
     listed = {row["name"]: row for row in (summary or {}).get("institutions", [])}
@@ -362,6 +378,7 @@ def _institutions(summary: dict[str, Any] | None, rounds: list[RoundRow], books:
     addresses = {e.institution: e.address for r in (books.rounds if books else []) for e in r.entries}
     score_sum = {name: sum(c.score or 0.0 for r in rounds for c in r.cells if c.institution == name) for name in names}
     contribution = _contributions(rounds, names)
+    errors = _contribution_errors(rounds, names)
     positive = sum(max(v or 0.0, 0.0) for v in contribution.values())
     # Earned: the last settled round's cumulative amounts, what the chain lets each institution claim. The ledger
     # is what was paid; the summary only repeats it, so it is the fallback.
@@ -388,6 +405,7 @@ def _institutions(summary: dict[str, Any] | None, rounds: list[RoundRow], books:
             token_share=token_share,
             earned_wei=earned.get(name, 0) if books else _wei(s.get("tokens_earned")),
             claimed_wei=books.claimed.get(name, 0) if books else _wei(s.get("tokens_claimed")),
+            contribution_error=errors.get(name) if mine is not None else None,
         ))
     return rows
 

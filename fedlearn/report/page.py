@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from html import escape
 from pathlib import Path
 
-from fedlearn.report.load import RoundRow, RunReport
+from fedlearn.report.load import InstitutionRow, RoundRow, RunReport
 from fedlearn.report.text import (
     DASH,
     DUST_WEI,
@@ -104,7 +104,8 @@ def _figure(title: str, path: Path) -> str:
 # Column headers with a hover explanation: the two shares in particular must not be taken for one another.
 HINTS = {
     "Score, all rounds": "the institution's scores summed over every round",
-    "Contribution": "scores summed over the rounds whose gain was significant: what the tokens follow",
+    "Contribution": "scores summed over the rounds whose gain was significant: what the tokens follow; "
+                    "± the 95 % interval's half-width where the scores were estimated by sampling",
     "Contribution share": "max(contribution, 0) over the sum of the positive contributions",
     "Token share": "tokens earned over all tokens earned",
     "Tokens earned": "cumulative amount of the last settled round: what the institution can claim",
@@ -126,7 +127,7 @@ def _institutions(report: RunReport) -> str:
     for i in rows:
         cells = [_td(escape(i.name))]
         cells += [_td(f"<code>{escape(i.address)}</code>" if i.address else DASH)] if addresses else []
-        cells += [_num(fmt_int(i.examples)), _num(fmt_float(i.cumulative_score)), _num(fmt_float(i.contribution)),
+        cells += [_num(fmt_int(i.examples)), _num(fmt_float(i.cumulative_score)), _contribution(i),
                   _num(fmt_pct(i.contribution_share))]
         cells += [_num(fmt_pct(i.token_share)), _num(fmt_tokens(i.earned_wei)),
                   _num(fmt_tokens(i.claimed_wei))] if tokens else []
@@ -136,6 +137,14 @@ def _institutions(report: RunReport) -> str:
     total += [_num(""), _num(fmt_tokens(sum(i.earned_wei or 0 for i in rows))),
               _num(fmt_tokens(sum(i.claimed_wei or 0 for i in rows)))] if tokens else []
     return _table(head, body, "<tr>" + "".join(total) + "</tr>")
+
+
+def _contribution(i: InstitutionRow) -> str:
+    """The contribution, with its 95 % interval's half-width where the scores it sums were estimated."""
+    if not i.contribution_error:
+        return _num(fmt_float(i.contribution))
+    return (f'<td class="num">{escape(fmt_float(i.contribution))} '
+            f'<span class="muted">± {escape(fmt_float(i.contribution_error))}</span></td>')
 
 
 def _rounds(report: RunReport) -> str:

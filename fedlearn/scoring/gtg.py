@@ -35,6 +35,7 @@ exact Shapley value is computed from the cache instead, with no new evaluations.
 from __future__ import annotations
 
 import numpy as np
+from scipy.stats import t as student_t
 
 from fedlearn.errors import ScoringError
 from fedlearn.scoring._validate import check_players
@@ -96,7 +97,7 @@ def gtg_shapley(
     u_empty = cache(frozenset())
     u_grand = cache(frozenset(range(n)))
     if abs(u_grand - u_empty) <= between_round_epsilon:
-        return ScoreResult(np.zeros(n), cache.evaluations - start, "gtg", truncated=True)
+        return ScoreResult(np.zeros(n), cache.evaluations - start, "gtg", truncated=True, errors=np.zeros(n))
 
     # Coalitions this call has seen; only tracked while 2^n is small enough for the exact shortcut.
     seen: set[frozenset[int]] | None = {frozenset(), frozenset(range(n))} if n <= MAX_EXACT_PLAYERS else None
@@ -135,19 +136,33 @@ def gtg_shapley(
             block_means.append(block_sum / (2 * n))
         if seen is not None and len(seen) == 1 << n:
             exact = exact_shapley(n, cache)  # all coalitions cached: exact at no extra cost
-            return ScoreResult(exact.values, cache.evaluations - start, "gtg", permutations=sampled)
+            return ScoreResult(exact.values, cache.evaluations - start, "gtg", permutations=sampled,
+                               errors=np.zeros(n))
         if sampled >= min_permutations and _relative_standard_error(estimate, block_means) < convergence_tolerance:
             break
-    return ScoreResult(estimate, cache.evaluations - start, "gtg", permutations=sampled)
+    return ScoreResult(estimate, cache.evaluations - start, "gtg", permutations=sampled,
+                       errors=_half_widths(block_means))
+
+
+def _standard_errors(block_means: list[np.ndarray]) -> np.ndarray:
+    blocks = np.asarray(block_means)
+    return np.sqrt(blocks.var(axis=0, ddof=1) / len(blocks))
 
 
 def _relative_standard_error(estimate: np.ndarray, block_means: list[np.ndarray]) -> float:
     """Σ_i SE(φ_i) / Σ_i |φ_i| from independent block means; inf while fewer than two blocks."""
     if len(block_means) < 2:
         return float("inf")
-    blocks = np.asarray(block_means)
-    standard_error = float(np.sqrt(blocks.var(axis=0, ddof=1) / len(blocks)).sum())
+    standard_error = float(_standard_errors(block_means).sum())
     scale = float(np.abs(estimate).sum())
     if scale == 0.0:
         return 0.0 if standard_error == 0.0 else float("inf")
     return standard_error / scale
+
+
+def _half_widths(block_means: list[np.ndarray]) -> np.ndarray | None:
+    """Each value's 95 % interval half-width: Student's t over the independent block means (there are few, so
+    not the normal quantile); None with fewer than two whole blocks (a capped run), where there is no spread."""
+    if len(block_means) < 2:
+        return None
+    return float(student_t.ppf(0.975, len(block_means) - 1)) * _standard_errors(block_means)

@@ -22,4 +22,4 @@ def leave_one_out(n: int, utility: Utility) -> ScoreResult:
     grand = frozenset(range(n))
     u_grand = cache(grand)
     values = np.array([u_grand - cache(grand - {i}) for i in range(n)])
-    return ScoreResult(values, cache.evaluations - start, "loo")
+    return ScoreResult(values, cache.evaluations - start, "loo", errors=np.zeros(len(values)))

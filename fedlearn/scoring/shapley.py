@@ -39,4 +39,4 @@ def exact_shapley(n: int, utility: Utility) -> ScoreResult:
     for i in range(n):
         without = masks[members[:, i] == 0]  # every S with i ∉ S
         values[i] = np.dot(weight_by_size[sizes[without]], u[without | (1 << i)] - u[without])
-    return ScoreResult(values, cache.evaluations - start, "shapley")
+    return ScoreResult(values, cache.evaluations - start, "shapley", errors=np.zeros(len(values)))

@@ -67,3 +67,32 @@ def test_eth_tester_state_survives_a_new_process(tmp_path) -> None:
     save_state(session, tmp_path / "state.json")
     again = chain.connect(state_file=tmp_path / "state.json")
     assert chain.status(again, deployment).total_funded == 77
+
+
+@pytest.mark.parametrize("restored", [False, True], ids=["fresh", "restored"])
+def test_eth_tester_estimates_cover_the_gas_a_transaction_uses_and_surface_reverts(tmp_path, restored: bool) -> None:
+    """The embedded chain estimates in one execution (see session._one_run_gas_estimate), also on a chain read
+    back from its state file: a transaction sent with exactly the estimate succeeds, and one that would revert
+    is refused at the estimate with its custom error."""
+    from fedlearn.chain.deployment import distributor_contract, token_contract
+    from fedlearn.chain.session import save_state
+    from fedlearn.chain.transactions import transact
+
+    session = chain.connect()
+    deployment = chain.deploy(session)
+    if restored:
+        save_state(session, tmp_path / "state.json")
+        session = chain.connect(state_file=tmp_path / "state.json")
+    w3, me = session.w3, session.address
+    token, dist = token_contract(session, deployment), distributor_contract(session, deployment)
+    for fn in (token.functions.mint(me, 5 * 10**18), token.functions.approve(deployment.distributor, 5 * 10**18),
+               dist.functions.fund(5 * 10**18)):
+        tx = fn.build_transaction({"from": me, "gas": 0})
+        estimate = w3.eth.estimate_gas({"from": me, "to": tx["to"], "data": tx["data"]})
+        receipt = w3.eth.wait_for_transaction_receipt(w3.eth.send_transaction({**tx, "gas": estimate}))
+        assert receipt["status"] == 1 and 21_000 < receipt["gasUsed"] <= estimate
+    assert chain.status(session, deployment).total_funded == 5 * 10**18
+    before = w3.eth.get_transaction_count(me)
+    with pytest.raises(chain.ChainRevertError, match="ERC20Insufficient"):  # the allowance is spent
+        transact(session, dist.functions.fund(10**18), "fund")
+    assert w3.eth.get_transaction_count(me) == before  # refused at the estimate: nothing was sent
