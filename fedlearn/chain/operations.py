@@ -268,9 +268,10 @@ def claim(
     """Claims for `account` (tokens go to it, whoever sends) with its leaf in the latest root."""
     account = _address(account, "account")
     dist = distributor_contract(session, deployment)
-    already = call(dist.functions.claimed(account), "reading claims")
     tx = transact(session, dist.functions.claim(account, cumulative_amount, proof), f"claim for {account}")
-    return ClaimResult(account, cumulative_amount - already, cumulative_amount, tx)
+    # What was paid, as the contract says it paid it (no read before the claim, which another could race).
+    (event,) = dist.events.Claimed().process_receipt(tx.receipt, errors=DISCARD)  # the Transfer log too
+    return ClaimResult(account, int(event["args"]["amount"]), cumulative_amount, tx)
 
 
 def claim_from_tree(
