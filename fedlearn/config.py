@@ -203,6 +203,8 @@ class IntegritySection:
     exclude_harmful: bool = True
     # Fraction of institutions drawn each round as voters when scoring.validation = "peers".
     voters_fraction: float = 0.3
+    # Peer validation: share of each round's positive scores paid to its voters by agreement with the consensus.
+    validator_share: float = 0.1
     # Slashing: flagged when, in k of its last m rounds, an update was rejected or scored below -threshold.
     slash: bool = True
     # Conservative defaults: on non-IID data an honest update can cost a point or two in an unlucky round.
@@ -358,6 +360,7 @@ class RunConfig:
                "must be in [0, 1] (the share of the budget paid before the final true-up)")
         g = self.integrity
         _check(0 < g.voters_fraction <= 1, "integrity.voters_fraction", g.voters_fraction, "must be in (0, 1]")
+        _check(0 <= g.validator_share < 1, "integrity.validator_share", g.validator_share, "must be in [0, 1)")
         _check(g.min_stake >= 0, "integrity.min_stake", g.min_stake, "must be >= 0")
         _check(0 <= g.free_rider_kappa <= 100, "integrity.free_rider_kappa", g.free_rider_kappa,
                "must be in [0, 100] (0: no free-rider check; noise scores about 1)")

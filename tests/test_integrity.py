@@ -46,6 +46,10 @@ def test_an_all_honest_run_slashes_nobody(tmp_path: Path, validation: str) -> No
         for server_round, b in ballots:
             assert "broken" not in b and b["votes"]
             assert ballot_commitment(server_round, b["votes"], b["salt"]) == b["commitment"]
+        # Voters are paid for agreeing: every voter with weight takes part of a round that had positive scores.
+        for r in rounds[1:]:
+            if any(v > 0 for v in r["scores"]["scores"].values()):
+                assert all(b["reward"] > 0 for b in r["scores"]["ballots"].values() if b["weight"] > 0)
 
 
 def test_a_harmful_sign_flipper_earns_nothing_and_is_slashed(tmp_path: Path) -> None:
@@ -102,6 +106,7 @@ def test_a_sybil_earns_no_more_than_it_did_whole(tmp_path: Path) -> None:
         ("integrity.behaviours='hospital-02=teleport'", "teleport"),
         ("integrity.voters_fraction=1.5", "integrity.voters_fraction = 1.5 must be in (0, 1]"),
         ("integrity.voters_fraction=0", "integrity.voters_fraction = 0.0 must be in (0, 1]"),
+        ("integrity.validator_share=1", "integrity.validator_share = 1.0 must be in [0, 1)"),
         ("integrity.slash_fraction=1.5", "more than the stake cannot be slashed"),
         ("integrity.slash_k=1", "single bad round"),
     ],

@@ -194,6 +194,27 @@ def test_a_broken_ballot_is_ignored_and_its_voter_disagrees(
     assert result.disagreeing == expected.disagreeing | {cheat}
 
 
+def test_voters_are_paid_for_agreeing_out_of_the_rounds_positive_scores(
+        trained: tuple[ArrayRecord, list[Candidate]]) -> None:
+    """Rechecked from the opened ballots alone: the consensus, the disagreeing voters' caps, then a tenth of the
+    positive scores split among the voters by agreement weight; a broken ballot's voter gets no share."""
+    start, candidates = trained
+    cheat = "hospital-02"
+    result = peer_scores(TamperingGrid(replace_in(REVEAL_MESSAGE, cheat, dropped)), 1, start, candidates, NAMES,
+                         validator_share=0.1)
+    combined = combine_votes(result.votes)
+    before = {p: min(s, 0.0) if p in result.disagreeing else s for p, s in combined.scores.items()}
+    pot = 0.1 * sum(max(s, 0.0) for s in before.values())
+    weights = {v: w for v, w in combined.voter_weights.items() if w > 0}
+    assert pot > 0 and cheat not in result.rewards and set(result.rewards) == set(weights)
+    for voter, reward in result.rewards.items():
+        assert reward == pytest.approx(pot * weights[voter] / sum(weights.values()))
+        assert result.ballots()[voter]["reward"] == reward
+    assert result.ballots()[cheat]["reward"] == 0.0
+    for p, s in before.items():
+        assert result.scores[p] == pytest.approx((0.9 * s if s > 0 else s) + result.rewards.get(p, 0.0))
+
+
 def test_a_voter_silent_in_phase_one_is_left_out_unpunished(trained: tuple[ArrayRecord, list[Candidate]]) -> None:
     quiet = "hospital-03"
     result = ballot(TamperingGrid(replace_in(VOTE_MESSAGE, quiet, failed)), trained)

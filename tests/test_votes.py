@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fedlearn.errors import ConfigError
-from fedlearn.scoring.votes import VoteResult, combine_votes, select_voters, voter_count
+from fedlearn.scoring.votes import VoteResult, combine_votes, pay_validators, select_voters, voter_count
 
 INSTITUTIONS = [f"hospital-{i:02d}" for i in range(1, 11)]
 ATTACKER = "hospital-10"
@@ -404,3 +404,54 @@ def test_the_result_type_is_frozen() -> None:
     assert isinstance(result, VoteResult)
     with pytest.raises(AttributeError):
         result.scores = {}  # type: ignore[misc]
+
+
+# ---- validators are paid for agreeing -----------------------------------------------------------------------------
+
+
+def test_the_readme_example_pays_validators_by_agreement() -> None:
+    scores, rewards = pay_validators({"p1": 0.04, "p2": 0.02, "p3": -0.01}, {"A": 1.0, "B": 0.5}, 0.1)
+    assert rewards == pytest.approx({"A": 0.004, "B": 0.002})
+    assert scores == pytest.approx({"p1": 0.036, "p2": 0.018, "p3": -0.01, "A": 0.004, "B": 0.002})
+
+
+def test_agreeing_voters_out_earn_a_lifting_colluder_who_validates_for_nothing() -> None:
+    """Real ballots: the colluder that lifts the attacker disagrees, so its validation earns nothing and its own
+    update nothing; the honest voters take the whole pot, in proportion to how far they agreed."""
+    q = quality()
+    for seed in range(30):
+        votes = round_of_votes(seed, VOTERS, q)
+        votes["hospital-03"][ATTACKER] = 1.0
+        result = combine_votes(votes)
+        scores, rewards = pay_validators(result.scores, result.voter_weights, 0.1)
+        assert "hospital-03" not in rewards
+        assert sum(rewards.values()) == pytest.approx(0.1 * sum(max(s, 0.0) for s in result.scores.values()))
+        for v, reward in rewards.items():
+            assert reward == pytest.approx(sum(rewards.values()) * result.voter_weights[v]
+                                           / sum(result.voter_weights.values()))
+            assert scores[v] == pytest.approx(0.9 * max(result.scores[v], 0.0) + min(result.scores[v], 0.0) + reward)
+
+
+@given(scores=st.dictionaries(st.sampled_from(INSTITUTIONS), st.floats(-1, 1), max_size=8),
+       weights=st.dictionaries(st.sampled_from(INSTITUTIONS), st.floats(0, 1), max_size=8),
+       share=st.floats(0, 0.99))
+@settings(max_examples=200, deadline=None)
+def test_validator_pay_moves_only_positive_mass_and_never_a_negative_score_down(
+    scores: dict[str, float], weights: dict[str, float], share: float
+) -> None:
+    paid, rewards = pay_validators(scores, weights, share)
+    positive = sum(max(s, 0.0) for s in scores.values())
+    assert all(r > 0 for r in rewards.values()) and set(rewards) <= {v for v, w in weights.items() if w > 0}
+    if rewards:
+        assert math.isclose(sum(rewards.values()), share * positive, rel_tol=1e-9, abs_tol=1e-12)
+    for name, s in scores.items():
+        assert paid[name] >= min(s, 0.0) - 1e-12  # a harmful score is never made worse
+        assert paid[name] >= (1 - share) * s - 1e-12 if s > 0 else True
+    assert math.isclose(sum(paid.values()), sum(scores.values()), rel_tol=1e-9, abs_tol=1e-9) if rewards else \
+        paid == scores
+
+
+@pytest.mark.parametrize("share", [-0.1, 1.0, math.nan])
+def test_a_validator_share_outside_0_1_is_refused(share: float) -> None:
+    with pytest.raises(ConfigError, match=r"integrity.validator_share must be in \[0, 1\)"):
+        pay_validators({"a": 1.0}, {"b": 1.0}, share)

@@ -20,7 +20,8 @@ A voter that sends no commitment at all is left out of the round, not penalised:
 and it learnt nothing it could exploit. A voter is bound to its votes before any ballot is opened, and the
 commitments, once recorded (or posted on chain, as FLock's contracts do), let anyone check later that the votes
 combined are the ones committed. Votes are combined by stake-weighted consensus in fedlearn.scoring.votes; a
-voter that disagrees with the consensus earns nothing for its own update that round.
+voter that disagrees with the consensus earns nothing for its own update that round, and a voter is paid for
+validating in proportion to how far it agreed (``integrity.validator_share`` of the round's positive scores).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from torch import nn
 
 from fedlearn.federation.coalitions import per_example_utility
 from fedlearn.logs import log as money_log
-from fedlearn.scoring.votes import combine_votes
+from fedlearn.scoring.votes import combine_votes, pay_validators
 
 VOTE_MESSAGE = "query.vote"
 REVEAL_MESSAGE = "query.reveal"
@@ -80,7 +81,8 @@ class PeerRound:
     """One round of peer validation, ready to record.
 
     ``scores``: every candidate proposer's score; a disagreeing voter's is capped at 0 (it earns nothing for its
-    own update that round, and a negative score still stands). ``disagreeing``: voters whose ballot disagreed
+    own update that round, and a negative score still stands); then each voter's validation reward is added
+    (``rewards``: voter → that reward, by agreement). ``disagreeing``: voters whose ballot disagreed
     with the consensus or was broken. ``evaluations``: votes counted (in ballots that opened).
     ``commitments``: voter → the sha256 hex it committed to, for every voter that committed. ``voter_weights``:
     each judged voter's agreement in [0, 1] (0 for a broken ballot). ``votes``: the opened ballots, voter →
@@ -96,12 +98,14 @@ class PeerRound:
     votes: dict[str, dict[str, float]] = field(default_factory=dict)
     salts: dict[str, str] = field(default_factory=dict)
     broken: dict[str, str] = field(default_factory=dict)
+    rewards: dict[str, float] = field(default_factory=dict)
 
     def ballots(self) -> dict[str, dict]:
         """voter → its ballot as recorded (``commitment``, ``salt``, ``votes``, ``weight``, and ``broken`` with
         the reason when it did not open), for every voter that committed."""
         return {voter: {"commitment": commitment, "salt": self.salts.get(voter, ""),
                         "votes": self.votes.get(voter, {}), "weight": self.voter_weights.get(voter, 0.0),
+                        "reward": self.rewards.get(voter, 0.0),
                         **({"broken": self.broken[voter]} if voter in self.broken else {})}
                 for voter, commitment in self.commitments.items()}
 
@@ -109,13 +113,15 @@ class PeerRound:
 def peer_scores(
     grid: Grid, server_round: int, start: ArrayRecord, candidates: list[Candidate], voters: list[str],
     stakes: Mapping[str, float] | None = None,
+    validator_share: float = 0.0,
 ) -> PeerRound:
     """Run the round's ballot (commit, then reveal) among ``voters`` and combine the opened ballots.
 
     ``candidates``: (proposer, node id, update, examples), one per proposer; every voter must be one of them
     (its node id is looked up there). ``stakes``: each voter's stake (``None``: equal); see
     :func:`fedlearn.scoring.votes.combine_votes`, whose ConfigError it raises for invalid stakes. Votes on
-    proposers that are not candidates are dropped.
+    proposers that are not candidates are dropped. ``validator_share`` of the positive score mass pays the voters
+    by agreement (:func:`fedlearn.scoring.votes.pay_validators`); the scores returned include those rewards.
     """
     combine_votes(dict.fromkeys(voters, {}), stakes=stakes)  # invalid stakes fail before any voter works
     node_of = {name: node for name, node, _, _ in candidates}
@@ -133,15 +139,18 @@ def peer_scores(
     for voter in disagreeing:  # earns nothing this round; a harmful update's negative score is not forgiven
         if voter in scores:
             scores[voter] = min(scores[voter], 0.0)
+    weights = {**combined.voter_weights, **dict.fromkeys(broken, 0.0)}
+    scores, rewards = pay_validators(scores, weights, validator_share, stakes=stakes)
     return PeerRound(
         scores=scores,
         disagreeing=disagreeing,
         evaluations=sum(len(ballot) for ballot in votes.values()),
         commitments=commitments,
-        voter_weights={**combined.voter_weights, **dict.fromkeys(broken, 0.0)},
+        voter_weights=weights,
         votes=votes,
         salts={voter: salt for voter, (_, salt) in opened.items()},
         broken=broken,
+        rewards=rewards,
     )
 
 

@@ -156,6 +156,7 @@ class ScoredStrategy(Strategy):
         self.scoring = config.scoring
         self.seed = config.run.seed
         self.voters_fraction = config.integrity.voters_fraction
+        self.validator_share = config.integrity.validator_share
         self.free_rider_kappa = config.integrity.free_rider_kappa
         self.exclude_harmful = config.integrity.exclude_harmful
         self._globals: list[np.ndarray] = []  # the last three rounds' starting models, flat: past global steps
@@ -374,13 +375,15 @@ class ScoredStrategy(Strategy):
         self, server_round: int, accepted: list[Message], names: list[str]
     ) -> PeerRound:
         """Stake-weighted consensus of the voters' committed, then revealed votes (fedlearn.scoring.votes); a voter
-        that disagrees, or whose ballot is broken, earns nothing for its own update this round."""
+        that disagrees, or whose ballot is broken, earns nothing for its own update this round; voters share
+        ``integrity.validator_share`` of the round's positive scores by agreement."""
         assert self._grid is not None and self._start_arrays is not None
         voters = select_voters(names, self.voters_fraction, self.seed, server_round)
         candidates = [(name, m.metadata.src_node_id, ArrayRecord({k: Array(v) for k, v in update.items()}),
                        examples_of(m))
                       for name, m, update in zip(names, accepted, self._updates)]
-        return peer_scores(self._grid, server_round, self._start_arrays, candidates, voters, stakes=None)
+        return peer_scores(self._grid, server_round, self._start_arrays, candidates, voters, stakes=None,
+                           validator_share=self.validator_share)
 
     def _trust_scores(
         self, accepted: list[Message], names: list[str], utility: Callable[[frozenset[int]], float]

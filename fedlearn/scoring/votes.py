@@ -56,6 +56,13 @@ absolute residuals would dilute it. Limits: with two voters neither can stand ou
 their own mean); a majority of bad voters becomes the consensus; a voter that inverts its votes only stands out
 when the proposers differ, which is exactly when its votes would matter.
 
+Validation is paid (:func:`pay_validators`). A share ν (``integrity.validator_share``, default 0.1) of the round's
+positive score mass is taken from the positive scores (each positive score times 1 − ν; a negative score stands
+whole, it is what slashing reads) and split among the voters in proportion to stake × ``voter_weight``: a voter
+is paid for agreeing with the consensus, less as it strays, nothing once it disagrees (it also earns nothing for
+its own update that round). The pot comes out of the round's scores, so the payout rule releases no more for it,
+and a round with no positive score, or no voter with weight, pays no validator.
+
 Agreement. Each voter's ``voter_weight`` in [0, 1] says how far it agreed: 1 when deviation_v ≤ m, falling
 linearly to 0 at the threshold k · m + tolerance, 0 beyond it, and 0 for a disagreeing voter (a broken ballot
 included); a voter with no counted vote on another proposer shows no disagreement and gets 1. Yuma's
@@ -272,3 +279,32 @@ def _agreement(deviation: float | None, typical: float, threshold: float) -> flo
     if deviation >= threshold:
         return 0.0
     return (threshold - deviation) / (threshold - typical)
+
+
+def pay_validators(
+    scores: Mapping[str, float],
+    voter_weights: Mapping[str, float],
+    share: float,
+    *,
+    stakes: Mapping[str, float] | None = None,
+) -> tuple[dict[str, float], dict[str, float]]:
+    """(every institution's score with its validation reward, voter → that reward); see the module docstring.
+
+    ``scores``: the round's proposer scores; ``voter_weights``: each voter's agreement in [0, 1]; ``share``: ν in
+    [0, 1). Voters need not be proposers. The rewards add up to ν × Σ max(score, 0), what the positive scores
+    gave up; a voter whose own update scored negative gets its reward added to that score (net contribution).
+    """
+    if not 0 <= share < 1:
+        raise ConfigError(f"integrity.validator_share must be in [0, 1), got {share}")
+    weight = {v: (1.0 if stakes is None else float(stakes.get(v, 0.0))) * float(w) for v, w in voter_weights.items()}
+    total_weight = sum(w for w in weight.values() if w > 0)
+    pot = share * sum(max(s, 0.0) for s in scores.values())
+    if pot <= 0 or total_weight <= 0:
+        return dict(scores), {}
+    rewards = {v: r for v, w in sorted(weight.items()) if w > 0 and (r := pot * w / total_weight) > 0}
+    if not rewards:  # a pot too small to split in floating point
+        return dict(scores), {}
+    paid = {name: (1 - share) * s if s > 0 else s for name, s in scores.items()}
+    for voter, reward in rewards.items():
+        paid[voter] = paid.get(voter, 0.0) + reward
+    return paid, rewards
