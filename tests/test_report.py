@@ -412,14 +412,17 @@ def test_html_contribution_carries_the_interval_of_sampled_scores(paid: Reported
         assert not any(s["score_errors"].values())
     counted = [r for r in scored if r["scores"]["significant"] and not r["scores"].get("skipped")]
     assert counted and len(counted) < len(scored), "the fixture needs rounds that count and one that does not"
-    for r in scored:
-        r["scores"]["score_errors"] = {name: 0.001 * r["server_round"] for name in r["scores"]["scores"]}
+    for r in scored:  # as a sampling method records them: every scored update, none for a set-aside one
+        s = r["scores"]
+        s["score_errors"] = {name: 0.001 * r["server_round"] for name in s["scores"] if name not in s["rejected"]}
     (run / "rounds.json").write_text(json.dumps(records))
     rows, _ = html_tables(build_report(run).read_text())
     summary = {i["name"]: i for i in summary_json(run)["institutions"]}
+    assert rows[FREE_RIDER]["Contribution"] == f"{summary[FREE_RIDER]['contribution']:.4f}"  # set aside: exact 0
     for name, row in rows.items():
-        half = sum((0.001 * r["server_round"]) ** 2 for r in counted if name in r["scores"]["scores"]) ** 0.5
-        assert row["Contribution"] == f"{summary[name]['contribution']:.4f} ± {half:.4f}"
+        half = sum((0.001 * r["server_round"]) ** 2 for r in counted if name in r["scores"]["score_errors"]) ** 0.5
+        expected = f"{summary[name]['contribution']:.4f}" + (f" ± {half:.4f}" if half else "")
+        assert row["Contribution"] == expected
 
 
 def test_a_run_stopped_after_round_2_reports_as_unfinished(paid: Reported, tmp_path: Path) -> None:

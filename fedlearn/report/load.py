@@ -365,7 +365,8 @@ def _contribution_errors(rounds: list[RoundRow], names: list[str]) -> dict[str, 
             continue
         for c in r.cells:
             known = squares.get(c.institution, 0.0)
-            squares[c.institution] = None if known is None or c.score_error is None else known + c.score_error ** 2
+            error = 0.0 if c.rejected else c.score_error  # a set-aside update scores exactly 0
+            squares[c.institution] = None if known is None or error is None else known + error ** 2
     return {name: None if v is None else math.sqrt(v) for name, v in squares.items()}
 
 
