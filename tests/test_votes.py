@@ -446,9 +446,12 @@ def test_validator_pay_moves_only_positive_mass_and_never_a_negative_score_down(
         assert math.isclose(sum(rewards.values()), share * positive, rel_tol=1e-9, abs_tol=1e-12)
     for name, s in scores.items():
         assert paid[name] >= min(s, 0.0) - 1e-12  # a harmful score is never made worse
-        assert paid[name] >= (1 - share) * s - 1e-12 if s > 0 else True
-    assert math.isclose(sum(paid.values()), sum(scores.values()), rel_tol=1e-9, abs_tol=1e-9) if rewards else \
-        paid == scores
+        if s > 0:
+            assert paid[name] >= (1 - share) * s - 1e-12
+    if rewards:
+        assert math.isclose(sum(paid.values()), sum(scores.values()), rel_tol=1e-9, abs_tol=1e-9)
+    else:
+        assert paid == scores
 
 
 @pytest.mark.parametrize("share", [-0.1, 1.0, math.nan])
