@@ -8,7 +8,7 @@ import random
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from fedlearn.errors import ConfigError
@@ -436,6 +436,7 @@ def test_agreeing_voters_out_earn_a_lifting_colluder_who_validates_for_nothing()
        weights=st.dictionaries(st.sampled_from(INSTITUTIONS), st.floats(0, 1), max_size=8),
        share=st.floats(0, 0.99))
 @settings(max_examples=200, deadline=None)
+@example(scores={"hospital-01": 0.0625}, weights={"hospital-01": 2.2250738585e-313}, share=0.0625)  # subnormal
 def test_validator_pay_moves_only_positive_mass_and_never_a_negative_score_down(
     scores: dict[str, float], weights: dict[str, float], share: float
 ) -> None:

@@ -297,6 +297,9 @@ def pay_validators(
     if not 0 <= share < 1:
         raise ConfigError(f"integrity.validator_share must be in [0, 1), got {share}")
     weight = {v: (1.0 if stakes is None else float(stakes.get(v, 0.0))) * float(w) for v, w in voter_weights.items()}
+    # Scaled by the largest weight first: subnormal weights would otherwise lose their digits in w / total.
+    top = max((w for w in weight.values() if w > 0), default=0.0)
+    weight = {v: (w / top if w > 0 else 0.0) for v, w in weight.items()}
     total_weight = sum(w for w in weight.values() if w > 0)
     pot = share * sum(max(s, 0.0) for s in scores.values())
     if pot <= 0 or total_weight <= 0:
