@@ -189,6 +189,28 @@ def test_fast_mean_utility_equals_flowers_fedavg_on_every_subset(make_reply: Rep
         assert fast.many([subsets[i] for i in order]) == pytest.approx([expected[i] for i in order], abs=1e-6)
 
 
+@pytest.mark.parametrize("metric", ["accuracy", "neg_loss", "brier"])
+def test_per_example_utility_of_many_models_at_once_equals_one_model_at_a_time(metric: str) -> None:
+    from fedlearn.federation.coalitions import per_example_utility
+
+    generator = torch.Generator().manual_seed(0)
+    logits = 4 * torch.randn(6, 40, CLASSES, generator=generator)
+    y = torch.randint(0, CLASSES, (40,), generator=generator)
+    stacked = per_example_utility(logits, y, metric)
+    assert stacked.shape == (6, 40)
+    for one, row in zip(logits, stacked):
+        torch.testing.assert_close(row, per_example_utility(one, y, metric), rtol=0, atol=1e-12)
+    # Each utility against its definition, computed another way.
+    probs = torch.softmax(logits.double(), dim=-1)
+    expected = {
+        "accuracy": (probs.argmax(dim=-1) == y).double(),
+        "neg_loss": torch.stack([-torch.nn.functional.cross_entropy(one.double(), y, reduction="none")
+                                 for one in logits]),
+        "brier": -((probs - torch.eye(CLASSES, dtype=torch.float64)[y]) ** 2).sum(dim=-1),
+    }[metric]
+    torch.testing.assert_close(stacked, expected, rtol=0, atol=1e-12)
+
+
 def towards_a_fitted_model(
     config: RunConfig, start: ArrayRecord
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:

@@ -30,15 +30,19 @@ from fedlearn.scoring.utility import UTILITY_MAX
 def per_example_utility(logits: torch.Tensor, y: torch.Tensor, metric: str) -> torch.Tensor:
     """Each example's utility: 1/0 for a correct/wrong prediction (accuracy), the log-probability of the correct
     class (neg_loss), or minus the Brier score (the squared distance of the predicted distribution from the
-    one-hot label, in [-2, 0]). The mean over examples is the model's utility."""
+    one-hot label, in [-2, 0]). The mean over examples is the model's utility.
+
+    ``logits`` is (examples, classes), or (models, examples, classes) for many models on the same examples at
+    once (one call instead of one per model: the Python overhead of a call was half of scoring's time)."""
     if metric == "accuracy":
-        return (logits.argmax(dim=1) == y).to(torch.float64)
+        return (logits.argmax(dim=-1) == y).to(torch.float64)
     if metric == "neg_loss":
-        return -nn.functional.cross_entropy(logits.to(torch.float64), y, reduction="none")
+        log_probs = torch.log_softmax(logits.to(torch.float64), dim=-1)
+        return log_probs.gather(-1, y.expand(log_probs.shape[:-1]).unsqueeze(-1)).squeeze(-1)
     if metric == "brier":
-        probs = torch.softmax(logits.to(torch.float64), dim=1)
-        onehot = nn.functional.one_hot(y, probs.shape[1]).to(torch.float64)
-        return -((probs - onehot) ** 2).sum(dim=1)
+        probs = torch.softmax(logits.to(torch.float64), dim=-1)
+        onehot = nn.functional.one_hot(y, probs.shape[-1]).to(torch.float64)
+        return -((probs - onehot) ** 2).sum(dim=-1)
     raise ValueError(f"unknown utility {metric!r} (choose from {', '.join(UTILITY_MAX)})")
 
 
@@ -132,8 +136,7 @@ class MeanUtility:
                 mixed[empty.to(self._device)] = self._start[k].to(torch.float64)
                 params[k] = mixed.to(self._start[k].dtype)
             logits = torch.func.vmap(lambda p: torch.func.functional_call(self._model, p, (self._X,)))(params)
-            utilities = torch.stack([per_example_utility(out, self._y, self._metric).mean() for out in logits])
-            values.extend(float(u) for u in utilities)
+            values.extend(per_example_utility(logits, self._y, self._metric).mean(dim=-1).tolist())
         return values
 
     @torch.no_grad()
