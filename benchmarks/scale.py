@@ -13,7 +13,10 @@ the exact Banzhaf value (all 1,024 coalitions) against the sampled estimator hel
 (102 draws); at n = 100, the default estimator against a long-sampled reference (16,384 draws), both on one real
 round. Normalised L1 = Σ|estimate − reference| / Σ|reference|; medians over 5 seeds.
 
-    .venv/bin/python benchmarks/scale.py [--sizes 10,30,100,300,1000] [--rounds 5]
+    .venv/bin/python benchmarks/scale.py [--sizes 10,30,100,300,1000] [--rounds 5] [--engine local|ray]
+
+``--engine ray`` runs every run under Flower's Ray simulation engine instead (peak RSS is then the driver's
+alone: the institutions train in Ray's worker processes).
 """
 
 from __future__ import annotations
@@ -44,22 +47,23 @@ def make_data(path: Path) -> Path:
     return path
 
 
-def settings(n: int, data: Path, mode: str, rounds: int, out: Path) -> list[str]:
+def settings(n: int, data: Path, mode: str, rounds: int, out: Path, engine: str = "local") -> list[str]:
     common = [f"data.dataset='{data}'", f"data.institutions={n}", "data.alpha=1.0", "data.validation_fraction=0.01",
               "data.test_fraction=0.01", f"run.rounds={rounds}", "train.local_epochs=2", "train.momentum=0.9",
-              "simulation.engine='local'", f"run.output_dir='{out}'"]
+              f"simulation.engine='{engine}'", f"run.output_dir='{out}'"]
     if mode == "plain":
         return common + ["scoring.method='none'", "chain.enabled=false", "integrity.free_rider_kappa=0",
                          "integrity.exclude_harmful=false"]
     return common
 
 
-def one_run(n: int, data: Path, mode: str, rounds: int, out: Path) -> dict[str, Any]:
-    """In this process: one run; returns its figures."""
+def one_run(n: int, data: Path, mode: str, rounds: int, out: Path, engine: str = "local") -> dict[str, Any]:
+    """In this process: one run; returns its figures. Under Ray (``engine``), ``peak_rss_mb`` is this process's
+    alone: the simulated institutions train in Ray's worker processes."""
     from fedlearn.config import RunConfig
     from fedlearn.federation.simulation import run_federation
 
-    config = RunConfig.load(overrides=settings(n, data, mode, rounds, out))
+    config = RunConfig.load(overrides=settings(n, data, mode, rounds, out, engine))
     started = time.perf_counter()
     summary = run_federation(config, quiet=True, progress=False)
     wall = time.perf_counter() - started
@@ -76,6 +80,7 @@ def one_run(n: int, data: Path, mode: str, rounds: int, out: Path) -> dict[str, 
         gas = [int(e.gas_used) for e in Ledger.open(run_dir / "ledger.sqlite").rounds() if e.gas_used]
     return {
         "institutions": n, "scoring": "none" if mode == "plain" else config.scoring.method, "mode": mode,
+        "engine": engine,
         "wall_seconds": wall, "round_seconds": float(np.mean(seconds)),
         "scoring_seconds": float(np.mean(scoring)), "training_seconds": float(np.mean(np.subtract(seconds, scoring))),
         "evaluations": float(np.mean(evaluations)),
@@ -172,11 +177,13 @@ def main() -> None:
     parser.add_argument("--sizes", default="10,30,100,300,1000")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--one", nargs=3, metavar=("N", "MODE", "DATA"), help=argparse.SUPPRESS)
+    parser.add_argument("--engine", choices=("local", "ray"), default="local",
+                        help="Flower's engine for the runs: in process (default) or Ray")
     args = parser.parse_args()
     if args.one:
         n, mode, data = args.one
         out = Path(tempfile.mkdtemp(prefix="scale-run-"))
-        print(json.dumps(one_run(int(n), Path(data), mode, args.rounds, out)))
+        print(json.dumps(one_run(int(n), Path(data), mode, args.rounds, out, args.engine)))
         return
     work = Path(tempfile.mkdtemp(prefix="scale-"))
     data = make_data(work / "generated.npz")
@@ -184,7 +191,7 @@ def main() -> None:
     for n in [int(s) for s in args.sizes.split(",")]:
         for mode in ("plain", "incentivized"):
             done = subprocess.run([sys.executable, __file__, "--one", str(n), mode, str(data), "--rounds",
-                                   str(args.rounds)], capture_output=True, text=True, cwd=ROOT)
+                                   str(args.rounds), "--engine", args.engine], capture_output=True, text=True, cwd=ROOT)
             if done.returncode != 0:
                 raise SystemExit(f"n={n} {mode} failed: {done.stderr.strip().splitlines()[-1:]}")
             runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
