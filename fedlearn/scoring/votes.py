@@ -296,15 +296,16 @@ def pay_validators(
     """
     if not 0 <= share < 1:
         raise ConfigError(f"integrity.validator_share must be in [0, 1), got {share}")
-    weight = {v: (1.0 if stakes is None else float(stakes.get(v, 0.0))) * float(w) for v, w in voter_weights.items()}
+    raw = {v: (1.0 if stakes is None else float(stakes.get(v, 0.0))) * float(w) for v, w in voter_weights.items()}
+    positive = {v: w for v, w in raw.items() if w > 0}
     # Scaled by the largest weight first: subnormal weights would otherwise lose their digits in w / total.
-    top = max((w for w in weight.values() if w > 0), default=0.0)
-    weight = {v: (w / top if w > 0 else 0.0) for v, w in weight.items()}
-    total_weight = sum(w for w in weight.values() if w > 0)
+    top = max(positive.values(), default=0.0)
+    weight = {v: w / top for v, w in positive.items()}
+    total_weight = sum(weight.values())
     pot = share * sum(max(s, 0.0) for s in scores.values())
     if pot <= 0 or total_weight <= 0:
         return dict(scores), {}
-    rewards = {v: r for v, w in sorted(weight.items()) if w > 0 and (r := pot * w / total_weight) > 0}
+    rewards = {v: r for v, w in sorted(weight.items()) if (r := pot * w / total_weight) > 0}
     if not rewards:  # a pot too small to split in floating point
         return dict(scores), {}
     paid = {name: (1 - share) * s if s > 0 else s for name, s in scores.items()}
