@@ -120,3 +120,24 @@ def test_tolerance_zero_draws_every_sample_and_an_exact_value_has_no_error() -> 
     for bad in (-0.1, 1.0):
         with pytest.raises(ScoringError, match="banzhaf tolerance"):
             banzhaf(6, game, rng=np.random.default_rng(0), samples=40, tolerance=bad)
+
+
+def test_complementary_pairs_cancel_interactions_and_size_effects_exactly() -> None:
+    """A game made of the players' own weights, every pairwise interaction and a curve in the coalition's size
+    that is symmetric about n/2 beyond its quadratic term has no odd part beyond the players' own terms, so n + 10 complementary pairs recover its Banzhaf value to
+    rounding — independent draws would leave the interactions' noise in the estimate."""
+    rng = np.random.default_rng(11)
+    n = 12
+    own, pairwise = rng.normal(size=n), rng.normal(size=(n, n))
+
+    def game(s: frozenset[int]) -> float:
+        members = sorted(s)
+        pairs = sum(pairwise[i, j] for i, j in itertools.combinations(members, 2))
+        return float(own[members].sum() + pairs + 0.3 * len(members) ** 2 - 0.05 * (len(members) - n / 2) ** 4)
+
+    exact = banzhaf(n, game, rng=np.random.default_rng(0), samples=2**n).values
+    for seed in range(3):
+        sampled = banzhaf(n, game, rng=np.random.default_rng(seed), samples=2 * (n + 10), tolerance=0.0)
+        assert sampled.evaluations <= 2 * (n + 10)
+        np.testing.assert_allclose(sampled.values, exact, atol=1e-9)
+        assert sampled.errors is not None and sampled.errors.max() < 1e-6
