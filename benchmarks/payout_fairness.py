@@ -12,8 +12,8 @@ Against it, for LOO, exact Shapley, GTG and Banzhaf, a paying run of the same fe
 in-process engine) gives contribution shares (scores over the significant rounds) and token shares (what the chain
 paid); both are compared with the ground truth by Σ|Δshare| (0-2) and Spearman, over 3 seeds, and with the
 retraining Banzhaf value of the same 64 coalitions. The demo config is run too, and its token shares compared with
-its contribution shares. A sweep over the utility (accuracy, neg_loss, brier) and the significance test (bootstrap,
-none) with GTG chose the defaults.
+its contribution shares. A sweep over the utility (accuracy, neg_loss, brier, margin) and the significance test
+(bootstrap, none) with GTG chose the defaults.
 
     .venv/bin/python benchmarks/payout_fairness.py [--seeds 42 43 44] [--no-sweep]
 
@@ -254,7 +254,8 @@ def main() -> None:
 
     if not args.no_sweep:
         sweep = []
-        for utility, significance in itertools.product(("accuracy", "neg_loss", "brier"), ("bootstrap", "none")):
+        for utility, significance in itertools.product(("accuracy", "neg_loss", "brier", "margin"),
+                                                          ("bootstrap", "none")):
             per_seed = [compare(paying_run(federation_config(
                 seed, "gtg", f"scoring.utility='{utility}'", f"scoring.significance='{significance}'")), truths[seed])
                 for seed in args.seeds]

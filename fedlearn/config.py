@@ -34,7 +34,7 @@ STRATEGY_NAMES = (
 WEIGHTINGS = ("registered", "equal", "claimed")
 SCORING_METHODS = ("loo", "shapley", "gtg", "banzhaf", "trust", "none")
 VALIDATION_SOURCES = ("server", "peers")
-UTILITIES = ("accuracy", "neg_loss", "brier")
+UTILITIES = ("accuracy", "neg_loss", "brier", "margin")
 SIGNIFICANCE_TESTS = ("bootstrap", "none")
 PARTITION_SCHEMES = ("iid", "dirichlet", "pathological", "quantity_skew")
 
@@ -122,8 +122,9 @@ class ScoringSection:
     method: str = "banzhaf"
     # "server": utility on the server's validation split; "peers": voters score each update on local data.
     validation: str = "server"
-    # U(S): "brier" (minus the Brier score), "neg_loss" (minus the log-loss) or "accuracy" on the server's
-    # validation split. The smooth two move with every example's probabilities; accuracy moves in steps.
+    # U(S): "brier" (minus the Brier score), "neg_loss" (minus the log-loss), "margin" (σ of the correct class's
+    # logit less its strongest rival's) or "accuracy" on the server's validation split. The smooth three move with
+    # every example's probabilities; accuracy moves in steps.
     utility: str = "brier"
     # A round's gain counts (and pays) only when a paired bootstrap over validation examples puts its lower
     # `confidence` bound above zero ("none": any positive gain counts).

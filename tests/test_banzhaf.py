@@ -124,8 +124,9 @@ def test_tolerance_zero_draws_every_sample_and_an_exact_value_has_no_error() -> 
 
 def test_complementary_pairs_cancel_interactions_and_size_effects_exactly() -> None:
     """A game made of the players' own weights, every pairwise interaction and a curve in the coalition's size
-    that is symmetric about n/2 beyond its quadratic term has no odd part beyond the players' own terms, so n + 10 complementary pairs recover its Banzhaf value to
-    rounding — independent draws would leave the interactions' noise in the estimate."""
+    (symmetric about n/2 beyond its quadratic term) has no odd part beyond the players' own terms, so n + 10
+    complementary pairs recover its Banzhaf value to rounding; independent draws would leave the interactions'
+    noise in the estimate."""
     rng = np.random.default_rng(11)
     n = 12
     own, pairwise = rng.normal(size=n), rng.normal(size=(n, n))

@@ -189,7 +189,7 @@ def test_fast_mean_utility_equals_flowers_fedavg_on_every_subset(make_reply: Rep
         assert fast.many([subsets[i] for i in order]) == pytest.approx([expected[i] for i in order], abs=1e-6)
 
 
-@pytest.mark.parametrize("metric", ["accuracy", "neg_loss", "brier"])
+@pytest.mark.parametrize("metric", ["accuracy", "neg_loss", "brier", "margin"])
 def test_per_example_utility_of_many_models_at_once_equals_one_model_at_a_time(metric: str) -> None:
     from fedlearn.federation.coalitions import per_example_utility
 
@@ -207,6 +207,9 @@ def test_per_example_utility_of_many_models_at_once_equals_one_model_at_a_time(m
         "neg_loss": torch.stack([-torch.nn.functional.cross_entropy(one.double(), y, reduction="none")
                                  for one in logits]),
         "brier": -((probs - torch.eye(CLASSES, dtype=torch.float64)[y]) ** 2).sum(dim=-1),
+        # p(correct) / (p(correct) + p(strongest rival)): softmax's normaliser cancels in the ratio.
+        "margin": torch.stack([torch.stack([p[label] / (p[label] + max(q for c, q in enumerate(p) if c != label))
+                                            for p, label in zip(model, y.tolist())]) for model in probs]),
     }[metric]
     torch.testing.assert_close(stacked, expected, rtol=0, atol=1e-12)
 

@@ -29,8 +29,10 @@ from fedlearn.scoring.utility import UTILITY_MAX
 
 def per_example_utility(logits: torch.Tensor, y: torch.Tensor, metric: str) -> torch.Tensor:
     """Each example's utility: 1/0 for a correct/wrong prediction (accuracy), the log-probability of the correct
-    class (neg_loss), or minus the Brier score (the squared distance of the predicted distribution from the
-    one-hot label, in [-2, 0]). The mean over examples is the model's utility.
+    class (neg_loss), minus the Brier score (the squared distance of the predicted distribution from the
+    one-hot label, in [-2, 0]), or σ(correct logit − the strongest other logit) (margin: p(correct) against its
+    strongest rival, in (0, 1); smooth like Brier, but it does not care how the rest of the probability is spread,
+    which is closer to what accuracy measures). The mean over examples is the model's utility.
 
     ``logits`` is (examples, classes), or (models, examples, classes) for many models on the same examples at
     once (one call instead of one per model: the Python overhead of a call was half of scoring's time)."""
@@ -39,6 +41,12 @@ def per_example_utility(logits: torch.Tensor, y: torch.Tensor, metric: str) -> t
     if metric == "neg_loss":
         log_probs = torch.log_softmax(logits.to(torch.float64), dim=-1)
         return log_probs.gather(-1, y.expand(log_probs.shape[:-1]).unsqueeze(-1)).squeeze(-1)
+    if metric == "margin":
+        scores = logits.to(torch.float64)
+        labels = y.expand(scores.shape[:-1]).unsqueeze(-1)
+        correct = scores.gather(-1, labels).squeeze(-1)
+        rival = scores.scatter(-1, labels, float("-inf")).amax(dim=-1)
+        return torch.sigmoid(correct - rival)
     if metric == "brier":
         probs = torch.softmax(logits.to(torch.float64), dim=-1)
         onehot = nn.functional.one_hot(y, probs.shape[-1]).to(torch.float64)

@@ -60,7 +60,7 @@ class RoundRow:
     test_loss: float | None
     cells: tuple[Cell, ...]
     method: str | None = None
-    utility: str | None = None  # "brier", "neg_loss" or "accuracy": the unit of the gain
+    utility: str | None = None  # "brier", "neg_loss", "margin" or "accuracy": the unit of the gain
     start_utility: float | None = None
     gain: float | None = None
     gain_low: float | None = None

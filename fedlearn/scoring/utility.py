@@ -9,7 +9,7 @@ from fedlearn.errors import ScoringError
 
 Utility = Callable[[frozenset[int]], float]
 
-UTILITY_MAX = {"accuracy": 1.0, "neg_loss": 0.0, "brier": 0.0}
+UTILITY_MAX = {"accuracy": 1.0, "neg_loss": 0.0, "brier": 0.0, "margin": 1.0}
 """The best value each utility can take (a perfect model's): the headroom a run can close is this minus where
 it starts."""
 
