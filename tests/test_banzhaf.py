@@ -142,3 +142,12 @@ def test_complementary_pairs_cancel_interactions_and_size_effects_exactly() -> N
         assert sampled.evaluations <= 2 * (n + 10)
         np.testing.assert_allclose(sampled.values, exact, atol=1e-9)
         assert sampled.errors is not None and sampled.errors.max() < 1e-6
+
+
+def test_a_sampled_estimate_never_reports_the_zero_error_of_an_exact_one() -> None:
+    """Two draws of three players are often one pair twice (or a pair and its mirror): no spread to measure, so
+    the half-widths must be infinite, not 0 (which is what an exact value reports)."""
+    game = data_game([10.0, 50.0, 80.0], "sqrt")
+    for seed in range(200):
+        result = banzhaf(3, game, rng=np.random.default_rng(seed), samples=4, tolerance=0.0)
+        assert result.errors is not None and (result.errors > 0).all()

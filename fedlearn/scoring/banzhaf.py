@@ -105,6 +105,8 @@ def _estimate(pairs: np.ndarray, drawn: np.ndarray, complements: np.ndarray) -> 
             quantile = float(student_t.ppf(0.975, p - n))
             return coef, quantile * np.sqrt(np.maximum(variance * np.diag(inverse), 0.0))
     signed = z * differences[:, None]
-    if p < 2:
+    # A pair and its mirror image are one draw twice: with fewer than two distinct pairs there is no spread to
+    # measure, and a zero half-width would pass for an exact value.
+    if len(np.unique(z * z[:, :1], axis=0)) < 2:
         return signed.mean(axis=0), np.full(n, np.inf)
     return signed.mean(axis=0), float(student_t.ppf(0.975, p - 1)) * signed.std(axis=0, ddof=1) / np.sqrt(p)
