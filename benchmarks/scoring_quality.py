@@ -6,7 +6,7 @@ the global model, replies as the ClientApp does, Flower's FedAvg aggregates, and
 round with its own utility cache, so each reports the evaluations it needed. Targets for GTG: normalized L1
 error ≤ 5 %, Spearman ≥ 0.95, ≤ 10 % of exact's evaluations.
 
-    .venv/bin/python benchmarks/scoring_quality.py [--rounds 8] [--utility accuracy|neg_loss]
+    .venv/bin/python benchmarks/scoring_quality.py [--rounds 8] [--utility accuracy|neg_loss|brier|margin]
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from flwr.serverapp.strategy import FedAvg
 from flwr.supercore.task_identity import TaskIdentity
 from scipy.stats import spearmanr
 
-from fedlearn.config import RunConfig
+from fedlearn.config import UTILITIES, RunConfig
 from fedlearn.data import Dataset
 from fedlearn.federation.coalitions import ModelUtility, SubsetAggregator
 from fedlearn.federation.replies import ARRAYS_KEY, EXAMPLES_KEY, INSTITUTION_KEY, META_KEY, METRICS_KEY
@@ -56,7 +56,7 @@ def l1_error(estimate: np.ndarray, exact: np.ndarray) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=8)
-    parser.add_argument("--utility", choices=("accuracy", "neg_loss"), default="accuracy")
+    parser.add_argument("--utility", choices=UTILITIES, default="accuracy")
     parser.add_argument("--gtg-epsilon", type=float, default=1e-3, help="GTG within-round truncation")
     parser.add_argument("--gtg-tolerance", type=float, default=0.05, help="GTG convergence tolerance")
     parser.add_argument("--gtg-min-permutations", type=int, default=None)
