@@ -13,10 +13,11 @@ from flwr.serverapp.strategy import FedAdam
 
 from fedlearn.config import STRATEGY_NAMES, RunConfig
 from fedlearn.errors import ConfigError
+from fedlearn.federation.coalitions import round_utility
 from fedlearn.federation.replies import arrays_of, institution_of
 from fedlearn.federation.strategy import RoundScoring, ScoredStrategy, build_flower_strategy
 from fedlearn.learning.models import init_model
-from fedlearn.scoring import CachedUtility
+from fedlearn.scoring import CachedUtility, banzhaf
 from tests.conftest import ReplyFactory
 
 FEATURES, CLASSES = 4, 3
@@ -260,20 +261,29 @@ def test_harmful_updates_are_left_out_of_the_aggregate_but_keep_their_negative_s
 
 
 def test_in_a_large_federation_estimation_noise_leaves_no_honest_update_out(make_reply: ReplyFactory) -> None:
-    # Prepare: 40 institutions (Banzhaf is estimated: 2^40 coalitions), honest ones stepping towards the fitted
-    # model by different amounts (40 % to 100 % of the way), two flippers stepping away.
+    # Prepare: 40 institutions (Banzhaf is estimated: 2^40 coalitions) from 128 draws, so that estimates are
+    # noisy; honest ones step towards the fitted model by different amounts (80 % to 100 % of the way, per tensor),
+    # two flippers step away. (A much shorter honest step can have a truly negative Banzhaf value: averaged in, it
+    # shortens the others' step. That is not noise, and the rule may leave it out.)
     honest, n = 38, 40
-    config = RunConfig.load(overrides=[f"data.institutions={n}", "model.name='logreg'", "integrity.free_rider_kappa=0"])
+    config = RunConfig.load(overrides=[f"data.institutions={n}", "model.name='logreg'", "integrity.free_rider_kappa=0",
+                                       "scoring.banzhaf_samples=128"])
     names = [f"hospital-{i + 1:02d}" for i in range(n)]
     strategy, start = scored(config, registered={name: 1_000 for name in names})
     base, good = towards_a_fitted_model(config, start)
     rng = np.random.default_rng(7)
-    moves = [{k: (base[k] + (good[k] - base[k]) * rng.uniform(0.4, 1.0)).astype(np.float32) for k in base}
+    moves = [{k: (base[k] + (good[k] - base[k]) * rng.uniform(0.8, 1.0)).astype(np.float32) for k in base}
              for _ in range(honest)]
     moves += [{k: (base[k] - 3 * (good[k] - base[k])).astype(np.float32) for k in base} for _ in range(n - honest)]
+    replies = [make_reply(m, examples=50, institution=name, node_id=i + 1)
+               for i, (m, name) in enumerate(zip(moves, names))]
+    # Every honest update is worth something: a long-sampled reference (16,384 draws) puts each above 0.
+    utility = CachedUtility(round_utility(strategy.inner, 1, replies, start, strategy.model, strategy.validation,
+                                          strategy.scoring.utility))
+    reference = banzhaf(n, utility, rng=np.random.default_rng(0), samples=16_384, tolerance=0.0)
+    assert (reference.values[:honest] - reference.errors[:honest] > 0).all()
     # Execute
-    strategy.aggregate_train(1, [make_reply(m, examples=50, institution=name, node_id=i + 1)
-                                 for i, (m, name) in enumerate(zip(moves, names))])
+    strategy.aggregate_train(1, replies)
     # Assert: the flippers are left out; no honest update is, though noise puts some honest estimates below 0
     # (their intervals reach above it).
     record = strategy.history[-1]
