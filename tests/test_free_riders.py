@@ -16,12 +16,14 @@ from hypothesis import strategies as st
 from fedlearn.config import RunConfig
 from fedlearn.federation.free_riders import (
     DEFAULT_KAPPA,
+    NOISE_ALPHA,
     _entanglement_one_by_one,
     _entanglement_with_references,
     entanglement,
     flatten,
     free_riders,
     references,
+    threshold,
 )
 from fedlearn.federation.roster import federated_split
 from fedlearn.learning.behaviours import BehaviourSpec, apply_behaviour
@@ -112,7 +114,7 @@ def test_scores_from_the_gram_matrix_equal_those_projected_one_by_one(n: int, se
     residual = [shared * (rng.normal(size=3) @ common) + (1 - shared) * rng.normal(size=d) for _ in range(n)]
     fast = entanglement(residual)
     slow = _entanglement_one_by_one(residual)
-    np.testing.assert_allclose(fast, slow, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(fast, [score for score, _ in slow], rtol=1e-6, atol=1e-9)
 
 
 def test_in_a_large_federation_honest_residuals_still_score_far_above_noise() -> None:
@@ -139,9 +141,29 @@ def test_scores_against_references_are_the_projections_on_those_references() -> 
     residual = [rng.normal(size=4) @ common + rng.normal(size=d) for _ in range(40)] + [np.zeros(d)]
     drawn = references(residual, 8)
     scores = _entanglement_with_references(residual, 8)
-    assert scores[-1] == 0.0 and all(len(refs) == 8 and 40 not in refs for refs in drawn)
+    assert scores[-1][0] == 0.0 and all(len(refs) == 8 and 40 not in refs for refs in drawn)
     for i, refs in enumerate(drawn[:-1]):
         basis = np.stack([residual[j] for j in refs], axis=1)
         fitted = basis @ np.linalg.lstsq(basis, residual[i], rcond=None)[0]
         expected = float(fitted @ fitted) / float(residual[i] @ residual[i]) * d / 8
-        assert scores[i] == pytest.approx(expected, rel=1e-6)
+        assert scores[i] == (pytest.approx(expected, rel=1e-6), 8)
+
+
+def test_with_many_references_the_threshold_is_the_noise_line_not_kappa() -> None:
+    """Late in a large federation honest residuals carry little shared structure and score between 2 and 5; with
+    64 references pure noise scores within a few hundredths of 1, so kappa = 5 would only flag honest updates.
+    The threshold there is the line noise passes with probability NOISE_ALPHA; up to 9 references it is kappa."""
+    rng = np.random.default_rng(5)
+    d, n = 2_826, 100  # the scale benchmark's MLP
+    task = rng.normal(size=(40, d))
+    honest = [0.1 * (rng.normal(size=40) @ task) + rng.normal(size=d) for _ in range(n - 4)]
+    noise = [rng.normal(size=d) * float(np.linalg.norm(honest[0])) / np.sqrt(d) for _ in range(4)]
+    scores = entanglement(honest + noise)
+    # The premise: honest scores lie between the noise line and kappa (kappa alone would flag most of them).
+    assert threshold(64) < min(scores[: n - 4]) and np.median(scores[: n - 4]) < DEFAULT_KAPPA
+    assert max(scores[n - 4:]) < 1.5
+    assert free_riders(honest + noise, []).keys() == set(range(n - 4, n))
+    # Pure noise against 64 references, many times over: its scores stay under the line.
+    draws = [entanglement([rng.normal(size=d) for _ in range(66)])[0] for _ in range(30)]
+    assert max(draws) < threshold(64) < 2.5
+    assert threshold(9) == pytest.approx(4.98, abs=0.01) and threshold(5) == DEFAULT_KAPPA and NOISE_ALPHA == 1e-6
