@@ -195,8 +195,8 @@ class IntegritySection:
     # Simulated behaviours, e.g. "hospital-03=sign_flip:scale=4, hospital-05=free_rider" (default: all honest).
     behaviours: str = ""
     # Free riders: an update whose residual (after the past global steps) lies no more in the span of the other
-    # updates' residuals than noise would (score < kappa; noise scores ~1) is set aside
-    # (fedlearn.federation.free_riders). 0 turns the check off.
+    # updates' residuals than noise would (score < kappa, or below the line noise passes with probability 1e-6
+    # where that is lower; noise scores ~1) is set aside (fedlearn.federation.free_riders). 0 turns the check off.
     free_rider_kappa: float = 5.0
     # An update whose contribution score on the server's validation split is negative (the round's model is
     # better without it) is left out of the aggregate: sign flips, label flips and noise never reach the model.
