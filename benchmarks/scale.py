@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -58,13 +59,14 @@ def settings(n: int, data: Path, mode: str, rounds: int, out: Path, engine: str 
     return common
 
 
-def one_run(n: int, data: Path, mode: str, rounds: int, out: Path, engine: str = "local") -> dict[str, Any]:
-    """In this process: one run; returns its figures. Under Ray (``engine``), ``peak_rss_mb`` is this process's
-    alone: the simulated institutions train in Ray's worker processes."""
+def one_run(n: int, data: Path, mode: str, rounds: int, out: Path, engine: str = "local",
+            extra: Sequence[str] = ()) -> dict[str, Any]:
+    """In this process: one run (``extra``: further overrides); returns its figures. Under Ray (``engine``),
+    ``peak_rss_mb`` is this process's alone: the simulated institutions train in Ray's worker processes."""
     from fedlearn.config import RunConfig
     from fedlearn.federation.simulation import run_federation
 
-    config = RunConfig.load(overrides=settings(n, data, mode, rounds, out, engine))
+    config = RunConfig.load(overrides=[*settings(n, data, mode, rounds, out, engine), *extra])
     started = time.perf_counter()
     summary = run_federation(config, quiet=True, progress=False)
     wall = time.perf_counter() - started
@@ -75,10 +77,14 @@ def one_run(n: int, data: Path, mode: str, rounds: int, out: Path, engine: str =
     scoring = [float(s.get("scoring_seconds", 0.0)) for s in scored]
     evaluations = [int(s.get("evaluations", 0)) for s in scored]
     gas: list[int] = []
+    slashed: list[str] = []
     if (run_dir / "ledger.sqlite").exists():
         from fedlearn.payout.ledger import Ledger
 
-        gas = [int(e.gas_used) for e in Ledger.open(run_dir / "ledger.sqlite").rounds() if e.gas_used]
+        ledger = Ledger.open(run_dir / "ledger.sqlite")
+        gas = [int(e.gas_used) for e in ledger.rounds() if e.gas_used]
+        slashed = sorted({name for _, name, _, _ in ledger.slashes()})
+        ledger.close()
     return {
         "institutions": n, "scoring": "none" if mode == "plain" else config.scoring.method, "mode": mode,
         "engine": engine,
@@ -91,6 +97,7 @@ def one_run(n: int, data: Path, mode: str, rounds: int, out: Path, engine: str =
         # positive of those checks.
         "excluded_per_round": [len(s.get("excluded", {})) for s in scored],
         "set_aside_per_round": [len(s.get("rejected", {})) for s in scored],
+        "slashed": slashed,
     }
 
 

@@ -29,6 +29,7 @@ Up to k = 9 references (10 institutions) kappa stays the threshold, as before.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -94,6 +95,7 @@ def scored(residual: Sequence[np.ndarray]) -> list[tuple[float, int]]:
     return _entanglement_one_by_one(residual)
 
 
+@functools.lru_cache(maxsize=256)  # k is nearly always the same few values; a χ² quantile costs ~0.2 ms
 def threshold(k: int, kappa: float = DEFAULT_KAPPA) -> float:
     """The score below which a residual scored against k references is flagged: kappa, or the noise line
     F⁻¹_χ²_k(1 − :data:`NOISE_ALPHA`) / k where that is lower."""
