@@ -17,6 +17,8 @@ from fedlearn.config import RunConfig
 from fedlearn.federation.free_riders import (
     DEFAULT_KAPPA,
     NOISE_ALPHA,
+    POWER,
+    Verdict,
     _entanglement_one_by_one,
     _entanglement_with_references,
     entanglement,
@@ -67,13 +69,15 @@ def test_replays_with_noise_are_flagged_and_honest_updates_with_skewed_data_are_
         riders = [gamma * last + rng.normal(0, sigma, last.shape) for gamma, sigma in ((1.0, 1e-3), (2.0, 1e-2))]
         flagged = free_riders([*honest, *riders], steps)
         assert set(flagged) == {len(honest), len(honest) + 1}, (partition, flagged)
-        assert "no training signal of its own" in flagged[len(honest)]
+        assert "no training signal of its own" in flagged[len(honest)].reason
+        assert all(v.conclusive for v in flagged.values())  # honest work scores far above the line here
 
 
 def test_an_exact_replay_is_a_replay_and_too_few_updates_are_never_judged() -> None:
     honest, steps, last = real_round("dirichlet", rounds=2)
     flagged = free_riders([*honest, 1.5 * last], steps)
-    assert flagged == {len(honest): "update is a replay of past global steps (no training signal of its own)"}
+    assert flagged == {len(honest): Verdict("update is a replay of past global steps (no training signal of its own)",
+                                            conclusive=True)}
     assert free_riders(honest[:3], steps) == {}
 
 
@@ -167,3 +171,28 @@ def test_with_many_references_the_threshold_is_the_noise_line_not_kappa() -> Non
     draws = [entanglement([rng.normal(size=d) for _ in range(66)])[0] for _ in range(30)]
     assert max(draws) < threshold(64) < 2.5
     assert threshold(9) == pytest.approx(4.98, abs=0.01) and threshold(5) == DEFAULT_KAPPA and NOISE_ALPHA == 1e-6
+
+
+def structured_round(rng: np.random.Generator, structure: float, n: int = 30, riders: int = 3,
+                     d: int = 2_826) -> list[np.ndarray]:
+    """n − riders residuals sharing a task's structure at strength ``structure``, then ``riders`` of pure noise."""
+    task = rng.normal(size=(40, d))
+    honest = [structure * (rng.normal(size=40) @ task) + rng.normal(size=d) for _ in range(n - riders)]
+    return honest + [rng.normal(size=d) * float(np.linalg.norm(honest[0])) / np.sqrt(d) for _ in range(riders)]
+
+
+def test_a_set_aside_counts_against_a_stake_only_in_a_round_the_check_can_read() -> None:
+    """Late in a run honest residuals thin out and the whole round scores near the line: an update set aside
+    then is not held against its stake (it is still set aside). Where honest work scores far above the line, a
+    set-aside is conclusive."""
+    rng = np.random.default_rng(11)
+    strong, weak = structured_round(rng, 1.0), structured_round(rng, 0.09)
+    line = threshold(29)
+    # The premises: the strong round's median is far above POWER × the line, the weak one's below it.
+    assert np.median(entanglement(strong)) > 2 * POWER * line
+    assert np.median(entanglement(weak)) < POWER * line
+    flagged = free_riders(strong, [])
+    assert flagged.keys() == {27, 28, 29} and all(v.conclusive for v in flagged.values())
+    flagged = free_riders(weak, [])
+    assert {27, 28, 29} <= flagged.keys() and not any(v.conclusive for v in flagged.values())
+    assert all("not held against its stake" in v.reason for v in flagged.values())

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from fedlearn.config import RunConfig
 from fedlearn.errors import ConfigError
+from fedlearn.federation.coordinator import offenders
 from fedlearn.payout.slashing import EVIDENCE_DOMAIN, Offence, RoundFlags, SlashingPolicy, evidence_hash, slash_amount
+from fedlearn.records.rundir import RoundResult, RunRecorder
+from fedlearn.scoring.round import RoundScores
 
 POLICY = SlashingPolicy(threshold=0.01, k=3, m=5, fraction=0.5)
 HONEST = ["hospital-01", "hospital-02", "hospital-03"]
@@ -75,6 +80,24 @@ def test_a_steadily_harmful_institution_is_flagged_exactly_at_its_kth_bad_round(
 def test_rejections_count_as_bad_rounds() -> None:
     history = run(6, rejected={"hospital-04": {2, 4, 5}})
     assert POLICY.offences(history) == [Offence("hospital-04", 5, (2, 4, 5))]
+
+
+def recorded(tmp_path: Path, inconclusive: bool) -> RunRecorder:
+    """Three rounds in which hospital-04's update was set aside as a free rider, as the run records them."""
+    recorder = RunRecorder(tmp_path, RunConfig.load(), [*HONEST, "hospital-04"], {})
+    for r in range(1, 4):
+        scores = RoundScores(r, {**dict.fromkeys(HONEST, 0.02), "hospital-04": 0.0}, {}, {"hospital-04": "free rider"},
+                             1, 0.0, False, "banzhaf", inconclusive=["hospital-04"] if inconclusive else [])
+        recorder.rounds.append(RoundResult(r, 0.9, 0.3, scores))
+    return recorder
+
+
+@pytest.mark.parametrize("inconclusive", [False, True])
+def test_a_set_aside_the_check_could_not_read_is_not_held_against_the_stake(tmp_path: Path,
+                                                                            inconclusive: bool) -> None:
+    policy = SlashingPolicy(threshold=0.03, k=3, m=4, fraction=0.5)  # the defaults
+    flagged = offenders(recorded(tmp_path, inconclusive), policy)
+    assert set(flagged) == (set() if inconclusive else {"hospital-04"})
 
 
 def test_bad_rounds_must_fall_in_the_last_m_of_the_institutions_rounds() -> None:

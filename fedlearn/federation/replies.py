@@ -28,6 +28,9 @@ WEIGHTINGS = ("registered", "equal", "claimed")
 class Rejection:
     institution: str
     reason: str
+    # Whether the rejection counts as a bad round for slashing: False for a free-rider set-aside in a round the
+    # check could not read with confidence (fedlearn.federation.free_riders.POWER).
+    evidence: bool = True
 
 
 def arrays_of(reply: Message) -> ArrayRecord:

@@ -282,7 +282,8 @@ class ScoredStrategy(Strategy):
         flagged = free_riders([flatten(u) - start for u in self._updates], steps, self.free_rider_kappa)
         self._updates = [u for i, u in enumerate(self._updates) if i not in flagged]
         kept = [m for i, m in enumerate(accepted) if i not in flagged]
-        return kept, [Rejection(institution_of(accepted[i]), reason) for i, reason in sorted(flagged.items())]
+        return kept, [Rejection(institution_of(accepted[i]), verdict.reason, verdict.conclusive)
+                      for i, verdict in sorted(flagged.items())]
 
     @torch.no_grad()
     def _round_gain(self, server_round: int, arrays: ArrayRecord) -> tuple[float, RoundGain]:
@@ -349,6 +350,7 @@ class ScoredStrategy(Strategy):
             scores=scores,
             num_examples={name: examples_of(m) for name, m in zip(names, accepted)},
             rejected={r.institution: r.reason for r in rejected},
+            inconclusive=sorted(r.institution for r in rejected if not r.evidence),
             evaluations=evaluations,
             # Scoring time includes building the utility, not the real aggregation in between.
             scoring_seconds=time.perf_counter() - started,

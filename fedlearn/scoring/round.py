@@ -32,6 +32,9 @@ class RoundScores:
     # Scored, but left out of the aggregate because their contribution was negative (integrity.exclude_harmful):
     # they keep their score, which is what slashing reads.
     excluded: dict[str, str] = field(default_factory=dict)
+    # Rejected, but not a bad round for slashing: set aside as free riders in a round whose scores sat too close
+    # to the noise line to tell training from noise (fedlearn.federation.free_riders.POWER). Not paid either way.
+    inconclusive: list[str] = field(default_factory=list)
     # Peer validation: voter → its ballot as committed and opened ({"commitment", "salt", "votes", "weight"}, and
     # "broken" with the reason when it did not open), so that anyone can recheck every commitment.
     ballots: dict[str, dict] = field(default_factory=dict)
