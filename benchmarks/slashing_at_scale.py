@@ -1,13 +1,14 @@
 """Honest institutions at scale: does the free-rider check, or slashing, touch them?
 
-n honest institutions (default 100) on the scale benchmark's generated data (``benchmarks/scale.py``), 8 rounds,
-the default configuration with the demo's stakes (10 tokens each, slashing on) on the embedded chain. Everyone is
-honest, so every update set aside, every update left out and every slash is a false positive. Reported per round:
-updates set aside as free riders and left out as harmful; then the institutions slashed and the final accuracy.
+n honest institutions (10, 30 and 100 by default) on the scale benchmark's generated data
+(``benchmarks/scale.py``), 8 rounds, the default configuration with the demo's stakes (10 tokens each, slashing on)
+on the embedded chain. Everyone is honest, so every update set aside, every update left out and every slash is a
+false positive. Reported per round: updates set aside as free riders and left out as harmful; then the
+institutions slashed and the final accuracy.
 
-    .venv/bin/python benchmarks/slashing_at_scale.py [--institutions 100] [--rounds 8]
+    .venv/bin/python benchmarks/slashing_at_scale.py [--institutions 10 30 100] [--rounds 8]
 
-Writes benchmarks/results/slashing_at_scale.json.
+Writes benchmarks/results/slashing_at_scale.json (``runs``, one per federation size).
 """
 
 from __future__ import annotations
@@ -26,25 +27,27 @@ STAKE = 10.0  # configs/demo.toml's integrity.min_stake
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--institutions", type=int, default=100)
+    parser.add_argument("--institutions", type=int, nargs="+", default=[10, 30, 100])
     parser.add_argument("--rounds", type=int, default=8)
     args = parser.parse_args()
     logging.getLogger("flwr").setLevel(logging.ERROR)
-    started = time.perf_counter()
+    runs = []
     with tempfile.TemporaryDirectory() as tmp:
-        run = one_run(args.institutions, make_data(Path(tmp) / "data.npz"), "incentivized", args.rounds,
-                      Path(tmp) / "runs", extra=[f"integrity.min_stake={STAKE}"])
-    print(f"{args.institutions} honest institutions, {args.rounds} rounds, stakes of {STAKE:g}:")
-    print(f"  set aside as free riders per round {run['set_aside_per_round']}")
-    print(f"  left out as harmful per round      {run['excluded_per_round']}")
-    print(f"  slashed {len(run['slashed'])}; final test accuracy {run['final_test_accuracy']:.4f}; "
-          f"{time.perf_counter() - started:.0f} s")
-    write_results("slashing_at_scale", {
-        "institutions": args.institutions, "rounds": args.rounds, "stake": STAKE,
-        "set_aside_per_round": run["set_aside_per_round"], "excluded_per_round": run["excluded_per_round"],
-        "honest_slashed": len(run["slashed"]), "slashed": run["slashed"],
-        "final_test_accuracy": run["final_test_accuracy"],
-    })
+        data = make_data(Path(tmp) / "data.npz")
+        for n in args.institutions:
+            started = time.perf_counter()
+            run = one_run(n, data, "incentivized", args.rounds, Path(tmp) / f"runs-{n}",
+                          extra=[f"integrity.min_stake={STAKE}"])
+            print(f"{n} honest institutions, {args.rounds} rounds, stakes of {STAKE:g}:")
+            print(f"  set aside as free riders per round {run['set_aside_per_round']}")
+            print(f"  left out as harmful per round      {run['excluded_per_round']}")
+            print(f"  slashed {len(run['slashed'])}; final test accuracy {run['final_test_accuracy']:.4f}; "
+                  f"{time.perf_counter() - started:.0f} s", flush=True)
+            runs.append({"institutions": n, "set_aside_per_round": run["set_aside_per_round"],
+                         "excluded_per_round": run["excluded_per_round"], "honest_slashed": len(run["slashed"]),
+                         "slashed": run["slashed"], "final_test_accuracy": run["final_test_accuracy"]})
+    write_results("slashing_at_scale", {"rounds": args.rounds, "stake": STAKE, "runs": runs,
+                                        "honest_slashed": sum(r["honest_slashed"] for r in runs)})
 
 
 if __name__ == "__main__":
