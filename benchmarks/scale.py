@@ -9,8 +9,9 @@ whole round: training, checks, scoring, aggregation, evaluation), scoring second
 round (the round less scoring), utility evaluations per round, peak RSS, wall seconds, and the settlement gas.
 
 The estimator: at n = 10, one real round's utility (the institutions' first-round updates of the n = 10 data),
-the exact Banzhaf value (all 1,024 coalitions) against the sampled estimator held to ~10 % of those evaluations
-(102 draws); at n = 100, the default estimator against a long-sampled reference (16,384 draws), both on one real
+the exact Banzhaf value (all 1,024 coalitions) against the sampled estimators held to ~10 % of those evaluations
+(102: the surrogate, ``scoring.banzhaf_estimator = "surrogate"``, reported as ``n10_l1``, and the regression, as
+``n10_l1_regression``); at n = 100, the default estimator against a long-sampled reference (16,384 draws), both on one real
 round. Normalised L1 = Σ|estimate − reference| / Σ|reference|; medians over 5 seeds.
 
     .venv/bin/python benchmarks/scale.py [--sizes 10,30,100,300,1000] [--rounds 5] [--engine local|ray]
@@ -102,7 +103,8 @@ def one_run(n: int, data: Path, mode: str, rounds: int, out: Path, engine: str =
 
 
 def round_utility(n: int, data: Path, seed: int):
-    """A real first round of the n-institution federation: its utility over coalitions of the updates."""
+    """A real first round of the n-institution federation: (its utility over coalitions of the updates, the
+    institutions' aggregation weights)."""
     import torch
     from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
     from flwr.supercore.task_identity import TaskIdentity
@@ -129,51 +131,74 @@ def round_utility(n: int, data: Path, seed: int):
                               METRICS_KEY: MetricRecord({EXAMPLES_KEY: len(part)})})
         replies.append(Message(content=content, dst_node_id=i + 1, message_type="train"))
     utility = MeanUtility(model, replies, start, split.validation.X, split.validation.y, metric="brier")
-    return CachedUtility(utility)
+    return CachedUtility(utility), np.array([len(part) for part in split.partitions], dtype=np.float64)
 
 
 DRAWS_PER_SEED = 100
 
 
 def estimator(data: Path) -> dict[str, Any]:
-    """The sampled estimator against exact at n = 10 (102 draws, ``DRAWS_PER_SEED`` independent estimates per
-    round: one estimate's error varies by a factor of two between draws, so one draw per seed says little) and the
-    default estimator against a long-sampled reference at n = 100."""
+    """The sampled estimators against exact at n = 10 (102 evaluations, ``DRAWS_PER_SEED`` independent estimates
+    per round: one estimate's error varies by a factor of two between draws, so one draw per seed says little):
+    the surrogate (``scoring.banzhaf_estimator = "surrogate"``) and the regression; then the default estimator
+    against a long-sampled reference at n = 100."""
     from fedlearn.scoring.banzhaf import banzhaf
+    from fedlearn.scoring.banzhaf_surrogate import banzhaf_surrogate
     from fedlearn.scoring.utility import CachedUtility
 
     def l1(a: np.ndarray, b: np.ndarray) -> float:
         return float(np.abs(a - b).sum() / np.abs(b).sum())
 
-    n10, fractions, n100 = [], [], []
+    by_estimator: dict[str, list[float]] = {"surrogate": [], "regression": []}
+    fractions: dict[str, list[float]] = {"surrogate": [], "regression": []}
+    covered: list[float] = []
+    n100 = []
     for seed in range(5):
-        utility = round_utility(10, data, seed)
+        utility, weights = round_utility(10, data, seed)
         every = [frozenset(c) for k in range(11) for c in itertools.combinations(range(10), k)]
         known = dict(zip(every, utility.many(every)))
         exact = banzhaf(10, utility, rng=np.random.default_rng(seed)).values  # from the same cache
-        errors = []
+        errors: dict[str, list[float]] = {"surrogate": [], "regression": []}
         for draw in range(DRAWS_PER_SEED):
+            rng = np.random.default_rng([seed, draw])
             fresh = CachedUtility(known.__getitem__)  # counts its evaluations afresh
-            sampled = banzhaf(10, fresh, rng=np.random.default_rng([seed, draw]), samples=102, tolerance=0.0)
-            errors.append(l1(sampled.values, exact))
-            fractions.append(sampled.evaluations / 1024)
-        n10.append(float(np.median(errors)))
+            estimates = {
+                "regression": banzhaf(10, fresh, rng=rng, samples=102, tolerance=0.0),
+                "surrogate": banzhaf_surrogate(10, CachedUtility(known.__getitem__), weights,
+                                               rng=np.random.default_rng([seed, draw]), samples=102),
+            }
+            for name, estimate in estimates.items():
+                errors[name].append(l1(estimate.values, exact))
+                fractions[name].append(estimate.evaluations / 1024)
+            covered.append(float(np.mean(np.abs(estimates["surrogate"].values - exact)
+                                         <= estimates["surrogate"].errors)))
+        for name in by_estimator:
+            by_estimator[name].append(float(np.median(errors[name])))
     for seed in range(3):
-        utility = round_utility(100, data, seed)
+        utility, _ = round_utility(100, data, seed)
         reference = banzhaf(100, utility, rng=np.random.default_rng(seed), samples=16_384, tolerance=0.0).values
-        default = banzhaf(100, round_utility(100, data, seed), rng=np.random.default_rng(seed + 100))
+        default = banzhaf(100, round_utility(100, data, seed)[0], rng=np.random.default_rng(seed + 100))
         n100.append({"l1": l1(default.values, reference), "evaluations": default.evaluations,
                      "draws": default.permutations})
-    return {"n10_l1": float(np.median(n10)), "n10_evaluations_fraction": float(np.median(fractions)),
-            "n10_l1_by_seed": n10, "n10_draws_per_seed": DRAWS_PER_SEED,
+    return {"n10_l1": float(np.median(by_estimator["surrogate"])), "n10_estimator": "surrogate",
+            "n10_evaluations_fraction": float(np.median(fractions["surrogate"])),
+            "n10_l1_by_seed": by_estimator["surrogate"], "n10_interval_coverage": float(np.mean(covered)),
+            "n10_l1_regression": float(np.median(by_estimator["regression"])),
+            "n10_l1_regression_by_seed": by_estimator["regression"],
+            "n10_regression_evaluations_fraction": float(np.median(fractions["regression"])),
+            "n10_draws_per_seed": DRAWS_PER_SEED,
             "n100_l1": float(np.median([r["l1"] for r in n100])), "n100": n100}
 
 
 def report_estimator(quality: dict[str, Any]) -> None:
-    print(f"estimator: n=10 normalised L1 {quality['n10_l1']:.3f} (median over seeds of the median over "
-          f"{quality['n10_draws_per_seed']} estimates; by seed {[round(x, 3) for x in quality['n10_l1_by_seed']]}) "
-          f"at {quality['n10_evaluations_fraction']:.1%} of exact's evaluations; n=100 default vs 16,384-draw "
-          f"reference L1 {quality['n100_l1']:.3f} with {[r['evaluations'] for r in quality['n100']]} evaluations")
+    print(f"estimator: n=10 normalised L1, surrogate {quality['n10_l1']:.3f} (by seed "
+          f"{[round(x, 3) for x in quality['n10_l1_by_seed']]}; 95 % intervals cover "
+          f"{quality['n10_interval_coverage']:.1%}), regression {quality['n10_l1_regression']:.3f} (by seed "
+          f"{[round(x, 3) for x in quality['n10_l1_regression_by_seed']]}); medians over seeds of the median over "
+          f"{quality['n10_draws_per_seed']} estimates, at {quality['n10_evaluations_fraction']:.1%} and "
+          f"{quality['n10_regression_evaluations_fraction']:.1%} of exact's evaluations; n=100 default vs "
+          f"16,384-draw reference L1 {quality['n100_l1']:.3f} with {[r['evaluations'] for r in quality['n100']]} "
+          "evaluations")
 
 
 def plot(runs: list[dict[str, Any]], path: Path) -> None:

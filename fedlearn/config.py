@@ -33,6 +33,7 @@ STRATEGY_NAMES = (
 )
 WEIGHTINGS = ("registered", "equal", "claimed")
 SCORING_METHODS = ("loo", "shapley", "gtg", "banzhaf", "trust", "none")
+BANZHAF_ESTIMATORS = ("regression", "surrogate")
 VALIDATION_SOURCES = ("server", "peers")
 UTILITIES = ("accuracy", "neg_loss", "brier", "margin")
 SIGNIFICANCE_TESTS = ("bootstrap", "none")
@@ -139,6 +140,10 @@ class ScoringSection:
     # normalised L1 error is within banzhaf_tolerance at 95 % (each institution's interval is in rounds.json).
     banzhaf_samples: int = 1024
     banzhaf_tolerance: float = 0.05
+    # How Banzhaf is estimated below 2^n evaluations: "regression" (any n; stops early at banzhaf_tolerance) or
+    # "surrogate" (at most 12 institutions; a Gaussian-process model of the utility over the coalitions' weight
+    # shares, about half the regression's error at the same budget: fedlearn.scoring.banzhaf_surrogate).
+    banzhaf_estimator: str = "regression"
 
 
 ENGINES = ("ray", "local")
@@ -357,6 +362,7 @@ class RunConfig:
         _check(sc.bootstrap_samples >= 100, "scoring.bootstrap_samples", sc.bootstrap_samples, "must be at least 100")
         _check(sc.banzhaf_samples >= 16, "scoring.banzhaf_samples", sc.banzhaf_samples, "must be at least 16")
         _check(0 <= sc.banzhaf_tolerance < 1, "scoring.banzhaf_tolerance", sc.banzhaf_tolerance, "must be in [0, 1)")
+        _one_of("scoring.banzhaf_estimator", sc.banzhaf_estimator, BANZHAF_ESTIMATORS)
         _check(0 <= self.payout.interim_fraction <= 1, "payout.interim_fraction", self.payout.interim_fraction,
                "must be in [0, 1] (the share of the budget paid before the final true-up)")
         g = self.integrity

@@ -61,6 +61,7 @@ def test_a_config_error_is_reported_before_flower_torch_or_web3_load(tmp_path: P
     ("integrity.exclude_harmful=2", "config key 'integrity.exclude_harmful' expects bool, got 2"),
     ("integrity.free_rider_kappa=-1", "integrity.free_rider_kappa"),
     ("scoring.method='banzaf'", "unknown scoring.method 'banzaf'"),
+    ("scoring.banzhaf_estimator='kernel'", "unknown scoring.banzhaf_estimator 'kernel'"),
     ("strategy.weighting='trusted'", "unknown strategy.weighting 'trusted'"),
     ("integrity.behaviours='hospital-02=backdoor:target=10'", "target = 10 must be < the data's 10 classes"),
     ("integrity.behaviours='hospital-02=low_effort:effort=0'", "behaviour low_effort: effort = 0.0"),
@@ -75,6 +76,15 @@ def test_a_strategy_too_robust_for_the_federation_is_refused_before_anything_is_
     out = tmp_path / "runs"
     result = fedlearn(*run_args(out, "strategy.name='krum'", "strategy.num_malicious=3"), cwd=tmp_path)
     assert result.returncode == 2 and "strategy.num_malicious = 3 is too large" in one_line_error(result)
+    assert not out.exists()
+
+
+def test_a_surrogate_estimator_for_more_institutions_than_it_takes_is_refused_before_anything_is_written(
+        tmp_path: Path) -> None:
+    out = tmp_path / "runs"
+    result = fedlearn(*run_args(out, "data.institutions=13", "scoring.banzhaf_estimator='surrogate'"), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "scoring.banzhaf_estimator = 'surrogate'" in one_line_error(result) and "at most 12" in result.stderr
     assert not out.exists()
 
 

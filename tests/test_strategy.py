@@ -346,3 +346,33 @@ def test_an_unregistered_name_is_set_aside_and_equal_weighting_ignores_counts(ma
     equal, start = scored(make_config(method="loo", n=3, weighting="'equal'"))
     equal.aggregate_train(1, institution_updates(make_reply, start, 3))
     assert set(equal.history[-1].num_examples.values()) == {1}
+
+
+def test_the_surrogate_estimator_scores_a_real_round_close_to_exact(make_reply: ReplyFactory) -> None:
+    # Prepare: 8 institutions of different registered sizes stepping 70-100 % of the way to a fitted model; the
+    # surrogate estimator gets 40 evaluations of the 256 coalitions (exact is computed from the same utility).
+    n = 8
+    config = RunConfig.load(overrides=[f"data.institutions={n}", "model.name='logreg'", "integrity.free_rider_kappa=0",
+                                       "scoring.banzhaf_estimator='surrogate'", "scoring.banzhaf_samples=40"])
+    names = [f"hospital-{i + 1:02d}" for i in range(n)]
+    registered = {name: 100 * (i + 1) for i, name in enumerate(names)}
+    strategy, start = scored(config, registered=registered)
+    base, good = towards_a_fitted_model(config, start)
+    rng = np.random.default_rng(3)
+    moves = [{k: (base[k] + (good[k] - base[k]) * rng.uniform(0.7, 1.0)).astype(np.float32) for k in base}
+             for _ in range(n)]
+    replies = [make_reply(m, examples=registered[name], institution=name, node_id=i + 1)
+               for i, (m, name) in enumerate(zip(moves, names))]
+    utility = CachedUtility(round_utility(strategy.inner, 1, replies, start, strategy.model, strategy.validation,
+                                          strategy.scoring.utility))
+    exact = banzhaf(n, utility, rng=np.random.default_rng(0)).values
+    # Execute
+    strategy.aggregate_train(1, replies)
+    # Assert: every institution scored, with an interval, close to exact in normalised L1.
+    record = strategy.history[-1]
+    assert record.excluded == {} and record.rejected == {}
+    estimate = np.array([record.scores[name] for name in names])
+    errors = np.array([record.score_errors[name] for name in names])
+    assert (errors > 0).all()
+    assert np.abs(estimate - exact).sum() / np.abs(exact).sum() < 0.1, (estimate, exact)
+    assert np.mean(np.abs(estimate - exact) <= errors) >= 0.75

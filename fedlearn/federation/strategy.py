@@ -27,7 +27,7 @@ from flwr.serverapp.strategy import (
 from torch import nn
 
 from fedlearn.config import RunConfig
-from fedlearn.errors import ConfigError
+from fedlearn.errors import ConfigError, ScoringError
 from fedlearn.federation.coalitions import per_example_utility, round_utility
 from fedlearn.federation.fltrust import FLTrust, RootTrainer
 from fedlearn.federation.free_riders import flatten, free_riders
@@ -44,6 +44,7 @@ from fedlearn.logs import log as money_log
 from fedlearn.records.checkpoint import numpy_arrays
 from fedlearn.records.fingerprint import model_hash
 from fedlearn.scoring import CachedUtility, score_round
+from fedlearn.scoring.banzhaf_surrogate import check_budget
 from fedlearn.scoring.round import RoundScores
 from fedlearn.scoring.significance import RoundGain, round_gain
 from fedlearn.scoring.trust import fltrust_arrays
@@ -77,6 +78,11 @@ def build_flower_strategy(
             f"strategy.num_malicious = {s.num_malicious} is too large for {n} institutions "
             f"({s.name} needs more than 2f + 2 updates)"
         )
+    if config.scoring.method == "banzhaf" and config.scoring.banzhaf_estimator == "surrogate":
+        try:
+            check_budget(n, config.scoring.banzhaf_samples)
+        except ScoringError as exc:
+            raise ConfigError(f"scoring.banzhaf_estimator = 'surrogate': {exc}") from None
     if s.name == "bulyan" and n < 4 * s.num_malicious + 3:
         raise ConfigError(
             f"strategy.num_malicious = {s.num_malicious} is too large for bulyan with {n} institutions "
@@ -320,6 +326,8 @@ class ScoredStrategy(Strategy):
             max_permutations=self.scoring.gtg_max_permutations or None,
             banzhaf_samples=self.scoring.banzhaf_samples,
             banzhaf_tolerance=self.scoring.banzhaf_tolerance,
+            banzhaf_estimator=self.scoring.banzhaf_estimator,
+            weights=np.array([examples_of(m) for m in accepted], dtype=np.float64),
         )
         errors = {} if result.errors is None else {name: float(e) for name, e in zip(names, result.errors)}
         return RoundScoring({name: float(v) for name, v in zip(names, result.values)}, frozenset(),
