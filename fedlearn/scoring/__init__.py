@@ -5,6 +5,7 @@ metric of the model aggregated from them; ``U(frozenset())`` is the round's star
 """
 
 from fedlearn.scoring.banzhaf import banzhaf
+from fedlearn.scoring.banzhaf_surrogate import banzhaf_surrogate
 from fedlearn.scoring.gtg import gtg_shapley
 from fedlearn.scoring.loo import leave_one_out
 from fedlearn.scoring.methods import SCORING_METHODS, score_round
@@ -19,6 +20,7 @@ __all__ = [
     "ScoreResult",
     "Utility",
     "banzhaf",
+    "banzhaf_surrogate",
     "exact_shapley",
     "gtg_shapley",
     "leave_one_out",

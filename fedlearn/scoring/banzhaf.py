@@ -29,7 +29,8 @@ exactly: (∅, N). U(∅) is the round's start model, untouched by any update; i
 jump that spreads over every order of interaction, so drawing it only adds noise, while its term in β is known
 (:func:`_estimate`). On five real rounds at n = 10 with 102 evaluations (``benchmarks/scale.py``) the median
 normalised L1 error against exact was 0.209 with independent draws, 0.154 with pairs, 0.131 with pairs and (∅, N)
-exact. Drawing stops early once the half-widths add up to at most ``tolerance`` × Σ|β_i| (the whole vector within
+exact. (For up to 12 players, :mod:`fedlearn.scoring.banzhaf_surrogate` models U over the coalitions' weight
+shares and reaches 0.055 at that budget.) Drawing stops early once the half-widths add up to at most ``tolerance`` × Σ|β_i| (the whole vector within
 that normalised L1 error, each coordinate at 95 %), and in any case once U(∅), U(N) and the pairs have used
 ``samples`` evaluations (one fewer when ``samples`` is odd: draws come in pairs).
 """

@@ -15,7 +15,8 @@ deviations of that linear functional (the mean's coefficients' uncertainty inclu
 Design: U(∅) and U(N); every single member and every coalition of all but one (the corners of the share space,
 where the linear model is weakest); then complementary pairs (S, N∖S) drawn at random, as many as the budget
 allows. On five real first rounds at n = 10 (``benchmarks/scale.py``) with 102 evaluations the median normalised L1
-error against exact was about 0.06, against 0.131 for the sampled estimator at the same budget.
+error against exact was 0.055 (0.131 for the regression at the same budget), and the 95 % intervals covered the
+exact value for 94.9 % of the players.
 """
 
 from __future__ import annotations
