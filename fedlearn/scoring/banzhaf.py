@@ -30,9 +30,10 @@ jump that spreads over every order of interaction, so drawing it only adds noise
 (:func:`_estimate`). On five real rounds at n = 10 with 102 evaluations (``benchmarks/scale.py``) the median
 normalised L1 error against exact was 0.209 with independent draws, 0.154 with pairs, 0.131 with pairs and (∅, N)
 exact. (For up to 12 players, :mod:`fedlearn.scoring.banzhaf_surrogate` models U over the coalitions' weight
-shares and reaches 0.055 at that budget.) Drawing stops early once the half-widths add up to at most ``tolerance`` × Σ|β_i| (the whole vector within
-that normalised L1 error, each coordinate at 95 %), and in any case once U(∅), U(N) and the pairs have used
-``samples`` evaluations (one fewer when ``samples`` is odd: draws come in pairs).
+shares and reaches 0.055 at that budget.) Drawing stops early once the half-widths add up to at most
+``tolerance`` × Σ|β_i| (the whole vector within that normalised L1 error, each coordinate at 95 %), and in any
+case once U(∅), U(N) and the pairs have used ``samples`` evaluations (one fewer when ``samples`` is odd: draws come
+in pairs).
 """
 
 from __future__ import annotations
