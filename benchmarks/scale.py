@@ -174,6 +174,21 @@ def estimator(data: Path) -> dict[str, Any]:
                                          <= estimates["surrogate"].errors)))
         for name in by_estimator:
             by_estimator[name].append(float(np.median(errors[name])))
+    # n = 12 at the default budget (1,024 of 4,096 coalitions): where "auto" picks the surrogate.
+    n12: dict[str, list[float]] = {"surrogate": [], "regression": [], "surrogate_seconds": []}
+    for seed in range(3):
+        utility, weights = round_utility(12, data, seed)
+        every = [frozenset(c) for k in range(13) for c in itertools.combinations(range(12), k)]
+        known = dict(zip(every, utility.many(every)))
+        exact = banzhaf(12, utility, rng=np.random.default_rng(seed), samples=4096).values
+        for draw in range(5):
+            regression = banzhaf(12, CachedUtility(known.__getitem__), rng=np.random.default_rng([seed, draw]))
+            started = time.perf_counter()
+            surrogate = banzhaf_surrogate(12, CachedUtility(known.__getitem__), weights,
+                                          rng=np.random.default_rng([seed, draw]), samples=1024)
+            n12["surrogate_seconds"].append(time.perf_counter() - started)
+            n12["surrogate"].append(l1(surrogate.values, exact))
+            n12["regression"].append(l1(regression.values, exact))
     for seed in range(3):
         utility, _ = round_utility(100, data, seed)
         reference = banzhaf(100, utility, rng=np.random.default_rng(seed), samples=16_384, tolerance=0.0).values
@@ -187,6 +202,8 @@ def estimator(data: Path) -> dict[str, Any]:
             "n10_l1_regression_by_seed": by_estimator["regression"],
             "n10_regression_evaluations_fraction": float(np.median(fractions["regression"])),
             "n10_draws_per_seed": DRAWS_PER_SEED,
+            "n12_l1": float(np.median(n12["surrogate"])), "n12_l1_regression": float(np.median(n12["regression"])),
+            "n12_surrogate_seconds": float(np.median(n12["surrogate_seconds"])),
             "n100_l1": float(np.median([r["l1"] for r in n100])), "n100": n100}
 
 
@@ -196,7 +213,9 @@ def report_estimator(quality: dict[str, Any]) -> None:
           f"{quality['n10_interval_coverage']:.1%}), regression {quality['n10_l1_regression']:.3f} (by seed "
           f"{[round(x, 3) for x in quality['n10_l1_regression_by_seed']]}); medians over seeds of the median over "
           f"{quality['n10_draws_per_seed']} estimates, at {quality['n10_evaluations_fraction']:.1%} and "
-          f"{quality['n10_regression_evaluations_fraction']:.1%} of exact's evaluations; n=100 default vs "
+          f"{quality['n10_regression_evaluations_fraction']:.1%} of exact's evaluations; n=12 at 1,024 evaluations: "
+          f"surrogate {quality['n12_l1']:.4f} ({quality['n12_surrogate_seconds']:.1f} s), regression "
+          f"{quality['n12_l1_regression']:.4f}; n=100 default vs "
           f"16,384-draw reference L1 {quality['n100_l1']:.3f} with {[r['evaluations'] for r in quality['n100']]} "
           "evaluations")
 

@@ -72,6 +72,29 @@ def test_score_round_passes_the_weights_to_the_surrogate() -> None:
     assert not np.array_equal(equal.values, direct.values)  # without weights every member counts alike
 
 
+def test_auto_takes_the_surrogate_where_it_can_score_the_round_and_the_regression_elsewhere() -> None:
+    utility, weights = fedavg_game(2)
+    auto = score_round("banzhaf", 10, utility, rng=np.random.default_rng(5), banzhaf_samples=102, weights=weights)
+    surrogate = banzhaf_surrogate(10, utility, weights, rng=np.random.default_rng(5), samples=102)
+    np.testing.assert_array_equal(auto.values, surrogate.values)
+    # Too small a budget for the singles and leave-one-outs (2n + 4 = 24): the regression.
+    small = score_round("banzhaf", 10, utility, rng=np.random.default_rng(5), banzhaf_samples=20, weights=weights)
+    regression = banzhaf(10, utility, rng=np.random.default_rng(5), samples=20)
+    np.testing.assert_array_equal(small.values, regression.values)
+    # More players than the surrogate sums over: the regression.
+    many = lambda s: float(np.sqrt(len(s)))  # noqa: E731
+    wide = score_round("banzhaf", MAX_PLAYERS + 1, many, rng=np.random.default_rng(5), banzhaf_samples=256)
+    np.testing.assert_array_equal(wide.values, banzhaf(MAX_PLAYERS + 1, many, rng=np.random.default_rng(5),
+                                                       samples=256).values)
+
+
+def test_a_utility_the_linear_mean_fits_exactly_needs_no_kernel() -> None:
+    """A constant utility (every update equally useless): every value 0, exactly, with no interval to speak of."""
+    result = banzhaf_surrogate(9, lambda s: 0.5, np.arange(1.0, 10.0), rng=np.random.default_rng(0), samples=64)
+    np.testing.assert_allclose(result.values, 0.0, atol=1e-12)
+    np.testing.assert_allclose(result.errors, 0.0, atol=1e-9)
+
+
 @pytest.mark.parametrize(("n", "weights", "samples", "message"), [
     (MAX_PLAYERS + 1, None, 1024, f"takes at most {MAX_PLAYERS} players"),
     (8, None, 19, "must be an integer of at least 2n + 4 = 20"),

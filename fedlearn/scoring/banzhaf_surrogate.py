@@ -37,6 +37,11 @@ NUGGETS = (1e-8, 1e-6, 1e-4, 1e-2)  # relative to the kernel's unit variance: no
 Z95 = 1.959964
 
 
+def fits(n: int, samples: int) -> bool:
+    """Whether the estimator can score n players with ``samples`` evaluations (what "auto" asks)."""
+    return n <= MAX_PLAYERS and samples >= 2 * n + 4
+
+
 def check_budget(n: int, samples: int) -> None:
     """Raise ScoringError unless the estimator can score n players with ``samples`` evaluations."""
     if n > MAX_PLAYERS:
@@ -160,6 +165,6 @@ def _restricted_likelihood(covariance: np.ndarray, basis: np.ndarray, observed: 
     residual = solve_observed - solve_basis @ coefficients
     dof = len(observed) - basis.shape[1]
     scale = float(residual @ residual) / dof
-    if scale <= 0:
-        return None
+    if scale <= 0:  # U is exactly linear in the shares where it was evaluated: nothing for a kernel to add
+        return -np.inf
     return 0.5 * dof * np.log(scale) + float(np.log(np.diag(factor)).sum()) + 0.5 * log_information
