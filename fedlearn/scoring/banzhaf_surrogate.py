@@ -35,6 +35,10 @@ MAX_PLAYERS = 12  # the posterior is summed over all 2^n coalitions (and its cov
 LENGTH_SCALES = (0.2, 0.3, 0.45, 0.6, 0.8, 1.0, 1.5, 2.0)
 NUGGETS = (1e-8, 1e-6, 1e-4, 1e-2)  # relative to the kernel's unit variance: noise in U, and numerical slack
 Z95 = 1.959964
+# Hyperparameters are chosen on at most this many of the evaluated coalitions (a grid of Cholesky factorisations
+# costs m³ for m coalitions): at n = 12 with 1,024 evaluations an estimate takes ~1 s instead of ~3.7 s, for a
+# median normalised L1 error against exact of 0.011 instead of 0.008 (the regression's: 0.042).
+FIT_POINTS = 256
 
 
 def fits(n: int, samples: int) -> bool:
@@ -76,7 +80,7 @@ def banzhaf_surrogate(n: int, utility: Utility, weights: np.ndarray, *, rng: np.
     totals = shares.sum(axis=1, keepdims=True)
     shares = np.divide(shares, totals, out=np.zeros_like(shares), where=totals > 0)
     functional = z.T / 2 ** (n - 1)  # β = functional @ U over all coalitions
-    mean, variance = _posterior(shares, chosen, observed, functional)
+    mean, variance = _posterior(shares, chosen, observed, functional, rng)
     return ScoreResult(functional @ mean, cache.evaluations - start, "banzhaf",
                        errors=Z95 * np.sqrt(np.maximum(variance, 0.0)), permutations=len(chosen))
 
@@ -106,18 +110,20 @@ def _kernel(a: np.ndarray, b: np.ndarray, length: float) -> np.ndarray:
     return np.exp(-np.maximum(squared, 0.0) / (2 * length**2))
 
 
-def _posterior(shares: np.ndarray, chosen: np.ndarray, observed: np.ndarray,
-               functional: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _posterior(shares: np.ndarray, chosen: np.ndarray, observed: np.ndarray, functional: np.ndarray,
+               rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """(posterior mean of U over all coalitions, the posterior variance of each row of ``functional`` applied to
     U), the observed coalitions fixed at their values; mean function linear in the shares, hyperparameters by
-    restricted maximum likelihood over the grid."""
+    restricted maximum likelihood over the grid, on at most :data:`FIT_POINTS` of the evaluated coalitions."""
     x = shares[chosen]
     basis = np.column_stack([np.ones(len(chosen)), x])
+    fit = np.sort(rng.choice(len(chosen), FIT_POINTS, replace=False)) if len(chosen) > FIT_POINTS \
+        else np.arange(len(chosen))
     best: tuple[float, float, float] | None = None
     for length in LENGTH_SCALES:
-        gram = _kernel(x, x, length)
+        gram = _kernel(x[fit], x[fit], length)
         for nugget in NUGGETS:
-            score = _restricted_likelihood(gram + nugget * np.eye(len(chosen)), basis, observed)
+            score = _restricted_likelihood(gram + nugget * np.eye(len(fit)), basis[fit], observed[fit])
             if score is not None and (best is None or score < best[0]):
                 best = (score, length, nugget)
     if best is None:
