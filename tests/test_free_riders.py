@@ -196,3 +196,12 @@ def test_a_set_aside_counts_against_a_stake_only_in_a_round_the_check_can_read()
     flagged = free_riders(weak, [])
     assert {27, 28, 29} <= flagged.keys() and not any(v.conclusive for v in flagged.values())
     assert all("not held against its stake" in v.reason for v in flagged.values())
+
+
+def test_free_riders_cannot_make_their_own_round_inconclusive_by_numbers() -> None:
+    """16 noise residuals among 30: the median of all scores is noise's, the median of those that pass is not."""
+    rng = np.random.default_rng(12)
+    residual = structured_round(rng, 1.0, riders=16)
+    assert np.median(entanglement(residual)) < POWER * threshold(29)  # the premise: all scores' median is low
+    flagged = free_riders(residual, [])
+    assert flagged.keys() == set(range(14, 30)) and all(v.conclusive for v in flagged.values())

@@ -82,12 +82,13 @@ def test_rejections_count_as_bad_rounds() -> None:
     assert POLICY.offences(history) == [Offence("hospital-04", 5, (2, 4, 5))]
 
 
-def recorded(tmp_path: Path, inconclusive: bool) -> RunRecorder:
-    """Three rounds in which hospital-04's update was set aside as a free rider, as the run records them."""
+def recorded(tmp_path: Path, inconclusive: list[bool]) -> RunRecorder:
+    """Rounds in which hospital-04's update was set aside as a free rider, as the run records them; in round r
+    the set-aside was inconclusive when ``inconclusive[r - 1]``."""
     recorder = RunRecorder(tmp_path, RunConfig.load(), [*HONEST, "hospital-04"], {})
-    for r in range(1, 4):
+    for r, weak in enumerate(inconclusive, start=1):
         scores = RoundScores(r, {**dict.fromkeys(HONEST, 0.02), "hospital-04": 0.0}, {}, {"hospital-04": "free rider"},
-                             1, 0.0, False, "banzhaf", inconclusive=["hospital-04"] if inconclusive else [])
+                             1, 0.0, False, "banzhaf", inconclusive=["hospital-04"] if weak else [])
         recorder.rounds.append(RoundResult(r, 0.9, 0.3, scores))
     return recorder
 
@@ -96,8 +97,16 @@ def recorded(tmp_path: Path, inconclusive: bool) -> RunRecorder:
 def test_a_set_aside_the_check_could_not_read_is_not_held_against_the_stake(tmp_path: Path,
                                                                             inconclusive: bool) -> None:
     policy = SlashingPolicy(threshold=0.03, k=3, m=4, fraction=0.5)  # the defaults
-    flagged = offenders(recorded(tmp_path, inconclusive), policy)
+    flagged = offenders(recorded(tmp_path, [inconclusive] * 3), policy)
     assert set(flagged) == (set() if inconclusive else {"hospital-04"})
+
+
+def test_an_inconclusive_round_does_not_push_earlier_evidence_out_of_the_window(tmp_path: Path) -> None:
+    """Conclusive set-asides in rounds 1, 3 and 5, inconclusive ones between: three bad rounds of the four the
+    institution was judged in, so it is slashed in round 5 (had rounds 2 and 4 counted as clean, never)."""
+    policy = SlashingPolicy(threshold=0.03, k=3, m=4, fraction=0.5)
+    history = [True, False, True, False, True]
+    assert set(offenders(recorded(tmp_path, [not bad for bad in history]), policy)) == {"hospital-04"}
 
 
 def test_bad_rounds_must_fall_in_the_last_m_of_the_institutions_rounds() -> None:

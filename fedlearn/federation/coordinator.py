@@ -83,7 +83,11 @@ def wait_for_quorum(grid: Grid, quorum: int, wait: float) -> None:
 
 def offenders(recorder: RunRecorder, policy: SlashingPolicy) -> dict[str, str]:
     """Institutions the slashing rule flags after the latest round → evidence (their update's hash)."""
-    history = [RoundFlags(r.server_round, r.scores.scores, frozenset(r.scores.rejected) - set(r.scores.inconclusive))
+    # A set-aside the free-rider check could not read counts neither way: not a bad round, and not a clean one that
+    # would push earlier evidence out of the institution's window.
+    history = [RoundFlags(r.server_round,
+                          {k: v for k, v in r.scores.scores.items() if k not in r.scores.inconclusive},
+                          frozenset(r.scores.rejected) - set(r.scores.inconclusive))
                for r in recorder.rounds if r.scores is not None]
     latest = recorder.rounds[-1].scores
     if latest is None:

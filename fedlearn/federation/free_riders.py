@@ -30,7 +30,8 @@ Evidence against a stake. Setting an update aside costs its sender that round's 
 for slashing (``fedlearn.payout.slashing``) costs its stake, and that needs a round in which the test can tell
 training from noise at all. Late in a run honest residuals thin out towards their own minibatch noise and the
 whole round's scores sink towards the line: then the update set aside is merely the lowest of many low ones. A
-round is *conclusive* when its median score is at least :data:`POWER` times the line. Measured (free-rider check
+round is *conclusive* when the median of the scores that pass the line is at least :data:`POWER` times the line
+(the median of all scores would let enough free riders make their own round inconclusive). Measured (free-rider check
 per round, 8 rounds each): digits, 10 institutions, seeds 42-44, with 3 noisy or disguised free riders or none,
 the median stayed 17-124 times the line in every round, while free riders scored 0.2-2.4 and honest institutions
 at least 16; on the generated data of ``benchmarks/scale.py`` from round 4 on the median was 1.2-2.1 times the
@@ -51,8 +52,8 @@ DEFAULT_KAPPA = 5.0
 NOISE_ALPHA = 1e-6
 """The chance that a pure-noise residual scores above the noise line (see the module)."""
 POWER = 6.0
-"""A round's set-asides count against a stake only when its median score is at least this many times the line
-(see the module): between the 2.1 of the weakest late rounds measured and the 17 of the weakest digits round."""
+"""A round's set-asides count against a stake only when its median passing score is at least this many times the
+line (see the module): between the ~2 of the weakest late rounds measured and the 17 of the weakest digits round."""
 # Each residual is measured against the span of at most this many others. The score's ceiling is d/k (a residual
 # wholly inside the span): with every other residual as reference, k = n − 1 grows until an honest update cannot
 # reach kappa (at d = 2,810 and n = 1,000 the ceiling is 2.8 and half the federation was flagged). A fixed number
@@ -199,7 +200,7 @@ def free_riders(
     for i, (u, r) in enumerate(zip(updates, resid)):
         if np.linalg.norm(r) <= 1e-9 * max(float(np.linalg.norm(u)), 1e-300):
             flagged[i] = Verdict("update is a replay of past global steps (no training signal of its own)", True)
-    power: tuple[float, float] | None = None  # (median score, median line) of the round's first pass
+    power: tuple[float, float] | None = None  # (median passing score, median line) of the round's first pass
     while True:
         remaining = [i for i in range(len(updates)) if i not in flagged]
         if len(remaining) < MIN_PEERS + 1:
@@ -207,8 +208,12 @@ def free_riders(
         pairs = scored([resid[i] for i in remaining])
         scores = [score for score, _ in pairs]
         lines = [threshold(k, kappa) for _, k in pairs]
-        if power is None:  # the whole round, before any set-aside leaves: what the test can tell apart here
-            power = float(np.median(scores)), float(np.median(lines))
+        if power is None:
+            # What the test can tell apart this round: the median of the scores that pass their line, on the first
+            # pass (free riders below the line must not drag it down: the more of them, the less they would be
+            # held to account), against the median line. Nobody passes: nothing conclusive.
+            passing = [score for score, line in zip(scores, lines) if score >= line]
+            power = float(np.median(passing)) if passing else 0.0, float(np.median(lines))
         conclusive = power[0] >= POWER * power[1]
         below = [int(j) for j in np.argsort(scores, kind="stable") if scores[j] < lines[j]]
         if not below:
@@ -217,6 +222,6 @@ def free_riders(
             reason = (f"update carries no training signal of its own (its residual shares no more with the others' "
                       f"than noise does: score {scores[worst]:.2f} < {lines[worst]:.2f})")
             if not conclusive:
-                reason += (f"; not held against its stake: the round's median score {power[0]:.2f} is under "
+                reason += (f"; not held against its stake: the round's median passing score {power[0]:.2f} is under "
                            f"{POWER:g} × the line, too close to tell training from noise")
             flagged[remaining[worst]] = Verdict(reason, conclusive)

@@ -41,11 +41,6 @@ Z95 = 1.959964
 FIT_POINTS = 256
 
 
-def fits(n: int, samples: int) -> bool:
-    """Whether the estimator can score n players with ``samples`` evaluations (what "auto" asks)."""
-    return n <= MAX_PLAYERS and samples >= 2 * n + 4
-
-
 def check_budget(n: int, samples: int) -> None:
     """Raise ScoringError unless the estimator can score n players with ``samples`` evaluations."""
     if n > MAX_PLAYERS:
@@ -59,12 +54,13 @@ def check_budget(n: int, samples: int) -> None:
 def banzhaf_surrogate(n: int, utility: Utility, weights: np.ndarray, *, rng: np.random.Generator,
                       samples: int) -> ScoreResult:
     """Each player's Banzhaf value from at most ``samples`` evaluations (see the module); exact when 2^n ≤
-    ``samples``. ``weights``: each player's aggregation weight (what FedAvg averages by)."""
+    ``samples``. ``weights``: each player's aggregation weight (what FedAvg averages by; a coalition whose weights
+    are all 0 has the shares of ∅)."""
     n = check_players(n)
     check_budget(n, samples)
     w = np.asarray(weights, dtype=np.float64)
-    if w.shape != (n,) or not np.all(np.isfinite(w)) or np.any(w <= 0):
-        raise ScoringError(f"surrogate Banzhaf needs one positive finite weight per player ({n}), got {weights!r}")
+    if w.shape != (n,) or not np.all(np.isfinite(w)) or np.any(w < 0):
+        raise ScoringError(f"surrogate Banzhaf needs one finite weight >= 0 per player ({n}), got {weights!r}")
     if n == 0:
         return ScoreResult(np.zeros(0), 0, "banzhaf")
     cache = CachedUtility.wrap(utility)
@@ -116,9 +112,17 @@ def _posterior(shares: np.ndarray, chosen: np.ndarray, observed: np.ndarray, fun
     U), the observed coalitions fixed at their values; mean function linear in the shares, hyperparameters by
     restricted maximum likelihood over the grid, on at most :data:`FIT_POINTS` of the evaluated coalitions."""
     x = shares[chosen]
-    basis = np.column_stack([np.ones(len(chosen)), x])
-    fit = np.sort(rng.choice(len(chosen), FIT_POINTS, replace=False)) if len(chosen) > FIT_POINTS \
-        else np.arange(len(chosen))
+    active = shares.any(axis=0)  # a member of weight 0 has no share anywhere: no column for it in the mean
+
+    def mean_basis(rows: np.ndarray) -> np.ndarray:
+        return np.column_stack([np.ones(len(rows)), shares[rows][:, active]])
+
+    basis = mean_basis(chosen)
+    # ∅ (index 0 of the sorted design) and N always take part: without ∅ every row's shares sum to 1 and the
+    # intercept is the sum of the share columns, a singular mean basis.
+    inner = np.arange(1, len(chosen) - 1)
+    fit = np.concatenate([[0], np.sort(rng.choice(inner, FIT_POINTS - 2, replace=False)), [len(chosen) - 1]]) \
+        if len(chosen) > FIT_POINTS else np.arange(len(chosen))
     best: tuple[float, float, float] | None = None
     for length in LENGTH_SCALES:
         gram = _kernel(x[fit], x[fit], length)
@@ -140,7 +144,7 @@ def _posterior(shares: np.ndarray, chosen: np.ndarray, observed: np.ndarray, fun
     weights = cross @ inverse
     mean = np.empty(len(shares))
     mean[chosen] = observed
-    mean[others] = np.column_stack([np.ones(len(others)), shares[others]]) @ coefficients + weights @ residual
+    mean[others] = mean_basis(others) @ coefficients + weights @ residual
     # Universal kriging: the kernel's conditional covariance, plus the mean coefficients' uncertainty; only the
     # unobserved coalitions vary. Prior term a K a per row of the functional, a block of coalitions at a time.
     a = functional[:, others]
@@ -149,7 +153,7 @@ def _posterior(shares: np.ndarray, chosen: np.ndarray, observed: np.ndarray, fun
         rows = slice(block, block + 512)
         prior += np.einsum("iu,iu->i", a[:, rows], (_kernel(shares[others][rows], shares[others], length) @ a.T).T)
     along = a @ cross  # (players, observed)
-    lift = a @ np.column_stack([np.ones(len(others)), shares[others]]) - along @ inverse @ basis
+    lift = a @ mean_basis(others) - along @ inverse @ basis
     variance = prior - np.einsum("io,io->i", along @ inverse, along)
     variance += np.einsum("ib,bc,ic->i", lift, np.linalg.pinv(information), lift)
     return mean, scale * variance

@@ -10,7 +10,7 @@ import numpy as np
 from fedlearn.errors import ScoringError
 from fedlearn.scoring._validate import check_players
 from fedlearn.scoring.banzhaf import DEFAULT_SAMPLES, DEFAULT_TOLERANCE, banzhaf
-from fedlearn.scoring.banzhaf_surrogate import banzhaf_surrogate, fits
+from fedlearn.scoring.banzhaf_surrogate import banzhaf_surrogate
 from fedlearn.scoring.gtg import gtg_shapley
 from fedlearn.scoring.loo import leave_one_out
 from fedlearn.scoring.result import ScoreResult
@@ -18,7 +18,7 @@ from fedlearn.scoring.shapley import exact_shapley
 from fedlearn.scoring.utility import Utility
 
 SCORING_METHODS: tuple[str, ...] = ("loo", "shapley", "gtg", "banzhaf", "none")
-BANZHAF_ESTIMATORS: tuple[str, ...] = ("auto", "regression", "surrogate")
+BANZHAF_ESTIMATORS: tuple[str, ...] = ("regression", "surrogate")
 
 # Keyword options gtg_shapley accepts besides rng; checked for every method so that a misspelt
 # option fails even while another method is configured.
@@ -31,14 +31,12 @@ GTG_OPTIONS: frozenset[str] = frozenset(
 
 def score_round(
     method: str, n: int, utility: Utility, *, rng: np.random.Generator, banzhaf_samples: int = DEFAULT_SAMPLES,
-    banzhaf_tolerance: float = DEFAULT_TOLERANCE, banzhaf_estimator: str = "auto",
+    banzhaf_tolerance: float = DEFAULT_TOLERANCE, banzhaf_estimator: str = "regression",
     weights: np.ndarray | None = None, **gtg_options: Any
 ) -> ScoreResult:
     """Score one round's n players with the named method; ``gtg_options`` only affect "gtg", the ``banzhaf_``
-    options only "banzhaf". Below 2^n evaluations Banzhaf is estimated by the surrogate where it can
-    (``banzhaf_estimator`` "auto": at most 12 players and a budget of 2n + 4), else by the regression.
-    ``weights`` (each player's aggregation weight) is what the surrogate models coalitions by; without them it
-    weighs every player alike."""
+    options only "banzhaf". ``weights`` (each player's aggregation weight) is what the surrogate estimator
+    models coalitions by; without them it weighs every player alike."""
     unknown = sorted(set(gtg_options) - GTG_OPTIONS)
     if unknown:
         raise ScoringError(f"unknown GTG option(s) {', '.join(unknown)}; valid: {', '.join(sorted(GTG_OPTIONS))}")
@@ -50,8 +48,7 @@ def score_round(
         return gtg_shapley(n, utility, rng=rng, **gtg_options)
     if banzhaf_estimator not in BANZHAF_ESTIMATORS:
         raise ScoringError(f"unknown Banzhaf estimator {banzhaf_estimator!r}; valid: {', '.join(BANZHAF_ESTIMATORS)}")
-    if method == "banzhaf" and (banzhaf_estimator == "surrogate"
-                                or (banzhaf_estimator == "auto" and fits(n, banzhaf_samples))):
+    if method == "banzhaf" and banzhaf_estimator == "surrogate":
         return banzhaf_surrogate(n, utility, np.ones(n) if weights is None else weights, rng=rng,
                                  samples=banzhaf_samples)
     if method == "banzhaf":
