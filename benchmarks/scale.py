@@ -174,7 +174,7 @@ def estimator(data: Path) -> dict[str, Any]:
                                          <= estimates["surrogate"].errors)))
         for name in by_estimator:
             by_estimator[name].append(float(np.median(errors[name])))
-    # n = 12 at the default budget (1,024 of 4,096 coalitions): where "auto" picks the surrogate.
+    # n = 12 at the default budget (1,024 of 4,096 coalitions): the largest federation the surrogate takes.
     n12: dict[str, list[float]] = {"surrogate": [], "regression": [], "surrogate_seconds": []}
     for seed in range(3):
         utility, weights = round_utility(12, data, seed)

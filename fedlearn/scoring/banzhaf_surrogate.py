@@ -28,6 +28,7 @@ from scipy.linalg import solve_triangular
 
 from fedlearn.errors import ScoringError
 from fedlearn.scoring._validate import check_players
+from fedlearn.scoring.banzhaf import _coalitions, banzhaf
 from fedlearn.scoring.result import ScoreResult
 from fedlearn.scoring.utility import CachedUtility, Utility
 
@@ -61,15 +62,12 @@ def banzhaf_surrogate(n: int, utility: Utility, weights: np.ndarray, *, rng: np.
     w = np.asarray(weights, dtype=np.float64)
     if w.shape != (n,) or not np.all(np.isfinite(w)) or np.any(w < 0):
         raise ScoringError(f"surrogate Banzhaf needs one finite weight >= 0 per player ({n}), got {weights!r}")
-    if n == 0:
-        return ScoreResult(np.zeros(0), 0, "banzhaf")
+    if 2**n <= samples:
+        return banzhaf(n, utility, rng=rng, samples=samples)  # every coalition: exact
     cache = CachedUtility.wrap(utility)
     start = cache.evaluations
     every = np.array(list(itertools.product((False, True), repeat=n)), dtype=bool)  # row k: the bits of k
     z = np.where(every, 1.0, -1.0)
-    if 2**n <= samples:
-        values = np.array(cache.many(_coalitions(every)))
-        return ScoreResult(z.T @ values / 2 ** (n - 1), cache.evaluations - start, "banzhaf", errors=np.zeros(n))
     chosen = _design(n, samples, rng)
     observed = np.array(cache.many(_coalitions(every[chosen])))
     shares = every * w
@@ -79,10 +77,6 @@ def banzhaf_surrogate(n: int, utility: Utility, weights: np.ndarray, *, rng: np.
     mean, variance = _posterior(shares, chosen, observed, functional, rng)
     return ScoreResult(functional @ mean, cache.evaluations - start, "banzhaf",
                        errors=Z95 * np.sqrt(np.maximum(variance, 0.0)), permutations=len(chosen))
-
-
-def _coalitions(members: np.ndarray) -> list[frozenset[int]]:
-    return [frozenset(np.flatnonzero(row).tolist()) for row in members]
 
 
 def _design(n: int, samples: int, rng: np.random.Generator) -> np.ndarray:
@@ -140,18 +134,19 @@ def _posterior(shares: np.ndarray, chosen: np.ndarray, observed: np.ndarray, fun
     dof = len(chosen) - basis.shape[1]
     scale = float(residual @ inverse @ residual) / dof  # the kernel's variance, profiled out
     others = np.setdiff1d(np.arange(len(shares)), chosen)
-    cross = _kernel(shares[others], x, length)
+    cross = _kernel(shares[others], x, length)  # unobserved × evaluated
     weights = cross @ inverse
     mean = np.empty(len(shares))
     mean[chosen] = observed
-    mean[others] = mean_basis(others) @ coefficients + weights @ residual
+    mean[others] = mean_basis(others) @ coefficients + weights @ residual  # the evaluated keep their values
     # Universal kriging: the kernel's conditional covariance, plus the mean coefficients' uncertainty; only the
     # unobserved coalitions vary. Prior term a K a per row of the functional, a block of coalitions at a time.
     a = functional[:, others]
+    unobserved = shares[others]
     prior = np.zeros(len(a))
     for block in range(0, len(others), 512):
         rows = slice(block, block + 512)
-        prior += np.einsum("iu,iu->i", a[:, rows], (_kernel(shares[others][rows], shares[others], length) @ a.T).T)
+        prior += np.einsum("iu,iu->i", a[:, rows], (_kernel(unobserved[rows], unobserved, length) @ a.T).T)
     along = a @ cross  # (players, observed)
     lift = a @ mean_basis(others) - along @ inverse @ basis
     variance = prior - np.einsum("io,io->i", along @ inverse, along)
