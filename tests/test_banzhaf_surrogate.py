@@ -3,12 +3,16 @@ FedAvg-shaped games, honest intervals, and bad input refused in one line."""
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import pytest
 
 from fedlearn.errors import ScoringError
 from fedlearn.scoring import Utility, banzhaf, score_round
 from fedlearn.scoring.banzhaf_surrogate import MAX_PLAYERS, banzhaf_surrogate
+
+surrogate_module = importlib.import_module("fedlearn.scoring.banzhaf_surrogate")  # the package re-exports the name
 
 
 def fedavg_game(seed: int, n: int = 10, d: int = 8, classes: int = 3, rows: int = 300) -> tuple[Utility, np.ndarray]:
@@ -57,8 +61,25 @@ def test_on_fedavg_games_the_surrogate_halves_the_regressions_error_at_ten_perce
         regression.append(l1(banzhaf(10, utility, rng=np.random.default_rng(seed), samples=102,
                                      tolerance=0.0).values, exact))
         covered.extend(np.abs(estimate.values - exact) <= estimate.errors)
-    assert np.median(surrogate) < 0.08 and np.median(surrogate) < 0.5 * np.median(regression), (surrogate, regression)
+    assert np.median(surrogate) < 0.04 and np.median(surrogate) < 0.5 * np.median(regression), (surrogate, regression)
     assert np.mean(covered) >= 0.8  # 95 % intervals: 80 players, a few misses allowed
+
+
+def test_the_adaptive_design_beats_drawing_every_coalition_at_random(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same budget (102 of 1,024), the same model: 70 % of it picked where the values are least known, against
+    all of it drawn at random (the first stage stretched over the whole budget)."""
+    adaptive, drawn = [], []
+    for seed in range(6):
+        utility, weights = fedavg_game(seed)
+        exact = banzhaf(10, utility, rng=np.random.default_rng(0)).values
+        adaptive.append(l1(banzhaf_surrogate(10, utility, weights, rng=np.random.default_rng(seed),
+                                             samples=102).values, exact))
+        with monkeypatch.context() as patch:
+            patch.setattr(surrogate_module, "FIRST_STAGE", 1.0)
+            estimate = banzhaf_surrogate(10, utility, weights, rng=np.random.default_rng(seed), samples=102)
+        assert estimate.evaluations == 102
+        drawn.append(l1(estimate.values, exact))
+    assert np.median(adaptive) < 0.67 * np.median(drawn), (adaptive, drawn)
 
 
 def test_score_round_passes_the_weights_to_the_surrogate() -> None:
