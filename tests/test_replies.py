@@ -30,10 +30,12 @@ def test_a_well_formed_reply_passes(make_reply: ReplyFactory) -> None:
         (good(b=np.array([np.inf, 0], np.float32)), 10, "NaN or Inf"),
         (good(b=np.array([1, 2], np.int64)), 10, "expected a float type"),
         ({"w": np.ones((2, 3), np.float32)}, 10, "array names differ"),
-        (good(), 0, "is not a positive count"),
-        (good(), -5, "is not a positive count"),
-        (good(), float("nan"), "is not a positive count"),
-        (good(), 10**12, "is not a positive count"),
+        (good(), 0, "is not a whole positive count"),
+        (good(), -5, "is not a whole positive count"),
+        (good(), float("nan"), "is not a whole positive count"),
+        (good(), 10**12, "is not a whole positive count"),
+        (good(), 0.5, "is not a whole positive count"),
+        (good(), 12.25, "is not a whole positive count"),
     ],
 )
 def test_bad_replies_are_rejected_with_a_reason(

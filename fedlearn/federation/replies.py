@@ -70,8 +70,9 @@ def check_reply(reply: Message, reference: ArrayRecord) -> str | None:
     examples = content.metric_records[METRICS_KEY].get(EXAMPLES_KEY)
     if isinstance(examples, bool) or not isinstance(examples, (int, float)):
         return f"{EXAMPLES_KEY} missing or not a number"
-    if not math.isfinite(examples) or examples <= 0 or examples > MAX_EXAMPLES:
-        return f"{EXAMPLES_KEY} = {examples} is not a positive count"
+    # A count is whole: 0.5 would weigh a reply while int() made it 0 wherever counts are used as integers.
+    if not math.isfinite(examples) or examples < 1 or examples > MAX_EXAMPLES or examples != int(examples):
+        return f"{EXAMPLES_KEY} = {examples} is not a whole positive count"
     arrays = content.array_records[ARRAYS_KEY]
     if set(arrays.keys()) != set(reference.keys()):
         return "array names differ from the global model's"
