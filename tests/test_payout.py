@@ -1,6 +1,8 @@
 """A run that pays on chain: resume equals an uninterrupted run; verify catches tampering; bad input is refused.
 
-The runs go through the ``fedlearn`` CLI on the embedded eth-tester chain (3 institutions, 3 rounds).
+The runs go through the ``fedlearn`` CLI on the embedded eth-tester chain (3 institutions, 3 rounds) with the
+in-process engine: what is paid, resumed and verified does not depend on the engine (tests/test_simulation.py runs
+Ray's, which costs ~15 s to start in every run).
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from fedlearn.payout.ledger import Ledger
 
 pytestmark = pytest.mark.slow
 
-SETTINGS = ["run.rounds=3", "data.institutions=3", "scoring.method='shapley'", "train.learning_rate=0.1"]
+SETTINGS = ["run.rounds=3", "data.institutions=3", "scoring.method='shapley'", "train.learning_rate=0.1",
+            "simulation.engine='local'"]
 
 
 def fedlearn(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
