@@ -72,8 +72,9 @@ def test_the_adaptive_design_beats_drawing_every_coalition_at_random(monkeypatch
     for seed in range(6):
         utility, weights = fedavg_game(seed)
         exact = banzhaf(10, utility, rng=np.random.default_rng(0)).values
-        adaptive.append(l1(banzhaf_surrogate(10, utility, weights, rng=np.random.default_rng(seed),
-                                             samples=102).values, exact))
+        estimate = banzhaf_surrogate(10, utility, weights, rng=np.random.default_rng(seed), samples=102)
+        assert estimate.evaluations == estimate.permutations == 102  # 102 distinct coalitions, the whole budget
+        adaptive.append(l1(estimate.values, exact))
         with monkeypatch.context() as patch:
             patch.setattr(surrogate_module, "FIRST_STAGE", 1.0)
             estimate = banzhaf_surrogate(10, utility, weights, rng=np.random.default_rng(seed), samples=102)

@@ -149,6 +149,7 @@ def _adaptive(shares: np.ndarray, chosen: np.ndarray, functional: np.ndarray, le
         steps[t] = step
         reach -= np.outer(reach[:, j] / np.sqrt(variance[j] + nugget), step)
         variance -= step * step
+        np.maximum(variance, 0.0, out=variance)  # rounding in the downdates must not turn a variance negative
     return np.array(picks, dtype=np.int64)
 
 
