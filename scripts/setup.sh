@@ -8,9 +8,8 @@ fi
 # The CPU build of torch first: an unpinned torch would pull a multi-GB CUDA build.
 # Users with GPUs install their own torch before running this script.
 if ! .venv/bin/python -c "import torch" 2>/dev/null; then
-  .venv/bin/pip install -q --no-compile "torch==2.13.0"
+  .venv/bin/pip install -q "torch==2.13.0"
 fi
-# --no-compile: bytecode is written on first import, for the modules a run imports, not for all of them up front.
-.venv/bin/pip install -q --no-compile -e ".[dev]"
+.venv/bin/pip install -q -e ".[dev]"
 # Node packages for the contracts (solc-js, OpenZeppelin, anvil); running needs none of them.
 bash scripts/setup-chain.sh

@@ -55,8 +55,8 @@ def make_reply() -> ReplyFactory:
     return factory
 
 
-# The files the suite waits longest on (scripts/test.sh --durations), longest first: run in parallel
-# (scripts/test.sh), a long test started last is what every other worker waits for.
+# The files the suite waits longest on (scripts/test.sh --durations), longest first. scripts/test.sh gives each
+# worker a file at a time, so a long file handed out last is what everyone waits for: these start first.
 LONGEST_FILES = ("test_bad_input.py", "test_fuzz.py", "test_pilot.py", "test_deployment.py", "test_payout.py",
                  "test_free_riders.py", "test_integrity.py", "test_cli.py", "test_simulation.py")
 
