@@ -118,8 +118,7 @@ def _adaptive(shares: np.ndarray, chosen: np.ndarray, functional: np.ndarray, le
     unobserved = np.setdiff1d(np.arange(len(shares)), chosen)
     size = max(CANDIDATES, 2 * count)  # a pool at least twice the picks
     pool = unobserved if len(unobserved) <= size else np.sort(rng.choice(unobserved, size, replace=False))
-    active = shares.any(axis=0)
-    basis = np.column_stack([np.ones(len(shares)), shares[:, active]])
+    basis = _mean_basis(shares)
 
     def prior(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return _kernel(shares[a], shares[b], length) + VAGUE * basis[a] @ basis[b].T
@@ -153,6 +152,12 @@ def _adaptive(shares: np.ndarray, chosen: np.ndarray, functional: np.ndarray, le
     return np.array(picks, dtype=np.int64)
 
 
+def _mean_basis(shares: np.ndarray) -> np.ndarray:
+    """The mean's regressors for every coalition: an intercept and each member's share (a member of weight 0 has
+    no share anywhere: no column for it)."""
+    return np.column_stack([np.ones(len(shares)), shares[:, shares.any(axis=0)]])
+
+
 def _kernel(a: np.ndarray, b: np.ndarray, length: float) -> np.ndarray:
     squared = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2 * a @ b.T
     return np.exp(-np.maximum(squared, 0.0) / (2 * length**2))
@@ -162,14 +167,13 @@ def _hyperparameters(shares: np.ndarray, chosen: np.ndarray, observed: np.ndarra
                      rng: np.random.Generator) -> tuple[float, float]:
     """(length scale, nugget) from the grid by restricted maximum likelihood, on at most :data:`FIT_POINTS` of the
     evaluated coalitions (``chosen`` sorted: ∅ first, N last); the mean linear in the shares."""
-    active = shares.any(axis=0)  # a member of weight 0 has no share anywhere: no column for it in the mean
     # ∅ and N always take part: without ∅ every row's shares sum to 1 and the intercept is the sum of the share
     # columns, a singular mean basis.
     inner = np.arange(1, len(chosen) - 1)
     fit = np.concatenate([[0], np.sort(rng.choice(inner, FIT_POINTS - 2, replace=False)), [len(chosen) - 1]]) \
         if len(chosen) > FIT_POINTS else np.arange(len(chosen))
     x = shares[chosen[fit]]
-    basis = np.column_stack([np.ones(len(fit)), x[:, active]])
+    basis = _mean_basis(shares)[chosen[fit]]
     best: tuple[float, float, float] | None = None
     for length in LENGTH_SCALES:
         gram = _kernel(x, x, length)
@@ -188,12 +192,8 @@ def _posterior(shares: np.ndarray, chosen: np.ndarray, observed: np.ndarray, fun
     U), the observed coalitions fixed at their values; mean function linear in the shares, hyperparameters from
     :func:`_hyperparameters`."""
     x = shares[chosen]
-    active = shares.any(axis=0)
-
-    def mean_basis(rows: np.ndarray) -> np.ndarray:
-        return np.column_stack([np.ones(len(rows)), shares[rows][:, active]])
-
-    basis = mean_basis(chosen)
+    every_basis = _mean_basis(shares)
+    basis = every_basis[chosen]
     length, nugget = _hyperparameters(shares, chosen, observed, rng)
     inverse = np.linalg.inv(_kernel(x, x, length) + nugget * np.eye(len(chosen)))
     information = basis.T @ inverse @ basis
@@ -206,7 +206,7 @@ def _posterior(shares: np.ndarray, chosen: np.ndarray, observed: np.ndarray, fun
     weights = cross @ inverse
     mean = np.empty(len(shares))
     mean[chosen] = observed
-    mean[others] = mean_basis(others) @ coefficients + weights @ residual  # the evaluated keep their values
+    mean[others] = every_basis[others] @ coefficients + weights @ residual  # the evaluated keep their values
     # Universal kriging: the kernel's conditional covariance, plus the mean coefficients' uncertainty; only the
     # unobserved coalitions vary. Prior term a K a per row of the functional, a block of coalitions at a time.
     a = functional[:, others]
@@ -216,7 +216,7 @@ def _posterior(shares: np.ndarray, chosen: np.ndarray, observed: np.ndarray, fun
         rows = slice(block, block + 512)
         prior += np.einsum("iu,iu->i", a[:, rows], (_kernel(unobserved[rows], unobserved, length) @ a.T).T)
     along = a @ cross  # (players, observed)
-    lift = a @ mean_basis(others) - along @ inverse @ basis
+    lift = a @ every_basis[others] - along @ inverse @ basis
     variance = prior - np.einsum("io,io->i", along @ inverse, along)
     variance += np.einsum("ib,bc,ic->i", lift, np.linalg.pinv(information), lift)
     return mean, scale * variance
