@@ -33,7 +33,7 @@ STRATEGY_NAMES = (
 )
 WEIGHTINGS = ("registered", "equal", "claimed")
 SCORING_METHODS = ("loo", "shapley", "gtg", "banzhaf", "trust", "none")
-BANZHAF_ESTIMATORS = ("regression", "surrogate")
+BANZHAF_ESTIMATORS = ("auto", "regression", "surrogate")
 VALIDATION_SOURCES = ("server", "peers")
 UTILITIES = ("accuracy", "neg_loss", "brier", "margin")
 SIGNIFICANCE_TESTS = ("bootstrap", "none")
@@ -140,11 +140,13 @@ class ScoringSection:
     # normalised L1 error is within banzhaf_tolerance at 95 % (each institution's interval is in rounds.json).
     banzhaf_samples: int = 1024
     banzhaf_tolerance: float = 0.05
-    # How Banzhaf is estimated below 2^n evaluations: "regression" (default; any n; stops early at
-    # banzhaf_tolerance) or "surrogate" (at most 12 institutions; a Gaussian-process model of the utility over the
-    # coalitions' weight shares, evaluated where it is least sure: a quarter of the regression's error at 10 % of
-    # 2^n evaluations on real rounds, ~2 s of CPU a round at n = 12; fedlearn.scoring.banzhaf_surrogate).
-    banzhaf_estimator: str = "regression"
+    # How Banzhaf is estimated below 2^n evaluations: "regression" (any n; stops early at banzhaf_tolerance),
+    # "surrogate" (at most 12 institutions; a Gaussian-process model of the utility over the coalitions' weight
+    # shares, evaluated where it is least sure: a quarter of the regression's error at 10 % of 2^n evaluations on
+    # real rounds, ~2 s of CPU a round at n = 12; fedlearn.scoring.banzhaf_surrogate) or "auto" (default: the
+    # surrogate where it models the game — FedAvg, FedProx, FedAdam with at most 12 updates and a budget of at least
+    # 2n + 4 — else the regression; resolved every round, recorded as the round's "estimator").
+    banzhaf_estimator: str = "auto"
 
 
 ENGINES = ("ray", "local")

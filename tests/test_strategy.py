@@ -348,12 +348,12 @@ def test_an_unregistered_name_is_set_aside_and_equal_weighting_ignores_counts(ma
     assert set(equal.history[-1].num_examples.values()) == {1}
 
 
-def test_the_surrogate_estimator_scores_a_real_round_close_to_exact(make_reply: ReplyFactory) -> None:
-    # Prepare: 8 institutions of different registered sizes stepping 70-100 % of the way to a fitted model; the
-    # surrogate estimator gets 40 evaluations of the 256 coalitions (exact is computed from the same utility).
-    n = 8
+def real_round(make_reply: ReplyFactory, *overrides: str, n: int = 8) -> tuple[ScoredStrategy, list[Message],
+                                                                              list[str], np.ndarray]:
+    """(the strategy, n replies, their names, the round's exact Banzhaf values) for n institutions of different
+    registered sizes stepping 70-100 % of the way to a fitted model; exact is computed from the same utility."""
     config = RunConfig.load(overrides=[f"data.institutions={n}", "model.name='logreg'", "integrity.free_rider_kappa=0",
-                                       "scoring.banzhaf_estimator='surrogate'", "scoring.banzhaf_samples=40"])
+                                       *overrides])
     names = [f"hospital-{i + 1:02d}" for i in range(n)]
     registered = {name: 100 * (i + 1) for i, name in enumerate(names)}
     strategy, start = scored(config, registered=registered)
@@ -365,14 +365,44 @@ def test_the_surrogate_estimator_scores_a_real_round_close_to_exact(make_reply: 
                for i, (m, name) in enumerate(zip(moves, names))]
     utility = CachedUtility(round_utility(strategy.inner, 1, replies, start, strategy.model, strategy.validation,
                                           strategy.scoring.utility))
-    exact = banzhaf(n, utility, rng=np.random.default_rng(0)).values
+    return strategy, replies, names, banzhaf(n, utility, rng=np.random.default_rng(0)).values
+
+
+def test_by_default_a_fedavg_round_below_exact_is_scored_by_the_surrogate_close_to_exact(
+    make_reply: ReplyFactory,
+) -> None:
+    # Prepare: 40 evaluations of the 256 coalitions, the estimator left at its default ("auto").
+    strategy, replies, names, exact = real_round(make_reply, "scoring.banzhaf_samples=40")
     # Execute
     strategy.aggregate_train(1, replies)
-    # Assert: every institution scored, with an interval, close to exact in normalised L1.
+    # Assert: the surrogate ran; every institution scored, with an interval, close to exact in normalised L1.
     record = strategy.history[-1]
-    assert record.excluded == {} and record.rejected == {}
+    assert record.estimator == "surrogate" and record.excluded == {} and record.rejected == {}
     estimate = np.array([record.scores[name] for name in names])
     errors = np.array([record.score_errors[name] for name in names])
     assert (errors > 0).all()
     assert np.abs(estimate - exact).sum() / np.abs(exact).sum() < 0.1, (estimate, exact)
     assert np.mean(np.abs(estimate - exact) <= errors) >= 0.75
+
+
+@pytest.mark.parametrize(("overrides", "estimator"), [
+    (("strategy.name='multikrum'", "strategy.num_malicious=1", "scoring.banzhaf_samples=40"), "regression"),
+    (("scoring.banzhaf_samples=40", "scoring.banzhaf_estimator='regression'"), "regression"),
+    (("scoring.banzhaf_samples=18",), "regression"),  # below 2n + 4 = 20: too few for the surrogate's design
+    ((), "exact"),  # the default budget, 1,024, covers the 256 coalitions
+])
+def test_auto_takes_the_surrogate_only_where_it_models_the_game(
+    make_reply: ReplyFactory, overrides: tuple[str, ...], estimator: str
+) -> None:
+    # Prepare
+    strategy, replies, names, exact = real_round(make_reply, *overrides)
+    # Execute
+    strategy.aggregate_train(1, replies)
+    # Assert: the estimator named in the record is the one whose scores were recorded.
+    record = strategy.history[-1]
+    assert record.estimator == estimator
+    estimate = np.array([record.scores[name] for name in names])
+    if estimator == "exact":
+        np.testing.assert_allclose(estimate, exact, atol=1e-12)
+    else:
+        assert record.evaluations < 256 and not np.allclose(estimate, exact, atol=1e-9)

@@ -163,6 +163,13 @@ class MeanUtility:
         return float(per_example_utility(logits, self._y, self._metric).mean())
 
 
+def models_follow_weight_shares(strategy: Strategy) -> bool:
+    """Whether a coalition's model is a function of its members' weight shares alone — what the surrogate Banzhaf
+    estimator models: FedAvg and FedProx take the weighted mean, FedAdam (any FedOpt) one optimiser step along
+    it; robust rules select or trim by the updates themselves."""
+    return type(strategy) in (FedAvg, FedProx) or isinstance(strategy, FedOpt)
+
+
 def round_utility(
     strategy: Strategy,
     server_round: int,

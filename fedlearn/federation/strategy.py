@@ -28,7 +28,7 @@ from torch import nn
 
 from fedlearn.config import RunConfig
 from fedlearn.errors import ConfigError, ScoringError
-from fedlearn.federation.coalitions import per_example_utility, round_utility
+from fedlearn.federation.coalitions import models_follow_weight_shares, per_example_utility, round_utility
 from fedlearn.federation.fltrust import FLTrust, RootTrainer
 from fedlearn.federation.free_riders import flatten, free_riders
 from fedlearn.federation.peer_votes import PeerRound, peer_scores
@@ -43,7 +43,7 @@ from fedlearn.federation.replies import (
 from fedlearn.logs import log as money_log
 from fedlearn.records.checkpoint import numpy_arrays
 from fedlearn.records.fingerprint import model_hash
-from fedlearn.scoring import CachedUtility, score_round
+from fedlearn.scoring import CachedUtility, banzhaf_estimator_for, score_round
 from fedlearn.scoring.banzhaf_surrogate import check_budget
 from fedlearn.scoring.round import RoundScores
 from fedlearn.scoring.significance import RoundGain, round_gain
@@ -130,6 +130,7 @@ class RoundScoring:
     truncated: bool
     ballots: dict[str, dict] = field(default_factory=dict)
     errors: dict[str, float] = field(default_factory=dict)
+    estimator: str = ""
 
 
 class ScoredStrategy(Strategy):
@@ -219,7 +220,7 @@ class ScoredStrategy(Strategy):
             if not accepted:
                 self._record(server_round, scored.scores, [], rejected, scored.evaluations, started,
                              scored.truncated, scored.disagreeing, skipped="every update lowered the utility",
-                             excluded=excluded)
+                             excluded=excluded, estimator=scored.estimator)
                 return None, None
         arrays, metrics = self.inner.aggregate_train(server_round, accepted)
         if arrays is None:
@@ -233,7 +234,7 @@ class ScoredStrategy(Strategy):
             scored = RoundScoring(self._trust_scores(accepted, names, utility), frozenset(), 2, False)
         self._record(server_round, scored.scores, accepted, rejected, scored.evaluations, started, scored.truncated,
                      scored.disagreeing, self._round_gain(server_round, arrays), excluded=excluded,
-                     ballots=scored.ballots, errors=scored.errors)
+                     ballots=scored.ballots, errors=scored.errors, estimator=scored.estimator)
         return arrays, metrics
 
     def _exclude_harmful(
@@ -315,6 +316,11 @@ class ScoredStrategy(Strategy):
         if self.scoring.validation == "peers" and len(accepted) > 1:
             ballot = self._peer_scores(server_round, accepted, names)
             return RoundScoring(ballot.scores, ballot.disagreeing, ballot.evaluations, False, ballot.ballots())
+        estimator = ""
+        if self.scoring.method == "banzhaf":
+            estimator = banzhaf_estimator_for(self.scoring.banzhaf_estimator, len(accepted),
+                                              self.scoring.banzhaf_samples,
+                                              weighted_mean=models_follow_weight_shares(self.inner))
         result = score_round(
             self.scoring.method,
             len(accepted),
@@ -326,12 +332,12 @@ class ScoredStrategy(Strategy):
             max_permutations=self.scoring.gtg_max_permutations or None,
             banzhaf_samples=self.scoring.banzhaf_samples,
             banzhaf_tolerance=self.scoring.banzhaf_tolerance,
-            banzhaf_estimator=self.scoring.banzhaf_estimator,
+            banzhaf_estimator="surrogate" if estimator == "surrogate" else "regression",
             weights=np.array([examples_of(m) for m in accepted], dtype=np.float64),
         )
         errors = {} if result.errors is None else {name: float(e) for name, e in zip(names, result.errors)}
         return RoundScoring({name: float(v) for name, v in zip(names, result.values)}, frozenset(),
-                            result.evaluations, result.truncated, errors=errors)
+                            result.evaluations, result.truncated, errors=errors, estimator=estimator)
 
     def _record(
         self,
@@ -348,6 +354,7 @@ class ScoredStrategy(Strategy):
         excluded: Mapping[str, str] | None = None,
         ballots: Mapping[str, dict] | None = None,
         errors: Mapping[str, float] | None = None,
+        estimator: str = "",
     ) -> None:
         """``gain``: (the start model's utility, the round's gain); a skipped round has none."""
         names = [institution_of(m) for m in accepted]
@@ -376,6 +383,7 @@ class ScoredStrategy(Strategy):
             excluded=dict(excluded or {}),
             ballots=dict(ballots or {}),
             score_errors=dict(errors or {}),
+            estimator=estimator,
         )
         self.history.append(record)
         if self.on_round is not None:

@@ -8,7 +8,7 @@ from fedlearn.scoring.banzhaf import banzhaf
 from fedlearn.scoring.banzhaf_surrogate import banzhaf_surrogate
 from fedlearn.scoring.gtg import gtg_shapley
 from fedlearn.scoring.loo import leave_one_out
-from fedlearn.scoring.methods import SCORING_METHODS, score_round
+from fedlearn.scoring.methods import SCORING_METHODS, banzhaf_estimator_for, score_round
 from fedlearn.scoring.result import ScoreResult
 from fedlearn.scoring.shapley import MAX_EXACT_PLAYERS, exact_shapley
 from fedlearn.scoring.utility import CachedUtility, Utility
@@ -20,6 +20,7 @@ __all__ = [
     "ScoreResult",
     "Utility",
     "banzhaf",
+    "banzhaf_estimator_for",
     "banzhaf_surrogate",
     "exact_shapley",
     "gtg_shapley",

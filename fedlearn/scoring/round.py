@@ -40,3 +40,6 @@ class RoundScores:
     ballots: dict[str, dict] = field(default_factory=dict)
     # Where the scores are estimated (Banzhaf beyond exact): each score's 95 % interval half-width; 0 when exact.
     score_errors: dict[str, float] = field(default_factory=dict)
+    # Banzhaf only: how the scores were computed — "exact" (every coalition), "regression" or "surrogate"
+    # (scoring.banzhaf_estimator, "auto" resolved for this round's count of updates).
+    estimator: str = ""
