@@ -33,6 +33,7 @@ from fedlearn.errors import FedlearnError
 from fedlearn.payout.ledger import LEDGER_FILE
 from fedlearn.records.rundir import RoundResult
 from fedlearn.report import ReportError, build_report
+from fedlearn.report.load import load_run
 from fedlearn.report.plots import MAX_SERIES, _series, palette
 from fedlearn.report.text import fmt_interval, fmt_pct, fmt_signed, fmt_tokens, short_hash
 from tests.runs import (
@@ -423,6 +424,22 @@ def test_html_contribution_carries_the_interval_of_sampled_scores(paid: Reported
         half = sum((0.001 * r["server_round"]) ** 2 for r in counted if name in r["scores"]["score_errors"]) ** 0.5
         expected = f"{summary[name]['contribution']:.4f}" + (f" ± {half:.4f}" if half else "")
         assert row["Contribution"] == expected
+
+
+def test_each_round_reports_the_estimator_its_record_names(paid: Reported, tmp_path: Path) -> None:
+    # Prepare: the fixture's rounds as Banzhaf records them, round 1 scored exactly and the rest by the surrogate.
+    run = copy_run(paid.run, tmp_path)
+    records = json.loads((run / "rounds.json").read_text())
+    scored = [r for r in records if r.get("scores")]
+    for r in scored:
+        r["scores"].update(method="banzhaf", estimator="exact" if r["server_round"] == 1 else "surrogate")
+    (run / "rounds.json").write_text(json.dumps(records))
+    # Execute
+    methods = {r.round: r.method for r in load_run(run).rounds if r.method}
+    # Assert
+    assert methods == {r["server_round"]: "banzhaf exact" if r["server_round"] == 1 else "banzhaf surrogate"
+                       for r in scored}
+    assert {r.method for r in load_run(paid.run).rounds if r.method} == {"shapley"}  # records without one
 
 
 def test_a_run_stopped_after_round_2_reports_as_unfinished(paid: Reported, tmp_path: Path) -> None:

@@ -216,7 +216,8 @@ def _read_rounds(path: Path) -> list[dict[str, Any]]:
                 "scores": {str(k): float(v) for k, v in s.get("scores", {}).items()},
                 "score_errors": {str(k): float(v) for k, v in (s.get("score_errors") or {}).items()},
                 "rejected": {str(k): str(v) for k, v in s.get("rejected", {}).items()},
-                "method": s.get("method"),
+                # With its estimator where the record names one ("banzhaf exact", "banzhaf surrogate").
+                "method": " ".join(str(x) for x in (s.get("method"), s.get("estimator")) if x) or None,
                 # The round's validated gain (absent from runs that predate it: then unknown, not zero).
                 "utility": s.get("utility") or None,
                 "start_utility": _number(s.get("start_utility")),
