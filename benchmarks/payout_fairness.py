@@ -6,7 +6,9 @@ coalitions with the same FedAvg settings the run uses (each member trains exactl
 the same seeds; the coalition's model is the example-weighted mean); the utility of a coalition is the validation
 accuracy of its final model, and each institution's value is its exact Shapley value over those 64 utilities
 (computed here from the formula). Institutions with a negative value deserve nothing: ground-truth shares are
-max(φ, 0) / Σ max(φ, 0).
+max(φ, 0) / Σ max(φ, 0). The 64 coalitions are retrained twice more with other draws of the training seeds
+(same start, same data): how far the ground truth's own shares move with training noise alone
+(``ground_truth_noise``) is the precision any estimate of it can be judged to.
 
 Against it, for LOO, exact Shapley, GTG and Banzhaf, a paying run of the same federation (embedded chain,
 in-process engine) gives contribution shares (scores over the significant rounds) and token shares (what the chain
@@ -41,6 +43,7 @@ from common import ROOT, print_table, write_results  # noqa: I001 - puts the pro
 from scipy.stats import spearmanr
 
 from fedlearn.config import RunConfig
+from fedlearn.data.partition import institution_names
 from fedlearn.federation.roster import federated_split, roster
 from fedlearn.federation.simulation import run_federation
 from fedlearn.learning.behaviours import train_as
@@ -48,7 +51,9 @@ from fedlearn.learning.models import init_model
 from fedlearn.payout.ledger import Ledger
 
 INSTITUTIONS, ROUNDS = 6, 8
+NAMES = institution_names(INSTITUTIONS)  # the roster's, in its order
 NOISY = ("hospital-01", "hospital-02")
+RETRAININGS = 3  # draws of the ground truth (training seeds) to measure its own noise
 METHODS = ("loo", "shapley", "gtg", "banzhaf")
 
 
@@ -64,8 +69,10 @@ def federation_config(seed: int, method: str = "gtg", *extra: str) -> RunConfig:
 # ---- ground truth -----------------------------------------------------------------------------------------------
 
 
-def coalition_accuracy(config: RunConfig, coalition: tuple[int, ...]) -> float:
-    """Validation accuracy of FedAvg trained on ``coalition`` alone for every round, as the run trains."""
+def coalition_accuracy(config: RunConfig, coalition: tuple[int, ...], retraining: int = 0) -> float:
+    """Validation accuracy of FedAvg trained on ``coalition`` alone for every round, as the run trains
+    (``retraining`` 0: with the run's own training seeds; k > 0: the k-th other draw of them, same start and
+    data, which measures how far the ground truth moves with training noise alone)."""
     split, members = federated_split(config), roster(config)
     val = split.validation
     model = init_model(config.model, val.X.shape[1], val.num_classes, config.run.seed)
@@ -79,7 +86,7 @@ def coalition_accuracy(config: RunConfig, coalition: tuple[int, ...]) -> float:
                 model.load_state_dict(start)
                 arrays, claimed, _ = train_as(
                     member.behaviour, model, member.data.X, member.data.y, member.data.num_classes, config.train,
-                    device, seed=config.run.seed * 100_003 + server_round * 1_009 + index)
+                    device, seed=config.run.seed * 100_003 + server_round * 1_009 + index + retraining * 7_777_777)
                 updates.append(arrays)
                 weights.append(claimed)
             w = np.asarray(weights, dtype=np.float64) / sum(weights)
@@ -113,10 +120,10 @@ def banzhaf_from_utilities(utility: dict[tuple[int, ...], float], n: int) -> np.
     return beta
 
 
-def ground_truth(seed: int) -> tuple[np.ndarray, np.ndarray, float]:
+def ground_truth(seed: int, retraining: int = 0) -> tuple[np.ndarray, np.ndarray, float]:
     """(retraining Shapley values, retraining Banzhaf values, the grand coalition's accuracy)."""
     config = federation_config(seed)
-    utility = {c: coalition_accuracy(config, c) for size in range(INSTITUTIONS + 1)
+    utility = {c: coalition_accuracy(config, c, retraining) for size in range(INSTITUTIONS + 1)
                for c in itertools.combinations(range(INSTITUTIONS), size)}
     return (shapley_from_utilities(utility, INSTITUTIONS), banzhaf_from_utilities(utility, INSTITUTIONS),
             utility[tuple(range(INSTITUTIONS))])
@@ -205,8 +212,26 @@ def main() -> None:
         truths[seed], banzhaf_truths[seed] = phi, beta
         print(f"seed {seed}: ground truth φ = {np.round(phi, 4).tolist()} (grand coalition accuracy {grand:.4f}, "
               f"{time.perf_counter() - started:.0f} s)")
+        # The reference's own precision: the same 64 coalitions retrained with other training seeds.
+        redraws = [ground_truth(seed, k)[0] for k in range(1, RETRAININGS)]
+        truth_shares = [shares(v, NAMES) for v in (phi, *redraws)]
+        pairs = list(itertools.combinations(truth_shares, 2))
         results["per_seed"].append({"seed": seed, "ground_truth_phi": phi.tolist(),
-                                    "ground_truth_banzhaf": beta.tolist(), "grand_coalition_accuracy": grand})
+                                    "ground_truth_banzhaf": beta.tolist(), "grand_coalition_accuracy": grand,
+                                    "ground_truth_redraws_phi": [v.tolist() for v in redraws],
+                                    "ground_truth_redraw_l1": [l1(a, b) for a, b in pairs],
+                                    "ground_truth_redraw_spearman": [spearman(a, b) for a, b in pairs]})
+    results["ground_truth_noise"] = {
+        "retrainings": RETRAININGS,
+        "l1_median": float(np.median([x for s in results["per_seed"] for x in s["ground_truth_redraw_l1"]])),
+        "spearman_median": float(np.median([x for s in results["per_seed"]
+                                            for x in s["ground_truth_redraw_spearman"]])),
+        "spearman_min": float(np.min([x for s in results["per_seed"] for x in s["ground_truth_redraw_spearman"]])),
+    }
+    g = results["ground_truth_noise"]
+    print(f"ground truth retrained {RETRAININGS} times with other training seeds: its shares move by Σ|Δ| "
+          f"{g['l1_median']:.3f} (median over pairs and seeds), Spearman {g['spearman_median']:.3f} (lowest "
+          f"{g['spearman_min']:.3f})")
 
     rows = []
     for method in METHODS:
