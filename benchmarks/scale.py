@@ -10,8 +10,9 @@ round (the round less scoring), utility evaluations per round, peak RSS, wall se
 
 The estimator: at n = 10, one real round's utility (the institutions' first-round updates of the n = 10 data),
 the exact Banzhaf value (all 1,024 coalitions) against the sampled estimators held to ~10 % of those evaluations
-(102: the surrogate, ``scoring.banzhaf_estimator = "surrogate"``, reported as ``n10_l1``, and the regression, as
-``n10_l1_regression``); at n = 100, the default estimator against a long-sampled reference (16,384 draws), both
+(102: the surrogate, what the default ``scoring.banzhaf_estimator = "auto"`` uses for a FedAvg round of 10,
+reported as ``n10_l1``, and the regression, as ``n10_l1_regression``); at n = 100, the default estimator (the
+regression: beyond the surrogate's 12 players) against a long-sampled reference (16,384 draws), both
 on one real round. Normalised L1 = Σ|estimate − reference| / Σ|reference|; medians over 5 seeds.
 
     .venv/bin/python benchmarks/scale.py [--sizes 10,30,100,300,1000] [--rounds 5] [--engine local|ray]
