@@ -144,8 +144,9 @@ class ScoringSection:
     # "surrogate" (at most 12 institutions; a Gaussian-process model of the utility over the coalitions' weight
     # shares, evaluated where it is least sure: a quarter of the regression's error at 10 % of 2^n evaluations on
     # real rounds, ~2 s of CPU a round at n = 12; fedlearn.scoring.banzhaf_surrogate) or "auto" (default: the
-    # surrogate where it models the game — FedAvg, FedProx, FedAdam with at most 12 updates and a budget of at least
-    # 2n + 4 — else the regression; resolved every round, recorded as the round's "estimator").
+    # surrogate where it models the game — FedAvg, FedProx, FedAdam with at most 12 updates and a budget from 2n + 4
+    # to half the 2^n coalitions — else the regression, which also scores a round the surrogate cannot fit;
+    # resolved every round, recorded as the round's "estimator").
     banzhaf_estimator: str = "auto"
 
 

@@ -427,19 +427,31 @@ def test_html_contribution_carries_the_interval_of_sampled_scores(paid: Reported
 
 
 def test_each_round_reports_the_estimator_its_record_names(paid: Reported, tmp_path: Path) -> None:
-    # Prepare: the fixture's rounds as Banzhaf records them, round 1 scored exactly and the rest by the surrogate.
-    run = copy_run(paid.run, tmp_path)
+    # Prepare: the fixture's rounds as Banzhaf records them, round 1 scored exactly and the rest by the surrogate;
+    # and the same rounds as a run from before the field existed wrote them (no "estimator" key at all).
+    run, older = copy_run(paid.run, tmp_path / "new"), copy_run(paid.run, tmp_path / "old")
     records = json.loads((run / "rounds.json").read_text())
     scored = [r for r in records if r.get("scores")]
     for r in scored:
         r["scores"].update(method="banzhaf", estimator="exact" if r["server_round"] == 1 else "surrogate")
     (run / "rounds.json").write_text(json.dumps(records))
+    for r in scored:
+        del r["scores"]["estimator"]
+    (older / "rounds.json").write_text(json.dumps(records))
     # Execute
-    methods = {r.round: r.method for r in load_run(run).rounds if r.method}
-    # Assert
-    assert methods == {r["server_round"]: "banzhaf exact" if r["server_round"] == 1 else "banzhaf surrogate"
-                       for r in scored}
-    assert {r.method for r in load_run(paid.run).rounds if r.method} == {"shapley"}  # records without one
+    report, before = load_run(run), load_run(older)
+    html = build_report(run, tmp_path / "out")
+    exported = json.loads((html.parent / "report.json").read_text())
+    # Assert: each round keeps its own estimator beside the plain method, in the data and the export; the summary
+    # names every estimator used; an older record loads with none.
+    expected = {r["server_round"]: "exact" if r["server_round"] == 1 else "surrogate" for r in scored}
+    assert {r.round: (r.method, r.estimator) for r in report.rounds if r.method} == {
+        n: ("banzhaf", e) for n, e in expected.items()}
+    assert {r["round"]: r["scoring_estimator"] for r in exported["rounds"] if r["scoring_method"]} == expected
+    scoring = {f["label"]: f["value"] for f in exported["facts"]["Training"]}["Scoring"]
+    assert scoring.startswith("banzhaf (exact, surrogate; utility: "), scoring
+    assert {r.estimator for r in before.rounds} == {None} and {r.method for r in before.rounds if r.method} == {
+        "banzhaf"}
 
 
 def test_a_run_stopped_after_round_2_reports_as_unfinished(paid: Reported, tmp_path: Path) -> None:

@@ -12,12 +12,14 @@ from flwr.app import ArrayRecord, ConfigRecord, Message
 from flwr.serverapp.strategy import FedAdam
 
 from fedlearn.config import STRATEGY_NAMES, RunConfig
-from fedlearn.errors import ConfigError
-from fedlearn.federation.coalitions import round_utility
-from fedlearn.federation.replies import arrays_of, institution_of
+from fedlearn.errors import ConfigError, ScoringError
+from fedlearn.federation.coalitions import models_follow_weight_shares, round_utility
+from fedlearn.federation.replies import arrays_of, examples_of, institution_of
 from fedlearn.federation.strategy import RoundScoring, ScoredStrategy, build_flower_strategy
 from fedlearn.learning.models import init_model
-from fedlearn.scoring import CachedUtility, banzhaf
+from fedlearn.scoring import CachedUtility, banzhaf, banzhaf_estimator_for, banzhaf_surrogate
+from fedlearn.scoring import methods as scoring_methods
+from fedlearn.scoring.banzhaf_surrogate import check_budget
 from tests.conftest import ReplyFactory
 
 FEATURES, CLASSES = 4, 3
@@ -349,9 +351,9 @@ def test_an_unregistered_name_is_set_aside_and_equal_weighting_ignores_counts(ma
 
 
 def real_round(make_reply: ReplyFactory, *overrides: str, n: int = 8) -> tuple[ScoredStrategy, list[Message],
-                                                                              list[str], np.ndarray]:
-    """(the strategy, n replies, their names, the round's exact Banzhaf values) for n institutions of different
-    registered sizes stepping 70-100 % of the way to a fitted model; exact is computed from the same utility."""
+                                                                              list[str], CachedUtility]:
+    """(the strategy, n replies, their names, the round's utility, built apart from the strategy's) for n
+    institutions of different registered sizes stepping 70-100 % of the way to a fitted model."""
     config = RunConfig.load(overrides=[f"data.institutions={n}", "model.name='logreg'", "integrity.free_rider_kappa=0",
                                        *overrides])
     names = [f"hospital-{i + 1:02d}" for i in range(n)]
@@ -365,14 +367,15 @@ def real_round(make_reply: ReplyFactory, *overrides: str, n: int = 8) -> tuple[S
                for i, (m, name) in enumerate(zip(moves, names))]
     utility = CachedUtility(round_utility(strategy.inner, 1, replies, start, strategy.model, strategy.validation,
                                           strategy.scoring.utility))
-    return strategy, replies, names, banzhaf(n, utility, rng=np.random.default_rng(0)).values
+    return strategy, replies, names, utility
 
 
 def test_by_default_a_fedavg_round_below_exact_is_scored_by_the_surrogate_close_to_exact(
     make_reply: ReplyFactory,
 ) -> None:
     # Prepare: 40 evaluations of the 256 coalitions, the estimator left at its default ("auto").
-    strategy, replies, names, exact = real_round(make_reply, "scoring.banzhaf_samples=40")
+    strategy, replies, names, utility = real_round(make_reply, "scoring.banzhaf_samples=40")
+    exact = banzhaf(len(names), utility, rng=np.random.default_rng(0)).values
     # Execute
     strategy.aggregate_train(1, replies)
     # Assert: the surrogate ran; every institution scored, with an interval, close to exact in normalised L1.
@@ -380,7 +383,7 @@ def test_by_default_a_fedavg_round_below_exact_is_scored_by_the_surrogate_close_
     assert record.estimator == "surrogate" and record.excluded == {} and record.rejected == {}
     estimate = np.array([record.scores[name] for name in names])
     errors = np.array([record.score_errors[name] for name in names])
-    assert (errors > 0).all()
+    assert (errors > 0).all() and record.evaluations == 40
     assert np.abs(estimate - exact).sum() / np.abs(exact).sum() < 0.1, (estimate, exact)
     assert np.mean(np.abs(estimate - exact) <= errors) >= 0.75
 
@@ -388,21 +391,73 @@ def test_by_default_a_fedavg_round_below_exact_is_scored_by_the_surrogate_close_
 @pytest.mark.parametrize(("overrides", "estimator"), [
     (("strategy.name='multikrum'", "strategy.num_malicious=1", "scoring.banzhaf_samples=40"), "regression"),
     (("scoring.banzhaf_samples=40", "scoring.banzhaf_estimator='regression'"), "regression"),
-    (("scoring.banzhaf_samples=18",), "regression"),  # below 2n + 4 = 20: too few for the surrogate's design
-    ((), "exact"),  # the default budget, 1,024, covers the 256 coalitions
+    (("scoring.banzhaf_samples=19",), "regression"),  # below 2n + 4 = 20: too few for the surrogate's design
+    (("scoring.banzhaf_samples=129",), "regression"),  # above half the coalitions: the greedy design's cost
+    (("scoring.banzhaf_samples=40", "strategy.name='fedadam'"), "surrogate"),
+    (("scoring.banzhaf_samples=20", "strategy.name='fedprox'"), "surrogate"),
+    (("scoring.banzhaf_samples=256",), "exact"),  # the budget covers the 256 coalitions
 ])
 def test_auto_takes_the_surrogate_only_where_it_models_the_game(
     make_reply: ReplyFactory, overrides: tuple[str, ...], estimator: str
 ) -> None:
     # Prepare
-    strategy, replies, names, exact = real_round(make_reply, *overrides)
+    strategy, replies, names, utility = real_round(make_reply, *overrides)
+    samples, tolerance = strategy.scoring.banzhaf_samples, strategy.scoring.banzhaf_tolerance
+    rng = np.random.default_rng([strategy.seed, 1])  # the strategy's draws for round 1
+    weights = np.array([examples_of(m) for m in replies], dtype=np.float64)
+    expected = {
+        "exact": lambda: banzhaf(len(names), utility, rng=rng),
+        "regression": lambda: banzhaf(len(names), utility, rng=rng, samples=samples, tolerance=tolerance),
+        "surrogate": lambda: banzhaf_surrogate(len(names), utility, weights, rng=rng, samples=samples),
+    }[estimator]().values
     # Execute
     strategy.aggregate_train(1, replies)
     # Assert: the estimator named in the record is the one whose scores were recorded.
     record = strategy.history[-1]
-    assert record.estimator == estimator
-    estimate = np.array([record.scores[name] for name in names])
-    if estimator == "exact":
-        np.testing.assert_allclose(estimate, exact, atol=1e-12)
-    else:
-        assert record.evaluations < 256 and not np.allclose(estimate, exact, atol=1e-9)
+    assert record.estimator == estimator and record.excluded == {}
+    np.testing.assert_allclose([record.scores[name] for name in names], expected, rtol=1e-9, atol=1e-12)
+
+
+def test_auto_scores_a_round_the_surrogate_cannot_fit_by_the_regression(
+    make_reply: ReplyFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Prepare: a surrogate that fails as one does when no length scale gives a usable posterior.
+    def unfit(*args: object, **kwargs: object) -> None:
+        raise ScoringError("the surrogate's kernel matrix is singular for every length scale")
+
+    monkeypatch.setattr(scoring_methods, "banzhaf_surrogate", unfit)
+    strategy, replies, names, utility = real_round(make_reply, "scoring.banzhaf_samples=40")
+    regression = banzhaf(len(names), utility, rng=np.random.default_rng([strategy.seed, 1]), samples=40,
+                         tolerance=strategy.scoring.banzhaf_tolerance).values
+    # Execute
+    strategy.aggregate_train(1, replies)
+    # Assert: the round is scored, by the regression, and says so.
+    record = strategy.history[-1]
+    assert record.estimator == "regression"
+    np.testing.assert_allclose([record.scores[name] for name in names], regression, rtol=1e-9, atol=1e-12)
+    # Forced, the surrogate's failure is the run's: nothing is scored behind the user's back.
+    forced, replies, _, _ = real_round(make_reply, "scoring.banzhaf_samples=40",
+                                       "scoring.banzhaf_estimator='surrogate'")
+    with pytest.raises(ScoringError, match="singular"):
+        forced.aggregate_train(1, replies)
+
+
+@pytest.mark.parametrize("n", range(1, 15))
+def test_auto_hands_the_surrogate_only_budgets_it_takes(n: int) -> None:
+    for samples in sorted({16, 2 * n + 3, 2 * n + 4, 2 ** (n - 1), 2 ** (n - 1) + 1, 2**n - 1, 2**n, 1024}):
+        for weighted_mean in (True, False):
+            chosen = banzhaf_estimator_for("auto", n, samples, weighted_mean=weighted_mean)
+            assert (chosen == "exact") == (2**n <= samples)
+            if chosen == "surrogate":
+                check_budget(n, samples)  # raises if the surrogate would refuse it
+                assert weighted_mean and samples <= 2 ** (n - 1)
+            assert banzhaf_estimator_for("regression", n, samples, weighted_mean=weighted_mean) in ("exact",
+                                                                                                 "regression")
+
+
+@pytest.mark.parametrize("name", STRATEGY_NAMES)
+def test_only_weighted_mean_strategies_form_coalition_models_from_weight_shares(name: str) -> None:
+    config = make_config(name, method="banzhaf", n=12, num_malicious=1)
+    X, y = validation_set()
+    built = build_flower_strategy(config, root_data=(X, y, CLASSES))
+    assert models_follow_weight_shares(built) == (name in ("fedavg", "fedprox", "fedadam"))

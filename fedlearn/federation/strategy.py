@@ -43,7 +43,7 @@ from fedlearn.federation.replies import (
 from fedlearn.logs import log as money_log
 from fedlearn.records.checkpoint import numpy_arrays
 from fedlearn.records.fingerprint import model_hash
-from fedlearn.scoring import CachedUtility, banzhaf_estimator_for, score_round
+from fedlearn.scoring import CachedUtility, ScoreResult, banzhaf_estimator_for, score_round
 from fedlearn.scoring.banzhaf_surrogate import check_budget
 from fedlearn.scoring.round import RoundScores
 from fedlearn.scoring.significance import RoundGain, round_gain
@@ -309,7 +309,7 @@ class ScoredStrategy(Strategy):
         return float(before.mean()), gain
 
     def _scores(
-        self, server_round: int, accepted: list[Message], utility: Callable[[frozenset[int]], float]
+        self, server_round: int, accepted: list[Message], utility: CachedUtility
     ) -> RoundScoring:
         """Every accepted update's contribution: peers' votes, or the coalition game on the server's split."""
         names = [institution_of(m) for m in accepted]
@@ -317,27 +317,41 @@ class ScoredStrategy(Strategy):
             ballot = self._peer_scores(server_round, accepted, names)
             return RoundScoring(ballot.scores, ballot.disagreeing, ballot.evaluations, False, ballot.ballots())
         estimator = ""
-        if self.scoring.method == "banzhaf":
+        if self.scoring.method == "banzhaf" and self.scoring.validation == "server":
             estimator = banzhaf_estimator_for(self.scoring.banzhaf_estimator, len(accepted),
                                               self.scoring.banzhaf_samples,
                                               weighted_mean=models_follow_weight_shares(self.inner))
-        result = score_round(
-            self.scoring.method,
-            len(accepted),
-            utility,
-            rng=np.random.default_rng([self.seed, server_round]),
-            within_round_epsilon=self.scoring.gtg_within_round_epsilon,
-            between_round_epsilon=self.scoring.gtg_between_round_epsilon,
-            convergence_tolerance=self.scoring.gtg_convergence_tolerance,
-            max_permutations=self.scoring.gtg_max_permutations or None,
-            banzhaf_samples=self.scoring.banzhaf_samples,
-            banzhaf_tolerance=self.scoring.banzhaf_tolerance,
-            banzhaf_estimator="surrogate" if estimator == "surrogate" else "regression",
-            weights=np.array([examples_of(m) for m in accepted], dtype=np.float64),
-        )
+        before = utility.evaluations
+
+        def score(banzhaf_estimator: str) -> ScoreResult:
+            return score_round(
+                self.scoring.method,
+                len(accepted),
+                utility,
+                rng=np.random.default_rng([self.seed, server_round]),
+                within_round_epsilon=self.scoring.gtg_within_round_epsilon,
+                between_round_epsilon=self.scoring.gtg_between_round_epsilon,
+                convergence_tolerance=self.scoring.gtg_convergence_tolerance,
+                max_permutations=self.scoring.gtg_max_permutations or None,
+                banzhaf_samples=self.scoring.banzhaf_samples,
+                banzhaf_tolerance=self.scoring.banzhaf_tolerance,
+                banzhaf_estimator=banzhaf_estimator,
+                weights=np.array([examples_of(m) for m in accepted], dtype=np.float64),
+            )
+
+        try:
+            result = score("surrogate" if estimator == "surrogate" else "regression")
+        except ScoringError as exc:
+            if estimator != "surrogate" or self.scoring.banzhaf_estimator != "auto":
+                raise
+            # "auto" picks what works: a round the surrogate cannot fit is scored by the regression, which reuses
+            # every coalition already evaluated.
+            money_log.warning("round %d: the surrogate Banzhaf estimator failed (%s); scored by the regression",
+                              server_round, exc)
+            estimator, result = "regression", score("regression")
         errors = {} if result.errors is None else {name: float(e) for name, e in zip(names, result.errors)}
         return RoundScoring({name: float(v) for name, v in zip(names, result.values)}, frozenset(),
-                            result.evaluations, result.truncated, errors=errors, estimator=estimator)
+                            utility.evaluations - before, result.truncated, errors=errors, estimator=estimator)
 
     def _record(
         self,

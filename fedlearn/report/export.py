@@ -66,7 +66,7 @@ def report_data(report: RunReport, plots: dict[str, Path]) -> dict[str, Any]:
         "rounds": [
             {
                 "round": r.round, "test_accuracy": r.test_accuracy, "test_loss": r.test_loss,
-                "scoring_method": r.method, "skipped": r.skipped,
+                "scoring_method": r.method, "scoring_estimator": r.estimator, "skipped": r.skipped,
                 "utility": r.utility, "start_utility": r.start_utility,
                 "gain": r.gain, "gain_low": r.gain_low, "gain_high": r.gain_high, "significant": r.significant,
                 "final": r.final if r.budget_wei is not None else None,

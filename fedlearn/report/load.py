@@ -60,6 +60,7 @@ class RoundRow:
     test_loss: float | None
     cells: tuple[Cell, ...]
     method: str | None = None
+    estimator: str | None = None  # how Banzhaf was computed that round; None for other methods and older runs
     utility: str | None = None  # "brier", "neg_loss", "margin" or "accuracy": the unit of the gain
     start_utility: float | None = None
     gain: float | None = None
@@ -216,8 +217,8 @@ def _read_rounds(path: Path) -> list[dict[str, Any]]:
                 "scores": {str(k): float(v) for k, v in s.get("scores", {}).items()},
                 "score_errors": {str(k): float(v) for k, v in (s.get("score_errors") or {}).items()},
                 "rejected": {str(k): str(v) for k, v in s.get("rejected", {}).items()},
-                # With its estimator where the record names one ("banzhaf exact", "banzhaf surrogate").
-                "method": " ".join(str(x) for x in (s.get("method"), s.get("estimator")) if x) or None,
+                "method": s.get("method"),
+                "estimator": s.get("estimator") or None,  # Banzhaf's: "exact", "regression" or "surrogate"
                 # The round's validated gain (absent from runs that predate it: then unknown, not zero).
                 "utility": s.get("utility") or None,
                 "start_utility": _number(s.get("start_utility")),
@@ -332,6 +333,7 @@ def _merge_rounds(measured: list[dict[str, Any]], books: _Books | None) -> list[
         returned_to, return_tx = returns.get(n, (None, None))
         rows.append(RoundRow(
             round=n, test_accuracy=m.get("accuracy"), test_loss=m.get("loss"), cells=cells, method=m.get("method"),
+            estimator=m.get("estimator"),
             utility=m.get("utility"), skipped=m.get("skipped"), **gain,
             final=p.final if p else False,
             paid_wei=p.round_total if p else None, budget_wei=p.budget if p else None,

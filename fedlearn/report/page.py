@@ -165,7 +165,7 @@ def _rounds(report: RunReport) -> str:
             cells += [_num(fmt_tokens(r.paid_wei)), _num(fmt_tokens(r.released_wei)), _td(status), _td(tx),
                       _num(fmt_int(r.gas_used))]
         else:
-            cells += [_td(escape(r.method or DASH))]
+            cells += [_td(escape(" ".join(x for x in (r.method, r.estimator) if x) or DASH))]
         cells.append(_td(_notes(r)))
         body.append(f'<tr id="round-{r.round}">' + "".join(cells) + "</tr>")
     return _table(head, body)

@@ -99,6 +99,10 @@ def facts(report: RunReport) -> dict[str, list[tuple[str, str]]]:
     rounds = f"{rounds_done}" if report.finished or planned in (None, rounds_done) else f"{rounds_done} of {planned}"
     method = next((r.method for r in reversed(report.rounds) if r.method), None) or c.get("scoring.method", DASH)
     utility = next((r.utility for r in reversed(report.rounds) if r.utility), None) or c.get("scoring.utility")
+    # e.g. "banzhaf (exact, surrogate; utility: brier)": every estimator a round used, not only the last one's.
+    details = [", ".join(sorted({r.estimator for r in report.rounds if r.estimator}))] if any(
+        r.estimator for r in report.rounds) else []
+    details += [f"utility: {utility}"] if utility else []
     training = [
         ("Run", report.run_dir.name),
         ("Status", "finished" if report.finished else "unfinished (no summary.json)"),
@@ -107,7 +111,7 @@ def facts(report: RunReport) -> dict[str, list[tuple[str, str]]]:
         ("Rounds", rounds),
         ("Model", str(c.get("model.name", DASH))),
         ("Strategy", str(c.get("strategy.name", DASH))),
-        ("Scoring", f"{method}" + (f" (utility: {utility})" if utility else "")),
+        ("Scoring", f"{method}" + (f" ({'; '.join(details)})" if details else "")),
     ]
     judged = [r for r in report.scored_rounds if r.significant is not None]
     if judged:

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from fedlearn.config import BANZHAF_ESTIMATORS
 from fedlearn.errors import ScoringError
 from fedlearn.scoring._validate import check_players
 from fedlearn.scoring.banzhaf import DEFAULT_SAMPLES, DEFAULT_TOLERANCE, banzhaf
@@ -18,7 +19,6 @@ from fedlearn.scoring.shapley import exact_shapley
 from fedlearn.scoring.utility import Utility
 
 SCORING_METHODS: tuple[str, ...] = ("loo", "shapley", "gtg", "banzhaf", "none")
-BANZHAF_ESTIMATORS: tuple[str, ...] = ("auto", "regression", "surrogate")
 
 # Keyword options gtg_shapley accepts besides rng; checked for every method so that a misspelt
 # option fails even while another method is configured.
@@ -33,14 +33,16 @@ def banzhaf_estimator_for(estimator: str, n: int, samples: int, *, weighted_mean
     """The Banzhaf estimator that scores n players: "exact" when the budget covers every coalition, else the one
     named; "auto" names the surrogate where it models the game — coalition models that are a function of the
     members' weight shares (``weighted_mean``: FedAvg, FedProx, FedAdam), at most :data:`MAX_PLAYERS` players and a
-    budget of at least 2n + 4 — and the regression elsewhere (it takes any n and stops early)."""
+    budget of at least 2n + 4 and at most half the 2^n coalitions (its greedy design costs the square of its picks
+    times the pool: minutes a round near 2^12) — and the regression elsewhere (it takes any n and stops early)."""
     if estimator not in BANZHAF_ESTIMATORS:
         raise ScoringError(f"unknown Banzhaf estimator {estimator!r}; valid: {', '.join(BANZHAF_ESTIMATORS)}")
     if 2**n <= samples:
         return "exact"
     if estimator != "auto":
         return estimator
-    return "surrogate" if weighted_mean and n <= MAX_PLAYERS and samples >= 2 * n + 4 else "regression"
+    fits = weighted_mean and n <= MAX_PLAYERS and 2 * n + 4 <= samples <= 2 ** (n - 1)
+    return "surrogate" if fits else "regression"
 
 
 def score_round(
