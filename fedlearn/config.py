@@ -211,6 +211,11 @@ class IntegritySection:
     # better without it) is left out of the aggregate: sign flips, label flips and noise never reach the model.
     # Server validation only: peers' votes are too noisy to leave updates out on.
     exclude_harmful: bool = True
+    # Backdoors: the last round's aggregate (the model a run publishes) has its output layer re-initialised and
+    # refitted on the server's validation split, features frozen, with this L2 penalty (fedlearn.learning.head):
+    # a trigger's path through units clean data does not use is cut. After that round is scored.
+    refit_output_layer: bool = True
+    refit_l2: float = 1e-4
     # Fraction of institutions drawn each round as voters when scoring.validation = "peers".
     voters_fraction: float = 0.3
     # Peer validation: share of each round's positive scores paid to its voters by agreement with the consensus.
@@ -373,6 +378,7 @@ class RunConfig:
         _check(0 < g.voters_fraction <= 1, "integrity.voters_fraction", g.voters_fraction, "must be in (0, 1]")
         _check(0 <= g.validator_share < 1, "integrity.validator_share", g.validator_share, "must be in [0, 1)")
         _check(g.min_stake >= 0, "integrity.min_stake", g.min_stake, "must be >= 0")
+        _check(0 <= g.refit_l2 < 1, "integrity.refit_l2", g.refit_l2, "must be in [0, 1)")
         _check(0 <= g.free_rider_kappa <= 100, "integrity.free_rider_kappa", g.free_rider_kappa,
                "must be in [0, 100] (0: no free-rider check; noise scores about 1)")
         _check(g.slash_threshold >= 0, "integrity.slash_threshold", g.slash_threshold,

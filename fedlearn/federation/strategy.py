@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import time
@@ -40,6 +41,7 @@ from fedlearn.federation.replies import (
     institution_of,
     partition_replies,
 )
+from fedlearn.learning.head import refit_output_layer
 from fedlearn.logs import log as money_log
 from fedlearn.records.checkpoint import numpy_arrays
 from fedlearn.records.fingerprint import model_hash
@@ -166,6 +168,8 @@ class ScoredStrategy(Strategy):
         self.validator_share = config.integrity.validator_share
         self.free_rider_kappa = config.integrity.free_rider_kappa
         self.exclude_harmful = config.integrity.exclude_harmful
+        self.refit_l2 = config.integrity.refit_l2 if config.integrity.refit_output_layer else None
+        self.rounds = config.run.rounds
         self._globals: list[np.ndarray] = []  # the last three rounds' starting models, flat: past global steps
         self.train_spec, self.model_spec = config.train, config.model
         self.history: list[RoundScores] = []
@@ -235,7 +239,21 @@ class ScoredStrategy(Strategy):
         self._record(server_round, scored.scores, accepted, rejected, scored.evaluations, started, scored.truncated,
                      scored.disagreeing, self._round_gain(server_round, arrays), excluded=excluded,
                      ballots=scored.ballots, errors=scored.errors, estimator=scored.estimator)
+        if server_round == self.rounds and self.refit_l2 is not None:
+            arrays = self._refit_output_layer(server_round, arrays)
         return arrays, metrics
+
+    def _refit_output_layer(self, server_round: int, arrays: ArrayRecord) -> ArrayRecord:
+        """The published model: ``arrays`` with the output layer refitted on the validation split
+        (:mod:`fedlearn.learning.head`); unchanged for a model without a hidden layer."""
+        assert self.refit_l2 is not None
+        model = copy.deepcopy(self.model)
+        model.load_state_dict(arrays.to_torch_state_dict())
+        if not refit_output_layer(model, *self.validation, l2=self.refit_l2):
+            return arrays
+        log.info("round %d: the output layer refitted on the server's validation split (integrity.refit_output_layer)",
+                 server_round)
+        return ArrayRecord(model.state_dict())
 
     def _exclude_harmful(
         self, accepted: list[Message], scored: RoundScoring, utility: CachedUtility
