@@ -16,6 +16,7 @@ from fedlearn.errors import ConfigError, ScoringError
 from fedlearn.federation.coalitions import models_follow_weight_shares, round_utility
 from fedlearn.federation.replies import arrays_of, examples_of, institution_of
 from fedlearn.federation.strategy import RoundScoring, ScoredStrategy, build_flower_strategy
+from fedlearn.learning.head import refit_output_layer
 from fedlearn.learning.models import init_model
 from fedlearn.scoring import CachedUtility, banzhaf, banzhaf_estimator_for, banzhaf_surrogate
 from fedlearn.scoring import methods as scoring_methods
@@ -461,3 +462,37 @@ def test_only_weighted_mean_strategies_form_coalition_models_from_weight_shares(
     X, y = validation_set()
     built = build_flower_strategy(config, root_data=(X, y, CLASSES))
     assert models_follow_weight_shares(built) == (name in ("fedavg", "fedprox", "fedadam"))
+
+
+def test_only_the_last_rounds_model_has_its_output_layer_refitted(make_reply: ReplyFactory) -> None:
+    # Prepare: a 2-round MLP federation, with the refit (the default) and without it, fed the same replies.
+    overrides = ["run.rounds=2", "data.institutions=3", "model.name='mlp'", "scoring.method='loo'",
+                 "integrity.free_rider_kappa=0", "integrity.exclude_harmful=false"]
+    refitting, start = scored(RunConfig.load(overrides=overrides))
+    plain, _ = scored(RunConfig.load(overrides=[*overrides, "integrity.refit_output_layer=false"]))
+    models: dict[int, tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]] = {}
+    arrays = start
+    for server_round in (1, 2):
+        for strategy in (refitting, plain):
+            list(strategy.configure_train(server_round, arrays, ConfigRecord(), LoopbackGrid(3)))
+        # Execute
+        replies = institution_updates(make_reply, arrays, 3, seed=server_round)
+        refitted, _ = refitting.aggregate_train(server_round, replies)
+        aggregate, _ = plain.aggregate_train(server_round, institution_updates(make_reply, arrays, 3,
+                                                                               seed=server_round))
+        assert refitted is not None and aggregate is not None
+        models[server_round] = (refitted.to_torch_state_dict(), aggregate.to_torch_state_dict())
+        arrays = aggregate
+    # Assert: round 1 is the plain aggregate; round 2's differs in the output layer alone, which is the aggregate's
+    # refitted on the validation split; the scores are the same either way (the refit comes after scoring).
+    assert all(torch.equal(v, models[1][1][k]) for k, v in models[1][0].items())
+    refitted_state, aggregate_state = models[2]
+    expected = init_model(refitting.model_spec, FEATURES, CLASSES, seed=0)
+    expected.load_state_dict(aggregate_state)
+    assert refit_output_layer(expected, *validation_set(), l2=1e-4)
+    head = [k for k in aggregate_state if k.startswith("2.")]  # Sequential(Linear, ReLU, Linear): layer 2
+    assert head and all(not torch.equal(refitted_state[k], aggregate_state[k]) for k in head)
+    for key, value in refitted_state.items():
+        assert torch.allclose(value, expected.state_dict()[key], atol=1e-6) if key in head else torch.equal(
+            value, aggregate_state[key])
+    assert refitting.history[-1].scores == plain.history[-1].scores
