@@ -216,6 +216,18 @@ def test_resuming_a_finished_run_with_more_rounds_funds_the_extra_rounds(tmp_pat
     assert 'rounds = 3' in (run_dir / "config.toml").read_text()
     verify = fedlearn("verify", str(run_dir), cwd=tmp_path)
     assert verify.returncode == 0, verify.stdout + verify.stderr
+    # Round 2 was the last when it ran: it published its model with the output layer refitted (the file verify
+    # hashed), and round 3 trained on from its aggregate, which the checkpoint kept beside it.
+    import pickle
+
+    import numpy as np
+
+    from fedlearn.records import checkpoint
+
+    kept = pickle.loads((run_dir / checkpoint.CHECKPOINT_DIR / "state-0002.pkl").read_bytes())["training"]
+    published = checkpoint.read_model(checkpoint.model_path(run_dir, 2))
+    assert {k for k in published if not np.array_equal(published[k], kept[k])} == {"2.weight", "2.bias"}
+    assert checkpoint.latest(run_dir) is not None
 
 
 def test_an_address_without_a_checksum_is_accepted_with_a_warning(tmp_path: Path, capsys) -> None:

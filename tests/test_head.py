@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -13,7 +14,7 @@ from fedlearn.config import RunConfig
 from fedlearn.data.partition import Dataset
 from fedlearn.federation.roster import federated_split
 from fedlearn.learning.behaviours import apply_trigger, attack_success_rate
-from fedlearn.learning.head import refit_output_layer
+from fedlearn.learning.head import RefitError, refit_output_layer
 from fedlearn.learning.models import init_model
 
 TARGET = 0
@@ -70,4 +71,13 @@ def test_a_model_without_a_hidden_layer_is_left_alone() -> None:
     state = copy.deepcopy(model.state_dict())
     X, y = np.random.default_rng(1).normal(size=(30, 4)).astype(np.float32), np.arange(30) % 3
     assert not refit_output_layer(model, X, y, l2=1e-4)
+    assert all(torch.equal(value, state[key]) for key, value in model.state_dict().items())
+
+
+def test_a_class_missing_from_the_validation_split_is_refused_and_the_model_untouched() -> None:
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    state = copy.deepcopy(model.state_dict())
+    X, y = np.random.default_rng(2).normal(size=(40, 4)).astype(np.float32), np.arange(40) % 2  # no class 2
+    with pytest.raises(RefitError, match=r"class\(es\) 2 \(of 3\)"):
+        refit_output_layer(model, X, y, l2=1e-4)
     assert all(torch.equal(value, state[key]) for key, value in model.state_dict().items())

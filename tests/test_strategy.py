@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import copy
+import logging
 import re
 
 import numpy as np
 import pytest
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Message
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message
 from flwr.serverapp.strategy import FedAdam
 
 from fedlearn.config import STRATEGY_NAMES, RunConfig
@@ -464,35 +465,40 @@ def test_only_weighted_mean_strategies_form_coalition_models_from_weight_shares(
     assert models_follow_weight_shares(built) == (name in ("fedavg", "fedprox", "fedadam"))
 
 
-def test_only_the_last_rounds_model_has_its_output_layer_refitted(make_reply: ReplyFactory) -> None:
-    # Prepare: a 2-round MLP federation, with the refit (the default) and without it, fed the same replies.
-    overrides = ["run.rounds=2", "data.institutions=3", "model.name='mlp'", "scoring.method='loo'",
-                 "integrity.free_rider_kappa=0", "integrity.exclude_harmful=false"]
-    refitting, start = scored(RunConfig.load(overrides=overrides))
-    plain, _ = scored(RunConfig.load(overrides=[*overrides, "integrity.refit_output_layer=false"]))
-    models: dict[int, tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]] = {}
-    arrays = start
-    for server_round in (1, 2):
-        for strategy in (refitting, plain):
-            list(strategy.configure_train(server_round, arrays, ConfigRecord(), LoopbackGrid(3)))
-        # Execute
-        replies = institution_updates(make_reply, arrays, 3, seed=server_round)
-        refitted, _ = refitting.aggregate_train(server_round, replies)
-        aggregate, _ = plain.aggregate_train(server_round, institution_updates(make_reply, arrays, 3,
-                                                                               seed=server_round))
-        assert refitted is not None and aggregate is not None
-        models[server_round] = (refitted.to_torch_state_dict(), aggregate.to_torch_state_dict())
-        arrays = aggregate
-    # Assert: round 1 is the plain aggregate; round 2's differs in the output layer alone, which is the aggregate's
-    # refitted on the validation split; the scores are the same either way (the refit comes after scoring).
-    assert all(torch.equal(v, models[1][1][k]) for k, v in models[1][0].items())
-    refitted_state, aggregate_state = models[2]
-    expected = init_model(refitting.model_spec, FEATURES, CLASSES, seed=0)
-    expected.load_state_dict(aggregate_state)
-    assert refit_output_layer(expected, *validation_set(), l2=1e-4)
-    head = [k for k in aggregate_state if k.startswith("2.")]  # Sequential(Linear, ReLU, Linear): layer 2
-    assert head and all(not torch.equal(refitted_state[k], aggregate_state[k]) for k in head)
-    for key, value in refitted_state.items():
-        assert torch.allclose(value, expected.state_dict()[key], atol=1e-6) if key in head else torch.equal(
-            value, aggregate_state[key])
-    assert refitting.history[-1].scores == plain.history[-1].scores
+@pytest.mark.parametrize("refit", [True, False])
+def test_only_the_last_rounds_published_model_has_its_output_layer_refitted(refit: bool) -> None:
+    # Prepare: a 2-round MLP federation and a model to publish, in float64 as FedAdam's aggregates come.
+    config = RunConfig.load(overrides=["run.rounds=2", "data.institutions=3", "model.name='mlp'",
+                                       f"integrity.refit_output_layer={str(refit).lower()}"])
+    strategy, start = scored(config)
+    arrays = ArrayRecord({k: Array(v.numpy().astype(np.float64)) for k, v in start.items()})
+    # Execute
+    first, last = strategy.published(1, arrays), strategy.published(2, arrays)
+    # Assert: round 1 publishes the model as it is; the last round (with the refit on) replaces the output layer
+    # alone, in the arrays' own dtype, by the model's output layer refitted on the validation split.
+    assert first is arrays
+    if not refit:
+        assert last is arrays
+        return
+    expected = init_model(strategy.model_spec, FEATURES, CLASSES, seed=0)
+    expected.load_state_dict(start.to_torch_state_dict())
+    head = refit_output_layer(expected, *validation_set(), l2=config.integrity.refit_l2)
+    assert head == {"2.weight", "2.bias"}
+    for name, array in last.items():
+        value, original = array.numpy(), arrays[name].numpy()
+        assert value.dtype == original.dtype
+        if name in head:
+            np.testing.assert_allclose(value, expected.state_dict()[name].numpy(), atol=1e-6)
+            assert not np.allclose(value, original)
+        else:
+            assert np.array_equal(value, original)
+
+
+def test_a_validation_split_missing_a_class_publishes_the_model_unrefitted(caplog: pytest.LogCaptureFixture) -> None:
+    config = RunConfig.load(overrides=["run.rounds=1", "data.institutions=3", "model.name='mlp'"])
+    strategy, start = scored(config)
+    X, y = strategy.validation
+    strategy.validation = (X[y != 2], y[y != 2])  # class 2 never appears
+    with caplog.at_level(logging.WARNING, logger="fedlearn"):
+        assert strategy.published(1, start) is start
+    assert "not refitted" in caplog.text and "class(es) 2" in caplog.text

@@ -216,17 +216,22 @@ def build_server_app(config: RunConfig | None = None, options: RunOptions | None
             # A round without a model (every update rejected, or the rule refused) was scored 0 throughout:
             # the global model stays and the round contributes nothing, so it pays nothing.
             arrays = aggregated if aggregated is not None else arrays
-            result = evaluate_global(server_round, arrays, seconds=time.perf_counter() - started,
+            # What the round publishes (evaluated, hashed on chain, saved): the last round's model has its
+            # output layer refitted (integrity.refit_output_layer), skipped round or not; training goes on
+            # from ``arrays``.
+            published = strategy.published(server_round, arrays)
+            result = evaluate_global(server_round, published, seconds=time.perf_counter() - started,
                                      bytes_down=mean_bytes(messages), bytes_up=mean_bytes(replies))
             if result.scores is not None and result.scores.skipped:
                 money_log.warning("round %d skipped: %s; nothing paid, it contributes nothing",
                                   server_round, result.scores.skipped)
             payout = None
             if paymaster is not None and result.scores is not None:
-                payout = paymaster.settle(result.scores, model_hash(checkpoint.numpy_arrays(arrays)))
+                payout = paymaster.settle(result.scores, model_hash(checkpoint.numpy_arrays(published)))
                 if cfg.integrity.slash and cfg.integrity.min_stake > 0:
                     paymaster.slash(server_round, offenders(recorder, policy), policy)
-            checkpoint.save(run_dir, server_round, arrays, inner, random.getstate())
+            checkpoint.save(run_dir, server_round, published, inner, random.getstate(),
+                            training=None if published is arrays else arrays)
             opts.on_round(result, cfg.run.rounds, payout)
 
         if last < cfg.run.rounds:
@@ -243,7 +248,7 @@ def build_server_app(config: RunConfig | None = None, options: RunOptions | None
                     money_log.warning("the last root waits out its challenge window; claims open after it "
                              "(`fedlearn chain status`), then `fedlearn claim RUN_DIR`")
             tokens = paymaster.token_summary()
-        summary = recorder.finish(arrays, tokens)
+        summary = recorder.finish(published, tokens)
         if opts.on_finish is not None:
             opts.on_finish(summary)
 

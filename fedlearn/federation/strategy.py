@@ -41,7 +41,7 @@ from fedlearn.federation.replies import (
     institution_of,
     partition_replies,
 )
-from fedlearn.learning.head import refit_output_layer
+from fedlearn.learning.head import RefitError, refit_output_layer
 from fedlearn.logs import log as money_log
 from fedlearn.records.checkpoint import numpy_arrays
 from fedlearn.records.fingerprint import model_hash
@@ -239,21 +239,30 @@ class ScoredStrategy(Strategy):
         self._record(server_round, scored.scores, accepted, rejected, scored.evaluations, started, scored.truncated,
                      scored.disagreeing, self._round_gain(server_round, arrays), excluded=excluded,
                      ballots=scored.ballots, errors=scored.errors, estimator=scored.estimator)
-        if server_round == self.rounds and self.refit_l2 is not None:
-            arrays = self._refit_output_layer(server_round, arrays)
         return arrays, metrics
 
-    def _refit_output_layer(self, server_round: int, arrays: ArrayRecord) -> ArrayRecord:
-        """The published model: ``arrays`` with the output layer refitted on the validation split
-        (:mod:`fedlearn.learning.head`); unchanged for a model without a hidden layer."""
-        assert self.refit_l2 is not None
+    def published(self, server_round: int, arrays: ArrayRecord) -> ArrayRecord:
+        """The model round ``server_round`` publishes: ``arrays`` (the round's global model, after scoring),
+        except in the last round, where its output layer is refitted on the validation split
+        (``integrity.refit_output_layer``, :mod:`fedlearn.learning.head`). Only the output layer's arrays are
+        replaced, in their own dtype; a model the refit does not apply to is returned as it is, with a warning
+        when the validation split is what stops it."""
+        if server_round != self.rounds or self.refit_l2 is None:
+            return arrays
         model = copy.deepcopy(self.model)
         model.load_state_dict(arrays.to_torch_state_dict())
-        if not refit_output_layer(model, *self.validation, l2=self.refit_l2):
+        try:
+            refitted = refit_output_layer(model, *self.validation, l2=self.refit_l2)
+        except RefitError as exc:
+            money_log.warning("round %d: the published model's output layer is not refitted: %s", server_round, exc)
             return arrays
-        log.info("round %d: the output layer refitted on the server's validation split (integrity.refit_output_layer)",
-                 server_round)
-        return ArrayRecord(model.state_dict())
+        if refitted is None:
+            return arrays
+        money_log.info("round %d: the published model's output layer refitted on the server's validation split",
+                       server_round)
+        state = model.state_dict()
+        return ArrayRecord({name: Array(state[name].numpy().astype(array.numpy().dtype) if name in refitted
+                                        else array.numpy()) for name, array in arrays.items()})
 
     def _exclude_harmful(
         self, accepted: list[Message], scored: RoundScoring, utility: CachedUtility

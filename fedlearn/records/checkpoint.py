@@ -42,13 +42,17 @@ def model_path(run_dir: Path, server_round: int) -> Path:
     return run_dir / CHECKPOINT_DIR / f"round-{server_round:04d}.npz"
 
 
-def save(run_dir: Path, server_round: int, arrays: ArrayRecord, strategy: Strategy, random_state: Any) -> None:
+def save(run_dir: Path, server_round: int, arrays: ArrayRecord, strategy: Strategy, random_state: Any,
+         training: ArrayRecord | None = None) -> None:
+    """``arrays``: the round's published model (what its hash on chain is of); ``training``: the aggregate
+    training goes on from, where it differs (the last round's, before its output layer was refitted)."""
     directory = run_dir / CHECKPOINT_DIR
     directory.mkdir(parents=True, exist_ok=True)
     # State first, model last: the model file is what marks the round completed.
     state = directory / f"state-{server_round:04d}.pkl"
     with open(state.with_suffix(".tmp"), "wb") as fh:
-        pickle.dump({"strategy": strategy, "random_state": random_state}, fh)
+        pickle.dump({"strategy": strategy, "random_state": random_state,
+                     "training": None if training is None else numpy_arrays(training)}, fh)
     os.replace(state.with_suffix(".tmp"), state)
     target = model_path(run_dir, server_round)
     tmp = target.with_name(target.name + ".tmp.npz")
@@ -90,6 +94,8 @@ def latest(run_dir: Path) -> Checkpoint | None:
         raise CheckpointError(f"checkpoint {state} cannot be read: {exc}") from None
     from flwr.app import Array, ArrayRecord
 
-    weights = read_model(model_path(run_dir, server_round))
+    # A run extended past its last round goes on from that round's aggregate, not from the published model
+    # whose output layer was fitted to the validation split that scores the next round.
+    weights = saved.get("training") or read_model(model_path(run_dir, server_round))
     arrays = ArrayRecord({name: Array(value) for name, value in weights.items()})
     return Checkpoint(server_round, arrays, saved["strategy"], saved["random_state"])
