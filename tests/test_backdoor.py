@@ -186,10 +186,12 @@ def test_a_federation_with_backdoored_institutions_learns_the_trigger(tmp_path: 
     from fedlearn.federation.simulation import run_federation
 
     def run(behaviours: str, name: str) -> dict:
-        # No defence leaves updates out: what is measured is the attack, not the scoring's judgement of it.
+        # No defence leaves updates out or refits the published model: what is measured is the attack, not the
+        # defences' judgement of it.
         config = RunConfig.load(overrides=[
             "run.rounds=5", "data.institutions=6", "simulation.engine='local'", "model.hidden_units=16",
             "chain.enabled=false", "train.momentum=0.9", "integrity.exclude_harmful=false",
+            "integrity.refit_output_layer=false",
             f"integrity.behaviours='{behaviours}'",
         ])
         return run_federation(config, run_dir=tmp_path / name, progress=False)
