@@ -185,13 +185,13 @@ def test_the_recorder_keeps_the_success_rate_per_round_and_in_the_summary(tmp_pa
 def test_a_federation_with_backdoored_institutions_learns_the_trigger(tmp_path: Path) -> None:
     from fedlearn.federation.simulation import run_federation
 
-    def run(behaviours: str, name: str) -> dict:
-        # No defence leaves updates out or refits the published model: what is measured is the attack, not the
-        # defences' judgement of it.
+    def run(behaviours: str, name: str, refit: bool = False) -> dict:
+        # No defence leaves updates out (nor, unless asked, refits the published model): what is measured is the
+        # attack, not the defences' judgement of it.
         config = RunConfig.load(overrides=[
             "run.rounds=5", "data.institutions=6", "simulation.engine='local'", "model.hidden_units=16",
             "chain.enabled=false", "train.momentum=0.9", "integrity.exclude_harmful=false",
-            "integrity.refit_output_layer=false",
+            f"integrity.refit_output_layer={str(refit).lower()}",
             f"integrity.behaviours='{behaviours}'",
         ])
         return run_federation(config, run_dir=tmp_path / name, progress=False)
@@ -205,3 +205,9 @@ def test_a_federation_with_backdoored_institutions_learns_the_trigger(tmp_path: 
     rounds = json.loads((tmp_path / "attacked" / ROUNDS_FILE).read_text())
     assert all(isinstance(r["backdoor_success"], float) for r in rounds)
     assert rounds[-1]["backdoor_success"] == attacked["final_backdoor_success"]
+    # The same attack against the default defence: the published model's refitted output layer loses most of it
+    # (the rounds before the last, which no refit touches, are the attacked run's).
+    defended = run("hospital-02=backdoor, hospital-05=backdoor", "defended", refit=True)
+    assert defended["final_backdoor_success"] < 0.2 < 0.5 < attacked["final_backdoor_success"]
+    before_last = json.loads((tmp_path / "defended" / ROUNDS_FILE).read_text())[:-1]
+    assert [r["backdoor_success"] for r in before_last] == [r["backdoor_success"] for r in rounds[:-1]]
