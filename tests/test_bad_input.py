@@ -208,6 +208,11 @@ def test_resuming_a_finished_run_with_more_rounds_funds_the_extra_rounds(tmp_pat
     first = fedlearn(*run_args(tmp_path), cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-2000:]
     (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    # Resumed as it is, a finished run only finishes again: the same published model.
+    published = (run_dir / "model.npz").read_bytes()
+    again = fedlearn("run", "--no-progress", "--resume", str(run_dir), cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert (run_dir / "model.npz").read_bytes() == published
     more = fedlearn("run", "--no-progress", "--resume", str(run_dir), "--set", "run.rounds=3", cwd=tmp_path)
     assert more.returncode == 0, more.stderr[-2000:]
     ledger = Ledger.open(run_dir / "ledger.sqlite")

@@ -166,8 +166,10 @@ def build_server_app(config: RunConfig | None = None, options: RunOptions | None
         arrays, first = ArrayRecord(model.state_dict()), 1
         random.seed(cfg.run.seed)  # Flower samples institutions with random.sample
         resumed = checkpoint.latest(run_dir)
+        published = arrays
         if resumed is not None:
             inner, arrays, first = resumed.strategy, resumed.arrays, resumed.server_round + 1
+            published = resumed.published
             random.setstate(resumed.random_state)
             recorder.resume_after(resumed.server_round)
 

@@ -33,9 +33,10 @@ class CheckpointError(FedlearnError):
 @dataclass
 class Checkpoint:
     server_round: int
-    arrays: ArrayRecord
+    arrays: ArrayRecord  # what training goes on from
     strategy: Strategy
     random_state: Any
+    published: ArrayRecord  # what the round published (its hash is on chain): ``arrays`` but in a last round
 
 
 def model_path(run_dir: Path, server_round: int) -> Path:
@@ -96,6 +97,8 @@ def latest(run_dir: Path) -> Checkpoint | None:
 
     # A run extended past its last round goes on from that round's aggregate, not from the published model
     # whose output layer was fitted to the validation split that scores the next round.
-    weights = saved.get("training") or read_model(model_path(run_dir, server_round))
-    arrays = ArrayRecord({name: Array(value) for name, value in weights.items()})
-    return Checkpoint(server_round, arrays, saved["strategy"], saved["random_state"])
+    published = ArrayRecord({name: Array(value) for name, value in
+                             read_model(model_path(run_dir, server_round)).items()})
+    training = saved.get("training")
+    arrays = published if training is None else ArrayRecord({name: Array(v) for name, v in training.items()})
+    return Checkpoint(server_round, arrays, saved["strategy"], saved["random_state"], published)
