@@ -45,10 +45,7 @@ RoundCallback = Callable[[RoundResult, int, RoundEntry | None], None]
 
 def log_round(result: RoundResult, total: int, payout: RoundEntry | None) -> None:
     scores = result.scores
-    scoring = ""
-    if scores:
-        method = f"{scores.method} {scores.estimator}" if scores.estimator else scores.method
-        scoring = f"  scoring {scores.scoring_seconds:.2f}s ({method}, {scores.evaluations} evals)"
+    scoring = f"  scoring {scores.scoring_seconds:.2f}s ({scores.label}, {scores.evaluations} evals)" if scores else ""
     paid = f"  paid {payout.round_total / WEI_PER_TOKEN:.2f} tokens ({payout.status})" if payout else ""
     log.info("round %d/%d  test accuracy %.4f  loss %.4f%s%s", result.server_round, total,
              result.test_accuracy, result.test_loss, scoring, paid)

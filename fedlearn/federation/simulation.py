@@ -88,8 +88,7 @@ def run_federation(
             detail = f"skipped: {s.skipped}" if s.skipped else detail
             verdict = "significant" if s.significant else "not significant: contributes nothing"
             detail += f"; gain {s.gain:+.4f} ({s.utility}, lower bound {s.gain_low:+.4f}: {verdict})"
-            method = f"{s.method} {s.estimator}" if s.estimator else s.method  # e.g. "banzhaf exact"
-            scoring = f"  scoring {s.scoring_seconds:.2f}s ({method}, {detail})"
+            scoring = f"  scoring {s.scoring_seconds:.2f}s ({s.label}, {detail})"
         rejected = f"  set aside: {', '.join(sorted(s.rejected))}" if s and s.rejected else ""
         paid = ""
         if payout is not None:

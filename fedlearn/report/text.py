@@ -100,8 +100,8 @@ def facts(report: RunReport) -> dict[str, list[tuple[str, str]]]:
     method = next((r.method for r in reversed(report.rounds) if r.method), None) or c.get("scoring.method", DASH)
     utility = next((r.utility for r in reversed(report.rounds) if r.utility), None) or c.get("scoring.utility")
     # e.g. "banzhaf (exact, surrogate; utility: brier)": every estimator a round used, not only the last one's.
-    details = [", ".join(sorted({r.estimator for r in report.rounds if r.estimator}))] if any(
-        r.estimator for r in report.rounds) else []
+    estimators = sorted({r.estimator for r in report.rounds if r.estimator})
+    details = [", ".join(estimators)] if estimators else []
     details += [f"utility: {utility}"] if utility else []
     training = [
         ("Run", report.run_dir.name),

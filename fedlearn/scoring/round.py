@@ -43,3 +43,8 @@ class RoundScores:
     # Banzhaf only: how the scores were computed — "exact" (every coalition), "regression" or "surrogate"
     # (scoring.banzhaf_estimator, "auto" resolved for this round's count of updates).
     estimator: str = ""
+
+    @property
+    def label(self) -> str:
+        """The method with its estimator where there is one, as round lines print it: "banzhaf exact"."""
+        return f"{self.method} {self.estimator}" if self.estimator else self.method
