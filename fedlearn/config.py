@@ -270,6 +270,12 @@ class RunConfig:
         flat.update(parse_overrides(overrides or []))
         return cls.from_flat(flat)
 
+    @staticmethod
+    def keys_given(path: str | Path | None = None, overrides: list[str] | None = None) -> set[str]:
+        """The ``section.key`` names a TOML file and ``key=value`` overrides set themselves (not the defaults that
+        :meth:`load` fills in around them)."""
+        return set(_flatten_toml(Path(path)) if path is not None else {}) | set(parse_overrides(overrides or []))
+
     @classmethod
     def from_json(cls, text: str) -> RunConfig:
         return cls.from_flat(json.loads(text))

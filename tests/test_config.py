@@ -83,3 +83,39 @@ def test_flower_app_config_lists_every_key() -> None:
     flat = {f"{section}.{key}": value for section, table in app_config.items() for key, value in table.items()}
     assert set(flat) == set(RunConfig().flat())
     RunConfig.from_flat(flat)  # and the values are valid
+
+
+def test_keys_given_are_what_the_file_and_overrides_name(tmp_path: Path) -> None:
+    path = tmp_path / "run.toml"
+    path.write_text('[run]\nrounds = 7\n[data]\ndataset = "wine"\n')
+    assert RunConfig.keys_given(path, ["train.learning_rate=0.1"]) == {"run.rounds", "data.dataset",
+                                                                       "train.learning_rate"}
+    assert RunConfig.keys_given() == set()
+
+
+def test_resume_compares_only_the_keys_the_given_config_names(tmp_path: Path) -> None:
+    from argparse import Namespace
+
+    from fedlearn.cli.runs import _resume_config
+
+    # A run made while a default was different: its saved config records the value it ran with.
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    made = RunConfig.load(overrides=["scoring.banzhaf_estimator='regression'", "run.rounds=4"])
+    (run_dir / "config.toml").write_text(made.to_toml())
+    given = tmp_path / "given.toml"
+    given.write_text('[run]\nrounds = 6\n[data]\ndataset = "digits"\n')
+
+    resumed = _resume_config(Namespace(resume=run_dir, config=given, set=[]))
+    assert resumed == made.replace(run={"rounds": 6})  # the saved estimator, not today's default
+    assert _resume_config(Namespace(resume=run_dir, config=None, set=["run.rounds=5"])) == made.replace(
+        run={"rounds": 5})
+    # A file that leaves run.rounds alone keeps the run's own count.
+    given.write_text('[data]\ndataset = "digits"\n')
+    assert _resume_config(Namespace(resume=run_dir, config=given, set=[])) == made
+    # What the file or --set does name must match.
+    with pytest.raises(ConfigError, match=r"differs in scoring\.banzhaf_estimator\)"):
+        _resume_config(Namespace(resume=run_dir, config=given, set=["scoring.banzhaf_estimator='auto'"]))
+    given.write_text('[data]\ndataset = "wine"\n')
+    with pytest.raises(ConfigError, match=r"differs in data\.dataset\)"):
+        _resume_config(Namespace(resume=run_dir, config=given, set=[]))

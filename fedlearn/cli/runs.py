@@ -41,7 +41,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _resume_config(args: argparse.Namespace) -> RunConfig:
-    """The resumed run's own config; a --config/--set that changes anything but run.rounds is refused."""
+    """The resumed run's own config; a --config/--set that changes anything but run.rounds is refused.
+
+    Only the keys the file and the --set items name are compared: a key they leave to its default keeps the value
+    the run was made with, so that a run started before a default changed still resumes with its own file."""
     run_dir: Path = args.resume
     saved_file = run_dir / "config.toml"
     if not saved_file.is_file():
@@ -50,10 +53,11 @@ def _resume_config(args: argparse.Namespace) -> RunConfig:
     if args.config is None and not args.set:
         return saved
     given = RunConfig.load(args.config, args.set) if args.config else RunConfig.load(saved_file, args.set)
-    differ = sorted(k for k, v in given.flat().items() if saved.flat()[k] != v and k != "run.rounds")
+    named = RunConfig.keys_given(args.config, args.set)
+    differ = sorted(k for k, v in given.flat().items() if k in named and saved.flat()[k] != v and k != "run.rounds")
     if differ:
         raise ConfigError(f"--resume {run_dir}: that run was made with another config (differs in {', '.join(differ)})")
-    return saved.replace(run={"rounds": given.run.rounds})
+    return saved.replace(run={"rounds": given.run.rounds}) if "run.rounds" in named else saved
 
 
 def _report_path(run_dir: Path) -> Path:
