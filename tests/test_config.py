@@ -119,3 +119,24 @@ def test_resume_compares_only_the_keys_the_given_config_names(tmp_path: Path) ->
     given.write_text('[data]\ndataset = "wine"\n')
     with pytest.raises(ConfigError, match=r"differs in data\.dataset\)"):
         _resume_config(Namespace(resume=run_dir, config=given, set=[]))
+
+
+def test_resume_refuses_a_round_count_the_run_has_already_reached(tmp_path: Path) -> None:
+    from argparse import Namespace
+
+    from fedlearn.cli.runs import _resume_config
+    from fedlearn.records.checkpoint import CHECKPOINT_DIR
+
+    # A 5-round run stopped after its second round (two checkpointed models).
+    run_dir = tmp_path / "run"
+    (run_dir / CHECKPOINT_DIR).mkdir(parents=True)
+    made = RunConfig.load(overrides=["run.rounds=5"])
+    (run_dir / "config.toml").write_text(made.to_toml())
+    for r in (1, 2):
+        (run_dir / CHECKPOINT_DIR / f"round-{r:04d}.npz").write_bytes(b"")
+
+    for rounds in (1, 2):  # the run would end without its last round's true-up and refit
+        with pytest.raises(ConfigError, match=f"run.rounds = {rounds}, but the run has completed 2 round"):
+            _resume_config(Namespace(resume=run_dir, config=None, set=[f"run.rounds={rounds}"]))
+    assert _resume_config(Namespace(resume=run_dir, config=None, set=["run.rounds=3"])).run.rounds == 3
+    assert _resume_config(Namespace(resume=run_dir, config=None, set=["run.rounds=5"])) == made

@@ -81,3 +81,12 @@ def test_a_class_missing_from_the_validation_split_is_refused_and_the_model_unto
     with pytest.raises(RefitError, match=r"class\(es\) 2 \(of 3\)"):
         refit_output_layer(model, X, y, l2=1e-4)
     assert all(torch.equal(value, state[key]) for key, value in model.state_dict().items())
+
+
+def test_a_negative_label_is_refused_and_the_model_untouched() -> None:
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    state = copy.deepcopy(model.state_dict())
+    X, y = np.random.default_rng(3).normal(size=(30, 4)).astype(np.float32), np.arange(30) % 3 - 1  # -1, 0, 1
+    with pytest.raises(RefitError, match=r"negative label \(-1\)"):
+        refit_output_layer(model, X, y, l2=1e-4)
+    assert all(torch.equal(value, state[key]) for key, value in model.state_dict().items())

@@ -420,12 +420,14 @@ def test_auto_takes_the_surrogate_only_where_it_models_the_game(
     np.testing.assert_allclose([record.scores[name] for name in names], expected, rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.parametrize("failure", [ScoringError, np.linalg.LinAlgError])
 def test_auto_scores_a_round_the_surrogate_cannot_fit_by_the_regression(
-    make_reply: ReplyFactory, monkeypatch: pytest.MonkeyPatch
+    make_reply: ReplyFactory, monkeypatch: pytest.MonkeyPatch, failure: type[Exception]
 ) -> None:
-    # Prepare: a surrogate that fails as one does when no length scale gives a usable posterior.
+    # Prepare: a surrogate that fails as one does when no length scale gives a usable posterior (its own error, or
+    # numpy's from a solve that went singular).
     def unfit(*args: object, **kwargs: object) -> None:
-        raise ScoringError("the surrogate's kernel matrix is singular for every length scale")
+        raise failure("the surrogate's kernel matrix is singular for every length scale")
 
     monkeypatch.setattr(scoring_methods, "banzhaf_surrogate", unfit)
     strategy, replies, names, utility = real_round(make_reply, "scoring.banzhaf_samples=40")
@@ -440,7 +442,7 @@ def test_auto_scores_a_round_the_surrogate_cannot_fit_by_the_regression(
     # Forced, the surrogate's failure is the run's: nothing is scored behind the user's back.
     forced, replies, _, _ = real_round(make_reply, "scoring.banzhaf_samples=40",
                                        "scoring.banzhaf_estimator='surrogate'")
-    with pytest.raises(ScoringError, match="singular"):
+    with pytest.raises(failure, match="singular"):
         forced.aggregate_train(1, replies)
 
 

@@ -57,7 +57,22 @@ def _resume_config(args: argparse.Namespace) -> RunConfig:
     differ = sorted(k for k, v in given.flat().items() if k in named and saved.flat()[k] != v and k != "run.rounds")
     if differ:
         raise ConfigError(f"--resume {run_dir}: that run was made with another config (differs in {', '.join(differ)})")
-    return saved.replace(run={"rounds": given.run.rounds}) if "run.rounds" in named else saved
+    if "run.rounds" not in named or given.run.rounds == saved.run.rounds:
+        return saved
+    from fedlearn.payout.ledger import Ledger
+    from fedlearn.records.checkpoint import completed_rounds
+
+    # A run ends with its last round (the true-up, the published model's refit): a count at or below the rounds
+    # already done (checkpointed, or journaled in the ledger) would end it without one.
+    done = max(completed_rounds(run_dir), default=0)
+    if (run_dir / "ledger.sqlite").is_file():
+        ledger = Ledger.open(run_dir / "ledger.sqlite")
+        done = max(done, ledger.last_round() or 0)
+        ledger.close()
+    if given.run.rounds <= done:
+        raise ConfigError(f"--resume {run_dir}: run.rounds = {given.run.rounds}, but the run has completed {done} "
+                          f"round(s) of {saved.run.rounds}: it can be resumed to more rounds than {done} only")
+    return saved.replace(run={"rounds": given.run.rounds})
 
 
 def _report_path(run_dir: Path) -> Path:

@@ -368,7 +368,7 @@ class ScoredStrategy(Strategy):
 
         try:
             result = score("surrogate" if estimator == "surrogate" else "regression")
-        except ScoringError as exc:
+        except (ScoringError, np.linalg.LinAlgError) as exc:  # the GP's solve, should its kernel go singular
             if estimator != "surrogate" or self.scoring.banzhaf_estimator != "auto":
                 raise
             # "auto" picks what works: a round the surrogate cannot fit is scored by the regression, which reuses

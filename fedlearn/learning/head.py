@@ -46,7 +46,10 @@ def refit_output_layer(model: nn.Module, X: np.ndarray, y: np.ndarray, l2: float
     if found is None:
         return None
     name, head = found
-    counts = np.bincount(np.asarray(y, dtype=np.int64), minlength=head.out_features)
+    labels_np = np.asarray(y, dtype=np.int64)
+    if labels_np.size and labels_np.min() < 0:
+        raise RefitError(f"the validation split has a negative label ({int(labels_np.min())})")
+    counts = np.bincount(labels_np, minlength=head.out_features)
     if len(counts) != head.out_features or counts.min() < MIN_ROWS_PER_CLASS:
         short = [c for c in range(head.out_features) if c >= len(counts) or counts[c] < MIN_ROWS_PER_CLASS]
         raise RefitError(f"the validation split has fewer than {MIN_ROWS_PER_CLASS} rows of class(es) "
