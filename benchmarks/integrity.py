@@ -149,12 +149,13 @@ def summarise(runs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[st
         # What cheating earns the adversaries against what the same institutions earn honestly (same seed): above
         # 1, an attack pays better than the work it replaces.
         over_honest = max((row for row in attacks if row["honest_equivalent_share"]),
-                          key=lambda row: row["adversary_share"] / row["honest_equivalent_share"])
+                          key=lambda row: row["adversary_share"] / row["honest_equivalent_share"], default=None)
         worst[name] = {
             "worst_adversary_share": worst_share["adversary_share"],
             "worst_adversary_share_attack": worst_share["behaviours"],
-            "max_adversary_over_honest": over_honest["adversary_share"] / over_honest["honest_equivalent_share"],
-            "max_adversary_over_honest_attack": over_honest["behaviours"],
+            "max_adversary_over_honest": None if over_honest is None else
+            over_honest["adversary_share"] / over_honest["honest_equivalent_share"],
+            "max_adversary_over_honest_attack": None if over_honest is None else over_honest["behaviours"],
             "worst_accuracy_drop_points": max(row["accuracy_drop_points"] for row in attacks),
             "worst_backdoor_success": max(backdoors) if backdoors else None,
             "max_sybil_over_whole": max(sybils) if sybils else None,
