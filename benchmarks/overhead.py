@@ -6,7 +6,9 @@ run directory, no chain); fedlearn with scoring; fedlearn with scoring and settl
 total wall time (engine start-up included) and the time from round 0's evaluation to the last round's end,
 each over plain, and the gas of every settlement transaction.
 
-    .venv/bin/python benchmarks/overhead.py [--rounds 20] [--institutions 10] [--method gtg]
+    .venv/bin/python benchmarks/overhead.py [--rounds 20] [--institutions 10] [--method METHOD]
+
+``--method`` defaults to the scoring method of ``configs/demo.toml`` (what a user runs).
 """
 
 from __future__ import annotations
@@ -91,12 +93,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--institutions", type=int, default=10)
-    parser.add_argument("--method", default="gtg")
+    parser.add_argument("--method", default=None, help="scoring.method (default: configs/demo.toml's)")
     args = parser.parse_args()
     config = RunConfig.load(Path(__file__).resolve().parents[1] / "configs" / "demo.toml", [
-        f"run.rounds={args.rounds}", f"data.institutions={args.institutions}", f"scoring.method='{args.method}'",
-        "run.name='overhead'",
+        f"run.rounds={args.rounds}", f"data.institutions={args.institutions}", "run.name='overhead'",
+        *([f"scoring.method='{args.method}'"] if args.method else []),
     ])
+    args.method = config.scoring.method
     logging.getLogger("flwr").setLevel(logging.ERROR)
     plain_total, plain_loop, plain_acc = timed_plain(config)
     scored_total, scored_loop, scored_acc, _ = timed_fedlearn(config.replace(chain={"enabled": False}))
