@@ -99,23 +99,23 @@ def main() -> None:
         f"run.rounds={args.rounds}", f"data.institutions={args.institutions}", "run.name='overhead'",
         *([f"scoring.method='{args.method}'"] if args.method else []),
     ])
-    args.method = config.scoring.method
+    method = config.scoring.method  # the one named, or the demo config's
     logging.getLogger("flwr").setLevel(logging.ERROR)
     plain_total, plain_loop, plain_acc = timed_plain(config)
     scored_total, scored_loop, scored_acc, _ = timed_fedlearn(config.replace(chain={"enabled": False}))
     paid_total, paid_loop, paid_acc, gas = timed_fedlearn(config)
     print_table(["run", "wall s", "rounds s", "final accuracy", "wall / plain", "rounds / plain"], [
         ["plain Flower FedAvg", plain_total, plain_loop, plain_acc, 1.0, 1.0],
-        [f"fedlearn, {args.method} scoring", scored_total, scored_loop, scored_acc,
+        [f"fedlearn, {method} scoring", scored_total, scored_loop, scored_acc,
          scored_total / plain_total, scored_loop / plain_loop],
-        [f"fedlearn, {args.method} scoring + settlement (eth-tester)", paid_total, paid_loop, paid_acc,
+        [f"fedlearn, {method} scoring + settlement (eth-tester)", paid_total, paid_loop, paid_acc,
          paid_total / plain_total, paid_loop / plain_loop],
     ])
     print(f"\ngas per settled round: mean {sum(gas) / max(len(gas), 1):,.0f}, min {min(gas, default=0):,}, "
           f"max {max(gas, default=0):,} over {len(gas)} rounds")
     path = write_results("overhead", {
         "dataset": config.data.dataset, "institutions": args.institutions, "rounds": args.rounds,
-        "scoring": args.method,
+        "scoring": method,
         "plain": {"wall_s": plain_total, "rounds_s": plain_loop, "final_accuracy": plain_acc},
         "scored": {"wall_s": scored_total, "rounds_s": scored_loop, "final_accuracy": scored_acc,
                    "ratio_wall": scored_total / plain_total, "ratio_rounds": scored_loop / plain_loop},
