@@ -91,6 +91,23 @@ def test_peer_votes_score_every_proposer(tmp_path: Path) -> None:
     assert earned["hospital-04"] < 0.01 * sum(earned.values())
 
 
+def test_under_peer_validation_a_voted_down_update_stays_out_of_the_model(tmp_path: Path) -> None:
+    # Prepare: an all-honest peer-validated run, and the same run with a ×4 sign flipper.
+    honest, _ = paying_run(tmp_path / "honest", "scoring.validation='peers'", "integrity.voters_fraction=0.5")
+    # Execute
+    attacked, _ = paying_run(tmp_path / "attacked", "scoring.validation='peers'", "integrity.voters_fraction=0.5",
+                             "integrity.behaviours='hospital-02=sign_flip:scale=4'")
+    # Assert: every round the voters' consensus on the flipper is negative, so its update is left out (recorded
+    # as excluded, with its negative score standing); the model learns as if it were absent, and it earns nothing.
+    rounds = json.loads((tmp_path / "attacked" / "run" / "rounds.json").read_text())
+    for record in rounds[1:]:
+        scores = record["scores"]
+        assert "hospital-02" in scores["excluded"] and scores["scores"]["hospital-02"] < 0
+        assert "consensus" in scores["excluded"]["hospital-02"]
+    assert attacked["final_test_accuracy"] >= honest["final_test_accuracy"] - 0.015  # 3 points when let in
+    assert tokens(attacked)["hospital-02"] == 0
+
+
 def test_a_sybil_earns_no_more_than_it_did_whole(tmp_path: Path) -> None:
     whole, _ = paying_run(tmp_path / "whole", "scoring.method='shapley'")
     split, _ = paying_run(tmp_path / "split", "scoring.method='gtg'",

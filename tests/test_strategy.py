@@ -319,6 +319,26 @@ def test_harmful_updates_that_hide_one_another_are_left_out_one_by_one(make_repl
     assert recorded.evaluations > 10 and len(strategy._updates) == 4
 
 
+def test_under_peer_validation_the_consensus_before_validator_pay_decides_who_is_left_out(
+    make_reply: ReplyFactory,
+) -> None:
+    # Prepare: peers' consensus of +0.02 on hospital-01, -0.01 on hospital-02 (which, as a voter that agreed,
+    # earned a 0.015 reward: recorded +0.005 in all) and 0 on hospital-03 (a voter that disagreed: its own
+    # positive score capped at 0).
+    strategy, start = scored(make_config(method="loo", n=3))
+    replies = institution_updates(make_reply, start, 3)
+    strategy._updates = [{k: v.numpy() for k, v in arrays_of(m).items()} for m in replies]
+    ballots = {"hospital-02": {"reward": 0.015, "weight": 1.0}, "hospital-03": {"reward": 0.0, "weight": 0.0}}
+    round_scores = RoundScoring({"hospital-01": 0.02, "hospital-02": 0.005, "hospital-03": 0.0},
+                                frozenset({"hospital-03"}), 6, False, ballots)
+    # Execute
+    kept, reasons = strategy._exclude_voted_down(replies, round_scores)
+    # Assert: the reward does not buy hospital-02's update its way in; a capped 0 stays; the arrays follow.
+    assert [institution_of(m) for m in kept] == ["hospital-01", "hospital-03"]
+    assert list(reasons) == ["hospital-02"] and "-0.0100" in reasons["hospital-02"]
+    assert len(strategy._updates) == 2
+
+
 def test_a_claimed_count_above_the_registered_one_is_set_aside(make_reply: ReplyFactory) -> None:
     # Prepare: hospital-01 claims 10,000 examples; the coordinator registered 40 for it.
     config = make_config(method="loo", n=3)

@@ -215,9 +215,11 @@ class ScoredStrategy(Strategy):
                                               self.validation, self.scoring.utility))
         scored = None if self.scoring.method == "trust" else self._scores(server_round, accepted, utility)
         excluded: dict[str, str] = {}
-        # Peers' votes rest on a few dozen rows each: too noisy to leave honest updates out on; the server's are not.
-        if scored is not None and self.exclude_harmful and self.scoring.validation == "server":
-            accepted, excluded, scored = self._exclude_harmful(accepted, scored, utility)
+        if scored is not None and self.exclude_harmful:
+            if self.scoring.validation == "server":
+                accepted, excluded, scored = self._exclude_harmful(accepted, scored, utility)
+            else:
+                accepted, excluded = self._exclude_voted_down(accepted, scored)
             for name, reason in excluded.items():
                 # Routine on non-IID data (an honest outlier often scores a little below 0): info, not a warning.
                 log.info("round %d: update from %s left out of the aggregate: %s", server_round, name, reason)
@@ -305,6 +307,28 @@ class ScoredStrategy(Strategy):
         recorded = dataclasses.replace(scored, scores=scores,
                                        evaluations=scored.evaluations + utility.evaluations - before)
         return [m for i, m in enumerate(accepted) if i in kept], reasons, recorded
+
+    def _exclude_voted_down(
+        self, accepted: list[Message], scored: RoundScoring
+    ) -> tuple[list[Message], dict[str, str]]:
+        """Peer validation's harmful-update check: (the updates that stay, institution → why it was left out).
+
+        An update whose consensus score is negative is left out: at least half of its voters' stake found the
+        round's model better on their own data without it, and a colluding minority of voters can push no honest
+        proposer below the honest votes' range (:mod:`fedlearn.scoring.votes`). The consensus is read before the
+        validator reward an institution earned as a voter, which would otherwise buy a harmful update its way in;
+        a disagreeing voter's own score, capped at 0, stays in. There is no second, masking pass as on the
+        server's split: it needs the utility of any subset, and votes give each update's against all the others
+        only. The score stands as voted (slashing reads it). ``self._updates`` keeps the arrays of those that stay.
+        """
+        rewards = {voter: float(ballot.get("reward", 0.0)) for voter, ballot in scored.ballots.items()}
+        names = [institution_of(m) for m in accepted]
+        consensus = {name: scored.scores.get(name, 0.0) - rewards.get(name, 0.0) for name in names}
+        kept = {i for i, name in enumerate(names) if consensus[name] >= 0}
+        reasons = {names[i]: f"its voters' consensus {consensus[names[i]]:+.4f} says it lowers the utility"
+                   for i in range(len(names)) if i not in kept}
+        self._updates = [u for i, u in enumerate(self._updates) if i in kept]
+        return [m for i, m in enumerate(accepted) if i in kept], reasons
 
     def _set_aside_free_riders(self, accepted: list[Message]) -> tuple[list[Message], list[Rejection]]:
         """Updates with no training signal of their own (``fedlearn.federation.free_riders``) are set aside;
