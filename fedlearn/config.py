@@ -209,7 +209,9 @@ class IntegritySection:
     free_rider_kappa: float = 5.0
     # An update whose contribution score on the server's validation split is negative (the round's model is
     # better without it) is left out of the aggregate: sign flips, label flips and noise never reach the model.
-    # Server validation only: peers' votes are too noisy to leave updates out on.
+    # Under peer validation, an update whose voters' consensus is negative is left out the same way (noisy votes
+    # leave about half of the honest updates out too, at no measured cost in accuracy; three sign flippers let in
+    # cost up to 15.9 points).
     exclude_harmful: bool = True
     # Backdoors: the last round's aggregate (the model a run publishes) has its output layer re-initialised and
     # refitted on the server's validation split, features frozen, with this L2 penalty (fedlearn.learning.head):
