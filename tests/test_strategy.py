@@ -339,6 +339,23 @@ def test_under_peer_validation_the_consensus_before_validator_pay_decides_who_is
     assert len(strategy._updates) == 2
 
 
+def test_under_peer_validation_a_lone_harmful_update_is_checked_on_the_servers_split(make_reply: ReplyFactory) -> None:
+    # Prepare: peer validation, but a round with one accepted update (nobody else to vote on it), which steps away
+    # from the fitted model: it is scored on the server's split.
+    config = RunConfig.load(overrides=["scoring.validation='peers'", "data.institutions=3", "model.name='logreg'",
+                                       "integrity.free_rider_kappa=0"])
+    strategy, start = scored(config)
+    base, good = towards_a_fitted_model(config, start)
+    away = {k: (base[k] - 2 * (good[k] - base[k])).astype(np.float32) for k in base}
+    # Execute
+    arrays, _ = strategy.aggregate_train(1, [make_reply(away, examples=50, institution="hospital-01", node_id=1)])
+    # Assert: left out by the server's check (no ballots exist to read), so the round keeps its start model.
+    record = strategy.history[-1]
+    assert arrays is None and record.skipped == "every update lowered the utility"
+    assert "lowers the utility" in record.excluded["hospital-01"] and record.scores["hospital-01"] < 0
+    assert "consensus" not in record.excluded["hospital-01"]
+
+
 def test_a_claimed_count_above_the_registered_one_is_set_aside(make_reply: ReplyFactory) -> None:
     # Prepare: hospital-01 claims 10,000 examples; the coordinator registered 40 for it.
     config = make_config(method="loo", n=3)

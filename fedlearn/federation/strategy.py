@@ -216,7 +216,8 @@ class ScoredStrategy(Strategy):
         scored = None if self.scoring.method == "trust" else self._scores(server_round, accepted, utility)
         excluded: dict[str, str] = {}
         if scored is not None and self.exclude_harmful:
-            if self.scoring.validation == "server":
+            # A lone update is scored on the server's split even under peer validation (_scores): checked there too.
+            if self.scoring.validation == "server" or len(accepted) == 1:
                 accepted, excluded, scored = self._exclude_harmful(accepted, scored, utility)
             else:
                 accepted, excluded = self._exclude_voted_down(accepted, scored)
