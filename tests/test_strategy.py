@@ -15,6 +15,7 @@ from flwr.serverapp.strategy import FedAdam
 from fedlearn.config import STRATEGY_NAMES, RunConfig
 from fedlearn.errors import ConfigError, ScoringError
 from fedlearn.federation.coalitions import models_follow_weight_shares, round_utility
+from fedlearn.federation.peer_votes import PeerRound
 from fedlearn.federation.replies import arrays_of, examples_of, institution_of
 from fedlearn.federation.strategy import RoundScoring, ScoredStrategy, build_flower_strategy
 from fedlearn.learning.head import refit_output_layer
@@ -354,6 +355,55 @@ def test_under_peer_validation_a_lone_harmful_update_is_checked_on_the_servers_s
     assert arrays is None and record.skipped == "every update lowered the utility"
     assert "lowers the utility" in record.excluded["hospital-01"] and record.scores["hospital-01"] < 0
     assert "consensus" not in record.excluded["hospital-01"]
+
+
+def test_under_peer_validation_a_round_whose_every_update_is_voted_down_keeps_its_ballots(
+    make_reply: ReplyFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Prepare: three updates; the one ballot's consensus puts every one of them below 0.
+    config = RunConfig.load(overrides=["scoring.validation='peers'", "data.institutions=3", "model.name='logreg'",
+                                       "integrity.free_rider_kappa=0"])
+    strategy, start = scored(config)
+    replies = institution_updates(make_reply, start, 3)
+    votes = {"hospital-02": -0.02, "hospital-03": -0.01}
+    ballot = PeerRound(scores={"hospital-01": -0.01, "hospital-02": -0.02, "hospital-03": -0.01},
+                       disagreeing=frozenset(), evaluations=2, commitments={"hospital-01": "ab" * 32},
+                       voter_weights={"hospital-01": 1.0}, votes={"hospital-01": votes},
+                       salts={"hospital-01": "cd" * 32})
+    monkeypatch.setattr(strategy, "_peer_scores", lambda *_: ballot)
+    # Execute
+    arrays, _ = strategy.aggregate_train(1, replies)
+    # Assert: the round keeps its start model, every update is recorded as left out, and the ballot that decided
+    # it is recorded whole, so anyone can recheck it.
+    record = strategy.history[-1]
+    assert arrays is None and record.skipped == "every update lowered the utility"
+    assert set(record.excluded) == {"hospital-01", "hospital-02", "hospital-03"}
+    assert record.ballots["hospital-01"]["votes"] == votes
+    recorded = record.ballots["hospital-01"]
+    assert recorded["commitment"] == "ab" * 32 and recorded["salt"] == "cd" * 32
+
+
+def test_a_round_whose_rule_aggregates_no_model_keeps_the_left_out_updates_scores(make_reply: ReplyFactory) -> None:
+    # Prepare: Bulyan with f = 1 needs 4f + 3 = 7 updates; of 7, one steps away from the fitted model and is
+    # left out, so Bulyan aggregates nothing.
+    config = RunConfig.load(overrides=["strategy.name='bulyan'", "strategy.num_malicious=1", "scoring.method='loo'",
+                                       "data.institutions=7", "model.name='logreg'", "integrity.free_rider_kappa=0"])
+    strategy, start = scored(config)
+    base, good = towards_a_fitted_model(config, start)
+    rng = np.random.default_rng(3)
+    moves = [{k: (base[k] + (good[k] - base[k]) * rng.uniform(0.9, 1.0)).astype(np.float32) for k in base}
+             for _ in range(6)]
+    moves.append({k: (base[k] - 3 * (good[k] - base[k])).astype(np.float32) for k in base})
+    replies = [make_reply(m, examples=50, institution=f"hospital-{i + 1:02d}", node_id=i + 1)
+               for i, m in enumerate(moves)]
+    # Execute
+    arrays, _ = strategy.aggregate_train(1, replies)
+    # Assert: nobody is paid for a model that does not exist, but the left-out update is recorded as such, with
+    # its negative score (what slashing reads).
+    record = strategy.history[-1]
+    assert arrays is None and "aggregated no model from 6 update(s)" in record.skipped
+    assert set(record.excluded) == {"hospital-07"} and record.scores["hospital-07"] < 0
+    assert all(record.scores[f"hospital-{i:02d}"] == 0.0 for i in range(1, 7))
 
 
 def test_a_claimed_count_above_the_registered_one_is_set_aside(make_reply: ReplyFactory) -> None:

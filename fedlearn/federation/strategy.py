@@ -227,14 +227,18 @@ class ScoredStrategy(Strategy):
             if not accepted:
                 self._record(server_round, scored.scores, [], rejected, scored.evaluations, started,
                              scored.truncated, scored.disagreeing, skipped="every update lowered the utility",
-                             excluded=excluded, estimator=scored.estimator)
+                             excluded=excluded, ballots=scored.ballots, errors=scored.errors,
+                             estimator=scored.estimator)
                 return None, None
         arrays, metrics = self.inner.aggregate_train(server_round, accepted)
         if arrays is None:
-            # A model that does not exist cannot be paid for: score nobody (Bulyan below 4f + 3 updates).
+            # A model that does not exist cannot be paid for: score nobody (Bulyan below 4f + 3 updates). A left-out
+            # update's negative score still stands: slashing reads it, as in any other round.
             names = [institution_of(m) for m in accepted]
-            self._record(server_round, {name: 0.0 for name in names}, accepted, rejected, 0, started,
-                         skipped=f"{type(self.inner).__name__} aggregated no model from {len(accepted)} update(s)")
+            held = {name: min(scored.scores.get(name, 0.0), 0.0) for name in excluded} if scored is not None else {}
+            self._record(server_round, {**{name: 0.0 for name in names}, **held}, accepted, rejected, 0, started,
+                         skipped=f"{type(self.inner).__name__} aggregated no model from {len(accepted)} update(s)",
+                         excluded=excluded, ballots=scored.ballots if scored is not None else None)
             return None, None
         if scored is None:  # FLTrust's trust weights exist only once it has aggregated
             names = [institution_of(m) for m in accepted]
@@ -316,11 +320,14 @@ class ScoredStrategy(Strategy):
 
         An update whose consensus score is negative is left out: at least half of its voters' stake found the
         round's model better on their own data without it, and a colluding minority of voters can push no honest
-        proposer below the honest votes' range (:mod:`fedlearn.scoring.votes`). The consensus is read before the
-        validator reward an institution earned as a voter, which would otherwise buy a harmful update its way in;
-        a disagreeing voter's own score, capped at 0, stays in. There is no second, masking pass as on the
-        server's split: it needs the utility of any subset, and votes give each update's against all the others
-        only. The score stands as voted (slashing reads it). ``self._updates`` keeps the arrays of those that stay.
+        proposer below the honest votes' range (:mod:`fedlearn.scoring.votes`). The sign is read before the
+        validator reward an institution earned as a voter, which would otherwise buy a harmful update its way in:
+        the recorded score minus that reward is the consensus itself when negative, and (1 − validator share) ×
+        the consensus when positive (a disagreeing voter's own score is capped at 0 and stays in). There is no
+        second, masking pass as on the server's split: it needs the utility of any subset, and votes give each
+        update's against all the others only. The score stands as recorded: the negative consensus, plus any
+        validator reward the institution earned that round as a voter. ``self._updates`` keeps the arrays of
+        those that stay.
         """
         rewards = {voter: float(ballot.get("reward", 0.0)) for voter, ballot in scored.ballots.items()}
         names = [institution_of(m) for m in accepted]
