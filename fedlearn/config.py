@@ -218,6 +218,9 @@ class IntegritySection:
     # a trigger's path through units clean data does not use is cut. After that round is scored.
     refit_output_layer: bool = True
     refit_l2: float = 1e-4
+    # ... and with noisy copies of the validation rows beside the clean ones (Gaussian noise of this standard
+    # deviation on every feature, in the features' own units: standard deviations once standardised; 0: none).
+    refit_noise: float = 1.0
     # Fraction of institutions drawn each round as voters when scoring.validation = "peers".
     voters_fraction: float = 0.3
     # Peer validation: share of each round's positive scores paid to its voters by agreement with the consensus.
@@ -387,6 +390,8 @@ class RunConfig:
         _check(0 <= g.validator_share < 1, "integrity.validator_share", g.validator_share, "must be in [0, 1)")
         _check(g.min_stake >= 0, "integrity.min_stake", g.min_stake, "must be >= 0")
         _check(0 <= g.refit_l2 < 1, "integrity.refit_l2", g.refit_l2, "must be in [0, 1)")
+        _check(0 <= g.refit_noise <= 10, "integrity.refit_noise", g.refit_noise,
+               "must be in [0, 10] (a standard deviation of input noise; 0: no noisy copies)")
         _check(0 <= g.free_rider_kappa <= 100, "integrity.free_rider_kappa", g.free_rider_kappa,
                "must be in [0, 100] (0: no free-rider check; noise scores about 1)")
         _check(g.slash_threshold >= 0, "integrity.slash_threshold", g.slash_threshold,

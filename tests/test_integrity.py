@@ -125,6 +125,8 @@ def test_a_sybil_earns_no_more_than_it_did_whole(tmp_path: Path) -> None:
         ("integrity.voters_fraction=0", "integrity.voters_fraction = 0.0 must be in (0, 1]"),
         ("integrity.validator_share=1", "integrity.validator_share = 1.0 must be in [0, 1)"),
         ("integrity.refit_l2=-0.001", "integrity.refit_l2 = -0.001 must be in [0, 1)"),
+        ("integrity.refit_noise=-1", "integrity.refit_noise = -1.0 must be in [0, 10]"),
+        ("integrity.refit_noise=11", "integrity.refit_noise = 11.0 must be in [0, 10]"),
         ("integrity.refit_output_layer='yes'", "integrity.refit_output_layer"),
         ("integrity.slash_fraction=1.5", "more than the stake cannot be slashed"),
         ("integrity.slash_k=1", "single bad round"),

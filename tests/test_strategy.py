@@ -571,7 +571,8 @@ def test_only_the_last_rounds_published_model_has_its_output_layer_refitted(refi
         return
     expected = init_model(strategy.model_spec, FEATURES, CLASSES, seed=0)
     expected.load_state_dict(start.to_torch_state_dict())
-    head = refit_output_layer(expected, *validation_set(), l2=config.integrity.refit_l2)
+    head = refit_output_layer(expected, *validation_set(), l2=config.integrity.refit_l2,
+                              noise=config.integrity.refit_noise, seed=config.run.seed)
     assert head == {"2.weight", "2.bias"}
     for name, array in last.items():
         value, original = array.numpy(), arrays[name].numpy()

@@ -169,6 +169,7 @@ class ScoredStrategy(Strategy):
         self.free_rider_kappa = config.integrity.free_rider_kappa
         self.exclude_harmful = config.integrity.exclude_harmful
         self.refit_l2 = config.integrity.refit_l2 if config.integrity.refit_output_layer else None
+        self.refit_noise = config.integrity.refit_noise
         self.rounds = config.run.rounds
         self._globals: list[np.ndarray] = []  # the last three rounds' starting models, flat: past global steps
         self.train_spec, self.model_spec = config.train, config.model
@@ -259,7 +260,8 @@ class ScoredStrategy(Strategy):
         model = copy.deepcopy(self.model)
         model.load_state_dict(arrays.to_torch_state_dict())
         try:
-            refitted = refit_output_layer(model, *self.validation, l2=self.refit_l2)
+            refitted = refit_output_layer(model, *self.validation, l2=self.refit_l2, noise=self.refit_noise,
+                                          seed=self.seed)
         except RefitError as exc:
             money_log.warning("round %d: the published model's output layer is not refitted: %s", server_round, exc)
             return arrays

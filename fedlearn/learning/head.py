@@ -23,6 +23,8 @@ from fedlearn.errors import FedlearnError
 
 MAX_ITERATIONS = 300  # L-BFGS steps: a convex problem in the layer's weights, converged well before this
 MIN_ROWS_PER_CLASS = 2  # fewer, and the refitted layer reads one or two rows as a whole class
+NOISE_COPIES = 16  # noisy copies of every validation row: enough that the refit does not swing with one draw
+NOISE_WEIGHT = 0.125  # their combined weight against the clean rows': enough to unlearn a trigger, not the task
 
 
 class RefitError(FedlearnError):
@@ -36,12 +38,16 @@ def output_layer(model: nn.Module) -> tuple[str, nn.Linear] | None:
     return linear[-1] if len(linear) > 1 else None
 
 
-def refit_output_layer(model: nn.Module, X: np.ndarray, y: np.ndarray, l2: float) -> set[str] | None:
+def refit_output_layer(model: nn.Module, X: np.ndarray, y: np.ndarray, l2: float, noise: float = 0.0,
+                       seed: int = 0) -> set[str] | None:
     """Refit ``model``'s output layer in place on (X, y): zero start, the rest frozen, cross-entropy plus
-    ``l2`` × the squared weights. Returns the state-dict names it refitted, or None, the model untouched, when it
-    has no hidden layer (refitting a logistic regression would replace the federation's model with one trained on
-    the validation split alone). Raises :class:`RefitError`, the model untouched, when some class of the layer has
-    fewer than :data:`MIN_ROWS_PER_CLASS` rows in (X, y): a class it never sees would never be predicted again."""
+    ``l2`` × the squared weights. With ``noise`` > 0, :data:`NOISE_COPIES` copies of every row with Gaussian noise of
+    that standard deviation added to every feature (drawn from ``seed``: the same refit every time) join the
+    clean rows with their true labels, weighing :data:`NOISE_WEIGHT` of the clean rows' weight together. Returns
+    the state-dict names it refitted, or None, the model untouched, when it has no hidden layer (refitting a
+    logistic regression would replace the federation's model with one trained on the validation split alone).
+    Raises :class:`RefitError`, the model untouched, when some class of the layer has fewer than
+    :data:`MIN_ROWS_PER_CLASS` rows in (X, y): a class it never sees would never be predicted again."""
     found = output_layer(model)
     if found is None:
         return None
@@ -56,8 +62,16 @@ def refit_output_layer(model: nn.Module, X: np.ndarray, y: np.ndarray, l2: float
                          f"{', '.join(map(str, short[:10]))} (of {head.out_features})" if short else
                          f"the validation split's labels go beyond the output layer's {head.out_features} classes")
     frozen = [(p, p.requires_grad) for p in model.parameters()]
-    inputs = torch.as_tensor(X, dtype=head.weight.dtype, device=head.weight.device)
-    labels = torch.as_tensor(y, dtype=torch.long, device=head.weight.device)
+    rows = np.asarray(X, dtype=np.float32)
+    row_weights: torch.Tensor | None = None  # None: every row weighs the same (the plain mean)
+    if noise > 0:
+        rng = np.random.default_rng(seed)
+        noisy = [rows + rng.normal(scale=noise, size=rows.shape).astype(np.float32) for _ in range(NOISE_COPIES)]
+        share = np.concatenate([np.ones(len(rows)), np.full(len(rows) * NOISE_COPIES, NOISE_WEIGHT / NOISE_COPIES)])
+        rows, labels_np = np.concatenate([rows, *noisy]), np.tile(labels_np, NOISE_COPIES + 1)
+        row_weights = torch.as_tensor(share / share.sum(), dtype=head.weight.dtype, device=head.weight.device)
+    inputs = torch.as_tensor(rows, dtype=head.weight.dtype, device=head.weight.device)
+    labels = torch.as_tensor(labels_np, dtype=torch.long, device=head.weight.device)
     was_training = model.training
     model.eval()
     try:
@@ -74,7 +88,10 @@ def refit_output_layer(model: nn.Module, X: np.ndarray, y: np.ndarray, l2: float
 
         def loss() -> torch.Tensor:
             optimiser.zero_grad()
-            value = nn.functional.cross_entropy(model(inputs), labels) + l2 * (head.weight**2).sum()
+            logits = model(inputs)
+            fit = (nn.functional.cross_entropy(logits, labels) if row_weights is None else
+                   (row_weights * nn.functional.cross_entropy(logits, labels, reduction="none")).sum())
+            value = fit + l2 * (head.weight**2).sum()
             value.backward()
             return value
 
