@@ -11,6 +11,18 @@ weight stays exactly 0. It needs no knowledge of the trigger. It is applied once
 In the integrity benchmark's default configuration (``benchmarks/integrity.py``: 3 of 10 institutions planting a
 2×2 trigger on 30 % of their rows, seeds 42–44) attack success on the published model fell from 86, 91 and 20 % to 2.9,
 15.2 and 2.9 %, and the all-honest runs' test accuracy rose by 1.9, 0.0 and 1.9 points (``l2`` = 1e-4).
+
+A trigger that rides on units clean data also drives survives that in part (seed 43's 15.2 %). So the refit also
+sees noisy copies of the validation rows (``noise``: Gaussian noise of that standard deviation on every feature,
+:data:`NOISE_COPIES` copies, together weighing :data:`NOISE_WEIGHT` of the clean rows), with their true labels:
+noise on every feature also lights up the units a trigger drives (a trigger is a few features pushed far from
+their clean values), and the refitted layer learns that their activity does not mean any one class. This is the
+idea of the randomized-smoothing defences against backdoors (training on noise-augmented inputs: Weber et al.,
+"RAB", 2023) applied to the one layer refitted here; it needs no knowledge of the trigger either. In the same
+benchmark (noise 1.0, features standardised) attack success fell to 0.0, 1.2 and 0.0 %, all-honest accuracy
+unchanged (0.970, 0.952, 0.963); on a backdoor trained in one place (``tests/test_head.py``, 10 % of rows,
+4 seeds) from 8–35 % with the plain refit to 0–1.6 %, clean accuracy −1.5 to +0.7 points; the refit takes
+0.3 s instead of 0.05 s on this machine.
 """
 
 from __future__ import annotations
