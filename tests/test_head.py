@@ -96,6 +96,21 @@ def test_the_noisy_refit_is_the_same_for_the_same_seed() -> None:
     assert not torch.equal(fits[0][2].weight, fits[2][2].weight)
 
 
+def test_a_model_that_acts_after_its_output_layer_is_refitted_through_the_whole_model() -> None:
+    # Prepare: a log-softmax after the output layer (the head's output is not the model's), and the same network
+    # without it.
+    torch.manual_seed(5)
+    plain = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    trailing = nn.Sequential(*copy.deepcopy(plain), nn.LogSoftmax(dim=1))
+    X, y = np.random.default_rng(5).normal(size=(60, 4)).astype(np.float32), np.arange(60) % 3
+    # Execute
+    refit_output_layer(plain, X, y, l2=1e-4, noise=1.0, seed=1)
+    refit_output_layer(trailing, X, y, l2=1e-4, noise=1.0, seed=1)
+    # Assert: both fits run on what the model outputs and agree (log-softmax leaves cross-entropy as it is).
+    np.testing.assert_allclose(trailing[2].weight.detach().numpy(), plain[2].weight.detach().numpy(), atol=1e-4)
+    assert not torch.equal(trailing[2].weight, torch.zeros_like(trailing[2].weight))
+
+
 def test_a_model_without_a_hidden_layer_is_left_alone() -> None:
     model = nn.Linear(4, 3)
     state = copy.deepcopy(model.state_dict())

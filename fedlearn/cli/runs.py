@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from fedlearn.config import RunConfig
+from fedlearn.config import LEGACY_VALUES, RunConfig
 from fedlearn.errors import ConfigError
 from fedlearn.payout.rewards import WEI_PER_TOKEN
 
@@ -50,6 +50,10 @@ def _resume_config(args: argparse.Namespace) -> RunConfig:
     if not saved_file.is_file():
         raise ConfigError(f"--resume {run_dir}: not a run directory (no config.toml)")
     saved = RunConfig.load(saved_file)
+    written = RunConfig.keys_given(saved_file)
+    legacy = {key: value for key, value in LEGACY_VALUES.items() if key not in written}
+    if legacy:  # made before those keys existed: keep what the run was made with, not today's default
+        saved = RunConfig.from_flat({**saved.flat(), **legacy})
     if args.config is None and not args.set:
         return saved
     given = RunConfig.load(args.config, args.set) if args.config else RunConfig.load(saved_file, args.set)

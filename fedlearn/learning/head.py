@@ -50,6 +50,22 @@ def output_layer(model: nn.Module) -> tuple[str, nn.Linear] | None:
     return linear[-1] if len(linear) > 1 else None
 
 
+def _head_inputs(model: nn.Module, head: nn.Linear, inputs: torch.Tensor) -> torch.Tensor | None:
+    """What ``head`` reads for ``inputs``, computed once: the frozen layers before it give the same every step of
+    the fit, so only the head need run there. None when the head's output is not the model's (a model that does
+    something after it): then the whole model runs in every step."""
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+    hook = head.register_forward_hook(lambda _module, args, output: seen.append((args[0], output)))
+    try:
+        with torch.no_grad():
+            output = model(inputs)
+    finally:
+        hook.remove()
+    if len(seen) != 1 or not torch.equal(seen[0][1], output):
+        return None
+    return seen[0][0]
+
+
 def refit_output_layer(model: nn.Module, X: np.ndarray, y: np.ndarray, l2: float, noise: float = 0.0,
                        seed: int = 0) -> set[str] | None:
     """Refit ``model``'s output layer in place on (X, y): zero start, the rest frozen, cross-entropy plus
@@ -78,9 +94,13 @@ def refit_output_layer(model: nn.Module, X: np.ndarray, y: np.ndarray, l2: float
     row_weights: torch.Tensor | None = None  # None: every row weighs the same (the plain mean)
     if noise > 0:
         rng = np.random.default_rng(seed)
-        noisy = [rows + rng.normal(scale=noise, size=rows.shape).astype(np.float32) for _ in range(NOISE_COPIES)]
-        share = np.concatenate([np.ones(len(rows)), np.full(len(rows) * NOISE_COPIES, NOISE_WEIGHT / NOISE_COPIES)])
-        rows, labels_np = np.concatenate([rows, *noisy]), np.tile(labels_np, NOISE_COPIES + 1)
+        n = len(rows)
+        augmented = np.empty((n * (NOISE_COPIES + 1), *rows.shape[1:]), dtype=np.float32)
+        augmented[:n] = rows
+        for copy in range(1, NOISE_COPIES + 1):
+            augmented[copy * n:(copy + 1) * n] = rows + rng.normal(scale=noise, size=rows.shape).astype(np.float32)
+        share = np.concatenate([np.ones(n), np.full(n * NOISE_COPIES, NOISE_WEIGHT / NOISE_COPIES)])
+        rows, labels_np = augmented, np.tile(labels_np, NOISE_COPIES + 1)
         row_weights = torch.as_tensor(share / share.sum(), dtype=head.weight.dtype, device=head.weight.device)
     inputs = torch.as_tensor(rows, dtype=head.weight.dtype, device=head.weight.device)
     labels = torch.as_tensor(labels_np, dtype=torch.long, device=head.weight.device)
@@ -93,6 +113,7 @@ def refit_output_layer(model: nn.Module, X: np.ndarray, y: np.ndarray, l2: float
             head.weight.zero_()
             if head.bias is not None:
                 head.bias.zero_()
+        features = _head_inputs(model, head, inputs)
         trained: list[torch.Tensor] = [head.weight] + ([head.bias] if head.bias is not None else [])
         for weights in trained:
             weights.requires_grad_(True)
@@ -100,7 +121,7 @@ def refit_output_layer(model: nn.Module, X: np.ndarray, y: np.ndarray, l2: float
 
         def loss() -> torch.Tensor:
             optimiser.zero_grad()
-            logits = model(inputs)
+            logits = head(features) if features is not None else model(inputs)
             fit = (nn.functional.cross_entropy(logits, labels) if row_weights is None else
                    (row_weights * nn.functional.cross_entropy(logits, labels, reduction="none")).sum())
             value = fit + l2 * (head.weight**2).sum()
