@@ -310,10 +310,9 @@ class ScoredStrategy(Strategy):
             scores[names[worst]] = min(scores[names[worst]], marginal[worst])
             reasons[names[worst]] = (f"its update lowers the utility of the others' aggregate by "
                                      f"{-marginal[worst]:.4f}")
-        self._updates = [u for i, u in enumerate(self._updates) if i in kept]
         recorded = dataclasses.replace(scored, scores=scores,
                                        evaluations=scored.evaluations + utility.evaluations - before)
-        return [m for i, m in enumerate(accepted) if i in kept], reasons, recorded
+        return self._keep(accepted, kept), reasons, recorded
 
     def _exclude_voted_down(
         self, accepted: list[Message], scored: RoundScoring
@@ -337,8 +336,12 @@ class ScoredStrategy(Strategy):
         kept = {i for i, name in enumerate(names) if consensus[name] >= 0}
         reasons = {names[i]: f"its voters' consensus {consensus[names[i]]:+.4f} says it lowers the utility"
                    for i in range(len(names)) if i not in kept}
+        return self._keep(accepted, kept), reasons
+
+    def _keep(self, accepted: list[Message], kept: set[int]) -> list[Message]:
+        """The replies at the ``kept`` indices; ``self._updates``, aligned with them, keeps the same ones."""
         self._updates = [u for i, u in enumerate(self._updates) if i in kept]
-        return [m for i, m in enumerate(accepted) if i in kept], reasons
+        return [m for i, m in enumerate(accepted) if i in kept]
 
     def _set_aside_free_riders(self, accepted: list[Message]) -> tuple[list[Message], list[Rejection]]:
         """Updates with no training signal of their own (``fedlearn.federation.free_riders``) are set aside;
@@ -348,8 +351,7 @@ class ScoredStrategy(Strategy):
         start = self._globals[-1]
         steps = [b - a for a, b in zip(self._globals, self._globals[1:])]
         flagged = free_riders([flatten(u) - start for u in self._updates], steps, self.free_rider_kappa)
-        self._updates = [u for i, u in enumerate(self._updates) if i not in flagged]
-        kept = [m for i, m in enumerate(accepted) if i not in flagged]
+        kept = self._keep(accepted, {i for i in range(len(accepted)) if i not in flagged})
         return kept, [Rejection(institution_of(accepted[i]), verdict.reason, verdict.conclusive)
                       for i, verdict in sorted(flagged.items())]
 
