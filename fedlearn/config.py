@@ -221,6 +221,11 @@ class IntegritySection:
     # ... and with noisy copies of the validation rows beside the clean ones (Gaussian noise of this standard
     # deviation on every feature, in the features' own units: standard deviations once standardised; 0: none).
     refit_noise: float = 1.0
+    # ... but only where k-fold cross-validation on the validation split (this many folds; 0: no check) says the
+    # refit costs accuracy no more than refit_max_drop points: on some data a small split refits worse than
+    # training fitted.
+    refit_check_folds: int = 5
+    refit_max_drop: float = 1.0
     # Fraction of institutions drawn each round as voters when scoring.validation = "peers".
     voters_fraction: float = 0.3
     # Peer validation: share of each round's positive scores paid to its voters by agreement with the consensus.
@@ -236,7 +241,7 @@ class IntegritySection:
     min_stake: float = 0.0
 
 
-LEGACY_VALUES: dict[str, Any] = {"integrity.refit_noise": 0.0}
+LEGACY_VALUES: dict[str, Any] = {"integrity.refit_noise": 0.0, "integrity.refit_check_folds": 0}
 """What a key added since meant before it existed: a saved run config that lacks it was made with this value, so a
 run resumed from it replays as it was made (a crash between settling the last round and checkpointing it is
 recovered by refitting the published model again, which must give the same bits)."""
@@ -398,6 +403,10 @@ class RunConfig:
         _check(0 <= g.refit_l2 < 1, "integrity.refit_l2", g.refit_l2, "must be in [0, 1)")
         _check(0 <= g.refit_noise <= 10, "integrity.refit_noise", g.refit_noise,
                "must be in [0, 10] (a standard deviation of input noise; 0: no noisy copies)")
+        _check(g.refit_check_folds == 0 or 2 <= g.refit_check_folds <= 20, "integrity.refit_check_folds",
+               g.refit_check_folds, "must be 0 (no check) or in [2, 20]")
+        _check(0 <= g.refit_max_drop <= 100, "integrity.refit_max_drop", g.refit_max_drop,
+               "must be in [0, 100] (accuracy points the refit may cost)")
         _check(0 <= g.free_rider_kappa <= 100, "integrity.free_rider_kappa", g.free_rider_kappa,
                "must be in [0, 100] (0: no free-rider check; noise scores about 1)")
         _check(g.slash_threshold >= 0, "integrity.slash_threshold", g.slash_threshold,

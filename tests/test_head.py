@@ -13,36 +13,14 @@ from torch import nn
 from fedlearn.config import RunConfig
 from fedlearn.data.partition import Dataset
 from fedlearn.federation.roster import federated_split
-from fedlearn.learning.behaviours import apply_trigger, attack_success_rate
-from fedlearn.learning.head import RefitError, refit_output_layer
-from fedlearn.learning.models import init_model
-
-TARGET = 0
+from fedlearn.learning.behaviours import attack_success_rate
+from fedlearn.learning.head import RefitError, check_refit, refit_output_layer, stratified_folds
+from tests.trained import TARGET, backdoored_digits_mlp, gaussian_classes_mlp
 
 
 def accuracy(model: nn.Module, data: Dataset) -> float:
     with torch.no_grad():
         return float((model(torch.as_tensor(data.X, dtype=torch.float32)).argmax(1).numpy() == data.y).mean())
-
-
-def backdoored_digits_mlp(config: RunConfig, train: Dataset, seed: int) -> nn.Module:
-    """The default MLP trained on digits with a tenth of the rows copied, stamped with the backdoor trigger and
-    relabelled TARGET (what the ``backdoor`` behaviour plants, trained in one place)."""
-    rng = np.random.default_rng(seed)
-    poison = rng.choice(len(train.y), size=len(train.y) // 10, replace=False)
-    X = torch.as_tensor(np.concatenate([train.X, apply_trigger(train.X[poison])]), dtype=torch.float32)
-    y = torch.as_tensor(np.concatenate([train.y, np.full(len(poison), TARGET)]), dtype=torch.long)
-    model = init_model(config.model, X.shape[1], train.num_classes, seed)
-    optimiser = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    order = torch.Generator().manual_seed(seed)
-    for _ in range(10):
-        perm = torch.randperm(len(y), generator=order)
-        for start in range(0, len(y), 32):
-            batch = perm[start:start + 32]
-            optimiser.zero_grad()
-            nn.functional.cross_entropy(model(X[batch]), y[batch]).backward()
-            optimiser.step()
-    return model
 
 
 def test_a_planted_backdoor_loses_most_of_its_hold_and_clean_accuracy_stays() -> None:
@@ -84,6 +62,50 @@ def test_noisy_copies_take_the_trigger_out_of_what_the_plain_refit_leaves(seed: 
     left = attack_success_rate(plain, test.X, test.y, TARGET)
     assert attack_success_rate(noisy, test.X, test.y, TARGET) < min(0.02, left / 4), left
     assert accuracy(noisy, test) >= accuracy(plain, test) - 0.02
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_check_sees_a_refit_that_costs_accuracy_before_it_is_made(seed: int) -> None:
+    # Prepare: a model the refit on 300 validation rows hurts, and the backdoored digits model it helps.
+    gaussian, validation, test = gaussian_classes_mlp(seed)
+    config = RunConfig.load(overrides=["data.institutions=1", f"run.seed={seed}"])
+    split = federated_split(config)
+    digits = backdoored_digits_mlp(config, split.partitions[0], seed=seed)
+    g = config.integrity
+    cases = [(gaussian, validation, test), (digits, split.validation, split.test)]
+    for model, held_out, unseen in cases:
+        state = copy.deepcopy(model.state_dict())
+        # Execute
+        check = check_refit(model, held_out.X, held_out.y, l2=g.refit_l2, noise=g.refit_noise, seed=seed,
+                            folds=g.refit_check_folds)
+        refitted = copy.deepcopy(model)
+        refit_output_layer(refitted, held_out.X, held_out.y, l2=g.refit_l2, noise=g.refit_noise, seed=seed)
+        cost = accuracy(model, unseen) - accuracy(refitted, unseen)
+        # Assert: the check leaves the model as it was and says, from the validation split alone, what the
+        # refit then does to test accuracy: more than the default tolerance lost on the Gaussian classes
+        # (8 and 14 points at these seeds), not lost on digits.
+        assert check is not None and check.folds == g.refit_check_folds
+        assert all(torch.equal(value, state[key]) for key, value in model.state_dict().items())
+        assert check.costs_more_than(g.refit_max_drop) == (cost > 0.05), (check, cost)
+    assert g.refit_max_drop <= 2
+
+
+def test_stratified_folds_hold_every_class_in_proportion() -> None:
+    y = np.repeat(np.arange(3), [10, 7, 3])
+    fold = stratified_folds(y, 3, seed=1)
+    for label, rows in ((0, 10), (1, 7), (2, 3)):
+        sizes = np.bincount(fold[y == label], minlength=3)
+        assert sizes.sum() == rows and sizes.max() - sizes.min() <= 1
+    assert np.array_equal(fold, stratified_folds(y, 3, seed=1))
+
+
+def test_a_class_too_small_to_check_the_refit_is_refused() -> None:
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    X, y = np.random.default_rng(6).normal(size=(32, 4)).astype(np.float32), np.array([0, 1] * 15 + [2, 2])
+    # Two rows of class 2: every refit but one would see a single row of it.
+    with pytest.raises(RefitError, match=r"too few rows of class\(es\) 2 to check the refit by 5-fold"):
+        check_refit(model, X, y, l2=1e-4, noise=1.0, seed=0, folds=5)
+    assert check_refit(nn.Linear(4, 3), X, y, l2=1e-4, noise=1.0, seed=0, folds=5) is None
 
 
 def test_the_noisy_refit_is_the_same_for_the_same_seed() -> None:

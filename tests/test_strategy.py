@@ -24,6 +24,7 @@ from fedlearn.scoring import CachedUtility, banzhaf, banzhaf_estimator_for, banz
 from fedlearn.scoring import methods as scoring_methods
 from fedlearn.scoring.banzhaf_surrogate import check_budget
 from tests.conftest import ReplyFactory
+from tests.trained import gaussian_classes_mlp
 
 FEATURES, CLASSES = 4, 3
 
@@ -582,6 +583,28 @@ def test_only_the_last_rounds_published_model_has_its_output_layer_refitted(refi
             assert not np.allclose(value, original)
         else:
             assert np.array_equal(value, original)
+
+
+def test_a_refit_that_cross_validation_says_costs_accuracy_is_not_published(
+        caplog: pytest.LogCaptureFixture) -> None:
+    # Prepare: the last round's model is one the refit on its 300 validation rows costs 14 points of test
+    # accuracy (generated Gaussian classes); the same model with the check off, for comparison.
+    model, validation, _ = gaussian_classes_mlp(seed=0)
+    arrays = ArrayRecord(model.state_dict())
+    published = {}
+    for folds in (5, 0):
+        config = RunConfig.load(overrides=["run.rounds=1", "data.institutions=3", "model.name='mlp'",
+                                           f"integrity.refit_check_folds={folds}"])
+        strategy, _ = scored(config)
+        strategy.model, strategy.validation = copy.deepcopy(model), (validation.X, validation.y)
+        # Execute
+        with caplog.at_level(logging.INFO, logger="fedlearn"):
+            published[folds] = strategy.published(1, arrays)
+    # Assert: checked, the model is published as aggregated, and the log says why; unchecked, it is refitted.
+    assert published[5] is arrays
+    assert "not refitted: 5-fold cross-validation" in caplog.text and "refit_max_drop = 1 point(s)" in caplog.text
+    assert published[0] is not arrays and not np.array_equal(published[0]["2.weight"].numpy(),
+                                                              arrays["2.weight"].numpy())
 
 
 def test_a_validation_split_missing_a_class_publishes_the_model_unrefitted(caplog: pytest.LogCaptureFixture) -> None:

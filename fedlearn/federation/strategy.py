@@ -41,7 +41,7 @@ from fedlearn.federation.replies import (
     institution_of,
     partition_replies,
 )
-from fedlearn.learning.head import RefitError, refit_output_layer
+from fedlearn.learning.head import RefitError, check_refit, refit_output_layer
 from fedlearn.logs import log as money_log
 from fedlearn.records.checkpoint import numpy_arrays
 from fedlearn.records.fingerprint import model_hash
@@ -170,6 +170,8 @@ class ScoredStrategy(Strategy):
         self.exclude_harmful = config.integrity.exclude_harmful
         self.refit_l2 = config.integrity.refit_l2 if config.integrity.refit_output_layer else None
         self.refit_noise = config.integrity.refit_noise
+        self.refit_folds = config.integrity.refit_check_folds
+        self.refit_max_drop = config.integrity.refit_max_drop
         self.rounds = config.run.rounds
         self._globals: list[np.ndarray] = []  # the last three rounds' starting models, flat: past global steps
         self.train_spec, self.model_spec = config.train, config.model
@@ -254,14 +256,26 @@ class ScoredStrategy(Strategy):
         except in the last round, where its output layer is refitted on the validation split
         (``integrity.refit_output_layer``, :mod:`fedlearn.learning.head`). Only the output layer's arrays are
         replaced, in their own dtype; a model the refit does not apply to is returned as it is, with a warning
-        when the validation split is what stops it."""
+        when the validation split is what stops it, or when cross-validation on it says the refit costs more
+        accuracy than ``integrity.refit_max_drop`` (``integrity.refit_check_folds``)."""
         if server_round != self.rounds or self.refit_l2 is None:
             return arrays
         model = copy.deepcopy(self.model)
         model.load_state_dict(arrays.to_torch_state_dict())
+        l2, noise, seed = self.refit_l2, self.refit_noise, self.seed
         try:
-            refitted = refit_output_layer(model, *self.validation, l2=self.refit_l2, noise=self.refit_noise,
-                                          seed=self.seed)
+            check = (check_refit(model, *self.validation, l2=l2, noise=noise, seed=seed, folds=self.refit_folds)
+                     if self.refit_folds else None)
+            if check is not None:
+                verdict = (f"{check.folds}-fold cross-validation on the validation split gives it accuracy "
+                           f"{check.after:.4f} against {check.before:.4f} unrefitted")
+                if check.costs_more_than(self.refit_max_drop):
+                    money_log.warning("round %d: the published model's output layer is not refitted: %s, more than "
+                                      "integrity.refit_max_drop = %g point(s) lower", server_round, verdict,
+                                      self.refit_max_drop)
+                    return arrays
+                money_log.info("round %d: refit checked: %s", server_round, verdict)
+            refitted = refit_output_layer(model, *self.validation, l2=l2, noise=noise, seed=seed)
         except RefitError as exc:
             money_log.warning("round %d: the published model's output layer is not refitted: %s", server_round, exc)
             return arrays

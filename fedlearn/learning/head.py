@@ -23,9 +23,20 @@ benchmark (noise 1.0, features standardised) attack success fell to 0.0, 1.2 and
 unchanged (0.970, 0.952, 0.963); on a backdoor trained in one place (``tests/test_head.py``, 10 % of rows,
 4 seeds) from 8–35 % with the plain refit to 0–1.6 %, clean accuracy −1.5 to +0.7 points; the refit takes
 0.3 s instead of 0.05 s on this machine.
+
+A refit reads a small validation split where training read all the institutions' rows, and on some data that is
+too little: on generated Gaussian classes (sklearn ``make_classification``, 32 features, 300 validation rows) it
+cost a centrally trained model 8–14 points of test accuracy. So it is checked first (:func:`check_refit`): refitted
+on all but one of k stratified folds of the validation split and scored on the fold left out, in turn, against
+the model as it stands on the same rows. Where that cross-validated accuracy falls, the caller keeps the model
+unrefitted. On the benchmark's final aggregates (seeds 42–44, honest and backdoored) the check saw the refit gain
+0 to 4.3 points, on the Gaussian classes lose 6 to 17.
 """
 
 from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -136,3 +147,66 @@ def refit_output_layer(model: nn.Module, X: np.ndarray, y: np.ndarray, l2: float
         model.train(was_training)
     prefix = f"{name}." if name else ""
     return {prefix + "weight"} | ({prefix + "bias"} if head.bias is not None else set())
+
+
+@dataclass(frozen=True)
+class RefitCheck:
+    """What k-fold cross-validation on the validation split says of a refit: accuracy on rows each refit did not
+    see, of the model as it stands (``before``) and refitted (``after``)."""
+
+    folds: int
+    before: float
+    after: float
+
+    def costs_more_than(self, points: float) -> bool:
+        """Whether the refit lowers cross-validated accuracy by more than ``points`` (percentage points)."""
+        return 100 * (self.before - self.after) > points
+
+
+def stratified_folds(y: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """Each row's fold in 0..folds-1: every class's rows dealt round the folds in an order drawn from ``seed``,
+    so every fold holds each class in proportion."""
+    rng = np.random.default_rng(seed)
+    fold = np.empty(len(y), dtype=np.int64)
+    for label in np.unique(y):
+        rows = rng.permutation(np.flatnonzero(y == label))
+        fold[rows] = np.arange(len(rows)) % folds
+    return fold
+
+
+def check_refit(model: nn.Module, X: np.ndarray, y: np.ndarray, l2: float, noise: float, seed: int,
+                folds: int) -> RefitCheck | None:
+    """Cross-validate :func:`refit_output_layer` (same ``l2``, ``noise`` and ``seed``) on (X, y) in ``folds``
+    stratified folds; ``model`` is not changed. None when the model has no layer to refit. Raises
+    :class:`RefitError` when some class has too few rows for every fold's refit to see
+    :data:`MIN_ROWS_PER_CLASS` of it."""
+    if output_layer(model) is None:
+        return None
+    labels = np.asarray(y, dtype=np.int64)
+    classes, counts = np.unique(labels, return_counts=True)
+    # A class of c rows dealt round k folds leaves c − ⌈c/k⌉ of them to the refit that leaves out its fullest fold.
+    short = [int(c) for c, n in zip(classes, counts) if n - -(-n // folds) < MIN_ROWS_PER_CLASS]
+    if short:
+        raise RefitError(f"the validation split has too few rows of class(es) {', '.join(map(str, short[:10]))} "
+                         f"to check the refit by {folds}-fold cross-validation")
+    fold = stratified_folds(labels, folds, seed)
+    rows = np.asarray(X, dtype=np.float32)
+    device = next(model.parameters()).device
+    inputs = torch.as_tensor(rows, device=device)
+    right_before = right_after = 0
+    was_training = model.training
+    model.eval()
+    try:
+        for k in range(folds):
+            train, held = fold != k, fold == k
+            refitted = copy.deepcopy(model)
+            refit_output_layer(refitted, rows[train], labels[train], l2=l2, noise=noise, seed=seed)
+            refitted.eval()
+            truth = torch.as_tensor(labels[held], device=device)
+            seen = inputs[torch.as_tensor(held, device=device)]
+            with torch.no_grad():
+                right_before += int((model(seen).argmax(-1) == truth).sum())
+                right_after += int((refitted(seen).argmax(-1) == truth).sum())
+    finally:
+        model.train(was_training)
+    return RefitCheck(folds, right_before / len(labels), right_after / len(labels))
