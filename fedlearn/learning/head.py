@@ -30,7 +30,7 @@ cost a centrally trained model 8–14 points of test accuracy. So it is checked 
 on all but one of k stratified folds of the validation split and scored on the fold left out, in turn, against
 the model as it stands on the same rows. Where that cross-validated accuracy falls, the caller keeps the model
 unrefitted. On the benchmark's final aggregates (seeds 42–44, honest and backdoored) the check saw the refit gain
-0 to 4.3 points, on the Gaussian classes lose 6 to 17.
+0 to 4.4 points, on the Gaussian classes lose 6 to 17.
 """
 
 from __future__ import annotations
