@@ -9,9 +9,11 @@ share the same institutions earn when honest, who was slashed, and (sybils) the 
 whole institution earns. "plain" is FedAvg with no checks and no scoring, the accuracy reference.
 
     .venv/bin/python benchmarks/integrity.py [--seeds 42 43 44] [--rounds 8] [--quick] [--workers 2]
+    .venv/bin/python benchmarks/integrity.py --unlisted --only default
 
 Writes ``benchmarks/results/integrity.json``: ``default`` (the worst case of the default configuration over
-every attack and seed), ``configurations`` (the same per configuration) and ``runs``.
+every attack and seed), ``configurations`` (the same per configuration) and ``runs``; with ``--unlisted``, the
+same for attacks the defences were not tuned on, in ``benchmarks/results/integrity_unlisted.json``.
 """
 
 from __future__ import annotations
@@ -46,6 +48,20 @@ ATTACKS = {
     "backdoor": "backdoor",
     "colluding_copies": "colluder",
 }
+# Attacks the defences were not tuned on (--unlisted): milder forms of the listed ones, where cheating hides in
+# honest work, and a small reversed step (as inner-product manipulation sends) and a half replay of the last step.
+UNLISTED = {
+    "small_reversed_step": "sign_flip:scale=0.5",
+    "boosted_2": "boosted:scale=2",
+    "honest_plus_noise": "gaussian_noise:sigma=0.05",
+    "free_rider_noise_0.01": "free_rider:free_rider_noise=0.01:claim_factor=1",
+    "free_rider_noise_0.05": "free_rider:free_rider_noise=0.05:claim_factor=1",
+    "label_flip_30_percent": "label_flip:flip_fraction=0.3",
+    "low_effort_30_percent": "low_effort:effort=0.3",
+    "half_replay": "disguised_free_rider:replay_scale=0.5:claim_factor=1",
+    "backdoor_10_percent": "backdoor:poison_fraction=0.1",
+    "backdoor_target_7": "backdoor:target=7",
+}
 MIX = "hospital-02=sign_flip:scale=4, hospital-05=disguised_free_rider:claim_factor=1, hospital-08=backdoor"
 # The default configuration is configs/demo.toml as it stands; each alternative changes it as named.
 CONFIGURATIONS: dict[str, list[str]] = {
@@ -63,9 +79,14 @@ PLAIN = ["scoring.method='none'", "integrity.free_rider_kappa=0", "integrity.exc
 QUICK_CONFIGURATIONS = ["default", "gtg"]
 
 
-def behaviour_sets() -> dict[str, str]:
+def behaviour_sets(unlisted: bool = False) -> dict[str, str]:
+    """Name → ``integrity.behaviours``: the all-honest run, then the listed attacks, the mix and the sybils (or,
+    ``unlisted``, the UNLISTED attacks alone)."""
     sets = {"honest": ""}
-    sets.update({name: ", ".join(f"{a}={spec}" for a in ADVERSARIES) for name, spec in ATTACKS.items()})
+    attacks = UNLISTED if unlisted else ATTACKS
+    sets.update({name: ", ".join(f"{a}={spec}" for a in ADVERSARIES) for name, spec in attacks.items()})
+    if unlisted:
+        return sets
     sets["mix"] = MIX
     sets.update({f"sybil_{origin}": f"{origin}=sybil:sybil_identities=3" for origin in SYBIL_ORIGINS})
     return sets
@@ -174,19 +195,23 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help=f"configurations {QUICK_CONFIGURATIONS} only")
     parser.add_argument("--only", nargs="+", choices=list(CONFIGURATIONS), metavar="CONFIGURATION",
                         help="these configurations only; the others keep their figures from the results file")
+    parser.add_argument("--unlisted", action="store_true",
+                        help="the UNLISTED attacks instead, written to integrity_unlisted.json (--only: no merging)")
     parser.add_argument("--workers", type=int, default=max(1, min(2, os.cpu_count() or 1)))
     args = parser.parse_args()
     configurations = {k: v for k, v in CONFIGURATIONS.items()
                       if (not args.quick or k in QUICK_CONFIGURATIONS) and (not args.only or k in args.only)}
     # --only merges into the last results: read them before the runs, so a missing file stops here, not after them.
     previous_path = RESULTS / "integrity.json"
-    if args.only and not previous_path.exists():
+    merge = bool(args.only) and not args.unlisted
+    if merge and not previous_path.exists():
         raise SystemExit(f"--only keeps the other configurations' figures from {previous_path}, which does not "
                          "exist: run without --only first")
-    previous = json.loads(previous_path.read_text()) if args.only else None
+    previous = json.loads(previous_path.read_text()) if merge else None
+    sets = behaviour_sets(args.unlisted)
     jobs = [(name, overrides, set_name, behaviours, seed, args.rounds)
             for seed in args.seeds for name, overrides in configurations.items()
-            for set_name, behaviours in behaviour_sets().items()]
+            for set_name, behaviours in sets.items()]
     jobs += [("plain", PLAIN, "honest", "", seed, args.rounds) for seed in args.seeds]
     started = time.perf_counter()
     runs: list[dict[str, Any]] = []
@@ -199,7 +224,7 @@ def main() -> None:
     print()
     table = []
     for config in configurations:
-        for set_name in behaviour_sets():
+        for set_name in sets:
             mine = [r for r in rows if r["configuration"] == config and r["behaviours"] == set_name]
             backdoor = [r["backdoor_success"] for r in mine if r["backdoor_success"] is not None]
             equivalent = [r["honest_equivalent_share"] for r in mine if r["honest_equivalent_share"] is not None]
@@ -228,9 +253,10 @@ def main() -> None:
         rows = [r for r in previous["runs"] if r["configuration"] in kept] + rows
         configurations = {**{k: v for k, v in previous["configurations_overrides"].items() if k in kept},
                           **configurations}
-    path = write_results("integrity", {
+    path = write_results("integrity_unlisted" if args.unlisted else "integrity", {
         "rounds": args.rounds, "institutions": 10, "seeds": args.seeds, "adversaries": ADVERSARIES,
-        "attacks": ATTACKS, "mix": MIX, "configurations_overrides": configurations,
+        "attacks": UNLISTED if args.unlisted else ATTACKS, "mix": None if args.unlisted else MIX,
+        "configurations_overrides": configurations,
         "default": worst.get("default", {}), "configurations": worst, "runs": rows,
         "targets": {"worst_adversary_share": 0.03, "worst_accuracy_drop_points": 2.0, "worst_backdoor_success": 0.05,
                     "max_sybil_over_whole": 1.0, "honest_slashed": 0, "honest_accuracy_below_plain_fedavg_points": 1.0},

@@ -223,9 +223,10 @@ class IntegritySection:
     refit_noise: float = 1.0
     # ... but only where k-fold cross-validation on the validation split (this many folds; 0: no check) says the
     # refit costs accuracy no more than refit_max_drop points: on some data a small split refits worse than
-    # training fitted.
+    # training fitted. A model kept unrefitted keeps whatever was planted in it, so the tolerance is not tight:
+    # the accuracy drop the integrity benchmark allows an attack (2 points; 5 rows of a 270-row split).
     refit_check_folds: int = 5
-    refit_max_drop: float = 1.0
+    refit_max_drop: float = 2.0
     # Fraction of institutions drawn each round as voters when scoring.validation = "peers".
     voters_fraction: float = 0.3
     # Peer validation: share of each round's positive scores paid to its voters by agreement with the consensus.

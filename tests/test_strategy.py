@@ -587,7 +587,7 @@ def test_only_the_last_rounds_published_model_has_its_output_layer_refitted(refi
 
 def test_a_refit_that_cross_validation_says_costs_accuracy_is_not_published(
         caplog: pytest.LogCaptureFixture) -> None:
-    # Prepare: the last round's model is one the refit on its 300 validation rows costs 14 points of test
+    # Prepare: the last round's model is one the refit on its 300 validation rows costs 10 points of test
     # accuracy (generated Gaussian classes); the same model with the check off, for comparison.
     model, validation, _ = gaussian_classes_mlp(seed=0)
     arrays = ArrayRecord(model.state_dict())
@@ -602,7 +602,7 @@ def test_a_refit_that_cross_validation_says_costs_accuracy_is_not_published(
             published[folds] = strategy.published(1, arrays)
     # Assert: checked, the model is published as aggregated, and the log says why; unchecked, it is refitted.
     assert published[5] is arrays
-    assert "not refitted: 5-fold cross-validation" in caplog.text and "refit_max_drop = 1 point(s)" in caplog.text
+    assert "not refitted: 5-fold cross-validation" in caplog.text and "refit_max_drop = 2 point(s)" in caplog.text
     assert published[0] is not arrays and not np.array_equal(published[0]["2.weight"].numpy(),
                                                               arrays["2.weight"].numpy())
 

@@ -267,8 +267,8 @@ class ScoredStrategy(Strategy):
             check = (check_refit(model, *self.validation, l2=l2, noise=noise, seed=seed, folds=self.refit_folds)
                      if self.refit_folds else None)
             if check is not None:
-                verdict = (f"{check.folds}-fold cross-validation on the validation split gives it accuracy "
-                           f"{check.after:.4f} against {check.before:.4f} unrefitted")
+                verdict = (f"{check.folds}-fold cross-validation on the validation split gives the refitted model "
+                           f"accuracy {check.after:.4f} against {check.before:.4f} unrefitted")
                 if check.costs_more_than(self.refit_max_drop):
                     money_log.warning("round %d: the published model's output layer is not refitted: %s, more than "
                                       "integrity.refit_max_drop = %g point(s) lower", server_round, verdict,

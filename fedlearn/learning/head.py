@@ -25,12 +25,13 @@ unchanged (0.970, 0.952, 0.963); on a backdoor trained in one place (``tests/tes
 0.3 s instead of 0.05 s on this machine.
 
 A refit reads a small validation split where training read all the institutions' rows, and on some data that is
-too little: on generated Gaussian classes (sklearn ``make_classification``, 32 features, 300 validation rows) it
-cost a centrally trained model 8–14 points of test accuracy. So it is checked first (:func:`check_refit`): refitted
-on all but one of k stratified folds of the validation split and scored on the fold left out, in turn, against
-the model as it stands on the same rows. Where that cross-validated accuracy falls, the caller keeps the model
-unrefitted. On the benchmark's final aggregates (seeds 42–44, honest and backdoored) the check saw the refit gain
-0 to 4.4 points, on the Gaussian classes lose 6 to 17.
+too little: on generated Gaussian classes (sklearn ``make_classification``, 32 features, 300 validation rows, a
+trigger planted in a tenth of the training rows) it cost a centrally trained model 8–14 points of test accuracy.
+So it is checked first (:func:`check_refit`): refitted on all but one of k stratified folds of the validation
+split and scored on the fold left out, in turn, against the model as it stands on the same rows. Where that
+cross-validated accuracy falls by more than the caller's tolerance, the caller keeps the model unrefitted. On the
+benchmark's final aggregates (seeds 42–44, honest and backdoored) the check saw the refit gain 0 to 5.2 points,
+on the Gaussian classes lose 10 to 16.
 """
 
 from __future__ import annotations
@@ -151,48 +152,74 @@ def refit_output_layer(model: nn.Module, X: np.ndarray, y: np.ndarray, l2: float
 
 @dataclass(frozen=True)
 class RefitCheck:
-    """What k-fold cross-validation on the validation split says of a refit: accuracy on rows each refit did not
-    see, of the model as it stands (``before``) and refitted (``after``)."""
+    """What k-fold cross-validation on the validation split says of a refit: of its ``rows``, how many the model
+    as it stands and the model refitted without them classify right."""
 
     folds: int
-    before: float
-    after: float
+    rows: int
+    right_before: int
+    right_after: int
+
+    @property
+    def before(self) -> float:
+        """Cross-validated accuracy of the model as it stands."""
+        return self.right_before / self.rows
+
+    @property
+    def after(self) -> float:
+        """Cross-validated accuracy of the refitted model."""
+        return self.right_after / self.rows
 
     def costs_more_than(self, points: float) -> bool:
-        """Whether the refit lowers cross-validated accuracy by more than ``points`` (percentage points)."""
-        return 100 * (self.before - self.after) > points
+        """Whether the refit lowers cross-validated accuracy by more than ``points`` percentage points (counted
+        in rows, so a drop of exactly ``points`` is not more)."""
+        return 100 * (self.right_before - self.right_after) > points * self.rows
 
 
 def stratified_folds(y: np.ndarray, folds: int, seed: int) -> np.ndarray:
-    """Each row's fold in 0..folds-1: every class's rows dealt round the folds in an order drawn from ``seed``,
-    so every fold holds each class in proportion."""
+    """Each row's fold in 0..folds-1: the rows, class by class in an order drawn from ``seed``, dealt round the
+    folds like cards (each class goes on where the last one stopped), so the folds differ in size by at most one
+    row and every class by at most one row between folds."""
     rng = np.random.default_rng(seed)
     fold = np.empty(len(y), dtype=np.int64)
+    dealt = 0
     for label in np.unique(y):
         rows = rng.permutation(np.flatnonzero(y == label))
-        fold[rows] = np.arange(len(rows)) % folds
+        fold[rows] = (dealt + np.arange(len(rows))) % folds
+        dealt += len(rows)
     return fold
+
+
+def rows_to_check(folds: int) -> int:
+    """The fewest rows a class needs for every refit of a ``folds``-fold check to see :data:`MIN_ROWS_PER_CLASS`
+    of it: a class of c rows leaves c − ⌈c/k⌉ to the refit that holds out its fullest fold."""
+    needed = MIN_ROWS_PER_CLASS
+    while needed - -(-needed // folds) < MIN_ROWS_PER_CLASS:
+        needed += 1
+    return needed
 
 
 def check_refit(model: nn.Module, X: np.ndarray, y: np.ndarray, l2: float, noise: float, seed: int,
                 folds: int) -> RefitCheck | None:
     """Cross-validate :func:`refit_output_layer` (same ``l2``, ``noise`` and ``seed``) on (X, y) in ``folds``
     stratified folds; ``model`` is not changed. None when the model has no layer to refit. Raises
-    :class:`RefitError` when some class has too few rows for every fold's refit to see
-    :data:`MIN_ROWS_PER_CLASS` of it."""
-    if output_layer(model) is None:
+    :class:`RefitError` when some class has fewer than :func:`rows_to_check` rows."""
+    found = output_layer(model)
+    if found is None:
         return None
+    head = found[1]
     labels = np.asarray(y, dtype=np.int64)
     classes, counts = np.unique(labels, return_counts=True)
-    # A class of c rows dealt round k folds leaves c − ⌈c/k⌉ of them to the refit that leaves out its fullest fold.
-    short = [int(c) for c, n in zip(classes, counts) if n - -(-n // folds) < MIN_ROWS_PER_CLASS]
+    needed = rows_to_check(folds)
+    short = [int(c) for c, n in zip(classes, counts) if n < needed]
     if short:
-        raise RefitError(f"the validation split has too few rows of class(es) {', '.join(map(str, short[:10]))} "
-                         f"to check the refit by {folds}-fold cross-validation")
+        raise RefitError(f"the validation split has fewer than {needed} rows of class(es) "
+                         f"{', '.join(map(str, short[:10]))}, too few to check the refit by {folds}-fold "
+                         "cross-validation (integrity.refit_check_folds; 0 refits unchecked)")
     fold = stratified_folds(labels, folds, seed)
     rows = np.asarray(X, dtype=np.float32)
-    device = next(model.parameters()).device
-    inputs = torch.as_tensor(rows, device=device)
+    device = head.weight.device
+    inputs = torch.as_tensor(rows, dtype=head.weight.dtype, device=device)
     right_before = right_after = 0
     was_training = model.training
     model.eval()
@@ -209,4 +236,4 @@ def check_refit(model: nn.Module, X: np.ndarray, y: np.ndarray, l2: float, noise
                 right_after += int((refitted(seen).argmax(-1) == truth).sum())
     finally:
         model.train(was_training)
-    return RefitCheck(folds, right_before / len(labels), right_after / len(labels))
+    return RefitCheck(folds, len(labels), right_before, right_after)
