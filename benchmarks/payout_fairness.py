@@ -13,9 +13,10 @@ max(φ, 0) / Σ max(φ, 0). The 64 coalitions are retrained twice more with othe
 Against it, for LOO, exact Shapley, GTG and Banzhaf, a paying run of the same federation (embedded chain,
 in-process engine) gives contribution shares (scores over the significant rounds) and token shares (what the chain
 paid); both are compared with the ground truth by Σ|Δshare| (0-2) and Spearman, over 3 seeds, and with the
-retraining Banzhaf value of the same 64 coalitions. The demo config is run too, and its token shares compared with
-its contribution shares. A sweep over the utility (accuracy, neg_loss, brier, margin) and the significance test
-(bootstrap, none) with GTG chose the defaults.
+retraining Banzhaf value of the same 64 coalitions. The same federation with no flipped labels is measured too
+(``all_honest``: the default method's tokens and an equal split against its retraining Shapley value). The demo
+config is run too, and its token shares compared with its contribution shares. A sweep over the utility
+(accuracy, neg_loss, brier, margin) and the significance test (bootstrap, none) with GTG chose the defaults.
 
     .venv/bin/python benchmarks/payout_fairness.py [--seeds 42 43 44] [--no-sweep]
 
@@ -55,8 +56,8 @@ RETRAININGS = 3  # draws of the ground truth (training seeds) to measure its own
 METHODS = ("loo", "shapley", "gtg", "banzhaf")
 
 
-def federation_config(seed: int, method: str = "gtg", *extra: str) -> RunConfig:
-    flips = ", ".join(f"{name}=label_flip:flip_fraction=0.5" for name in NOISY)
+def federation_config(seed: int, method: str = "gtg", *extra: str, noisy: tuple[str, ...] = NOISY) -> RunConfig:
+    flips = ", ".join(f"{name}=label_flip:flip_fraction=0.5" for name in noisy)
     return RunConfig.load(overrides=[
         f"run.seed={seed}", f"run.rounds={ROUNDS}", f"data.institutions={INSTITUTIONS}", "data.partition='dirichlet'",
         "data.alpha=0.5", "train.local_epochs=2", "train.momentum=0.9", "simulation.engine='local'",
@@ -118,9 +119,11 @@ def banzhaf_from_utilities(utility: dict[tuple[int, ...], float], n: int) -> np.
     return beta
 
 
-def ground_truth(seed: int, retraining: int = 0) -> tuple[np.ndarray, np.ndarray, float]:
-    """(retraining Shapley values, retraining Banzhaf values, the grand coalition's accuracy)."""
-    config = federation_config(seed)
+def ground_truth(seed: int, retraining: int = 0, noisy: tuple[str, ...] = NOISY
+                 ) -> tuple[np.ndarray, np.ndarray, float]:
+    """(retraining Shapley values, retraining Banzhaf values, the grand coalition's accuracy) of the federation
+    whose ``noisy`` institutions flip half their labels."""
+    config = federation_config(seed, noisy=noisy)
     utility = {c: coalition_accuracy(config, c, retraining) for size in range(INSTITUTIONS + 1)
                for c in itertools.combinations(range(INSTITUTIONS), size)}
     return (shapley_from_utilities(utility, INSTITUTIONS), banzhaf_from_utilities(utility, INSTITUTIONS),
@@ -172,12 +175,13 @@ def paying_run(config: RunConfig) -> dict[str, Any]:
     }
 
 
-def compare(run: dict[str, Any], truth: np.ndarray, banzhaf_truth: np.ndarray | None = None) -> dict[str, float]:
+def compare(run: dict[str, Any], truth: np.ndarray, banzhaf_truth: np.ndarray | None = None,
+            noisy_names: tuple[str, ...] = NOISY) -> dict[str, float]:
     names = run["names"]
     gt = shares(truth, names)
     contribution = shares(run["contribution"], names)
     tokens = shares({n: float(v) for n, v in run["tokens"].items()}, names)
-    noisy = [names.index(n) for n in NOISY]
+    noisy = [names.index(n) for n in noisy_names]
     return {
         "score_l1": l1(contribution, gt), "score_spearman": spearman(contribution, gt),
         "token_l1": l1(tokens, gt), "token_spearman": spearman(tokens, gt),
@@ -250,6 +254,25 @@ def main() -> None:
           "retraining Banzhaf value:")
     print_table(["method", "score Σ|Δ|", "score ρ", "token Σ|Δ|", "token ρ", "noisy tokens", "noisy truth",
                  "token Σ|Δ| (Banzhaf)", "token ρ (Banzhaf)"], rows)
+
+    # The same federation with no flipped labels: every institution honest, nothing for the integrity checks to
+    # leave out. An equal split is the reference a payout rule should beat.
+    honest = []
+    for seed in args.seeds:
+        phi, _, grand = ground_truth(seed, noisy=())
+        run = paying_run(federation_config(seed, "banzhaf", noisy=()))
+        figures = compare(run, phi, noisy_names=())
+        equal = np.full(INSTITUTIONS, 1 / INSTITUTIONS)
+        honest.append({"seed": seed, "ground_truth_phi": phi.tolist(), "grand_coalition_accuracy": grand,
+                       "token_l1": figures["token_l1"], "token_spearman": figures["token_spearman"],
+                       "equal_split_l1": l1(equal, shares(phi, [])),
+                       "token_shares": shares({n: float(v) for n, v in run["tokens"].items()}, run["names"]).tolist()})
+    results["all_honest"] = {"per_seed": honest, **{f"{k}_median": float(np.median([h[k] for h in honest]))
+                                                    for k in ("token_l1", "token_spearman", "equal_split_l1")}}
+    h = results["all_honest"]
+    print(f"\nall honest (no flipped labels), Banzhaf tokens against the retraining Shapley value: Σ|Δ| "
+          f"{h['token_l1_median']:.3f}, Spearman {h['token_spearman_median']:.3f} (median); an equal split: Σ|Δ| "
+          f"{h['equal_split_l1_median']:.3f}")
 
     # The demo: do its tokens follow its own contribution shares?
     demo_config = RunConfig.load(ROOT / "configs" / "demo.toml", ["simulation.engine='local'"])
