@@ -17,7 +17,7 @@ from fedlearn.errors import ConfigError, ScoringError
 from fedlearn.federation.coalitions import models_follow_weight_shares, round_utility
 from fedlearn.federation.peer_votes import PeerRound
 from fedlearn.federation.replies import arrays_of, examples_of, institution_of
-from fedlearn.federation.strategy import RoundScoring, ScoredStrategy, build_flower_strategy
+from fedlearn.federation.strategy import RoundScoring, ScoredStrategy, build_flower_strategy, graded_proposers
 from fedlearn.learning.head import refit_output_layer
 from fedlearn.learning.models import init_model
 from fedlearn.scoring import CachedUtility, banzhaf, banzhaf_estimator_for, banzhaf_surrogate
@@ -330,11 +330,14 @@ def test_under_peer_validation_the_consensus_before_validator_pay_decides_who_is
     strategy, start = scored(make_config(method="loo", n=3))
     replies = institution_updates(make_reply, start, 3)
     strategy._updates = [{k: v.numpy() for k, v in arrays_of(m).items()} for m in replies]
-    ballots = {"hospital-02": {"reward": 0.015, "weight": 1.0}, "hospital-03": {"reward": 0.0, "weight": 0.0}}
+    ballots = {"hospital-02": {"reward": 0.015, "weight": 1.0, "votes": {"hospital-01": 0.02, "hospital-03": 0.0}},
+               "hospital-03": {"reward": 0.0, "weight": 0.0, "votes": {"hospital-01": 0.02, "hospital-02": -0.01}}}
     round_scores = RoundScoring({"hospital-01": 0.02, "hospital-02": 0.005, "hospital-03": 0.0},
                                 frozenset({"hospital-03"}), 6, False, ballots)
+    utility = CachedUtility(round_utility(strategy.inner, 1, replies, start, strategy.model, strategy.validation,
+                                          "brier"))
     # Execute
-    kept, reasons = strategy._exclude_voted_down(replies, round_scores)
+    kept, reasons, _ = strategy._exclude_voted_down(replies, round_scores, utility)
     # Assert: the reward does not buy hospital-02's update its way in; a capped 0 stays; the arrays follow.
     assert [institution_of(m) for m in kept] == ["hospital-01", "hospital-03"]
     assert list(reasons) == ["hospital-02"] and "-0.0100" in reasons["hospital-02"]
@@ -356,6 +359,49 @@ def test_under_peer_validation_a_lone_harmful_update_is_checked_on_the_servers_s
     assert arrays is None and record.skipped == "every update lowered the utility"
     assert "lowers the utility" in record.excluded["hospital-01"] and record.scores["hospital-01"] < 0
     assert "consensus" not in record.excluded["hospital-01"]
+
+
+def test_a_proposer_is_graded_only_by_a_finite_vote_from_another_voter_whose_ballot_opened() -> None:
+    ballots = {
+        "a": {"votes": {"a": 0.5, "b": float("nan"), "c": 0.1}},  # a's self-vote and its NaN do not grade
+        "b": {"votes": {"d": 0.2}, "broken": "did not open"},      # a broken ballot grades nobody
+        "e": {"votes": {"f": True, "g": -0.3}},                    # a boolean is not a vote; a negative one is
+    }
+    assert graded_proposers(ballots) == {"c", "g"}
+
+
+@pytest.mark.parametrize("harmful", [True, False])
+def test_under_peer_validation_an_update_no_voter_graded_is_checked_on_the_servers_split(
+    make_reply: ReplyFactory, monkeypatch: pytest.MonkeyPatch, harmful: bool
+) -> None:
+    # Prepare: three institutions, one voter (hospital-01), which nobody grades; its own update steps away from
+    # the fitted model (harmful) or towards it. Its ballot grades the other two, honest, updates.
+    config = RunConfig.load(overrides=["scoring.validation='peers'", "data.institutions=3", "model.name='logreg'",
+                                       "integrity.free_rider_kappa=0"])
+    strategy, start = scored(config)
+    base, good = towards_a_fitted_model(config, start)
+    step = -2.0 if harmful else 1.0
+    moves = [{k: (base[k] + scale * (good[k] - base[k])).astype(np.float32) for k in base}
+             for scale in (step, 0.9, 1.0)]
+    replies = [make_reply(m, examples=50, institution=f"hospital-{i + 1:02d}", node_id=i + 1)
+               for i, m in enumerate(moves)]
+    votes = {"hospital-02": 0.02, "hospital-03": 0.01}
+    ballot = PeerRound(scores={"hospital-01": 0.0, **votes}, disagreeing=frozenset(), evaluations=2,
+                       commitments={"hospital-01": "ab" * 32}, voter_weights={"hospital-01": 1.0},
+                       votes={"hospital-01": votes}, salts={"hospital-01": "cd" * 32})
+    monkeypatch.setattr(strategy, "_peer_scores", lambda *_: ballot)
+    # Execute
+    arrays, _ = strategy.aggregate_train(1, replies)
+    # Assert: the ungraded harmful update is left out and charged what it costs the others' aggregate on the
+    # server's split; an ungraded helpful one stays, unpaid as before (nobody graded it).
+    record = strategy.history[-1]
+    assert arrays is not None
+    if harmful:
+        assert list(record.excluded) == ["hospital-01"] and "no voter graded it" in record.excluded["hospital-01"]
+        assert record.scores["hospital-01"] < 0
+    else:
+        assert record.excluded == {} and record.scores["hospital-01"] == 0.0
+    assert record.scores["hospital-02"] == 0.02
 
 
 def test_under_peer_validation_a_round_whose_every_update_is_voted_down_keeps_its_ballots(

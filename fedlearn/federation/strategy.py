@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -135,6 +136,15 @@ class RoundScoring:
     estimator: str = ""
 
 
+def graded_proposers(ballots: Mapping[str, Mapping[str, Any]]) -> set[str]:
+    """The proposers some voter other than themselves cast a finite vote on, in a ballot that opened: those whose
+    consensus rests on at least one vote (:func:`fedlearn.scoring.votes.combine_votes` scores the rest 0)."""
+    return {proposer for voter, ballot in ballots.items() if "broken" not in ballot
+            for proposer, vote in ballot.get("votes", {}).items()
+            if proposer != voter and isinstance(vote, (int, float)) and not isinstance(vote, bool)
+            and math.isfinite(vote)}
+
+
 class ScoredStrategy(Strategy):
     """Delegates sampling and aggregation to a Flower strategy; checks replies first and scores after.
 
@@ -223,7 +233,7 @@ class ScoredStrategy(Strategy):
             if self.scoring.validation == "server" or len(accepted) == 1:
                 accepted, excluded, scored = self._exclude_harmful(accepted, scored, utility)
             else:
-                accepted, excluded = self._exclude_voted_down(accepted, scored)
+                accepted, excluded, scored = self._exclude_voted_down(accepted, scored, utility)
             for name, reason in excluded.items():
                 # Routine on non-IID data (an honest outlier often scores a little below 0): info, not a warning.
                 log.info("round %d: update from %s left out of the aggregate: %s", server_round, name, reason)
@@ -329,9 +339,10 @@ class ScoredStrategy(Strategy):
         return self._keep(accepted, kept), reasons, recorded
 
     def _exclude_voted_down(
-        self, accepted: list[Message], scored: RoundScoring
-    ) -> tuple[list[Message], dict[str, str]]:
-        """Peer validation's harmful-update check: (the updates that stay, institution → why it was left out).
+        self, accepted: list[Message], scored: RoundScoring, utility: CachedUtility
+    ) -> tuple[list[Message], dict[str, str], RoundScoring]:
+        """Peer validation's harmful-update check: (the updates that stay, institution → why it was left out, the
+        scores as recorded).
 
         An update whose consensus score is negative is left out: at least half of its voters' stake found the
         round's model better on their own data without it, and a colluding minority of voters can push no honest
@@ -340,9 +351,11 @@ class ScoredStrategy(Strategy):
         the recorded score minus that reward is the consensus itself when negative, and (1 − validator share) ×
         the consensus when positive (a disagreeing voter's own score is capped at 0 and stays in). There is no
         second, masking pass as on the server's split: it needs the utility of any subset, and votes give each
-        update's against all the others only. The score stands as recorded: the negative consensus, plus any
-        validator reward the institution earned that round as a voter. ``self._updates`` keeps the arrays of
-        those that stay.
+        update's against all the others only. An update no voter graded (a lone voter's own: nobody grades
+        itself; or one whose every voter's ballot broke) is checked on the server's split instead, as a lone
+        update is: left out when the others' aggregate is better without it, and charged that marginal. Scores
+        otherwise stand as recorded: the negative consensus, plus any validator reward the institution earned that
+        round as a voter. ``self._updates`` keeps the arrays of those that stay.
         """
         rewards = {voter: float(ballot.get("reward", 0.0)) for voter, ballot in scored.ballots.items()}
         names = [institution_of(m) for m in accepted]
@@ -350,7 +363,18 @@ class ScoredStrategy(Strategy):
         kept = {i for i, name in enumerate(names) if consensus[name] >= 0}
         reasons = {names[i]: f"its voters' consensus {consensus[names[i]]:+.4f} says it lowers the utility"
                    for i in range(len(names)) if i not in kept}
-        return self._keep(accepted, kept), reasons
+        graded = graded_proposers(scored.ballots)
+        scores = dict(scored.scores)
+        for i in sorted(kept):
+            if names[i] in graded:
+                continue
+            marginal = utility(frozenset(kept)) - utility(frozenset(kept - {i}))
+            if marginal < 0:
+                kept.discard(i)
+                scores[names[i]] += marginal
+                reasons[names[i]] = (f"no voter graded it, and on the server's validation split it lowers the "
+                                     f"utility of the others' aggregate by {-marginal:.4f}")
+        return self._keep(accepted, kept), reasons, dataclasses.replace(scored, scores=scores)
 
     def _keep(self, accepted: list[Message], kept: set[int]) -> list[Message]:
         """The replies at the ``kept`` indices; ``self._updates``, aligned with them, keeps the same ones."""
