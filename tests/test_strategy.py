@@ -361,21 +361,25 @@ def test_under_peer_validation_a_lone_harmful_update_is_checked_on_the_servers_s
     assert "consensus" not in record.excluded["hospital-01"]
 
 
-def test_a_proposer_is_graded_only_by_a_finite_vote_from_another_voter_whose_ballot_opened() -> None:
+def test_a_proposer_is_graded_only_by_a_counted_vote_from_another_voter_whose_ballot_opened() -> None:
     ballots = {
         "a": {"votes": {"a": 0.5, "b": float("nan"), "c": 0.1}},  # a's self-vote and its NaN do not grade
         "b": {"votes": {"d": 0.2}, "broken": "did not open"},      # a broken ballot grades nobody
         "e": {"votes": {"f": True, "g": -0.3}},                    # a boolean is not a vote; a negative one is
+        "h": {"votes": {"i": 0.1}},
     }
-    assert graded_proposers(ballots) == {"c", "g"}
+    assert graded_proposers(ballots) == {"c", "g", "i"}
+    assert graded_proposers(ballots, stakes={"a": 1.0, "b": 1.0, "e": 1.0, "h": 0.0}) == {"c", "g"}  # no stake
+    assert graded_proposers({"b": ballots["b"]}) == set()
 
 
 @pytest.mark.parametrize("harmful", [True, False])
 def test_under_peer_validation_an_update_no_voter_graded_is_checked_on_the_servers_split(
     make_reply: ReplyFactory, monkeypatch: pytest.MonkeyPatch, harmful: bool
 ) -> None:
-    # Prepare: three institutions, one voter (hospital-01), which nobody grades; its own update steps away from
-    # the fitted model (harmful) or towards it. Its ballot grades the other two, honest, updates.
+    # Prepare: three institutions, one voter (hospital-01), which nobody grades and which earned a validator
+    # reward; its own update steps away from the fitted model (harmful) or towards it. Its ballot grades the other
+    # two, honest, updates.
     config = RunConfig.load(overrides=["scoring.validation='peers'", "data.institutions=3", "model.name='logreg'",
                                        "integrity.free_rider_kappa=0"])
     strategy, start = scored(config)
@@ -385,23 +389,53 @@ def test_under_peer_validation_an_update_no_voter_graded_is_checked_on_the_serve
              for scale in (step, 0.9, 1.0)]
     replies = [make_reply(m, examples=50, institution=f"hospital-{i + 1:02d}", node_id=i + 1)
                for i, m in enumerate(moves)]
-    votes = {"hospital-02": 0.02, "hospital-03": 0.01}
-    ballot = PeerRound(scores={"hospital-01": 0.0, **votes}, disagreeing=frozenset(), evaluations=2,
+    votes, reward = {"hospital-02": 0.02, "hospital-03": 0.01}, 0.003
+    ballot = PeerRound(scores={"hospital-01": reward, **votes}, disagreeing=frozenset(), evaluations=2,
                        commitments={"hospital-01": "ab" * 32}, voter_weights={"hospital-01": 1.0},
-                       votes={"hospital-01": votes}, salts={"hospital-01": "cd" * 32})
+                       votes={"hospital-01": votes}, salts={"hospital-01": "cd" * 32},
+                       rewards={"hospital-01": reward})
     monkeypatch.setattr(strategy, "_peer_scores", lambda *_: ballot)
     # Execute
     arrays, _ = strategy.aggregate_train(1, replies)
     # Assert: the ungraded harmful update is left out and charged what it costs the others' aggregate on the
-    # server's split; an ungraded helpful one stays, unpaid as before (nobody graded it).
+    # server's split, on top of its validator reward; an ungraded helpful one stays, paid its reward alone.
     record = strategy.history[-1]
     assert arrays is not None
     if harmful:
-        assert list(record.excluded) == ["hospital-01"] and "no voter graded it" in record.excluded["hospital-01"]
-        assert record.scores["hospital-01"] < 0
+        reason = record.excluded["hospital-01"]
+        assert list(record.excluded) == ["hospital-01"] and "no voter graded it" in reason
+        cost = float(re.search(r"by (\d+\.\d+)", reason).group(1))  # type: ignore[union-attr]
+        assert cost > 0 and record.scores["hospital-01"] == pytest.approx(reward - cost, abs=1e-4)
     else:
-        assert record.excluded == {} and record.scores["hospital-01"] == 0.0
+        assert record.excluded == {} and record.scores["hospital-01"] == reward
     assert record.scores["hospital-02"] == 0.02
+
+
+def test_several_ungraded_updates_are_left_out_worst_first_whatever_their_order(
+    make_reply: ReplyFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Prepare: the lone voter's ballot broke, so no update is graded; two step away from the fitted model, one
+    # towards it, in either order of names.
+    config = RunConfig.load(overrides=["scoring.validation='peers'", "data.institutions=3", "model.name='logreg'",
+                                       "integrity.free_rider_kappa=0"])
+    outcomes = []
+    for scales in ((-1.0, -2.0, 1.0), (1.0, -2.0, -1.0)):
+        strategy, start = scored(config)
+        base, good = towards_a_fitted_model(config, start)
+        replies = [make_reply({k: (base[k] + scale * (good[k] - base[k])).astype(np.float32) for k in base},
+                              examples=50, institution=f"hospital-{i + 1:02d}", node_id=i + 1)
+                   for i, scale in enumerate(scales)]
+        ballot = PeerRound(scores=dict.fromkeys(("hospital-01", "hospital-02", "hospital-03"), 0.0),
+                           disagreeing=frozenset({"hospital-01"}), evaluations=0,
+                           commitments={"hospital-01": "ab" * 32}, voter_weights={"hospital-01": 0.0},
+                           broken={"hospital-01": "its reveal did not match its commitment"})
+        monkeypatch.setattr(strategy, "_peer_scores", lambda *_, ballot=ballot: ballot)
+        # Execute
+        strategy.aggregate_train(1, replies)
+        record = strategy.history[-1]
+        outcomes.append({scales[int(name[-2:]) - 1] for name in record.excluded})
+    # Assert: both updates that step away are left out, in both orders; the one that steps towards it stays.
+    assert outcomes == [{-1.0, -2.0}, {-1.0, -2.0}]
 
 
 def test_under_peer_validation_a_round_whose_every_update_is_voted_down_keeps_its_ballots(
@@ -413,7 +447,7 @@ def test_under_peer_validation_a_round_whose_every_update_is_voted_down_keeps_it
     strategy, start = scored(config)
     replies = institution_updates(make_reply, start, 3)
     votes = {"hospital-02": -0.02, "hospital-03": -0.01}
-    ballot = PeerRound(scores={"hospital-01": -0.01, "hospital-02": -0.02, "hospital-03": -0.01},
+    ballot = PeerRound(scores={"hospital-01": 0.0, "hospital-02": -0.02, "hospital-03": -0.01},
                        disagreeing=frozenset(), evaluations=2, commitments={"hospital-01": "ab" * 32},
                        voter_weights={"hospital-01": 1.0}, votes={"hospital-01": votes},
                        salts={"hospital-01": "cd" * 32})

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
-import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -51,7 +50,7 @@ from fedlearn.scoring.banzhaf_surrogate import check_budget
 from fedlearn.scoring.round import RoundScores
 from fedlearn.scoring.significance import RoundGain, round_gain
 from fedlearn.scoring.trust import fltrust_arrays
-from fedlearn.scoring.votes import select_voters
+from fedlearn.scoring.votes import combine_votes, select_voters
 
 log = logging.getLogger("flwr")  # shown with Flower's own lines under `flwr run`
 
@@ -136,13 +135,16 @@ class RoundScoring:
     estimator: str = ""
 
 
-def graded_proposers(ballots: Mapping[str, Mapping[str, Any]]) -> set[str]:
-    """The proposers some voter other than themselves cast a finite vote on, in a ballot that opened: those whose
-    consensus rests on at least one vote (:func:`fedlearn.scoring.votes.combine_votes` scores the rest 0)."""
-    return {proposer for voter, ballot in ballots.items() if "broken" not in ballot
-            for proposer, vote in ballot.get("votes", {}).items()
-            if proposer != voter and isinstance(vote, (int, float)) and not isinstance(vote, bool)
-            and math.isfinite(vote)}
+def graded_proposers(ballots: Mapping[str, Mapping[str, Any]], stakes: Mapping[str, float] | None = None
+                     ) -> set[str]:
+    """The proposers whose consensus rests on at least one counted vote, as :func:`combine_votes` counts them
+    over the ballots that opened (a voter's vote on itself, a non-finite vote and a voter without stake count for
+    nobody); it scores the rest 0."""
+    opened = {voter: ballot.get("votes", {}) for voter, ballot in ballots.items() if "broken" not in ballot}
+    if not opened:
+        return set()
+    support = combine_votes(opened, stakes=None if stakes is None else {v: stakes[v] for v in opened}).support
+    return {proposer for proposer, votes in support.items() if votes > 0}
 
 
 class ScoredStrategy(Strategy):
@@ -365,15 +367,19 @@ class ScoredStrategy(Strategy):
                    for i in range(len(names)) if i not in kept}
         graded = graded_proposers(scored.ballots)
         scores = dict(scored.scores)
-        for i in sorted(kept):
-            if names[i] in graded:
-                continue
-            marginal = utility(frozenset(kept)) - utility(frozenset(kept - {i}))
-            if marginal < 0:
-                kept.discard(i)
-                scores[names[i]] += marginal
-                reasons[names[i]] = (f"no voter graded it, and on the server's validation split it lowers the "
-                                     f"utility of the others' aggregate by {-marginal:.4f}")
+        # Worst first, as the masking pass on the server's split goes: which one of several ungraded updates is
+        # harmful must not depend on the order they came in.
+        while ungraded := sorted(i for i in kept if names[i] not in graded):
+            whole = utility(frozenset(kept))
+            marginal = {i: whole - u for i, u in zip(ungraded, utility.many([frozenset(kept - {i})
+                                                                              for i in ungraded]))}
+            worst = min(marginal, key=lambda i: (marginal[i], names[i]))
+            if marginal[worst] >= 0:
+                break
+            kept.discard(worst)
+            scores[names[worst]] += marginal[worst]
+            reasons[names[worst]] = (f"no voter graded it, and on the server's validation split it lowers the "
+                                     f"utility of the others' aggregate by {-marginal[worst]:.4f}")
         return self._keep(accepted, kept), reasons, dataclasses.replace(scored, scores=scores)
 
     def _keep(self, accepted: list[Message], kept: set[int]) -> list[Message]:
