@@ -17,7 +17,13 @@ from fedlearn.errors import ConfigError, ScoringError
 from fedlearn.federation.coalitions import models_follow_weight_shares, round_utility
 from fedlearn.federation.peer_votes import PeerRound
 from fedlearn.federation.replies import arrays_of, examples_of, institution_of
-from fedlearn.federation.strategy import RoundScoring, ScoredStrategy, build_flower_strategy, graded_proposers
+from fedlearn.federation.strategy import (
+    MASKED_HARM,
+    RoundScoring,
+    ScoredStrategy,
+    build_flower_strategy,
+    graded_proposers,
+)
 from fedlearn.learning.head import refit_output_layer
 from fedlearn.learning.models import init_model
 from fedlearn.scoring import CachedUtility, banzhaf, banzhaf_estimator_for, banzhaf_surrogate
@@ -373,22 +379,26 @@ def test_a_proposer_is_graded_only_by_a_counted_vote_from_another_voter_whose_ba
     assert graded_proposers({"b": ballots["b"]}) == set()
 
 
-@pytest.mark.parametrize("harmful", [True, False])
+@pytest.mark.parametrize("step", [-2.0, 0.7, 1.0])
 def test_under_peer_validation_an_update_no_voter_graded_is_checked_on_the_servers_split(
-    make_reply: ReplyFactory, monkeypatch: pytest.MonkeyPatch, harmful: bool
+    make_reply: ReplyFactory, monkeypatch: pytest.MonkeyPatch, step: float
 ) -> None:
     # Prepare: three institutions, one voter (hospital-01), which nobody grades and which earned a validator
-    # reward; its own update steps away from the fitted model (harmful) or towards it. Its ballot grades the other
-    # two, honest, updates.
+    # reward; its own update steps away from the fitted model (-2: harmful), or towards it less far than the others
+    # (0.7: the others' aggregate is a little better without it, by less than the masking pass's bar), or as far
+    # (1.0). Its ballot grades the other two, honest, updates.
     config = RunConfig.load(overrides=["scoring.validation='peers'", "data.institutions=3", "model.name='logreg'",
                                        "integrity.free_rider_kappa=0"])
     strategy, start = scored(config)
     base, good = towards_a_fitted_model(config, start)
-    step = -2.0 if harmful else 1.0
     moves = [{k: (base[k] + scale * (good[k] - base[k])).astype(np.float32) for k in base}
              for scale in (step, 0.9, 1.0)]
     replies = [make_reply(m, examples=50, institution=f"hospital-{i + 1:02d}", node_id=i + 1)
                for i, m in enumerate(moves)]
+    utility = round_utility(strategy.inner, 1, replies, start, strategy.model, strategy.validation, "brier")
+    marginal = utility(frozenset({0, 1, 2})) - utility(frozenset({1, 2}))
+    harmful = marginal < -MASKED_HARM
+    assert harmful == (step < 0) and (step != 0.7 or -MASKED_HARM <= marginal < 0), marginal
     votes, reward = {"hospital-02": 0.02, "hospital-03": 0.01}, 0.003
     ballot = PeerRound(scores={"hospital-01": reward, **votes}, disagreeing=frozenset(), evaluations=2,
                        commitments={"hospital-01": "ab" * 32}, voter_weights={"hospital-01": 1.0},
@@ -398,7 +408,7 @@ def test_under_peer_validation_an_update_no_voter_graded_is_checked_on_the_serve
     # Execute
     arrays, _ = strategy.aggregate_train(1, replies)
     # Assert: the ungraded harmful update is left out and charged what it costs the others' aggregate on the
-    # server's split, on top of its validator reward; an ungraded helpful one stays, paid its reward alone.
+    # server's split, on top of its validator reward; the others stay, paid their reward alone.
     record = strategy.history[-1]
     assert arrays is not None
     if harmful:
