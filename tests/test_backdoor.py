@@ -209,5 +209,10 @@ def test_a_federation_with_backdoored_institutions_learns_the_trigger(tmp_path: 
     # (the rounds before the last, which no refit touches, are the attacked run's).
     defended = run("hospital-02=backdoor, hospital-05=backdoor", "defended", refit=True)
     assert defended["final_backdoor_success"] < 0.2 < 0.5 < attacked["final_backdoor_success"]
+    # The summary says the refit was made, and what its cross-validated check saw; with the refit off, nothing.
+    made = defended["published_model_refit"]
+    assert made["refitted"] and made["check"]["folds"] == 5 and made["check"]["rows"] > 0
+    assert made["check"]["accuracy_after"] >= made["check"]["accuracy_before"] - 0.02
+    assert attacked["published_model_refit"] is None
     before_last = json.loads((tmp_path / "defended" / ROUNDS_FILE).read_text())[:-1]
     assert [r["backdoor_success"] for r in before_last] == [r["backdoor_success"] for r in rounds[:-1]]

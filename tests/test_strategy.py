@@ -681,7 +681,7 @@ def test_a_refit_that_cross_validation_says_costs_accuracy_is_not_published(
     # accuracy (generated Gaussian classes); the same model with the check off, for comparison.
     model, validation, _ = gaussian_classes_mlp(seed=0)
     arrays = ArrayRecord(model.state_dict())
-    published = {}
+    published, records = {}, {}
     for folds in (5, 0):
         config = RunConfig.load(overrides=["run.rounds=1", "data.institutions=3", "model.name='mlp'",
                                            f"integrity.refit_check_folds={folds}"])
@@ -690,11 +690,18 @@ def test_a_refit_that_cross_validation_says_costs_accuracy_is_not_published(
         # Execute
         with caplog.at_level(logging.INFO, logger="fedlearn"):
             published[folds] = strategy.published(1, arrays)
-    # Assert: checked, the model is published as aggregated, and the log says why; unchecked, it is refitted.
+        records[folds] = strategy.refit
+    # Assert: checked, the model is published as aggregated, and the log and the record say why; unchecked, it is
+    # refitted.
     assert published[5] is arrays
     assert "not refitted: 5-fold cross-validation" in caplog.text and "refit_max_drop = 2 point(s)" in caplog.text
     assert published[0] is not arrays and not np.array_equal(published[0]["2.weight"].numpy(),
                                                               arrays["2.weight"].numpy())
+    vetoed, made = records[5], records[0]
+    assert vetoed is not None and not vetoed["refitted"] and "refit_max_drop" in vetoed["why_not"]
+    assert vetoed["check"]["rows"] == 300
+    assert vetoed["check"]["accuracy_after"] < vetoed["check"]["accuracy_before"] - 0.02
+    assert made == {"refitted": True, "why_not": "", "check": None}
 
 
 def test_a_validation_split_missing_a_class_publishes_the_model_unrefitted(caplog: pytest.LogCaptureFixture) -> None:
@@ -705,3 +712,4 @@ def test_a_validation_split_missing_a_class_publishes_the_model_unrefitted(caplo
     with caplog.at_level(logging.WARNING, logger="fedlearn"):
         assert strategy.published(1, start) is start
     assert "not refitted" in caplog.text and "class(es) 2" in caplog.text
+    assert strategy.refit is not None and not strategy.refit["refitted"] and "class(es) 2" in strategy.refit["why_not"]

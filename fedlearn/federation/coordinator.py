@@ -247,7 +247,7 @@ def build_server_app(config: RunConfig | None = None, options: RunOptions | None
                     money_log.warning("the last root waits out its challenge window; claims open after it "
                              "(`fedlearn chain status`), then `fedlearn claim RUN_DIR`")
             tokens = paymaster.token_summary()
-        summary = recorder.finish(published, tokens)
+        summary = recorder.finish(published, tokens, refit=strategy.refit)
         if opts.on_finish is not None:
             opts.on_finish(summary)
 

@@ -41,7 +41,7 @@ from fedlearn.federation.replies import (
     institution_of,
     partition_replies,
 )
-from fedlearn.learning.head import RefitError, check_refit, refit_output_layer
+from fedlearn.learning.head import RefitCheck, RefitError, check_refit, refit_output_layer
 from fedlearn.logs import log as money_log
 from fedlearn.records.checkpoint import numpy_arrays
 from fedlearn.records.fingerprint import model_hash
@@ -135,6 +135,14 @@ class RoundScoring:
     estimator: str = ""
 
 
+def refit_record(refitted: bool, why_not: str, check: RefitCheck | None) -> dict[str, Any]:
+    """What the summary says of the published model's refit: whether it was made, why not, and what the
+    cross-validated check saw (None: no check)."""
+    return {"refitted": refitted, "why_not": why_not,
+            "check": None if check is None else {"folds": check.folds, "rows": check.rows,
+                                                 "accuracy_before": check.before, "accuracy_after": check.after}}
+
+
 def graded_proposers(ballots: Mapping[str, Mapping[str, Any]], stakes: Mapping[str, float] | None = None
                      ) -> set[str]:
     """The proposers whose consensus rests on at least one counted vote, as :func:`combine_votes` counts them
@@ -184,6 +192,8 @@ class ScoredStrategy(Strategy):
         self.refit_noise = config.integrity.refit_noise
         self.refit_folds = config.integrity.refit_check_folds
         self.refit_max_drop = config.integrity.refit_max_drop
+        # What the last round's refit did (``published``), for the run's summary; None until then.
+        self.refit: dict[str, Any] | None = None
         self.rounds = config.run.rounds
         self._globals: list[np.ndarray] = []  # the last three rounds' starting models, flat: past global steps
         self.train_spec, self.model_spec = config.train, config.model
@@ -275,6 +285,7 @@ class ScoredStrategy(Strategy):
         model = copy.deepcopy(self.model)
         model.load_state_dict(arrays.to_torch_state_dict())
         l2, noise, seed = self.refit_l2, self.refit_noise, self.seed
+        check = None
         try:
             check = (check_refit(model, *self.validation, l2=l2, noise=noise, seed=seed, folds=self.refit_folds)
                      if self.refit_folds else None)
@@ -282,19 +293,23 @@ class ScoredStrategy(Strategy):
                 verdict = (f"{check.folds}-fold cross-validation on the validation split gives the refitted model "
                            f"accuracy {check.after:.4f} against {check.before:.4f} unrefitted")
                 if check.costs_more_than(self.refit_max_drop):
-                    money_log.warning("round %d: the published model's output layer is not refitted: %s, more than "
-                                      "integrity.refit_max_drop = %g point(s) lower", server_round, verdict,
-                                      self.refit_max_drop)
+                    reason = f"{verdict}, more than integrity.refit_max_drop = {self.refit_max_drop:g} point(s) lower"
+                    money_log.warning("round %d: the published model's output layer is not refitted: %s",
+                                      server_round, reason)
+                    self.refit = refit_record(False, reason, check)
                     return arrays
                 money_log.info("round %d: refit checked: %s", server_round, verdict)
             refitted = refit_output_layer(model, *self.validation, l2=l2, noise=noise, seed=seed)
         except RefitError as exc:
             money_log.warning("round %d: the published model's output layer is not refitted: %s", server_round, exc)
+            self.refit = refit_record(False, str(exc), check)
             return arrays
         if refitted is None:
+            self.refit = refit_record(False, "the model has no hidden layer to read", check)
             return arrays
         money_log.info("round %d: the published model's output layer refitted on the server's validation split",
                        server_round)
+        self.refit = refit_record(True, "", check)
         state = model.state_dict()
         return ArrayRecord({name: Array(state[name].numpy().astype(array.numpy().dtype) if name in refitted
                                         else array.numpy()) for name, array in arrays.items()})

@@ -125,8 +125,10 @@ class RunRecorder:
                     total[name] = total.get(name, 0.0) + value
         return total
 
-    def finish(self, arrays: ArrayRecord, tokens: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
-        """Write the final model and summary; ``tokens`` adds per-institution address, earned and claimed."""
+    def finish(self, arrays: ArrayRecord, tokens: dict[str, dict[str, Any]] | None = None,
+               refit: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Write the final model and summary; ``tokens`` adds per-institution address, earned and claimed; ``refit``
+        what the last round's refit of the published model did (None: the refit is off)."""
         save_model(self.path / MODEL_FILE, arrays)
         cumulative = self.cumulative_scores()
         contribution = self.cumulative_scores(significant_only=True)
@@ -141,6 +143,7 @@ class RunRecorder:
             # None when no backdoor is configured, like every round's backdoor_success in rounds.json.
             "final_backdoor_success": self.rounds[-1].backdoor_success if self.rounds else None,
             "backdoor_target": self.backdoor_target,
+            "published_model_refit": refit,
             "institutions": [
                 {
                     "name": name,
