@@ -10,6 +10,7 @@ whole institution earns. "plain" is FedAvg with no checks and no scoring, the ac
 
     .venv/bin/python benchmarks/integrity.py [--seeds 42 43 44] [--rounds 8] [--quick] [--workers 2]
     .venv/bin/python benchmarks/integrity.py --unlisted --only default
+    .venv/bin/python benchmarks/integrity.py --only default --seeds 45 46 47 48 49 50 --results integrity_more_seeds
 
 Writes ``benchmarks/results/integrity.json``: ``default`` (the worst case of the default configuration over
 every attack and seed), ``configurations`` (the same per configuration) and ``runs``; with ``--unlisted``, the
@@ -195,6 +196,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help=f"configurations {QUICK_CONFIGURATIONS} only")
     parser.add_argument("--only", nargs="+", choices=list(CONFIGURATIONS), metavar="CONFIGURATION",
                         help="these configurations only; the others keep their figures from the results file")
+    parser.add_argument("--results", default="", metavar="NAME",
+                        help="write benchmarks/results/NAME.json instead (no merging: other seeds, other questions)")
     parser.add_argument("--unlisted", action="store_true",
                         help="the UNLISTED attacks instead, written to integrity_unlisted.json (--only: no merging)")
     parser.add_argument("--workers", type=int, default=max(1, min(2, os.cpu_count() or 1)))
@@ -203,7 +206,7 @@ def main() -> None:
                       if (not args.quick or k in QUICK_CONFIGURATIONS) and (not args.only or k in args.only)}
     # --only merges into the last results: read them before the runs, so a missing file stops here, not after them.
     previous_path = RESULTS / "integrity.json"
-    merge = bool(args.only) and not args.unlisted
+    merge = bool(args.only) and not args.unlisted and not args.results
     if merge and not previous_path.exists():
         raise SystemExit(f"--only keeps the other configurations' figures from {previous_path}, which does not "
                          "exist: run without --only first")
@@ -253,7 +256,7 @@ def main() -> None:
         rows = [r for r in previous["runs"] if r["configuration"] in kept] + rows
         configurations = {**{k: v for k, v in previous["configurations_overrides"].items() if k in kept},
                           **configurations}
-    path = write_results("integrity_unlisted" if args.unlisted else "integrity", {
+    path = write_results(args.results or ("integrity_unlisted" if args.unlisted else "integrity"), {
         "rounds": args.rounds, "institutions": 10, "seeds": args.seeds, "adversaries": ADVERSARIES,
         "attacks": UNLISTED if args.unlisted else ATTACKS, "mix": None if args.unlisted else MIX,
         "configurations_overrides": configurations,
