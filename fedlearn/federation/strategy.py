@@ -369,9 +369,9 @@ class ScoredStrategy(Strategy):
         the consensus when positive (a disagreeing voter's own score is capped at 0 and stays in). There is no
         second, masking pass as on the server's split: it needs the utility of any subset, and votes give each
         update's against all the others only. An update no voter graded (a lone voter's own: nobody grades
-        itself; or one whose every voter's ballot broke) is checked on the server's split instead, as the masking
-        pass there checks: left out, worst first, while the others' aggregate is better without it by more than
-        :data:`MASKED_HARM`, and charged that marginal. Scores
+        itself; or one whose voters sent no ballot, a broken one or no counted vote on it) is checked on the
+        server's split instead, as the masking pass there checks: left out, worst first, while the others'
+        aggregate is better without it by more than :data:`MASKED_HARM`, and charged that marginal. Scores
         otherwise stand as recorded: the negative consensus, plus any validator reward the institution earned that
         round as a voter. ``self._updates`` keeps the arrays of those that stay.
         """
