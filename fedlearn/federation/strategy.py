@@ -285,31 +285,31 @@ class ScoredStrategy(Strategy):
         model = copy.deepcopy(self.model)
         model.load_state_dict(arrays.to_torch_state_dict())
         l2, noise, seed = self.refit_l2, self.refit_noise, self.seed
-        check = None
+        check, refitted, why_not = None, None, ""
         try:
             check = (check_refit(model, *self.validation, l2=l2, noise=noise, seed=seed, folds=self.refit_folds)
                      if self.refit_folds else None)
-            if check is not None:
-                verdict = (f"{check.folds}-fold cross-validation on the validation split gives the refitted model "
-                           f"accuracy {check.after:.4f} against {check.before:.4f} unrefitted")
-                if check.costs_more_than(self.refit_max_drop):
-                    reason = f"{verdict}, more than integrity.refit_max_drop = {self.refit_max_drop:g} point(s) lower"
-                    money_log.warning("round %d: the published model's output layer is not refitted: %s",
-                                      server_round, reason)
-                    self.refit = refit_record(False, reason, check)
-                    return arrays
-                money_log.info("round %d: refit checked: %s", server_round, verdict)
-            refitted = refit_output_layer(model, *self.validation, l2=l2, noise=noise, seed=seed)
+            verdict = "" if check is None else (
+                f"{check.folds}-fold cross-validation on the validation split gives the refitted model accuracy "
+                f"{check.after:.4f} against {check.before:.4f} unrefitted")
+            if check is not None and check.costs_more_than(self.refit_max_drop):
+                why_not = f"{verdict}, more than integrity.refit_max_drop = {self.refit_max_drop:g} point(s) lower"
+            else:
+                if verdict:
+                    money_log.info("round %d: refit checked: %s", server_round, verdict)
+                refitted = refit_output_layer(model, *self.validation, l2=l2, noise=noise, seed=seed)
         except RefitError as exc:
-            money_log.warning("round %d: the published model's output layer is not refitted: %s", server_round, exc)
-            self.refit = refit_record(False, str(exc), check)
-            return arrays
+            why_not = str(exc)
+        if why_not:
+            money_log.warning("round %d: the published model's output layer is not refitted: %s", server_round,
+                              why_not)
+        elif refitted is None:
+            why_not = "the model has no hidden layer to read"
+        self.refit = refit_record(refitted is not None, why_not, check)
         if refitted is None:
-            self.refit = refit_record(False, "the model has no hidden layer to read", check)
             return arrays
         money_log.info("round %d: the published model's output layer refitted on the server's validation split",
                        server_round)
-        self.refit = refit_record(True, "", check)
         state = model.state_dict()
         return ArrayRecord({name: Array(state[name].numpy().astype(array.numpy().dtype) if name in refitted
                                         else array.numpy()) for name, array in arrays.items()})

@@ -179,7 +179,8 @@ class RefitCheck:
 def stratified_folds(y: np.ndarray, folds: int, seed: int) -> np.ndarray:
     """Each row's fold in 0..folds-1: the rows, class by class in an order drawn from ``seed``, dealt round the
     folds like cards (each class goes on where the last one stopped), so the folds differ in size by at most one
-    row and every class by at most one row between folds."""
+    row and every class by at most one row between folds. Not sklearn's StratifiedKFold: it refuses a split whose
+    every class has fewer rows than folds, which this check accepts down to :func:`rows_to_check` rows."""
     rng = np.random.default_rng(seed)
     fold = np.empty(len(y), dtype=np.int64)
     dealt = 0
