@@ -419,6 +419,8 @@ def test_under_peer_validation_an_update_no_voter_graded_is_checked_on_the_serve
     else:
         assert record.excluded == {} and record.scores["hospital-01"] == reward
     assert record.scores["hospital-02"] == 0.02
+    # The round's evaluations count the server's check, {all three} and {the other two}, with the voters' two.
+    assert record.evaluations == 2 + 2
 
 
 def test_several_ungraded_updates_are_left_out_worst_first_whatever_their_order(

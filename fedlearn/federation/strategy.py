@@ -371,9 +371,10 @@ class ScoredStrategy(Strategy):
         update's against all the others only. An update no voter graded (a lone voter's own: nobody grades
         itself; or one whose voters sent no ballot, a broken one or no counted vote on it) is checked on the
         server's split instead, as the masking pass there checks: left out, worst first, while the others'
-        aggregate is better without it by more than :data:`MASKED_HARM`, and charged that marginal. Scores
-        otherwise stand as recorded: the negative consensus, plus any validator reward the institution earned that
-        round as a voter. ``self._updates`` keeps the arrays of those that stay.
+        aggregate is better without it by more than :data:`MASKED_HARM`, and charged that marginal (the model
+        evaluations that takes are counted with the voters'). Scores otherwise stand as recorded: the negative
+        consensus, plus any validator reward the institution earned that round as a voter. ``self._updates``
+        keeps the arrays of those that stay.
         """
         rewards = {voter: float(ballot.get("reward", 0.0)) for voter, ballot in scored.ballots.items()}
         names = [institution_of(m) for m in accepted]
@@ -383,6 +384,7 @@ class ScoredStrategy(Strategy):
                    for i in range(len(names)) if i not in kept}
         graded = graded_proposers(scored.ballots)
         scores = dict(scored.scores)
+        before = utility.evaluations
         # Worst first, as the masking pass on the server's split goes: which one of several ungraded updates is
         # harmful must not depend on the order they came in.
         while ungraded := sorted(i for i in kept if names[i] not in graded):
@@ -396,7 +398,9 @@ class ScoredStrategy(Strategy):
             scores[names[worst]] += marginal[worst]
             reasons[names[worst]] = (f"no voter graded it, and on the server's validation split it lowers the "
                                      f"utility of the others' aggregate by {-marginal[worst]:.4f}")
-        return self._keep(accepted, kept), reasons, dataclasses.replace(scored, scores=scores)
+        recorded = dataclasses.replace(scored, scores=scores,
+                                       evaluations=scored.evaluations + utility.evaluations - before)
+        return self._keep(accepted, kept), reasons, recorded
 
     def _keep(self, accepted: list[Message], kept: set[int]) -> list[Message]:
         """The replies at the ``kept`` indices; ``self._updates``, aligned with them, keeps the same ones."""
