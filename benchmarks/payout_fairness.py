@@ -18,9 +18,9 @@ retraining Banzhaf value of the same 64 coalitions. The same federation with no 
 config is run too, and its token shares compared with its contribution shares. A sweep over the utility
 (accuracy, neg_loss, brier, margin) and the significance test (bootstrap, none) with GTG chose the defaults.
 
-    .venv/bin/python benchmarks/payout_fairness.py [--seeds 42 43 44] [--no-sweep]
+    .venv/bin/python benchmarks/payout_fairness.py [--seeds 42 43 44] [--no-sweep] [--results NAME]
 
-Writes benchmarks/results/payout_fairness.json.
+Writes benchmarks/results/payout_fairness.json (or NAME.json: other seeds keep the default seeds' file).
 """
 
 from __future__ import annotations
@@ -201,6 +201,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
     parser.add_argument("--no-sweep", action="store_true", help="skip the utility x significance sweep")
+    parser.add_argument("--results", default="payout_fairness", metavar="NAME",
+                        help="write benchmarks/results/NAME.json (other seeds: keep the default seeds' file)")
     args = parser.parse_args()
     logging.getLogger("flwr").setLevel(logging.ERROR)
     torch.set_num_threads(1)
@@ -313,7 +315,7 @@ def main() -> None:
         print_table(["utility", "significance", "token Σ|Δ|", "token ρ", "noisy tokens", "noisy truth"],
                     [[s["utility"], s["significance"], s["token_l1"], s["token_spearman"], s["noisy_token_share"],
                       s["noisy_ground_truth_share"]] for s in sweep])
-    print(f"\nwrote {write_results('payout_fairness', results)}")
+    print(f"\nwrote {write_results(args.results, results)}")
 
 
 if __name__ == "__main__":
