@@ -95,8 +95,8 @@ def test_under_peer_validation_a_voted_down_update_stays_out_of_the_model(tmp_pa
     # Prepare: an all-honest peer-validated run, and the same run with a ×4 sign flipper.
     honest, _ = paying_run(tmp_path / "honest", "scoring.validation='peers'", "integrity.voters_fraction=0.5")
     # Execute
-    attacked, _ = paying_run(tmp_path / "attacked", "scoring.validation='peers'", "integrity.voters_fraction=0.5",
-                             "integrity.behaviours='hospital-02=sign_flip:scale=4'")
+    attacked, ledger = paying_run(tmp_path / "attacked", "scoring.validation='peers'", "integrity.voters_fraction=0.5",
+                                  "integrity.behaviours='hospital-02=sign_flip:scale=4'")
     # Assert: every round the voters' consensus on the flipper is negative, so its update is left out (recorded
     # as excluded, with its negative score standing); the model learns as if it were absent, and it earns nothing.
     rounds = json.loads((tmp_path / "attacked" / "run" / "rounds.json").read_text())
@@ -106,6 +106,16 @@ def test_under_peer_validation_a_voted_down_update_stays_out_of_the_model(tmp_pa
         assert "consensus" in scores["excluded"]["hospital-02"]
     assert attacked["final_test_accuracy"] >= honest["final_test_accuracy"] - 0.015  # 3 points when let in
     assert tokens(attacked)["hospital-02"] == 0
+    # Votes are weighed by stake as the chain holds it: each ballot records its voter's, the 10 tokens staked less
+    # what the ledger says was slashed from it in earlier rounds; the flipper, slashed, has less say afterwards.
+    slashes = ledger.slashes()
+    for record in rounds[1:]:
+        server_round = record["scores"]["server_round"]
+        for voter, ballot in record["scores"]["ballots"].items():
+            taken = sum(amount for r, name, amount, _ in slashes if name == voter and r < server_round)
+            assert ballot["stake"] == 10 * 10**18 - taken
+    ballots = [ballot for record in rounds[1:] for ballot in record["scores"]["ballots"].values()]
+    assert any(ballot["stake"] < 10 * 10**18 for ballot in ballots)
 
 
 def test_a_sybil_earns_no_more_than_it_did_whole(tmp_path: Path) -> None:

@@ -1,20 +1,26 @@
-"""Chain outage: anvil stops mid-run; training goes on, settlements queue, and go out when it is back."""
+"""Chain outage: anvil stops mid-run; training goes on, settlements queue, and go out when it is back; peer votes
+are weighed by the stakes read before."""
 
 from __future__ import annotations
 
+import logging
 import socket
 import subprocess
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from eth_account import Account
 
 from fedlearn.chain import Deployment, connect, dev_account
 from fedlearn.chain.deployment import distributor_contract
+from fedlearn.chain.session import institution_accounts
 from fedlearn.config import RunConfig
+from fedlearn.errors import ChainError
 from fedlearn.federation.simulation import run_federation
 from fedlearn.payout.ledger import Ledger
+from fedlearn.payout.settlement import ChainLink, Paymaster, institution_addresses
 from fedlearn.records.rundir import RoundResult
 from tests.chain.conftest import ANVIL, _free_port
 from tests.tools import missing_tool
@@ -94,3 +100,30 @@ def test_settlements_queue_while_the_node_is_down(tmp_path: Path, monkeypatch: p
         assert summary["rounds"] == 4
     finally:
         node.stop()
+
+
+def test_while_the_node_is_down_votes_are_weighed_by_the_stakes_read_before(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    # Prepare: two staked institutions on the embedded chain, as a run sets them up; their stakes read once.
+    config = RunConfig.load(overrides=["data.institutions=2", "integrity.min_stake=10"])
+    names = ["hospital-01", "hospital-02"]
+    paymaster = Paymaster(config, Ledger.open(tmp_path / "ledger.sqlite", create=True),
+                          ChainLink.open(config.chain, tmp_path, 2), institution_addresses(config, names))
+    paymaster.ensure_stakes(10, dict(zip(names, institution_accounts(2))))
+    assert paymaster.stakes() == dict.fromkeys(names, 10 * 10**18)
+
+    def refused(address: str) -> int:
+        raise ChainError("reading stake failed: connection refused")
+
+    # Execute: the node (a JSON-RPC one, now) stops answering.
+    monkeypatch.setattr(paymaster, "stake_of", refused)
+    down = SimpleNamespace(session=SimpleNamespace(is_eth_tester=False), reachable=lambda: False)
+    monkeypatch.setattr(paymaster, "link", down)
+    with caplog.at_level(logging.WARNING, logger="fedlearn"):
+        stakes = paymaster.stakes()
+    # Assert: the round votes on with the stakes last read, and says so; a node that answers and refuses is an
+    # error, as in settlement.
+    assert stakes == dict.fromkeys(names, 10 * 10**18) and "chain unreachable" in caplog.text
+    down.reachable = lambda: True
+    with pytest.raises(ChainError, match="connection refused"):
+        paymaster.stakes()

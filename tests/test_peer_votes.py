@@ -148,6 +148,23 @@ def test_stakes_reach_the_consensus(trained: tuple[ArrayRecord, list[Candidate]]
                if p != heavy and p not in result.disagreeing)
     with pytest.raises(ConfigError, match="no stake given"):
         ballot(TamperingGrid(), trained, stakes={heavy: 1.0})
+    # Each ballot records the stake it was weighed by, so the consensus can be rechecked from the record alone.
+    assert {v: b["stake"] for v, b in result.ballots().items()} == {n: 100.0 if n == heavy else 1.0 for n in NAMES}
+    assert all("stake" not in b for b in ballot(TamperingGrid(), trained).ballots().values())
+
+
+def test_when_the_only_staked_voters_ballot_breaks_nobody_is_graded(
+        trained: tuple[ArrayRecord, list[Candidate]]) -> None:
+    # Prepare: one voter holds all the stake (in wei, beyond a float's 53 bits); its reveal is dropped.
+    heavy = NAMES[0]
+    stakes = {n: 10 * 10**18 if n == heavy else 0 for n in NAMES}
+    # Execute
+    result = ballot(TamperingGrid(replace_in(REVEAL_MESSAGE, heavy, dropped)), trained, stakes=stakes)
+    # Assert: the round goes on with no consensus (every proposer scores 0, nobody is paid to validate) rather
+    # than failing; the other voters' ballots opened, and say nothing without stake.
+    assert result.broken == {heavy: "it revealed nothing"} and set(result.votes) == set(NAMES) - {heavy}
+    assert all(score == 0.0 for score in result.scores.values()) and not any(result.rewards.values())
+    assert result.ballots()[heavy]["stake"] == 10 * 10**18
 
 
 # --- broken ballots -------------------------------------------------------------------------------------------------

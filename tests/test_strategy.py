@@ -375,8 +375,26 @@ def test_a_proposer_is_graded_only_by_a_counted_vote_from_another_voter_whose_ba
         "h": {"votes": {"i": 0.1}},
     }
     assert graded_proposers(ballots) == {"c", "g", "i"}
-    assert graded_proposers(ballots, stakes={"a": 1.0, "b": 1.0, "e": 1.0, "h": 0.0}) == {"c", "g"}  # no stake
+    # Where the round weighed votes by stake, each ballot records the stake it was weighed by: none grades nobody.
+    staked = {voter: {**ballot, "stake": 0 if voter == "h" else 10**19} for voter, ballot in ballots.items()}
+    assert graded_proposers(staked) == {"c", "g"}
     assert graded_proposers({"b": ballots["b"]}) == set()
+    # The only staked voter's ballot broke: what opened holds no stake, so nobody is graded (no error either).
+    assert graded_proposers({**staked, "a": {**staked["a"], "stake": 0}, "e": {**staked["e"], "stake": 0},
+                             "b": {**staked["b"], "stake": 10**19}}) == set()
+
+
+def test_voters_are_weighed_by_the_stake_the_reader_gives_and_equally_when_none_holds_any(
+        caplog: pytest.LogCaptureFixture) -> None:
+    config = RunConfig.load(overrides=["scoring.validation='peers'", "data.institutions=3"])
+    strategy, _ = scored(config)
+    assert strategy._voter_stakes(1, ["hospital-01"]) is None  # no reader: equal weights
+    held = {"hospital-01": 10 * 10**18, "hospital-02": 5 * 10**18}
+    strategy.stakes = lambda: held
+    assert strategy._voter_stakes(2, ["hospital-02", "hospital-03"]) == {"hospital-02": 5 * 10**18, "hospital-03": 0}
+    with caplog.at_level(logging.WARNING, logger="fedlearn"):
+        assert strategy._voter_stakes(3, ["hospital-03"]) is None
+    assert "round 3: no voter holds stake (hospital-03)" in caplog.text
 
 
 @pytest.mark.parametrize("step", [-2.0, 0.7, 1.0])

@@ -189,8 +189,13 @@ def build_server_app(config: RunConfig | None = None, options: RunOptions | None
         policy = SlashingPolicy(cfg.integrity.slash_threshold, cfg.integrity.slash_k, cfg.integrity.slash_m,
                                 cfg.integrity.slash_fraction)
 
+        # Peer votes are weighed by each voter's stake on chain, where institutions stake.
+        stakes = None
+        if paymaster is not None and cfg.integrity.min_stake > 0 and cfg.scoring.validation == "peers":
+            stakes = paymaster.stakes
         strategy = ScoredStrategy(inner, copy.deepcopy(model), (validation.X, validation.y), cfg,
-                                  on_round=recorder.scored, registered=registered, nodes=node_registry(cfg))
+                                  on_round=recorder.scored, registered=registered, nodes=node_registry(cfg),
+                                  stakes=stakes)
         eval_model = copy.deepcopy(model)
 
         def evaluate_global(server_round: int, arrays: ArrayRecord, **cost: Any) -> RoundResult:

@@ -87,7 +87,8 @@ class PeerRound:
     ``commitments``: voter → the sha256 hex it committed to, for every voter that committed. ``voter_weights``:
     each judged voter's agreement in [0, 1] (0 for a broken ballot). ``votes``: the opened ballots, voter →
     {proposer: vote}; ``salts``: the salts that opened them, so that anyone holding the record can recheck every
-    commitment with :func:`ballot_commitment`. ``broken``: voter → why its ballot was void.
+    commitment with :func:`ballot_commitment`. ``broken``: voter → why its ballot was void. ``stakes``: each
+    voter's stake as the votes were weighed by it (empty: equally).
     """
 
     scores: dict[str, float]
@@ -99,13 +100,16 @@ class PeerRound:
     salts: dict[str, str] = field(default_factory=dict)
     broken: dict[str, str] = field(default_factory=dict)
     rewards: dict[str, float] = field(default_factory=dict)
+    stakes: dict[str, float] = field(default_factory=dict)
 
     def ballots(self) -> dict[str, dict]:
-        """voter → its ballot as recorded (``commitment``, ``salt``, ``votes``, ``weight``, and ``broken`` with
-        the reason when it did not open), for every voter that committed."""
+        """voter → its ballot as recorded (``commitment``, ``salt``, ``votes``, ``weight``, ``stake`` when the
+        votes were weighed by stake, and ``broken`` with the reason when it did not open), for every voter that
+        committed."""
         return {voter: {"commitment": commitment, "salt": self.salts.get(voter, ""),
                         "votes": self.votes.get(voter, {}), "weight": self.voter_weights.get(voter, 0.0),
                         "reward": self.rewards.get(voter, 0.0),
+                        **({"stake": self.stakes[voter]} if voter in self.stakes else {}),
                         **({"broken": self.broken[voter]} if voter in self.broken else {})}
                 for voter, commitment in self.commitments.items()}
 
@@ -133,7 +137,10 @@ def peer_scores(
     for voter, reason in sorted(broken.items()):
         money_log.warning("round %d: ballot of voter %s is broken: %s", server_round, voter, reason)
 
-    combined = combine_votes(votes, stakes=stakes)
+    # With stakes, a round whose opened ballots hold none (the staked voters' broke) has no consensus: nobody is
+    # graded, rather than the round failing.
+    weighed = stakes is None or any(stakes[voter] > 0 for voter in votes)
+    combined = combine_votes(votes if weighed else {}, stakes=stakes)
     disagreeing = combined.disagreeing | frozenset(broken)
     scores = {name: combined.scores.get(name, 0.0) for name in node_of}
     for voter in disagreeing:  # earns nothing this round; a harmful update's negative score is not forgiven
@@ -151,6 +158,7 @@ def peer_scores(
         salts={voter: salt for voter, (_, salt) in opened.items()},
         broken=broken,
         rewards=rewards,
+        stakes={} if stakes is None else {voter: stakes[voter] for voter in voters},
     )
 
 

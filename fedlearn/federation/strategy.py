@@ -143,15 +143,18 @@ def refit_record(refitted: bool, why_not: str, check: RefitCheck | None) -> dict
                                                  "accuracy_before": check.before, "accuracy_after": check.after}}
 
 
-def graded_proposers(ballots: Mapping[str, Mapping[str, Any]], stakes: Mapping[str, float] | None = None
-                     ) -> set[str]:
+def graded_proposers(ballots: Mapping[str, Mapping[str, Any]]) -> set[str]:
     """The proposers whose consensus rests on at least one counted vote, as :func:`combine_votes` counts them
-    over the ballots that opened (a voter's vote on itself, a non-finite vote and a voter without stake count for
-    nobody); it scores the rest 0."""
-    opened = {voter: ballot.get("votes", {}) for voter, ballot in ballots.items() if "broken" not in ballot}
-    if not opened:
+    over the ballots that opened, weighed by the ``stake`` each ballot records when the round weighed votes by
+    stake (a voter's vote on itself, a non-finite vote and a voter without stake count for nobody); it scores the
+    rest 0."""
+    opened = {voter: ballot for voter, ballot in ballots.items() if "broken" not in ballot}
+    weighed = {voter: ballot["stake"] for voter, ballot in opened.items() if "stake" in ballot}
+    stakes = weighed if len(weighed) == len(opened) else None
+    if not opened or (stakes is not None and not any(stakes.values())):
         return set()
-    support = combine_votes(opened, stakes=None if stakes is None else {v: stakes[v] for v in opened}).support
+    support = combine_votes({voter: ballot.get("votes", {}) for voter, ballot in opened.items()},
+                            stakes=stakes).support
     return {proposer for proposer, votes in support.items() if votes > 0}
 
 
@@ -171,12 +174,15 @@ class ScoredStrategy(Strategy):
         on_round: Callable[[RoundScores], None] | None = None,
         registered: Mapping[str, int] | None = None,
         nodes: Mapping[int, str] | None = None,
+        stakes: Callable[[], Mapping[str, int]] | None = None,
     ):
         """``registered``: each institution's example count as the coordinator knows it (the roster's partition
         sizes in simulation), the ceiling on the weight its replies may claim (``strategy.weighting``).
         ``nodes``: in a pilot, the institution each authenticated node was registered for; a reply is its
-        node's institution's, whatever name it gives."""
+        node's institution's, whatever name it gives. ``stakes``: reads each institution's stake (wei) on chain
+        as it stands; under peer validation the voters' votes are weighed by it (``None``: equally)."""
         self.nodes = dict(nodes) if nodes is not None else None
+        self.stakes = stakes
         self.inner = inner
         self.weighting = config.strategy.weighting
         self.registered = dict(registered) if registered is not None else None
@@ -541,8 +547,21 @@ class ScoredStrategy(Strategy):
         candidates = [(name, m.metadata.src_node_id, ArrayRecord({k: Array(v) for k, v in update.items()}),
                        examples_of(m))
                       for name, m, update in zip(names, accepted, self._updates)]
-        return peer_scores(self._grid, server_round, self._start_arrays, candidates, voters, stakes=None,
-                           validator_share=self.validator_share)
+        return peer_scores(self._grid, server_round, self._start_arrays, candidates, voters,
+                           stakes=self._voter_stakes(server_round, voters), validator_share=self.validator_share)
+
+    def _voter_stakes(self, server_round: int, voters: list[str]) -> dict[str, int] | None:
+        """Each voter's stake as the chain holds it now: a slash proposed against a voter lowers its say from the
+        next ballot on. ``None`` (equal weights) without a stake reader, or when no voter holds any stake."""
+        if self.stakes is None:
+            return None
+        held = self.stakes()
+        stakes = {voter: int(held.get(voter, 0)) for voter in voters}
+        if not any(stakes.values()):
+            money_log.warning("round %d: no voter holds stake (%s); their votes are weighed equally", server_round,
+                              ", ".join(voters))
+            return None
+        return stakes
 
     def _trust_scores(
         self, accepted: list[Message], names: list[str], utility: Callable[[frozenset[int]], float]

@@ -207,6 +207,7 @@ class Paymaster:
         self.budget = self.per_round * self.rounds
         self.interim_fraction = config.payout.interim_fraction
         self.best_utility = UTILITY_MAX[config.scoring.utility]
+        self._stakes_read: dict[str, int] | None = None  # the stakes last read on chain (stakes)
 
     def governed_reward_per_round(self) -> int:
         """The reward per round the distributor enforces: the run pays by the chain's figure, not its config's."""
@@ -426,6 +427,18 @@ class Paymaster:
         """What of ``address``'s stake can be slashed: active plus pending unstakes (both stay slashable)."""
         stake_now = stake_of(self.link.session, self.link.deployment, address)
         return stake_now["active"] + stake_now["pending"]
+
+    def stakes(self) -> dict[str, int]:
+        """Each institution's slashable stake (wei), as the chain holds it now: what peer votes are weighed by.
+        While the node is unreachable, the stakes last read: a round's ballot does not wait for the chain, as its
+        settlement does not (it queues)."""
+        try:
+            self._stakes_read = {name: self.stake_of(address) for name, address in self.addresses.items()}
+        except ChainError as exc:
+            if self.link.session.is_eth_tester or self.link.reachable() or self._stakes_read is None:
+                raise
+            log.warning("chain unreachable (%s); votes are weighed by the stakes read before", exc)
+        return dict(self._stakes_read)
 
     def ensure_stakes(self, tokens: float, signers: Mapping[str, Any] | None) -> None:
         """Every institution stakes ``tokens`` before joining: simulated ones are minted and stake here
