@@ -11,16 +11,18 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import requests
 from eth_account import Account
 
 from fedlearn.chain import Deployment, connect, dev_account
 from fedlearn.chain.deployment import distributor_contract
+from fedlearn.chain.operations import mint, stake
 from fedlearn.chain.session import institution_accounts
 from fedlearn.config import RunConfig
-from fedlearn.errors import ChainError
 from fedlearn.federation.simulation import run_federation
 from fedlearn.payout.ledger import Ledger
 from fedlearn.payout.settlement import ChainLink, Paymaster, institution_addresses
+from fedlearn.payout.slashing import SlashingPolicy
 from fedlearn.records.rundir import RoundResult
 from tests.chain.conftest import ANVIL, _free_port
 from tests.tools import missing_tool
@@ -102,28 +104,61 @@ def test_settlements_queue_while_the_node_is_down(tmp_path: Path, monkeypatch: p
         node.stop()
 
 
-def test_while_the_node_is_down_votes_are_weighed_by_the_stakes_read_before(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
-    # Prepare: two staked institutions on the embedded chain, as a run sets them up; their stakes read once.
+def staked_paymaster(tmp_path: Path) -> tuple[Paymaster, list[str]]:
+    """Two institutions staked 10 tokens each on the embedded chain, as a run sets them up."""
     config = RunConfig.load(overrides=["data.institutions=2", "integrity.min_stake=10"])
     names = ["hospital-01", "hospital-02"]
     paymaster = Paymaster(config, Ledger.open(tmp_path / "ledger.sqlite", create=True),
                           ChainLink.open(config.chain, tmp_path, 2), institution_addresses(config, names))
     paymaster.ensure_stakes(10, dict(zip(names, institution_accounts(2))))
-    assert paymaster.stakes() == dict.fromkeys(names, 10 * 10**18)
+    return paymaster, names
 
-    def refused(address: str) -> int:
-        raise ChainError("reading stake failed: connection refused")
 
-    # Execute: the node (a JSON-RPC one, now) stops answering.
+def test_a_voter_weighs_its_stake_as_the_round_began_capped_at_the_runs_minimum(tmp_path: Path) -> None:
+    # Prepare: hospital-01 stakes 90 tokens more than asked; hospital-02 is slashed for round 2.
+    paymaster, names = staked_paymaster(tmp_path)
+    session, deployment = paymaster.link.session, paymaster.link.deployment
+    rich = session.as_account(institution_accounts(2)[0])
+    mint(session, deployment, rich.address, 90 * 10**18)
+    stake(rich, deployment, 90 * 10**18)
+    # Execute
+    slashed = paymaster.slash(2, {"hospital-02": "0x" + "ab" * 32}, SlashingPolicy(0.03, 3, 5, 0.5))
+    # Assert: the slash took half of hospital-02's stake on chain; round 3's votes weigh what is left, rounds 1 and
+    # 2 (recomputed on a resume) what stood before; staking more than the run asks buys no more say.
+    assert slashed == {"hospital-02": 5 * 10**18}
+    assert paymaster.stake_of(paymaster.addresses["hospital-01"]) == 100 * 10**18
+    assert paymaster.voting_stakes(3) == {"hospital-01": 10 * 10**18, "hospital-02": 5 * 10**18}
+    assert paymaster.voting_stakes(2) == paymaster.voting_stakes(1) == dict.fromkeys(names, 10 * 10**18)
+
+
+def test_while_the_node_is_down_votes_weigh_the_stakes_read_before_and_slashes_wait(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    # Prepare: the stakes read once with the node up.
+    paymaster, names = staked_paymaster(tmp_path)
+    assert paymaster.voting_stakes(1) == dict.fromkeys(names, 10 * 10**18)
+    up = paymaster.link
+
+    def refused(*_: object) -> int:
+        raise requests.ConnectionError("connection refused")  # what web3's HTTP provider raises
+
+    # Execute: the node (a JSON-RPC one, now) stops answering while round 2 votes and hospital-02 is flagged.
     monkeypatch.setattr(paymaster, "stake_of", refused)
-    down = SimpleNamespace(session=SimpleNamespace(is_eth_tester=False), reachable=lambda: False)
-    monkeypatch.setattr(paymaster, "link", down)
+    monkeypatch.setattr(paymaster, "link", SimpleNamespace(session=SimpleNamespace(is_eth_tester=False),
+                                                           reachable=lambda: False))
+    policy = SlashingPolicy(0.03, 3, 5, 0.5)
     with caplog.at_level(logging.WARNING, logger="fedlearn"):
-        stakes = paymaster.stakes()
-    # Assert: the round votes on with the stakes last read, and says so; a node that answers and refuses is an
-    # error, as in settlement.
-    assert stakes == dict.fromkeys(names, 10 * 10**18) and "chain unreachable" in caplog.text
-    down.reachable = lambda: True
-    with pytest.raises(ChainError, match="connection refused"):
-        paymaster.stakes()
+        stakes = paymaster.voting_stakes(2)
+        slashed = paymaster.slash(2, {"hospital-02": "0x" + "ab" * 32}, policy)
+    # Assert: the round votes on with the stakes last read, and the slash waits, both said in a warning ...
+    assert stakes == dict.fromkeys(names, 10 * 10**18) and "votes are weighed by the stakes read before" in caplog.text
+    assert slashed == {} and paymaster.unslashed() == [(2, "hospital-02")] and "hospital-02 (round 2)" in caplog.text
+    assert paymaster.ledger.slashes() == []
+    # ... a node that answers and refuses is an error, as in settlement ...
+    paymaster.link.reachable = lambda: True
+    with pytest.raises(requests.ConnectionError):
+        paymaster.voting_stakes(3)
+    # ... and once the node is back, the next round's slashing takes the waiting one, for its own round.
+    monkeypatch.undo()
+    assert paymaster.link is up
+    assert paymaster.slash(4, {}, policy) == {"hospital-02": 5 * 10**18} and paymaster.unslashed() == []
+    assert [(r, name, amount) for r, name, amount, _ in paymaster.ledger.slashes()] == [(2, "hospital-02", 5 * 10**18)]

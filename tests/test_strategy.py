@@ -384,17 +384,22 @@ def test_a_proposer_is_graded_only_by_a_counted_vote_from_another_voter_whose_ba
                              "b": {**staked["b"], "stake": 10**19}}) == set()
 
 
-def test_voters_are_weighed_by_the_stake_the_reader_gives_and_equally_when_none_holds_any(
+def test_voters_are_weighed_by_the_stake_the_reader_gives_and_none_holding_any_is_no_consensus(
         caplog: pytest.LogCaptureFixture) -> None:
     config = RunConfig.load(overrides=["scoring.validation='peers'", "data.institutions=3"])
+    names = ["hospital-01", "hospital-02", "hospital-03"]
     strategy, _ = scored(config)
     assert strategy._voter_stakes(1, ["hospital-01"]) is None  # no reader: equal weights
-    held = {"hospital-01": 10 * 10**18, "hospital-02": 5 * 10**18}
-    strategy.stakes = lambda: held
+    asked: list[int] = []
+    strategy.stakes = lambda server_round: asked.append(server_round) or {"hospital-02": 5 * 10**18}
     assert strategy._voter_stakes(2, ["hospital-02", "hospital-03"]) == {"hospital-02": 5 * 10**18, "hospital-03": 0}
+    assert asked == [2]  # the stakes of the round being voted on
+    # Nobody holds stake: no ballot is run (the grid would be asked), nobody is graded, nothing is paid for votes.
+    strategy.stakes = lambda server_round: dict.fromkeys(names, 0)
     with caplog.at_level(logging.WARNING, logger="fedlearn"):
-        assert strategy._voter_stakes(3, ["hospital-03"]) is None
-    assert "round 3: no voter holds stake (hospital-03)" in caplog.text
+        ballot = strategy._peer_scores(3, [], names)
+    assert "round 3: no voter holds stake" in caplog.text and "no consensus" in caplog.text
+    assert ballot.scores == dict.fromkeys(names, 0.0) and ballot.ballots() == {} and not ballot.rewards
 
 
 @pytest.mark.parametrize("step", [-2.0, 0.7, 1.0])

@@ -192,7 +192,7 @@ def build_server_app(config: RunConfig | None = None, options: RunOptions | None
         # Peer votes are weighed by each voter's stake on chain, where institutions stake.
         stakes = None
         if paymaster is not None and cfg.integrity.min_stake > 0 and cfg.scoring.validation == "peers":
-            stakes = paymaster.stakes
+            stakes = paymaster.voting_stakes
         strategy = ScoredStrategy(inner, copy.deepcopy(model), (validation.X, validation.y), cfg,
                                   on_round=recorder.scored, registered=registered, nodes=node_registry(cfg),
                                   stakes=stakes)

@@ -100,7 +100,7 @@ class PeerRound:
     salts: dict[str, str] = field(default_factory=dict)
     broken: dict[str, str] = field(default_factory=dict)
     rewards: dict[str, float] = field(default_factory=dict)
-    stakes: dict[str, float] = field(default_factory=dict)
+    stakes: Mapping[str, float] = field(default_factory=dict)
 
     def ballots(self) -> dict[str, dict]:
         """voter → its ballot as recorded (``commitment``, ``salt``, ``votes``, ``weight``, ``stake`` when the

@@ -174,13 +174,14 @@ class ScoredStrategy(Strategy):
         on_round: Callable[[RoundScores], None] | None = None,
         registered: Mapping[str, int] | None = None,
         nodes: Mapping[int, str] | None = None,
-        stakes: Callable[[], Mapping[str, int]] | None = None,
+        stakes: Callable[[int], Mapping[str, int]] | None = None,
     ):
         """``registered``: each institution's example count as the coordinator knows it (the roster's partition
         sizes in simulation), the ceiling on the weight its replies may claim (``strategy.weighting``).
         ``nodes``: in a pilot, the institution each authenticated node was registered for; a reply is its
-        node's institution's, whatever name it gives. ``stakes``: reads each institution's stake (wei) on chain
-        as it stands; under peer validation the voters' votes are weighed by it (``None``: equally)."""
+        node's institution's, whatever name it gives. ``stakes``: reads what each institution's votes weigh in a
+        round (its stake on chain, wei); under peer validation the voters' votes are weighed by it (``None``:
+        equally)."""
         self.nodes = dict(nodes) if nodes is not None else None
         self.stakes = stakes
         self.inner = inner
@@ -547,21 +548,23 @@ class ScoredStrategy(Strategy):
         candidates = [(name, m.metadata.src_node_id, ArrayRecord({k: Array(v) for k, v in update.items()}),
                        examples_of(m))
                       for name, m, update in zip(names, accepted, self._updates)]
-        return peer_scores(self._grid, server_round, self._start_arrays, candidates, voters,
-                           stakes=self._voter_stakes(server_round, voters), validator_share=self.validator_share)
+        stakes = self._voter_stakes(server_round, voters)
+        if stakes is not None and not any(stakes.values()):
+            # Votes without stake count for nobody: no consensus, so every update is checked on the server's split.
+            money_log.warning("round %d: no voter holds stake (%s); no consensus this round", server_round,
+                              ", ".join(voters))
+            return PeerRound(scores=dict.fromkeys(names, 0.0), disagreeing=frozenset(), evaluations=0,
+                             commitments={}, voter_weights={}, stakes=stakes)
+        return peer_scores(self._grid, server_round, self._start_arrays, candidates, voters, stakes=stakes,
+                           validator_share=self.validator_share)
 
     def _voter_stakes(self, server_round: int, voters: list[str]) -> dict[str, int] | None:
-        """Each voter's stake as the chain holds it now: a slash proposed against a voter lowers its say from the
-        next ballot on. ``None`` (equal weights) without a stake reader, or when no voter holds any stake."""
+        """What each voter's votes weigh this round, as the stake reader gives it (a slash proposed against a voter
+        lowers its say from the next ballot on); ``None`` (equal weights) without a reader."""
         if self.stakes is None:
             return None
-        held = self.stakes()
-        stakes = {voter: int(held.get(voter, 0)) for voter in voters}
-        if not any(stakes.values()):
-            money_log.warning("round %d: no voter holds stake (%s); their votes are weighed equally", server_round,
-                              ", ".join(voters))
-            return None
-        return stakes
+        held = self.stakes(server_round)
+        return {voter: int(held.get(voter, 0)) for voter in voters}
 
     def _trust_scores(
         self, accepted: list[Message], names: list[str], utility: Callable[[frozenset[int]], float]

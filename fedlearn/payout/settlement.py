@@ -207,7 +207,10 @@ class Paymaster:
         self.budget = self.per_round * self.rounds
         self.interim_fraction = config.payout.interim_fraction
         self.best_utility = UTILITY_MAX[config.scoring.utility]
-        self._stakes_read: dict[str, int] | None = None  # the stakes last read on chain (stakes)
+        self._stakes_read: dict[str, int] | None = None  # the stakes last read on chain (voting_stakes)
+        self.stake_cap = tokens_to_wei(config.integrity.min_stake)
+        # (offence round, institution) → (its update's hash, the policy): slashes the chain was down for.
+        self._deferred: dict[tuple[int, str], tuple[str, SlashingPolicy]] = {}
 
     def governed_reward_per_round(self) -> int:
         """The reward per round the distributor enforces: the run pays by the chain's figure, not its config's."""
@@ -419,6 +422,11 @@ class Paymaster:
                     "is back"
                 )
             time.sleep(1.0)
+        self.retry_slashes()
+        for server_round, name in self.unslashed():
+            log.warning("round %d: %s was not slashed: the chain did not answer (`fedlearn chain slash "
+                        "--account %s --amount ... --evidence ...` proposes it by hand)", server_round, name,
+                        self.addresses[name])
         self.return_unspent()
 
     # ---- stake and slash --------------------------------------------------------------------------------
@@ -428,17 +436,24 @@ class Paymaster:
         stake_now = stake_of(self.link.session, self.link.deployment, address)
         return stake_now["active"] + stake_now["pending"]
 
-    def stakes(self) -> dict[str, int]:
-        """Each institution's slashable stake (wei), as the chain holds it now: what peer votes are weighed by.
-        While the node is unreachable, the stakes last read: a round's ballot does not wait for the chain, as its
-        settlement does not (it queues)."""
+    def voting_stakes(self, server_round: int) -> dict[str, int]:
+        """What each institution's peer votes weigh in round ``server_round`` (wei): its slashable stake as it
+        stood when the round began, capped at ``integrity.min_stake``, so that a slashed voter has less say and
+        staking more buys none. "As it stood": what the chain holds now plus what this run's slashes recorded for
+        that round or later took, so a round recomputed on resume after its own slash went out weighs its votes
+        as the first time. While the node is unreachable, the stakes last read (a ballot does not wait for the
+        chain, as settlement does not)."""
         try:
             self._stakes_read = {name: self.stake_of(address) for name, address in self.addresses.items()}
-        except ChainError as exc:
+        except Exception as exc:  # noqa: BLE001 - web3's, requests' and the chain layer's errors alike
             if self.link.session.is_eth_tester or self.link.reachable() or self._stakes_read is None:
                 raise
             log.warning("chain unreachable (%s); votes are weighed by the stakes read before", exc)
-        return dict(self._stakes_read)
+        stood = dict(self._stakes_read)
+        for slashed_round, name, amount, _ in self.ledger.slashes():
+            if slashed_round >= server_round and name in stood:
+                stood[name] += amount
+        return {name: min(stake, self.stake_cap) for name, stake in stood.items()}
 
     def ensure_stakes(self, tokens: float, signers: Mapping[str, Any] | None) -> None:
         """Every institution stakes ``tokens`` before joining: simulated ones are minted and stake here
@@ -456,22 +471,50 @@ class Paymaster:
         self.link.save()
 
     def slash(self, server_round: int, offenders: Mapping[str, str], policy: SlashingPolicy) -> dict[str, int]:
-        """Slash each offender (name → evidence of its update) once per round; returns wei slashed."""
+        """Slash each offender (name → evidence of its update) once per round; returns wei slashed.
+
+        While the node is unreachable the offenders wait, with a warning, and the next call that reaches it
+        slashes them, each for its own round's offence (``unslashed``: those still waiting)."""
+        for name, update_hash in offenders.items():
+            self._deferred.setdefault((server_round, name), (update_hash, policy))
+        return self.retry_slashes()
+
+    def retry_slashes(self) -> dict[str, int]:
+        """Slash the offenders waiting for the chain, if it answers now; returns wei slashed."""
+        if not self._deferred:
+            return {}
+        try:
+            return self._slash_waiting()
+        except Exception as exc:  # noqa: BLE001 - web3's, requests' and the chain layer's errors alike
+            if self.link.session.is_eth_tester or self.link.reachable():
+                raise
+            log.warning("chain unreachable (%s); slashing %s waits for it", exc,
+                        ", ".join(f"{name} (round {r})" for r, name in sorted(self._deferred)))
+            return {}
+
+    def unslashed(self) -> list[tuple[int, str]]:
+        """(round, institution) of the offences whose slash still waits for the chain."""
+        return sorted(self._deferred)
+
+    def _slash_waiting(self) -> dict[str, int]:
         done = {(r, name) for r, name, _, _ in self.ledger.slashes()}
         delay = int(distributor_contract(self.link.session, self.link.deployment).functions.slashDelay().call())
         slashed: dict[str, int] = {}
-        for name, update_hash in sorted(offenders.items()):
+        for (server_round, name), (update_hash, policy) in sorted(self._deferred.items()):
             if (server_round, name) in done or name not in self.addresses:
+                del self._deferred[(server_round, name)]
                 continue
             address = self.addresses[name]
             amount = slash_amount(self.stake_of(address), policy)
             if amount == 0:
+                del self._deferred[(server_round, name)]
                 log.warning("round %d: %s is flagged but has no stake to slash", server_round, name)
                 continue
             evidence = evidence_hash(server_round, update_hash)
             slash_id, tx = propose_slash(self.link.session, self.link.deployment, address, amount, evidence)
             self.ledger.record_slash(server_round, name, address, amount, "0x" + evidence.hex(), tx.tx_hash)
-            slashed[name] = amount
+            del self._deferred[(server_round, name)]  # recorded: a later failure does not propose it twice
+            slashed[name] = slashed.get(name, 0) + amount
             if delay == 0:
                 execute_slash(self.link.session, self.link.deployment, slash_id)
                 log.warning("round %d: slashed %s %d wei (evidence 0x%s)", server_round, name, amount, evidence.hex())
