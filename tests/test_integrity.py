@@ -140,6 +140,7 @@ def test_a_sybil_earns_no_more_than_it_did_whole(tmp_path: Path) -> None:
         ("integrity.refit_check_folds=1", "integrity.refit_check_folds = 1 must be 0 (no check) or in [2, 20]"),
         ("integrity.refit_check_folds=21", "integrity.refit_check_folds = 21 must be 0 (no check) or in [2, 20]"),
         ("integrity.refit_max_drop=-0.5", "integrity.refit_max_drop = -0.5 must be in [0, 100]"),
+        ("integrity.backdoor_threshold=-1", "integrity.backdoor_threshold = -1.0 must be in [0, 100]"),
         ("integrity.refit_output_layer='yes'", "integrity.refit_output_layer"),
         ("integrity.slash_fraction=1.5", "more than the stake cannot be slashed"),
         ("integrity.slash_k=1", "single bad round"),

@@ -41,6 +41,7 @@ from fedlearn.federation.replies import (
     institution_of,
     partition_replies,
 )
+from fedlearn.federation.unit_growth import UnitGrowth
 from fedlearn.learning.head import RefitCheck, RefitError, check_refit, refit_output_layer
 from fedlearn.logs import log as money_log
 from fedlearn.records.checkpoint import numpy_arrays
@@ -135,6 +136,13 @@ class RoundScoring:
     estimator: str = ""
 
 
+def first_layer_weight(model: nn.Module) -> str | None:
+    """The state-dict name of the first linear layer's weight when a hidden layer follows it, else None (a model
+    with one linear layer has no hidden unit for ``fedlearn.federation.unit_growth`` to read)."""
+    linear = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
+    return f"{linear[0]}.weight" if len(linear) >= 2 else None
+
+
 def refit_record(refitted: bool, why_not: str, check: RefitCheck | None) -> dict[str, Any]:
     """What the summary says of the published model's refit: whether it was made, why not, and what the
     cross-validated check saw (None: no check)."""
@@ -194,6 +202,11 @@ class ScoredStrategy(Strategy):
         self.voters_fraction = config.integrity.voters_fraction
         self.validator_share = config.integrity.validator_share
         self.free_rider_kappa = config.integrity.free_rider_kappa
+        # Backdoors planted together (fedlearn.federation.unit_growth): read from the first layer of a model with a
+        # hidden one; the history lives as long as this strategy (a resumed run starts it afresh).
+        self._growth = (UnitGrowth(config.integrity.backdoor_threshold)
+                        if config.integrity.backdoor_threshold > 0 else None)
+        self._first_layer = first_layer_weight(model)
         self.exclude_harmful = config.integrity.exclude_harmful
         self.refit_l2 = config.integrity.refit_l2 if config.integrity.refit_output_layer else None
         self.refit_noise = config.integrity.refit_noise
@@ -232,8 +245,9 @@ class ScoredStrategy(Strategy):
         rejected += unregistered
         # Each update decoded once, here: robust rules pop arrays out of the replies they aggregate.
         self._updates = [numpy_arrays(arrays_of(m)) for m in accepted]
+        accepted, planted = self._set_aside_backdoors(server_round, accepted)
         accepted, riders = self._set_aside_free_riders(accepted)
-        rejected += riders
+        rejected += planted + riders
         self._hashes = {institution_of(m): model_hash(u) for m, u in zip(accepted, self._updates)}
         for rejection in rejected:
             money_log.warning("round %d: update from %s set aside: %s", server_round, rejection.institution,
@@ -413,6 +427,26 @@ class ScoredStrategy(Strategy):
         """The replies at the ``kept`` indices; ``self._updates``, aligned with them, keeps the same ones."""
         self._updates = [u for i, u in enumerate(self._updates) if i in kept]
         return [m for i, m in enumerate(accepted) if i in kept]
+
+    def _set_aside_backdoors(self, server_round: int, accepted: list[Message]
+                             ) -> tuple[list[Message], list[Rejection]]:
+        """Updates from institutions that grow a hidden unit together with another, round after round, from a few
+        inputs (``fedlearn.federation.unit_growth``) are set aside; ``self._updates`` keeps the decoded arrays of
+        those that stay. Every update of the round is read first, whatever the later checks make of it."""
+        if self._growth is None or self._first_layer is None or self._start_arrays is None:
+            return accepted, []
+        start = self._start_arrays[self._first_layer].numpy()
+        names = [institution_of(m) for m in accepted]
+        self._growth.observe(server_round, {name: update[self._first_layer] - start
+                                            for name, update in zip(names, self._updates)})
+        flagged = self._growth.flagged(names)
+        kept = self._keep(accepted, {i for i, name in enumerate(names) if name not in flagged})
+        # Not evidence against a stake: the check reads how weights grow, not harm done, and an honest pair sits
+        # closer to the threshold in some federations than slashing can afford (unit_growth's measurements).
+        return kept, [Rejection(name, f"its first-layer update grows a hidden unit with another institution's, "
+                                      f"in one direction every round from a few inputs, as planting a backdoor "
+                                      f"does (score {score:.2f} > {self._growth.threshold:g})", evidence=False)
+                      for name, score in sorted(flagged.items())]
 
     def _set_aside_free_riders(self, accepted: list[Message]) -> tuple[list[Message], list[Rejection]]:
         """Updates with no training signal of their own (``fedlearn.federation.free_riders``) are set aside;
