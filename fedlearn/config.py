@@ -208,8 +208,8 @@ class IntegritySection:
     # where that is lower; noise scores ~1) is set aside (fedlearn.federation.free_riders). 0 turns the check off.
     free_rider_kappa: float = 5.0
     # Backdoors planted together (an option, off by default): an institution that grows a hidden unit with another,
-    # in the same direction every round from a few inputs (pair score above this; 2 is the measured choice), is set
-    # aside from then on (fedlearn.federation.unit_growth). Off by default because honest institutions on very
+    # in the same direction every round from a few inputs, is set aside in each round its pair score exceeds this (2
+    # is the measured choice; fedlearn.federation.unit_growth). Off by default because honest institutions on very
     # skewed data (Dirichlet α = 0.05) have scored 2.37: they would be set aside too. 0: no check.
     backdoor_threshold: float = 0.0
     # An update whose contribution score on the server's validation split is negative (the round's model is

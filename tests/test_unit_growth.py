@@ -72,15 +72,13 @@ def test_the_running_sums_give_the_score_its_definition_gives(seed: int, rounds:
     # Execute
     for server_round, updates in enumerate(history, start=2):
         growth.observe(server_round, updates)
-    # Assert: every institution that can reach the threshold scores what the definition says; those that cannot
-    # score 0 (their best pair is below the threshold whatever it is).
+    # Assert: with every pair counted each institution scores what the definition says; pairing only those with a
+    # unit above the threshold flags exactly the same institutions, and scores none higher.
     expected = by_definition(history)
-    scores = growth.scores()
-    for name in NAMES:
-        if scores[name] > 0:
-            assert scores[name] == pytest.approx(expected[name], rel=1e-9)
-        else:
-            assert expected[name] <= THRESHOLD
+    everyone = growth.scores(floor=-np.inf)
+    assert all(everyone[name] == pytest.approx(expected[name], rel=1e-9, abs=1e-12) for name in NAMES)
+    pruned = growth.scores()
+    assert all(pruned[name] <= everyone[name] + 1e-12 for name in NAMES)
     assert set(growth.flagged(NAMES)) == {n for n, s in expected.items() if s > THRESHOLD}
 
 
@@ -124,6 +122,24 @@ def test_two_institutions_growing_different_units_are_not_flagged_and_a_spread_g
     assert apart.flagged(NAMES) == {}
     # Concentration counts: the same growth spread over every input scores well under half as much.
     assert spread.scores()[NAMES[0]] < 0.5 * concentrated.scores()[NAMES[0]]
+
+
+def test_a_planter_is_flagged_in_a_round_its_partner_sat_out() -> None:
+    # Prepare: two planters every round, then a round (sampling) without the second.
+    rng = np.random.default_rng(3)
+    growth = UnitGrowth()
+    for server_round in range(2, 7):
+        updates = honest_round(rng)
+        for name in NAMES[:2]:
+            updates[name] = planted(updates[name], 5, [7, 8, 10, 11], 6.0)
+        growth.observe(server_round, updates)
+    updates = honest_round(rng)
+    updates[NAMES[0]] = planted(updates[NAMES[0]], 5, [7, 8, 10, 11], 6.0)
+    del updates[NAMES[1]]
+    # Execute
+    growth.observe(7, updates)
+    # Assert: the pair is read over every round so far; only the round's own institutions are flagged.
+    assert set(growth.flagged(sorted(updates))) == {NAMES[0]} and growth.rounds[NAMES[1]] == 5
 
 
 def test_a_round_with_fewer_than_three_updates_is_not_read() -> None:

@@ -207,6 +207,9 @@ class ScoredStrategy(Strategy):
         self._growth = (UnitGrowth(config.integrity.backdoor_threshold)
                         if config.integrity.backdoor_threshold > 0 else None)
         self._first_layer = first_layer_weight(model)
+        if self._growth is not None and self._first_layer is None:
+            money_log.warning("integrity.backdoor_threshold is set, but the model has no hidden layer to read: "
+                              "no backdoor check")
         self.exclude_harmful = config.integrity.exclude_harmful
         self.refit_l2 = config.integrity.refit_l2 if config.integrity.refit_output_layer else None
         self.refit_noise = config.integrity.refit_noise
@@ -245,9 +248,10 @@ class ScoredStrategy(Strategy):
         rejected += unregistered
         # Each update decoded once, here: robust rules pop arrays out of the replies they aggregate.
         self._updates = [numpy_arrays(arrays_of(m)) for m in accepted]
-        accepted, planted = self._set_aside_backdoors(server_round, accepted)
+        self._observe_growth(server_round, accepted)
         accepted, riders = self._set_aside_free_riders(accepted)
-        rejected += planted + riders
+        accepted, planted = self._set_aside_backdoors(accepted)
+        rejected += riders + planted
         self._hashes = {institution_of(m): model_hash(u) for m, u in zip(accepted, self._updates)}
         for rejection in rejected:
             money_log.warning("round %d: update from %s set aside: %s", server_round, rejection.institution,
@@ -428,17 +432,22 @@ class ScoredStrategy(Strategy):
         self._updates = [u for i, u in enumerate(self._updates) if i in kept]
         return [m for i, m in enumerate(accepted) if i in kept]
 
-    def _set_aside_backdoors(self, server_round: int, accepted: list[Message]
-                             ) -> tuple[list[Message], list[Rejection]]:
-        """Updates from institutions that grow a hidden unit together with another, round after round, from a few
-        inputs (``fedlearn.federation.unit_growth``) are set aside; ``self._updates`` keeps the decoded arrays of
-        those that stay. Every update of the round is read first, whatever the later checks make of it."""
+    def _observe_growth(self, server_round: int, accepted: list[Message]) -> None:
+        """The backdoor check (``fedlearn.federation.unit_growth``) reads every update of the round, whatever the
+        later checks make of it."""
         if self._growth is None or self._first_layer is None or self._start_arrays is None:
-            return accepted, []
+            return
         start = self._start_arrays[self._first_layer].numpy()
+        self._growth.observe(server_round, {institution_of(m): update[self._first_layer] - start
+                                            for m, update in zip(accepted, self._updates)})
+
+    def _set_aside_backdoors(self, accepted: list[Message]) -> tuple[list[Message], list[Rejection]]:
+        """Updates from institutions that grow a hidden unit together with another, round after round, from a few
+        inputs are set aside; ``self._updates`` keeps the decoded arrays of those that stay. After the free-rider
+        check, so that its verdict, which is evidence against a stake, stands where both apply."""
+        if self._growth is None or self._first_layer is None:
+            return accepted, []
         names = [institution_of(m) for m in accepted]
-        self._growth.observe(server_round, {name: update[self._first_layer] - start
-                                            for name, update in zip(names, self._updates)})
         flagged = self._growth.flagged(names)
         kept = self._keep(accepted, {i for i, name in enumerate(names) if name not in flagged})
         # Not evidence against a stake: the check reads how weights grow, not harm done, and an honest pair sits

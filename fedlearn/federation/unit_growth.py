@@ -9,7 +9,7 @@ its place or its class: the validation split cannot show a backdoor (its rows ca
 
 The score, each round t, reads rounds 2..t (round 1 starts from the random initial model). For an institution i
 and a hidden unit h, the residual r_i,h is the row of i's first-layer update for h minus the cohort's median row
-(elementwise, over the round's institutions). The unit scores
+(elementwise, over the round's institutions; an all-zero row counts as a cosine of 0 below). The unit scores
 
     U_i,h = consistency × concentration × magnitude,
 
@@ -21,17 +21,20 @@ max_h min(U_i,h, U_j,h) × max(cos(S_i,h, S_j,h), 0); an institution scores its 
 exceeds :data:`THRESHOLD` (``integrity.backdoor_threshold``). One institution alone is never flagged: it takes
 two planting one trigger.
 
-Measured online (each round's flags from rounds 2..t; scripts in the closing note; parameters chosen on seeds
-42-44 of the integrity benchmark's digits federation: 10 institutions, 3 planting one 4-pixel trigger in 30 % of
-their rows, Dirichlet α = 0.5, 8 rounds). Held out, seeds 45-50: all 18 planters flagged from round 3 on, scoring
-2.43-6.81 by round 8; 20 institutions with 6 planters (seeds 42, 43): all 12 from round 3. Seeds 42-44: 8 of 9
-(one scores 1.36). Weaker attacks: a trigger in 10 % of rows, 6 of 9; another target class, 8 of 9. Honest
-institutions, highest score at any round: α = 0.5 (seeds 42-50, with or without planters) 0.48; one institution
-split into 3 sybils 0.41; 20 institutions 0.80; α = 0.1 (seeds 42-47) 1.99; α = 0.05 (seeds 42, 43) 2.37, over
-the threshold. Honest institutions whose data is that skewed also grow a unit from a few pixels every round,
-alike: the check is an option (``integrity.backdoor_threshold``, off by default), and a set-aside it makes is
-never evidence against a stake.
+Measured online (each round's flags from rounds 2..t; the parameters, :data:`TOP_INPUTS` among them, were chosen
+on seeds 42-44 of the integrity benchmark's digits federation: 10 institutions, 3 planting one 4-pixel trigger
+in 30 % of their rows, Dirichlet α = 0.5, 8 rounds). Held out, seeds 45-50: all 18 planters flagged from round 3
+on, scoring 2.43-6.81 by round 8; 20 institutions with 6 planters (seeds 42, 43): all 12 from round 3. Seeds
+42-44: 8 of 9 (one scores 1.36). Weaker attacks: a trigger in 10 % of rows, 6 of 9; another target class, 8 of
+9; label flips, targeted flips and boosted updates score at most 0.68. Honest institutions, the highest score at
+any round with every pair counted: α = 0.5 (seeds 42-50, with or without planters) 1.47; one institution split
+into 3 sybils 1.23; 5 or 20 institutions 1.22; α = 0.1 (seeds 42-47) 1.99; α = 0.05 (seeds 42, 43) 2.37, over the
+threshold (two institutions at seed 43). Honest institutions whose data is that skewed also grow a unit from a
+few pixels every round, alike: the check is an option (``integrity.backdoor_threshold``, off by default), and a
+set-aside it makes is never evidence against a stake. A trigger spread over many more inputs than
+:data:`TOP_INPUTS` concentrates less (about TOP_INPUTS / its size) and was not measured.
 
+A resumed run starts the history afresh: the check flags again from the second round it reads after the resume.
 A model without a hidden layer (logistic regression) has no unit to read; the check is then off.
 """
 
@@ -44,7 +47,7 @@ import numpy as np
 
 THRESHOLD = 2.0
 """A pair score above this flags both institutions (the module's measurements: planters 2.43 and more by the end of
-a run; honest institutions at most 0.80 at α = 0.5, 1.99 at α = 0.1, 2.37 at α = 0.05)."""
+a run; honest institutions at most 1.47 at α = 0.5, 1.99 at α = 0.1, 2.37 at α = 0.05)."""
 TOP_INPUTS = 4
 """The inputs a unit's growth is concentrated in: a trigger of a few features."""
 FIRST_ROUND = 2
@@ -68,14 +71,15 @@ class UnitGrowth:
         if server_round < FIRST_ROUND or len(updates) < MIN_INSTITUTIONS:
             return
         names = sorted(updates)
+        for name in names:
+            if name in self.sums and self.sums[name].shape != np.shape(updates[name]):
+                raise ValueError(f"{name}'s first layer changed shape from {self.sums[name].shape} to "
+                                 f"{np.shape(updates[name])}")
         stacked = np.stack([np.asarray(updates[n], dtype=np.float64) for n in names])
         residuals = stacked - np.median(stacked, axis=0, keepdims=True)
         norms = np.linalg.norm(residuals, axis=2, keepdims=True)
         unit = np.divide(residuals, norms, out=np.zeros_like(residuals), where=norms > 0)
         for name, residual, direction in zip(names, residuals, unit):
-            if name in self.sums and self.sums[name].shape != residual.shape:
-                raise ValueError(f"{name}'s first layer changed shape from {self.sums[name].shape} to "
-                                 f"{residual.shape}")
             self.sums[name] = self.sums.get(name, 0.0) + residual
             self.directions[name] = self.directions.get(name, 0.0) + direction
             self.rounds[name] = self.rounds.get(name, 0) + 1
@@ -98,24 +102,26 @@ class UnitGrowth:
             scores[name] = np.clip(consistency, 0.0, None) * concentration * magnitude / scale
         return scores
 
-    def scores(self, among: Sequence[str] | None = None) -> dict[str, float]:
-        """Each institution's best pair score (0 for one that cannot reach the threshold: no unit above it), over
-        pairs within ``among`` (default: every institution read)."""
+    def scores(self, floor: float | None = None) -> dict[str, float]:
+        """Each institution's best pair score, over every institution read (a partner need not be in the same
+        round). Only institutions with a unit above ``floor`` (default: the threshold) are paired: a pair above
+        it needs a unit above it in both, so flags are exact, and any other institution scores 0 (its true score
+        is at most the floor). ``floor=-inf`` pairs everyone."""
         units = self.unit_scores()
-        names = [n for n in (sorted(units) if among is None else among) if n in units]
-        best = dict.fromkeys(names, 0.0)
-        # A pair above the threshold needs a unit above it in both: only those institutions are compared.
-        candidates = [n for n in names if units[n].max() > self.threshold]
+        floor = self.threshold if floor is None else floor
+        best = dict.fromkeys(units, 0.0)
+        candidates = [n for n in sorted(units) if units[n].max() > floor]
         for a, first in enumerate(candidates):
             for second in candidates[a + 1:]:
                 s1, s2 = self.sums[first], self.sums[second]
                 n1, n2 = np.linalg.norm(s1, axis=1), np.linalg.norm(s2, axis=1)
                 dots = (s1 * s2).sum(axis=1)
                 cosine = np.divide(dots, n1 * n2, out=np.zeros_like(dots), where=(n1 > 0) & (n2 > 0))
-                pair = float((np.minimum(units[first], units[second]) * np.clip(cosine, 0.0, None)).max())
+                pair = float((np.minimum(units[first], units[second]) * np.clip(cosine, 0.0, 1.0)).max())
                 best[first], best[second] = max(best[first], pair), max(best[second], pair)
         return best
 
     def flagged(self, among: Sequence[str]) -> dict[str, float]:
         """The institutions of ``among`` whose score exceeds the threshold → that score."""
-        return {name: score for name, score in self.scores(among).items() if score > self.threshold}
+        scores = self.scores()
+        return {name: scores[name] for name in among if scores.get(name, 0.0) > self.threshold}
