@@ -16,6 +16,7 @@ from fedlearn.config import RunConfig
 from fedlearn.federation.simulation import run_federation
 from fedlearn.federation.strategy import first_layer_weight
 from fedlearn.federation.unit_growth import THRESHOLD, TOP_INPUTS, UnitGrowth
+from fedlearn.payout.ledger import Ledger
 
 UNITS, INPUTS = 8, 12
 NAMES = [f"hospital-{i:02d}" for i in range(1, 9)]
@@ -160,15 +161,22 @@ def test_institutions_planting_one_trigger_are_set_aside_and_paid_almost_nothing
     config = RunConfig.load(Path(__file__).parents[1] / "configs" / "demo.toml", overrides=[
         "run.rounds=8", "simulation.engine='local'", f"run.output_dir='{tmp_path}'", "integrity.backdoor_threshold=2",
         "integrity.behaviours='" + ", ".join(f"{name}=backdoor" for name in planters) + "'"])
-    # Execute
-    summary = run_federation(config, run_dir=tmp_path / "run", progress=False)
+    # Execute: the run whole, and the same run stopped after round 4 and resumed.
+    summary = run_federation(config, run_dir=tmp_path / "whole", progress=False)
+    run_federation(config, run_dir=tmp_path / "resumed", progress=False, stop_after=4)
+    run_federation(config, run_dir=tmp_path / "resumed", progress=False)
     # Assert: from the third round on the planters' updates are set aside, saying why, and not held against their
     # stake (the check reads weights, not harm); no honest update is; the planters end with under 3 % of the tokens.
-    rounds = [r["scores"] for r in json.loads((tmp_path / "run" / "rounds.json").read_text())[1:]]
+    rounds = [r["scores"] for r in json.loads((tmp_path / "whole" / "rounds.json").read_text())[1:]]
     for record in rounds[2:]:
         set_aside = {name for name, why in record["rejected"].items() if "grows a hidden unit" in why}
         assert set_aside == set(planters) and set(record["inconclusive"]) >= set_aside
     assert not any("grows a hidden unit" in why for record in rounds[:2] for why in record["rejected"].values())
     earned = {i["name"]: int(i["tokens_earned"]) for i in summary["institutions"]}
     assert sum(earned[name] for name in planters) < 0.03 * sum(earned.values())
-    assert summary["final_backdoor_success"] < 0.05
+    # The resumed run checked as the whole one did (the check's history is checkpointed): the same set-asides, and
+    # every round settled the same.
+    again = [r["scores"] for r in json.loads((tmp_path / "resumed" / "rounds.json").read_text())[1:]]
+    assert [r["rejected"] for r in again] == [r["rejected"] for r in rounds]
+    whole, resumed = (Ledger.open(tmp_path / d / "ledger.sqlite").rounds() for d in ("whole", "resumed"))
+    assert len(whole) == len(resumed) == 8 and all(a.same_settlement(b) for a, b in zip(whole, resumed))

@@ -196,6 +196,8 @@ def build_server_app(config: RunConfig | None = None, options: RunOptions | None
         strategy = ScoredStrategy(inner, copy.deepcopy(model), (validation.X, validation.y), cfg,
                                   on_round=recorder.scored, registered=registered, nodes=node_registry(cfg),
                                   stakes=stakes)
+        if resumed is not None:
+            strategy.restore_checks(resumed.checks)
         eval_model = copy.deepcopy(model)
 
         def evaluate_global(server_round: int, arrays: ArrayRecord, **cost: Any) -> RoundResult:
@@ -235,7 +237,7 @@ def build_server_app(config: RunConfig | None = None, options: RunOptions | None
                 if cfg.integrity.slash and cfg.integrity.min_stake > 0:
                     paymaster.slash(server_round, offenders(recorder, policy), policy)
             checkpoint.save(run_dir, server_round, published, inner, random.getstate(),
-                            training=None if published is arrays else arrays)
+                            training=None if published is arrays else arrays, checks=strategy.check_state())
             opts.on_round(result, cfg.run.rounds, payout)
 
         if last < cfg.run.rounds:

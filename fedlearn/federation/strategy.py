@@ -203,7 +203,7 @@ class ScoredStrategy(Strategy):
         self.validator_share = config.integrity.validator_share
         self.free_rider_kappa = config.integrity.free_rider_kappa
         # Backdoors planted together (fedlearn.federation.unit_growth): read from the first layer of a model with a
-        # hidden one; the history lives as long as this strategy (a resumed run starts it afresh).
+        # hidden one; the history is checkpointed with every round (check_state).
         self._growth = (UnitGrowth(config.integrity.backdoor_threshold)
                         if config.integrity.backdoor_threshold > 0 else None)
         self._first_layer = first_layer_weight(model)
@@ -431,6 +431,22 @@ class ScoredStrategy(Strategy):
         """The replies at the ``kept`` indices; ``self._updates``, aligned with them, keeps the same ones."""
         self._updates = [u for i, u in enumerate(self._updates) if i in kept]
         return [m for i, m in enumerate(accepted) if i in kept]
+
+    def check_state(self) -> dict[str, Any]:
+        """What the update checks remember across rounds (the free-rider check's past global models, the backdoor
+        check's sums), saved with each round's checkpoint."""
+        return {"globals": list(self._globals), "growth": copy.deepcopy(self._growth)}
+
+    def restore_checks(self, state: Mapping[str, Any] | None) -> None:
+        """Resume the checks from a checkpoint's :meth:`check_state`, so that a resumed run, and a round replayed
+        after a crash, checks as the uninterrupted run did (a checkpoint from before this was kept: none)."""
+        if not state:
+            return
+        self._globals = list(state.get("globals", []))
+        if self._growth is not None and state.get("growth") is not None:
+            threshold = self._growth.threshold
+            self._growth = copy.deepcopy(state["growth"])
+            self._growth.threshold = threshold
 
     def _observe_growth(self, server_round: int, accepted: list[Message]) -> None:
         """The backdoor check (``fedlearn.federation.unit_growth``) reads every update of the round, whatever the

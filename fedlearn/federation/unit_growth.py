@@ -34,7 +34,8 @@ few pixels every round, alike: the check is an option (``integrity.backdoor_thre
 set-aside it makes is never evidence against a stake. A trigger spread over many more inputs than
 :data:`TOP_INPUTS` concentrates less (about TOP_INPUTS / its size) and was not measured.
 
-A resumed run starts the history afresh: the check flags again from the second round it reads after the resume.
+The sums are saved with every round's checkpoint (``ScoredStrategy.check_state``): a resumed run checks as the
+uninterrupted one.
 A model without a hidden layer (logistic regression) has no unit to read; the check is then off.
 """
 

@@ -37,6 +37,7 @@ class Checkpoint:
     strategy: Strategy
     random_state: Any
     published: ArrayRecord  # what the round published (its hash is on chain): ``arrays`` but in a last round
+    checks: Any = None  # what the update checks remember across rounds (ScoredStrategy.check_state); None: older
 
 
 def model_path(run_dir: Path, server_round: int) -> Path:
@@ -44,15 +45,16 @@ def model_path(run_dir: Path, server_round: int) -> Path:
 
 
 def save(run_dir: Path, server_round: int, arrays: ArrayRecord, strategy: Strategy, random_state: Any,
-         training: ArrayRecord | None = None) -> None:
+         training: ArrayRecord | None = None, checks: Any = None) -> None:
     """``arrays``: the round's published model (what its hash on chain is of); ``training``: the aggregate
-    training goes on from, where it differs (the last round's, before its output layer was refitted)."""
+    training goes on from, where it differs (the last round's, before its output layer was refitted); ``checks``:
+    what the update checks remember across rounds, so that a resumed run checks as an uninterrupted one."""
     directory = run_dir / CHECKPOINT_DIR
     directory.mkdir(parents=True, exist_ok=True)
     # State first, model last: the model file is what marks the round completed.
     state = directory / f"state-{server_round:04d}.pkl"
     with open(state.with_suffix(".tmp"), "wb") as fh:
-        pickle.dump({"strategy": strategy, "random_state": random_state,
+        pickle.dump({"strategy": strategy, "random_state": random_state, "checks": checks,
                      "training": None if training is None else numpy_arrays(training)}, fh)
     os.replace(state.with_suffix(".tmp"), state)
     target = model_path(run_dir, server_round)
@@ -101,4 +103,4 @@ def latest(run_dir: Path) -> Checkpoint | None:
                              read_model(model_path(run_dir, server_round)).items()})
     training = saved.get("training")
     arrays = published if training is None else ArrayRecord({name: Array(v) for name, v in training.items()})
-    return Checkpoint(server_round, arrays, saved["strategy"], saved["random_state"], published)
+    return Checkpoint(server_round, arrays, saved["strategy"], saved["random_state"], published, saved.get("checks"))
