@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import pickle
 import re
 
 import numpy as np
@@ -738,3 +739,26 @@ def test_a_validation_split_missing_a_class_publishes_the_model_unrefitted(caplo
         assert strategy.published(1, start) is start
     assert "not refitted" in caplog.text and "class(es) 2" in caplog.text
     assert strategy.refit is not None and not strategy.refit["refitted"] and "class(es) 2" in strategy.refit["why_not"]
+
+
+def test_what_the_checks_remember_survives_a_checkpoint_and_nothing_else_is_made_up() -> None:
+    # Prepare: a strategy that has seen three rounds' start models, and the backdoor check on.
+    config = RunConfig.load(overrides=["data.institutions=3", "integrity.backdoor_threshold=2"])
+    strategy, start = scored(config)
+    for server_round in (2, 3):
+        moved = ArrayRecord({k: Array(v.numpy() + server_round) for k, v in start.items()})
+        list(strategy.configure_train(server_round, moved, ConfigRecord(), LoopbackGrid(3)))
+    assert strategy._growth is not None
+    strategy._growth.observe(2, {f"hospital-0{i}": np.full((4, 3), float(i)) for i in (1, 2, 3)})
+    # Execute: what a checkpoint keeps, into a fresh strategy (as a resumed run builds), and an older checkpoint.
+    state = pickle.loads(pickle.dumps(strategy.check_state()))
+    resumed, _ = scored(config)
+    resumed.restore_checks(state)
+    older, _ = scored(config)
+    before = [g.copy() for g in older._globals]
+    older.restore_checks(None)
+    # Assert: the past global models and the check's sums are back as they were; an older checkpoint changes nothing.
+    assert len(resumed._globals) == 3 and all(np.array_equal(a, b) for a, b in zip(resumed._globals, strategy._globals))
+    assert resumed._growth is not None and resumed._growth.rounds == strategy._growth.rounds
+    assert all(np.array_equal(resumed._growth.sums[n], strategy._growth.sums[n]) for n in strategy._growth.sums)
+    assert all(np.array_equal(a, b) for a, b in zip(older._globals, before))
