@@ -34,6 +34,18 @@ def planted(update: np.ndarray, unit: int, inputs: list[int], strength: float) -
     return grown
 
 
+def two_planters(rng: np.random.Generator, rounds: range) -> UnitGrowth:
+    """The check after ``rounds`` of honest updates in which the first two institutions grow unit 5 from inputs
+    7, 8, 10 and 11 with strength 6 each round."""
+    growth = UnitGrowth()
+    for server_round in rounds:
+        updates = honest_round(rng)
+        for name in NAMES[:2]:
+            updates[name] = planted(updates[name], 5, [7, 8, 10, 11], 6.0)
+        growth.observe(server_round, updates)
+    return growth
+
+
 def by_definition(history: list[dict[str, np.ndarray]]) -> dict[str, float]:
     """The score as the module defines it, from every round's residual rows kept (no running sums)."""
     names = sorted(history[0])
@@ -84,13 +96,7 @@ def test_the_running_sums_give_the_score_its_definition_gives(seed: int, rounds:
 
 
 def test_two_institutions_growing_one_unit_from_four_inputs_are_flagged_and_nobody_else() -> None:
-    rng = np.random.default_rng(0)
-    growth = UnitGrowth()
-    for server_round in range(1, 7):
-        updates = honest_round(rng)
-        for name in NAMES[:2]:
-            updates[name] = planted(updates[name], 5, [7, 8, 10, 11], 6.0)
-        growth.observe(server_round, updates)
+    growth = two_planters(np.random.default_rng(0), range(1, 7))
     assert set(growth.flagged(NAMES)) == set(NAMES[:2])
     assert growth.rounds == dict.fromkeys(NAMES, 5)  # round 1 is not read
 
@@ -128,12 +134,7 @@ def test_two_institutions_growing_different_units_are_not_flagged_and_a_spread_g
 def test_a_planter_is_flagged_in_a_round_its_partner_sat_out() -> None:
     # Prepare: two planters every round, then a round (sampling) without the second.
     rng = np.random.default_rng(3)
-    growth = UnitGrowth()
-    for server_round in range(2, 7):
-        updates = honest_round(rng)
-        for name in NAMES[:2]:
-            updates[name] = planted(updates[name], 5, [7, 8, 10, 11], 6.0)
-        growth.observe(server_round, updates)
+    growth = two_planters(rng, range(2, 7))
     updates = honest_round(rng)
     updates[NAMES[0]] = planted(updates[NAMES[0]], 5, [7, 8, 10, 11], 6.0)
     del updates[NAMES[1]]

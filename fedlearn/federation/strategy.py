@@ -444,9 +444,7 @@ class ScoredStrategy(Strategy):
             return
         self._globals = list(state.get("globals", []))
         if self._growth is not None and state.get("growth") is not None:
-            threshold = self._growth.threshold
-            self._growth = copy.deepcopy(state["growth"])
-            self._growth.threshold = threshold
+            self._growth = copy.deepcopy(state["growth"])  # its threshold too: a resumed run keeps its config
 
     def _observe_growth(self, server_round: int, accepted: list[Message]) -> None:
         """The backdoor check (``fedlearn.federation.unit_growth``) reads every update of the round, whatever the
