@@ -73,7 +73,7 @@ CONFIGURATIONS: dict[str, list[str]] = {
     "fltrust": ["strategy.name='fltrust'"],
     "fedmedian": ["strategy.name='fedmedian'"],
     "multikrum": ["strategy.name='multikrum'", "strategy.num_malicious=3"],
-    "backdoor_check": ["integrity.backdoor_threshold=2.0"],
+    "no_backdoor_check": ["integrity.backdoor_threshold=0"],
 }
 PLAIN = ["scoring.method='none'", "integrity.free_rider_kappa=0", "integrity.exclude_harmful=false",
          "integrity.refit_output_layer=false",

@@ -191,7 +191,7 @@ def test_a_federation_with_backdoored_institutions_learns_the_trigger(tmp_path: 
         config = RunConfig.load(overrides=[
             "run.rounds=5", "data.institutions=6", "simulation.engine='local'", "model.hidden_units=16",
             "chain.enabled=false", "train.momentum=0.9", "integrity.exclude_harmful=false",
-            f"integrity.refit_output_layer={str(refit).lower()}",
+            "integrity.backdoor_threshold=0", f"integrity.refit_output_layer={str(refit).lower()}",
             f"integrity.behaviours='{behaviours}'",
         ])
         return run_federation(config, run_dir=tmp_path / name, progress=False)

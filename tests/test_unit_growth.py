@@ -15,7 +15,7 @@ from torch import nn
 from fedlearn.config import RunConfig
 from fedlearn.federation.simulation import run_federation
 from fedlearn.federation.strategy import first_layer_weight
-from fedlearn.federation.unit_growth import THRESHOLD, TOP_INPUTS, UnitGrowth
+from fedlearn.federation.unit_growth import CONCENTRATION_POWER, THRESHOLD, TOP_INPUTS, UnitGrowth
 from fedlearn.payout.ledger import Ledger
 
 UNITS, INPUTS = 8, 12
@@ -60,7 +60,8 @@ def by_definition(history: list[dict[str, np.ndarray]]) -> dict[str, float]:
     energy = summed ** 2
     concentration = np.sort(energy, axis=2)[:, :, -TOP_INPUTS:].sum(axis=2) / energy.sum(axis=2)
     magnitude = np.linalg.norm(summed, axis=2)
-    units = np.clip(consistency, 0, None) * concentration * magnitude / np.median(magnitude, axis=1, keepdims=True)
+    units = (np.clip(consistency, 0, None) * concentration ** CONCENTRATION_POWER
+             * magnitude / np.median(magnitude, axis=1, keepdims=True))
     directions = summed / magnitude[:, :, None]
     best = {}
     for i, name in enumerate(names):
@@ -112,7 +113,7 @@ def test_one_institution_alone_is_never_flagged_however_it_grows_a_unit() -> Non
     assert growth.flagged(NAMES) == {}  # ... but it takes two to plant one trigger
 
 
-def test_two_institutions_growing_different_units_are_not_flagged_and_a_spread_growth_scores_less() -> None:
+def test_two_institutions_growing_different_units_or_one_unit_from_every_input_are_not_flagged() -> None:
     rng = np.random.default_rng(2)
     apart, spread, concentrated = UnitGrowth(), UnitGrowth(), UnitGrowth()
     for server_round in range(2, 9):
@@ -120,15 +121,17 @@ def test_two_institutions_growing_different_units_are_not_flagged_and_a_spread_g
         # As strong as the pair flagged above (6 on each of 4 inputs), but each its own unit ...
         apart.observe(server_round, {**updates, NAMES[0]: planted(updates[NAMES[0]], 1, [0, 1, 2, 3], 6.0),
                                      NAMES[1]: planted(updates[NAMES[1]], 6, [0, 1, 2, 3], 6.0)})
-        # ... or one unit grown the same way with the same energy, from every input rather than a few.
-        spread.observe(server_round, {**updates, **{n: planted(updates[n], 5, list(range(INPUTS)), 6.0 / 3 ** 0.5)
+        # ... or one unit grown alike, from every input rather than a few, with three times the energy (as two
+        # institutions holding mostly one class grow that class's unit: larger than a trigger's, but spread).
+        spread.observe(server_round, {**updates, **{n: planted(updates[n], 5, list(range(INPUTS)), 6.0)
                                                     for n in NAMES[:2]}})
         concentrated.observe(server_round, {**updates, **{n: planted(updates[n], 5, [7, 8, 10, 11], 6.0)
                                                           for n in NAMES[:2]}})
     assert min(apart.unit_scores()[n].max() for n in NAMES[:2]) > THRESHOLD  # each stands out alone
     assert apart.flagged(NAMES) == {}
-    # Concentration counts: the same growth spread over every input scores well under half as much.
-    assert spread.scores()[NAMES[0]] < 0.5 * concentrated.scores()[NAMES[0]]
+    # Concentration counts most: the larger growth spread over every input is not flagged; the trigger's is.
+    assert spread.flagged(NAMES) == {} and set(concentrated.flagged(NAMES)) == set(NAMES[:2])
+    assert spread.scores(floor=-np.inf)[NAMES[0]] < 0.25 * concentrated.scores()[NAMES[0]]
 
 
 def test_a_planter_is_flagged_in_a_round_its_partner_sat_out() -> None:
@@ -157,10 +160,10 @@ def test_only_a_model_with_a_hidden_layer_has_a_first_layer_to_read() -> None:
 
 def test_institutions_planting_one_trigger_are_set_aside_and_paid_almost_nothing(tmp_path: Path) -> None:
     # Prepare: the integrity benchmark's federation (the demo's ten institutions, 8 rounds), three of them planting
-    # the same trigger in 30 % of their rows; the check on (an option).
+    # the same trigger in 30 % of their rows; the check as configured by default.
     planters = ["hospital-02", "hospital-05", "hospital-08"]
     config = RunConfig.load(Path(__file__).parents[1] / "configs" / "demo.toml", overrides=[
-        "run.rounds=8", "simulation.engine='local'", f"run.output_dir='{tmp_path}'", "integrity.backdoor_threshold=2",
+        "run.rounds=8", "simulation.engine='local'", f"run.output_dir='{tmp_path}'",
         "integrity.behaviours='" + ", ".join(f"{name}=backdoor" for name in planters) + "'"])
     # Execute: the run whole, and the same run stopped after round 4 and resumed.
     summary = run_federation(config, run_dir=tmp_path / "whole", progress=False)

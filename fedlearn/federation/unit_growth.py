@@ -11,28 +11,36 @@ The score, each round t, reads rounds 2..t (round 1 starts from the random initi
 and a hidden unit h, the residual r_i,h is the row of i's first-layer update for h minus the cohort's median row
 (elementwise, over the round's institutions; an all-zero row counts as a cosine of 0 below). The unit scores
 
-    U_i,h = consistency × concentration × magnitude,
+    U_i,h = consistency × concentration^4 × magnitude,
 
 consistency the mean pairwise cosine of its residual rows over i's rounds (negative: 0), concentration the share
-of the energy of their sum S_i,h in its :data:`TOP_INPUTS` largest inputs, and magnitude ‖S_i,h‖ over the median
-of ‖S_i,·‖ over i's own units (an institution with little data moves every unit less: each is measured against
-itself, so neither small institutions nor a sybil split shift anyone else's scale). A pair scores
-max_h min(U_i,h, U_j,h) × max(cos(S_i,h, S_j,h), 0); an institution scores its best pair, and is flagged when that
-exceeds :data:`THRESHOLD` (``integrity.backdoor_threshold``). One institution alone is never flagged: it takes
-two planting one trigger.
+of the energy of their sum S_i,h in its :data:`TOP_INPUTS` largest inputs (to the power
+:data:`CONCENTRATION_POWER`), and magnitude ‖S_i,h‖ over the median of ‖S_i,·‖ over i's own units (an institution
+with little data moves every unit less: each is measured against itself, so neither small institutions nor a
+sybil split shift anyone else's scale). A pair scores max_h min(U_i,h, U_j,h) × max(cos(S_i,h, S_j,h), 0); an
+institution scores its best pair, and is flagged when that exceeds :data:`THRESHOLD`
+(``integrity.backdoor_threshold``). One institution alone is never flagged: it takes two planting one trigger.
 
-Measured online (each round's flags from rounds 2..t; the parameters, :data:`TOP_INPUTS` among them, were chosen
-on seeds 42-44 of the integrity benchmark's digits federation: 10 institutions, 3 planting one 4-pixel trigger
-in 30 % of their rows, Dirichlet α = 0.5, 8 rounds). Held out, seeds 45-50: all 18 planters flagged from round 3
-on, scoring 2.43-6.81 by round 8; 20 institutions with 6 planters (seeds 42, 43): all 12 from round 3. Seeds
-42-44: 8 of 9 (one scores 1.36). Weaker attacks: a trigger in 10 % of rows, 6 of 9; another target class, 8 of
-9; label flips, targeted flips and boosted updates score at most 0.68. Honest institutions, the highest score at
-any round with every pair counted: α = 0.5 (seeds 42-50, with or without planters) 1.47; one institution split
-into 3 sybils 1.23; 5 or 20 institutions 1.22; α = 0.1 (seeds 42-47) 1.99; α = 0.05 (seeds 42, 43) 2.37, over the
-threshold (two institutions at seed 43). Honest institutions whose data is that skewed also grow a unit from a
-few pixels every round, alike: the check is an option (``integrity.backdoor_threshold``, off by default), and a
-set-aside it makes is never evidence against a stake. A trigger spread over many more inputs than
-:data:`TOP_INPUTS` concentrates less (about TOP_INPUTS / its size) and was not measured.
+Why the fourth power. Honest institutions on very skewed data (Dirichlet α = 0.05: one or two classes each) grow
+one unit per dominant class every round, alike, and large: 6-23 times their median unit, against 3-6 for a
+planter. What such a unit is grown from differs: a class's strokes spread over many pixels (0.29-0.47 of the
+energy in the top 4), a trigger's 4 pixels hold 0.84-0.97. The first version, concentration to the first power
+and a threshold of 2, flagged honest pairs at α = 0.05 (2.37 at seed 43, 3.21 at seed 47) and was an option; the
+few honest units that are concentrated (0.83, seed 51) are small (1.7 times the median).
+
+Measured online, the module as shipped (each round's flags from rounds 2..t; every pair counted for the honest
+maxima), on the integrity benchmark's digits federation: 10 institutions, 3 of them (02, 05, 08) planting one
+4-pixel trigger in 30 % of their rows, 8 rounds. :data:`TOP_INPUTS` was chosen on seeds 42-44; the power and
+the threshold on seeds 42-56, after the first choice (the cube, threshold 1), made on 42-50, flagged an honest
+institution at α = 0.05 on held-out seed 52 (1.29: a unit 23 times its median). Held out since, seeds 57-62:
+honest institutions at most 0.33 (α = 0.05, 0.1 and 0.5), planters (α = 0.5) 15 of 18 flagged, all from round 3;
+over seeds 42-62, 56 of 63, scoring 1.24 and more when first flagged. Honest institutions over seeds 42-56, with
+or without planters beside them: α = 0.5 at most 0.22, α = 0.1 0.37, α = 0.05 0.72; 20 institutions (seeds 42,
+43; α = 0.5 and 0.05) 0.35. Planters on skewed data are caught less: α = 0.1, 6 of 12; α = 0.05, 5 of 15. A
+trigger spread over more inputs than :data:`TOP_INPUTS` concentrates less (about TOP_INPUTS / its size): a 3×3
+trigger (9 pixels, seeds 42-44) scores at most 0.14 and is not caught (nor was it by the first version, 1.28
+against its threshold of 2). A set-aside is never evidence against a stake: the check reads how weights grow,
+not harm done.
 
 The sums are saved with every round's checkpoint (``ScoredStrategy.check_state``): a resumed run checks as the
 uninterrupted one.
@@ -46,11 +54,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-THRESHOLD = 2.0
-"""A pair score above this flags both institutions (the module's measurements: planters 2.43 and more by the end of
-a run; honest institutions at most 1.47 at α = 0.5, 1.99 at α = 0.1, 2.37 at α = 0.05)."""
+THRESHOLD = 1.0
+"""A pair score above this flags both institutions (the module's measurements: honest institutions at most 0.72,
+planters 1.24 and more when first flagged)."""
 TOP_INPUTS = 4
 """The inputs a unit's growth is concentrated in: a trigger of a few features."""
+CONCENTRATION_POWER = 4
+"""Concentration counts this many times over in a unit's score: it is what tells a trigger from a class learned on
+skewed data (the module's docstring, "Why the fourth power")."""
 FIRST_ROUND = 2
 """Round 1 starts from the random initial model, where every update moves every unit: not read."""
 MIN_INSTITUTIONS = 3
@@ -100,7 +111,8 @@ class UnitGrowth:
             top = np.sort(energy, axis=1)[:, -TOP_INPUTS:].sum(axis=1)
             concentration = np.divide(top, total, out=np.zeros_like(top), where=total > 0)
             consistency = ((self.directions[name] ** 2).sum(axis=1) - t) / (t * (t - 1))
-            scores[name] = np.clip(consistency, 0.0, None) * concentration * magnitude / scale
+            scores[name] = (np.clip(consistency, 0.0, None) * concentration ** CONCENTRATION_POWER
+                            * magnitude / scale)
         return scores
 
     def scores(self, floor: float | None = None) -> dict[str, float]:
