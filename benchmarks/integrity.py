@@ -75,9 +75,8 @@ CONFIGURATIONS: dict[str, list[str]] = {
     "multikrum": ["strategy.name='multikrum'", "strategy.num_malicious=3"],
     "no_backdoor_check": ["integrity.backdoor_threshold=0"],
 }
-PLAIN = ["scoring.method='none'", "integrity.free_rider_kappa=0", "integrity.exclude_harmful=false",
-         "integrity.refit_output_layer=false",
-         "integrity.slash=false"]
+PLAIN = ["scoring.method='none'", "integrity.free_rider_kappa=0", "integrity.backdoor_threshold=0",
+         "integrity.exclude_harmful=false", "integrity.refit_output_layer=false", "integrity.slash=false"]
 QUICK_CONFIGURATIONS = ["default", "gtg"]
 
 

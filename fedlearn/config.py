@@ -247,7 +247,8 @@ class IntegritySection:
     min_stake: float = 0.0
 
 
-LEGACY_VALUES: dict[str, Any] = {"integrity.refit_noise": 0.0, "integrity.refit_check_folds": 0}
+LEGACY_VALUES: dict[str, Any] = {"integrity.refit_noise": 0.0, "integrity.refit_check_folds": 0,
+                                 "integrity.backdoor_threshold": 0.0}
 """What a key added since meant before it existed: a saved run config that lacks it was made with this value, so a
 run resumed from it replays as it was made (a crash between settling the last round and checkpointing it is
 recovered by refitting the published model again, which must give the same bits)."""

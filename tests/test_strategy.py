@@ -25,6 +25,7 @@ from fedlearn.federation.strategy import (
     build_flower_strategy,
     graded_proposers,
 )
+from fedlearn.federation.unit_growth import MIN_INPUTS
 from fedlearn.learning.head import refit_output_layer
 from fedlearn.learning.models import init_model
 from fedlearn.scoring import CachedUtility, banzhaf, banzhaf_estimator_for, banzhaf_surrogate
@@ -57,9 +58,9 @@ def make_config(strategy: str = "fedavg", method: str = "shapley", n: int = 5, *
     ])
 
 
-def validation_set(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def validation_set(seed: int = 0, features: int = FEATURES) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
-    X = rng.normal(size=(120, FEATURES)).astype(np.float32)
+    X = rng.normal(size=(120, features)).astype(np.float32)
     y = (X[:, 0] > 0).astype(np.int64) + (X[:, 1] > 1).astype(np.int64)
     return X, y
 
@@ -79,9 +80,10 @@ def institution_updates(make_reply: ReplyFactory, start: ArrayRecord, n: int, se
 REGISTERED = {f"hospital-{i:02d}": 1_000 for i in range(1, 21)}
 
 
-def scored(config: RunConfig, registered: dict[str, int] | None = None) -> tuple[ScoredStrategy, ArrayRecord]:
-    model = init_model(config.model, FEATURES, CLASSES, seed=0)
-    X, y = validation_set()
+def scored(config: RunConfig, registered: dict[str, int] | None = None,
+           features: int = FEATURES) -> tuple[ScoredStrategy, ArrayRecord]:
+    model = init_model(config.model, features, CLASSES, seed=0)
+    X, y = validation_set(features=features)
     strategy = ScoredStrategy(build_flower_strategy(config, root_data=(X, y, CLASSES)), copy.deepcopy(model),
                               (X, y), config, registered=REGISTERED if registered is None else registered)
     start = ArrayRecord(model.state_dict())
@@ -742,9 +744,9 @@ def test_a_validation_split_missing_a_class_publishes_the_model_unrefitted(caplo
 
 
 def test_what_the_checks_remember_survives_a_checkpoint_and_nothing_else_is_made_up() -> None:
-    # Prepare: a strategy that has seen three rounds' start models, and the backdoor check on.
-    config = RunConfig.load(overrides=["data.institutions=3", "integrity.backdoor_threshold=2"])
-    strategy, start = scored(config)
+    # Prepare: a strategy that has seen three rounds' start models, and the backdoor check on (a model it reads).
+    config = RunConfig.load(overrides=["data.institutions=3"])
+    strategy, start = scored(config, features=MIN_INPUTS)
     for server_round in (2, 3):
         moved = ArrayRecord({k: Array(v.numpy() + server_round) for k, v in start.items()})
         list(strategy.configure_train(server_round, moved, ConfigRecord(), LoopbackGrid(3)))
@@ -752,9 +754,9 @@ def test_what_the_checks_remember_survives_a_checkpoint_and_nothing_else_is_made
     strategy._growth.observe(2, {f"hospital-0{i}": np.full((4, 3), float(i)) for i in (1, 2, 3)})
     # Execute: what a checkpoint keeps, into a fresh strategy (as a resumed run builds), and an older checkpoint.
     state = pickle.loads(pickle.dumps(strategy.check_state()))
-    resumed, _ = scored(config)
+    resumed, _ = scored(config, features=MIN_INPUTS)
     resumed.restore_checks(state)
-    older, _ = scored(config)
+    older, _ = scored(config, features=MIN_INPUTS)
     before = [g.copy() for g in older._globals]
     older.restore_checks(None)
     # Assert: the past global models and the check's sums are back as they were; an older checkpoint changes nothing.
@@ -762,3 +764,25 @@ def test_what_the_checks_remember_survives_a_checkpoint_and_nothing_else_is_made
     assert resumed._growth is not None and resumed._growth.rounds == strategy._growth.rounds
     assert all(np.array_equal(resumed._growth.sums[n], strategy._growth.sums[n]) for n in strategy._growth.sums)
     assert all(np.array_equal(a, b) for a, b in zip(older._globals, before))
+
+
+def test_the_backdoor_check_reads_only_a_hidden_layer_over_enough_inputs_and_says_when_it_cannot(
+        caplog: pytest.LogCaptureFixture) -> None:
+    # Prepare: the default config (the check on) with an MLP over as many inputs as the check needs, over fewer, and
+    # a logistic regression (no hidden layer).
+    config = RunConfig.load(overrides=["data.institutions=3"])
+    # Execute
+    with caplog.at_level(logging.INFO, logger="fedlearn"):
+        enough, _ = scored(config, features=MIN_INPUTS)
+        few, _ = scored(config, features=MIN_INPUTS - 1)
+        flat, _ = scored(RunConfig.load(overrides=["data.institutions=3", "model.name='logreg'"]), features=MIN_INPUTS)
+        off, _ = scored(RunConfig.load(overrides=["data.institutions=3", "integrity.backdoor_threshold=0"]),
+                        features=MIN_INPUTS)
+    # Assert: only the first is checked; the other two say why at info level (nothing was misconfigured), and a
+    # threshold of 0 turns the check off without a word.
+    assert enough._growth is not None and enough._growth.threshold == 1.0
+    assert few._growth is None and flat._growth is None and off._growth is None
+    said = [r for r in caplog.records if "no backdoor check" in r.getMessage()]
+    assert [r.levelno for r in said] == [logging.INFO, logging.INFO]
+    assert f"reads {MIN_INPUTS - 1} input features" in said[0].getMessage()
+    assert "no hidden layer" in said[1].getMessage()

@@ -41,7 +41,7 @@ from fedlearn.federation.replies import (
     institution_of,
     partition_replies,
 )
-from fedlearn.federation.unit_growth import UnitGrowth
+from fedlearn.federation.unit_growth import MIN_INPUTS, UnitGrowth
 from fedlearn.learning.head import RefitCheck, RefitError, check_refit, refit_output_layer
 from fedlearn.logs import log as money_log
 from fedlearn.records.checkpoint import numpy_arrays
@@ -207,9 +207,14 @@ class ScoredStrategy(Strategy):
         self._growth = (UnitGrowth(config.integrity.backdoor_threshold)
                         if config.integrity.backdoor_threshold > 0 else None)
         self._first_layer = first_layer_weight(model)
-        if self._growth is not None and self._first_layer is None:
-            money_log.warning("integrity.backdoor_threshold is set, but the model has no hidden layer to read: "
-                              "no backdoor check")
+        if self._growth is not None:
+            inputs = None if self._first_layer is None else int(model.state_dict()[self._first_layer].shape[1])
+            if inputs is None or inputs < MIN_INPUTS:
+                # On by default: a model it cannot read is not a misconfiguration, so this is said, not warned.
+                money_log.info("no backdoor check: %s", "the model has no hidden layer to read" if inputs is None else
+                               f"the model reads {inputs} input features, fewer than the {MIN_INPUTS} it needs "
+                               f"(on few features an honest class concentrates by itself)")
+                self._growth = None
         self.exclude_harmful = config.integrity.exclude_harmful
         self.refit_l2 = config.integrity.refit_l2 if config.integrity.refit_output_layer else None
         self.refit_noise = config.integrity.refit_noise
