@@ -131,14 +131,20 @@ class UnitGrowth:
         floor = self.threshold if floor is None else floor
         best = dict.fromkeys(units, 0.0)
         candidates = [n for n in sorted(units) if units[n].max() > floor]
-        for a, first in enumerate(candidates):
-            for second in candidates[a + 1:]:
-                s1, s2 = self.sums[first], self.sums[second]
-                n1, n2 = np.linalg.norm(s1, axis=1), np.linalg.norm(s2, axis=1)
-                dots = (s1 * s2).sum(axis=1)
-                cosine = np.divide(dots, n1 * n2, out=np.zeros_like(dots), where=(n1 > 0) & (n2 > 0))
-                pair = float((np.minimum(units[first], units[second]) * np.clip(cosine, 0.0, 1.0)).max())
-                best[first], best[second] = max(best[first], pair), max(best[second], pair)
+        if len(candidates) < 2:
+            return best
+        # One unit at a time, every candidate pair at once: (candidates × candidates) per unit, not per pair in
+        # Python (a thousand institutions make half a million pairs).
+        summed = np.stack([self.sums[n] for n in candidates])  # (candidates, units, inputs)
+        norms = np.linalg.norm(summed, axis=2, keepdims=True)
+        directions = np.divide(summed, norms, out=np.zeros_like(summed), where=norms > 0)
+        unit = np.stack([units[n] for n in candidates])  # (candidates, units)
+        pair = np.zeros((len(candidates), len(candidates)))
+        for h in range(unit.shape[1]):
+            cosine = np.clip(directions[:, h] @ directions[:, h].T, 0.0, 1.0)
+            pair = np.maximum(pair, np.minimum.outer(unit[:, h], unit[:, h]) * cosine)
+        np.fill_diagonal(pair, 0.0)  # an institution does not pair with itself
+        best.update(zip(candidates, (float(v) for v in pair.max(axis=1))))
         return best
 
     def flagged(self, among: Sequence[str]) -> dict[str, float]:
