@@ -38,6 +38,8 @@ from typing import Any
 import numpy as np
 from common import ROOT, print_table, write_results  # noqa: I001 - puts the project root on sys.path
 
+from fedlearn.federation.unit_growth import REASON as BACKDOOR_REASON
+
 ROWS, FEATURES, CLASSES = 120_000, 32, 10
 
 
@@ -95,10 +97,12 @@ def one_run(n: int, data: Path, mode: str, rounds: int, out: Path, engine: str =
         "evaluations": float(np.mean(evaluations)),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "settlement_gas": gas, "final_test_accuracy": summary["final_test_accuracy"],
-        # Every institution here is honest: an update left out as harmful or set aside as a free rider is a false
-        # positive of those checks.
+        # Every institution here is honest: an update left out as harmful, or set aside as a free rider or as
+        # planting a backdoor, is a false positive of those checks.
         "excluded_per_round": [len(s.get("excluded", {})) for s in scored],
         "set_aside_per_round": [len(s.get("rejected", {})) for s in scored],
+        "backdoor_set_aside_per_round": [sum(BACKDOOR_REASON in why for why in s.get("rejected", {}).values())
+                                         for s in scored],
         "slashed": slashed,
     }
 

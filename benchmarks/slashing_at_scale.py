@@ -3,8 +3,8 @@
 n honest institutions (10, 30 and 100 by default) on the scale benchmark's generated data
 (``benchmarks/scale.py``), 8 rounds, the default configuration with the demo's stakes (10 tokens each, slashing on)
 on the embedded chain. Everyone is honest, so every update set aside, every update left out and every slash is a
-false positive. Reported per round: updates set aside as free riders and left out as harmful; then the
-institutions slashed and the final accuracy.
+false positive. Reported per round: updates set aside (as free riders, or as planting a backdoor: the latter also
+counted apart) and left out as harmful; then the institutions slashed and the final accuracy.
 
     .venv/bin/python benchmarks/slashing_at_scale.py [--institutions 10 30 100] [--rounds 8]
 
@@ -39,11 +39,13 @@ def main() -> None:
             run = one_run(n, data, "incentivized", args.rounds, Path(tmp) / f"runs-{n}",
                           extra=[f"integrity.min_stake={STAKE}"])
             print(f"{n} honest institutions, {args.rounds} rounds, stakes of {STAKE:g}:")
-            print(f"  set aside as free riders per round {run['set_aside_per_round']}")
+            print(f"  set aside per round                {run['set_aside_per_round']}")
+            print(f"  ... of them as planting a backdoor {run['backdoor_set_aside_per_round']}")
             print(f"  left out as harmful per round      {run['excluded_per_round']}")
             print(f"  slashed {len(run['slashed'])}; final test accuracy {run['final_test_accuracy']:.4f}; "
                   f"{time.perf_counter() - started:.0f} s", flush=True)
             runs.append({"institutions": n, "set_aside_per_round": run["set_aside_per_round"],
+                         "backdoor_set_aside_per_round": run["backdoor_set_aside_per_round"],
                          "excluded_per_round": run["excluded_per_round"], "honest_slashed": len(run["slashed"]),
                          "slashed": run["slashed"], "final_test_accuracy": run["final_test_accuracy"]})
     write_results("slashing_at_scale", {"rounds": args.rounds, "stake": STAKE, "runs": runs,

@@ -42,6 +42,7 @@ from fedlearn.federation.replies import (
     partition_replies,
 )
 from fedlearn.federation.unit_growth import MIN_INPUTS, UnitGrowth
+from fedlearn.federation.unit_growth import REASON as BACKDOOR_REASON
 from fedlearn.learning.head import RefitCheck, RefitError, check_refit, refit_output_layer
 from fedlearn.logs import log as money_log
 from fedlearn.records.checkpoint import numpy_arrays
@@ -471,7 +472,7 @@ class ScoredStrategy(Strategy):
         kept = self._keep(accepted, {i for i, name in enumerate(names) if name not in flagged})
         # Not evidence against a stake: the check reads how weights grow, not harm done, and an honest pair sits
         # closer to the threshold in some federations than slashing can afford (unit_growth's measurements).
-        return kept, [Rejection(name, f"its first-layer update grows a hidden unit with another institution's, "
+        return kept, [Rejection(name, f"{BACKDOOR_REASON}, "
                                       f"in one direction every round from a few inputs, as planting a backdoor "
                                       f"does (score {score:.2f} > {self._growth.threshold:g})", evidence=False)
                       for name, score in sorted(flagged.items())]

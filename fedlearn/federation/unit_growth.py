@@ -69,6 +69,8 @@ TOP_INPUTS / d of a unit's growth in its top TOP_INPUTS, and on few features an 
 itself: on wine (13 features, α = 0.5 and 0.1, seeds 42-44) honest institutions scored 1.07-2.30, over the
 threshold; on breast cancer (30 features, α = 0.5) 0.47-1.12, over it at seed 44; the measurements above are
 on digits' 64."""
+REASON = "its first-layer update grows a hidden unit with another institution's"
+"""How the reason recorded for a set-aside begins (``rounds.json``'s ``rejected``), for whoever counts them."""
 FIRST_ROUND = 2
 """Round 1 starts from the random initial model, where every update moves every unit: not read."""
 MIN_INSTITUTIONS = 3
