@@ -20,6 +20,9 @@ with little data moves every unit less: each is measured against itself, so neit
 sybil split shift anyone else's scale). A pair scores max_h min(U_i,h, U_j,h) × max(cos(S_i,h, S_j,h), 0); an
 institution scores its best pair, and is flagged when that exceeds :data:`THRESHOLD`
 (``integrity.backdoor_threshold``). One institution alone is never flagged: it takes two planting one trigger.
+The median stands for the honest cohort while fewer than half of a round's institutions plant one trigger; with
+half or more, the honest residuals mirror the trigger and are flagged with the planters. Among 3 institutions
+nobody is: no two residuals share a sign on any element.
 
 Why the fourth power. Honest institutions on very skewed data (Dirichlet α = 0.05: one or two classes each) grow
 one unit per dominant class every round, alike, and large: 6-23 times their median unit, against 3-6 for a
