@@ -1,0 +1,117 @@
+"""Backdoor check: how close honest institutions come to its threshold, and which planters it catches, by round.
+
+The integrity benchmark's federation (``configs/demo.toml``: digits, 10 institutions, 8 rounds) in the default
+configuration, the check on. Honest runs at each Dirichlet α of ``--alphas`` (the skew that brings honest
+institutions closest: one or two classes each at α = 0.05), and runs in which hospital-02, -05 and -08 plant the
+same trigger (``backdoor``: 30 % of their rows) at each α of ``--planted-alphas``. Every round's checkpoint keeps
+the check's sums (``ScoredStrategy.check_state``), so each round's score of every institution, every pair counted
+(``UnitGrowth.scores(floor=-inf)``), is read back from the run directory as the run saw it. Reported: the highest
+score of an institution that plants nothing, per α, at any round; per planter, the first round it was flagged
+(over the threshold) and its score then and at the end.
+
+    .venv/bin/python benchmarks/backdoor_check.py [--seeds 57 58 59 60 61 62] [--alphas 0.05 0.1 0.5]
+        [--planted-alphas 0.5] [--workers 2]
+
+Writes ``benchmarks/results/backdoor_check.json`` (``honest_max`` by α, ``planters`` by α, ``runs``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from common import ROOT, print_table, write_results  # noqa: I001 - puts the project root on sys.path
+
+PLANTERS = ["hospital-02", "hospital-05", "hospital-08"]
+
+
+def run_once(job: tuple[float, int, bool]) -> dict[str, Any]:
+    """One federated run; every institution's score after each round, every pair counted."""
+    alpha, seed, planted = job
+    import numpy as np
+    import torch
+
+    from fedlearn.config import RunConfig
+    from fedlearn.federation.simulation import run_federation
+    from fedlearn.records.checkpoint import CHECKPOINT_DIR, completed_rounds
+
+    torch.set_num_threads(1)
+    behaviours = ", ".join(f"{name}=backdoor" for name in PLANTERS) if planted else ""
+    config = RunConfig.load(ROOT / "configs" / "demo.toml", overrides=[
+        f"run.seed={seed}", "run.rounds=8", "simulation.engine='local'", f"data.alpha={alpha}",
+        f"integrity.behaviours=\"{behaviours}\""])
+    scores: dict[int, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dir = Path(tmp) / "run"
+        run_federation(config, run_dir=run_dir, progress=False)
+        for server_round in completed_rounds(run_dir):
+            with open(run_dir / CHECKPOINT_DIR / f"state-{server_round:04d}.pkl", "rb") as fh:
+                growth = pickle.load(fh)["checks"]["growth"]
+            scores[server_round] = {name: float(v) for name, v in growth.scores(floor=-np.inf).items()}
+    return {"alpha": alpha, "seed": seed, "planted": planted, "threshold": config.integrity.backdoor_threshold,
+            "scores": scores}
+
+
+def summarise(runs: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(per α: the highest score of an institution planting nothing, with where; per α: the planters caught)."""
+    honest: dict[str, Any] = {}
+    planters: dict[str, Any] = {}
+    for run in runs:
+        key = str(run["alpha"])
+        mine = set(PLANTERS) if run["planted"] else set()
+        for server_round, by_name in run["scores"].items():
+            for name, score in by_name.items():
+                if name not in mine and score > honest.get(key, {}).get("score", -1.0):
+                    honest[key] = {"score": score, "seed": run["seed"], "institution": name,
+                                   "round": server_round, "beside_planters": run["planted"]}
+        if not run["planted"]:
+            continue
+        entry = planters.setdefault(key, {"flagged": 0, "planters": 0, "first_rounds": [], "cases": []})
+        last = max(run["scores"])
+        for name in PLANTERS:
+            over = [r for r, by_name in run["scores"].items() if by_name.get(name, 0.0) > run["threshold"]]
+            first = min(over) if over else None
+            entry["planters"] += 1
+            entry["flagged"] += first is not None
+            entry["first_rounds"].append(first)
+            entry["cases"].append({"seed": run["seed"], "institution": name, "first_flagged_round": first,
+                                   "score_when_first_flagged": None if first is None else run["scores"][first][name],
+                                   "final_score": run["scores"][last].get(name, 0.0)})
+    return honest, planters
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[57, 58, 59, 60, 61, 62])
+    parser.add_argument("--alphas", type=float, nargs="+", default=[0.05, 0.1, 0.5])
+    parser.add_argument("--planted-alphas", type=float, nargs="*", default=[0.5])
+    parser.add_argument("--workers", type=int, default=max(1, min(2, os.cpu_count() or 1)))
+    args = parser.parse_args()
+    jobs = [(alpha, seed, False) for alpha in args.alphas for seed in args.seeds]
+    jobs += [(alpha, seed, True) for alpha in args.planted_alphas for seed in args.seeds]
+    started = time.perf_counter()
+    with ProcessPoolExecutor(max_workers=args.workers) as pool:
+        runs = list(pool.map(run_once, jobs))
+    honest, planters = summarise(runs)
+    print(f"seeds {args.seeds}, 8 rounds, threshold {runs[0]['threshold']:g}; {len(jobs)} runs in "
+          f"{time.perf_counter() - started:.0f} s")
+    print_table(["alpha", "highest score planting nothing", "seed", "institution", "round", "beside planters"],
+                [[a, h["score"], h["seed"], h["institution"], h["round"], h["beside_planters"]]
+                 for a, h in sorted(honest.items())])
+    print_table(["alpha", "planters flagged", "of", "first rounds (None: never)"],
+                [[a, p["flagged"], p["planters"], sorted(p["first_rounds"], key=lambda r: 99 if r is None else r)]
+                 for a, p in sorted(planters.items())])
+    path = write_results("backdoor_check", {"seeds": args.seeds, "alphas": args.alphas,
+                                            "planted_alphas": args.planted_alphas, "planters": PLANTERS,
+                                            "honest_max": honest, "planters_caught": planters, "runs": runs})
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
