@@ -209,8 +209,8 @@ class IntegritySection:
     free_rider_kappa: float = 5.0
     # Backdoors planted together: an institution that grows a hidden unit with another, in the same direction every
     # round from a few inputs, is set aside in each round its pair score exceeds this (fedlearn.federation.unit_growth:
-    # honest institutions have scored at most 0.72, on Dirichlet α = 0.05 partitions; planters 1.24 and more when
-    # first caught). Not evidence against a stake. 0: no check.
+    # honest institutions have scored at most 0.72, on Dirichlet α = 0.05 partitions; planters at α = 0.5 1.24
+    # and more when first caught). Not evidence against a stake. 0: no check.
     backdoor_threshold: float = 1.0
     # An update whose contribution score on the server's validation split is negative (the round's model is
     # better without it) is left out of the aggregate: sign flips, label flips and noise never reach the model.

@@ -60,7 +60,7 @@ import numpy as np
 
 THRESHOLD = 1.0
 """A pair score above this flags both institutions (the module's measurements: honest institutions at most 0.72,
-planters 1.24 and more when first flagged)."""
+planters at α = 0.5 1.24 and more when first flagged)."""
 TOP_INPUTS = 4
 """The inputs a unit's growth is concentrated in: a trigger of a few features."""
 CONCENTRATION_POWER = 4
@@ -69,9 +69,9 @@ skewed data (the module's docstring, "Why the fourth power")."""
 MIN_INPUTS = 32
 """A first layer reading fewer input features is not checked. An even spread over d inputs already puts
 TOP_INPUTS / d of a unit's growth in its top TOP_INPUTS, and on few features an honest class's unit concentrates by
-itself: on wine (13 features, α = 0.5 and 0.1, seeds 42-44) honest institutions scored 1.07-2.30, over the
-threshold; on breast cancer (30 features, α = 0.5) 0.47-1.12, over it at seed 44; the measurements above are
-on digits' 64."""
+itself: on wine (13 features; α = 0.5, seeds 42-44, and α = 0.1, seed 43) honest institutions scored 1.07-2.30,
+over the threshold; on breast cancer (30 features, α = 0.5, seeds 42-44) 0.47-1.12, over it at seed 44; the
+measurements above are on digits' 64."""
 REASON = "its first-layer update grows a hidden unit with another institution's"
 """How the reason recorded for a set-aside begins (``rounds.json``'s ``rejected``), for whoever counts them."""
 FIRST_ROUND = 2
