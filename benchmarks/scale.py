@@ -254,6 +254,8 @@ def main() -> None:
     parser.add_argument("--sizes", default="10,30,100,300,1000")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--one", nargs=3, metavar=("N", "MODE", "DATA"), help=argparse.SUPPRESS)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="with --one: a run config override (e.g. integrity.backdoor_threshold=0)")
     parser.add_argument("--engine", choices=("local", "ray"), default="local",
                         help="Flower's engine for the runs: in process (default) or Ray")
     parser.add_argument("--estimator-only", action="store_true",
@@ -270,7 +272,7 @@ def main() -> None:
     if args.one:
         n, mode, data = args.one
         out = Path(tempfile.mkdtemp(prefix="scale-run-"))
-        print(json.dumps(one_run(int(n), Path(data), mode, args.rounds, out, args.engine)))
+        print(json.dumps(one_run(int(n), Path(data), mode, args.rounds, out, args.engine, extra=args.set)))
         return
     work = Path(tempfile.mkdtemp(prefix="scale-"))
     data = make_data(work / "generated.npz")
