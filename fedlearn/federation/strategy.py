@@ -465,7 +465,7 @@ class ScoredStrategy(Strategy):
         """Updates from institutions that grow a hidden unit together with another, round after round, from a few
         inputs are set aside; ``self._updates`` keeps the decoded arrays of those that stay. After the free-rider
         check, so that its verdict, which is evidence against a stake, stands where both apply."""
-        if self._growth is None or self._first_layer is None:
+        if self._growth is None:  # off, or a model it cannot read (__init__)
             return accepted, []
         names = [institution_of(m) for m in accepted]
         flagged = self._growth.flagged(names)

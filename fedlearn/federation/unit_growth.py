@@ -3,8 +3,8 @@
 A backdoor trigger is a few input features set to one pattern, relabelled to one class. To learn it a model grows
 some hidden unit's incoming weights from those features, and an institution training on triggered rows grows it
 again every round, in the same direction; institutions planting the same trigger grow the same unit. Honest
-training on skewed data also moves units more than the cohort does, but not in one direction every round, drawn
-from a few inputs, and not the same unit as another institution the same way. Nothing here knows the trigger,
+institutions holding the same few classes also grow one unit alike every round, but from a class's many inputs
+rather than a few (below, "Why the fourth power"). Nothing here knows the trigger,
 its place or its class: the validation split cannot show a backdoor (its rows carry no trigger), the weights can.
 
 The score, each round t, reads rounds 2..t (round 1 starts from the random initial model). For an institution i
