@@ -14,6 +14,7 @@ released + carried + returned.
 from __future__ import annotations
 
 import base64
+import html
 import csv
 import json
 import shutil
@@ -608,6 +609,10 @@ def test_a_run_without_a_ledger_reports_scores(unpaid: Reported) -> None:
     assert all(f'id="round-{r["server_round"]}"' in page for r in rounds_json(unpaid.run))
     assert "Tokens earned" not in page and "Token share" not in page and "none in this run" in page
     assert "Contribution share" in page and "true-up" not in page
+    # The run scored by leave-one-out, weaker than the default: the report says so, as summary.json does.
+    (weaker,) = summary_json(unpaid.run)["weaker_options"]
+    assert weaker.startswith("scoring.method = 'loo': ")
+    assert "Weaker than the default" in page and html.escape(weaker) in page
 
 
 # ---- command line -----------------------------------------------------------------------------------------------
@@ -673,6 +678,8 @@ BAD: dict[str, tuple[Callable[[Path], object], str]] = {
                                                                         for r in rounds]), "no integer server_round"),
     "summary not JSON": (_write("summary.json", b"\xff\xfe"), "not valid JSON"),
     "summary wei": (_edit_json("summary.json", _earned_as_tokens), "not an amount in wei"),
+    "summary weaker options": (_edit_json("summary.json", lambda summary: {**summary, "weaker_options": "loo"}),
+                               "weaker_options is not a list of lines"),
     "config not TOML": (_write("config.toml", b"[run\nname ="), "not valid TOML"),
     "ledger garbage": (_write(LEDGER_FILE, b"this is not a database" * 50), "not a SQLite file"),
     "ledger empty": (_write(LEDGER_FILE, b""), "not a SQLite file"),

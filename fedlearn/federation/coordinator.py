@@ -37,6 +37,7 @@ from fedlearn.payout.slashing import RoundFlags, SlashingPolicy
 from fedlearn.records import checkpoint
 from fedlearn.records.fingerprint import model_hash
 from fedlearn.records.rundir import RoundResult, RunRecorder, new_run_dir
+from fedlearn.weaker_options import weaker_options
 
 log = logging.getLogger("flwr")  # shown with Flower's own lines under `flwr run`
 
@@ -143,6 +144,8 @@ def build_server_app(config: RunConfig | None = None, options: RunOptions | None
     def main(grid: Grid, context: Context) -> None:
         cfg = config or RunConfig.from_flat(context.run_config)
         addresses = preflight(cfg)
+        for weaker in weaker_options(cfg):
+            money_log.warning("weaker than the default: %s", weaker)
         run_dir = opts.run_dir or new_run_dir(cfg)
         if cfg.simulation.server_threads:
             torch.set_num_threads(cfg.simulation.server_threads)

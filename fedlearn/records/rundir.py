@@ -19,6 +19,7 @@ from fedlearn.config import RunConfig
 from fedlearn.errors import FedlearnError
 from fedlearn.records.checkpoint import numpy_arrays
 from fedlearn.scoring.round import RoundScores
+from fedlearn.weaker_options import weaker_options
 
 if TYPE_CHECKING:
     from flwr.app import ArrayRecord
@@ -144,6 +145,8 @@ class RunRecorder:
             "final_backdoor_success": self.rounds[-1].backdoor_success if self.rounds else None,
             "backdoor_target": self.backdoor_target,
             "published_model_refit": refit,
+            # Settings that give up a protection the default has (fedlearn.weaker_options); [] for the default.
+            "weaker_options": weaker_options(self.config),
             "institutions": [
                 {
                     "name": name,

@@ -115,6 +115,8 @@ class RunReport:
     final_accuracy: float | None
     institutions: tuple[InstitutionRow, ...]
     rounds: tuple[RoundRow, ...]
+    # Settings that gave up a protection the default has, as summary.json lists them (fedlearn.weaker_options).
+    weaker_options: tuple[str, ...] = ()
 
     @property
     def has_ledger(self) -> bool:
@@ -169,6 +171,7 @@ def load_run(run_dir: Path) -> RunReport:
         final_accuracy=_number(final),
         institutions=tuple(institutions),
         rounds=tuple(rounds),
+        weaker_options=tuple((summary or {}).get("weaker_options", ())),
     )
 
 
@@ -245,6 +248,9 @@ def _read_summary(path: Path) -> dict[str, Any]:
         for key in ("tokens_earned", "tokens_claimed"):
             if key in row and not _is_wei(row[key]):
                 raise ReportError(f"{path}: {row['name']} has {key} {row[key]!r}, not an amount in wei")
+    weaker = data.get("weaker_options", [])
+    if not isinstance(weaker, list) or not all(isinstance(line, str) for line in weaker):
+        raise ReportError(f"{path}: weaker_options is not a list of lines")
     return data
 
 

@@ -113,6 +113,7 @@ def facts(report: RunReport) -> dict[str, list[tuple[str, str]]]:
         ("Strategy", str(c.get("strategy.name", DASH))),
         ("Scoring", f"{method}" + (f" ({'; '.join(details)})" if details else "")),
     ]
+    training += [("Weaker than the default", line) for line in report.weaker_options]
     judged = [r for r in report.scored_rounds if r.significant is not None]
     if judged:
         test = c.get("scoring.significance")
