@@ -129,6 +129,20 @@ def test_an_address_with_a_wrong_checksum_is_refused_before_deploying(tmp_path: 
     assert not out.exists()
 
 
+@pytest.mark.parametrize(("setting", "message"), [
+    ("chain.reward_per_round=1e9", "chain.reward_per_round x run.rounds = 1000000000.0 x 2 tokens, exceeds the "
+                                   "token's cap of 1,000,000,000 tokens"),
+    ("integrity.min_stake=6e8", "= 100.0 x 2 tokens plus 2 stakes of 600000000.0, exceeds the token's cap"),
+    ("run.rounds=100000000000", "= 100.0 x 100000000000 tokens, exceeds the token's cap"),
+])
+def test_a_budget_beyond_the_tokens_cap_is_refused_before_deploying(tmp_path: Path, setting: str,
+                                                                     message: str) -> None:
+    out = tmp_path / "runs"
+    result = fedlearn(*run_args(out, setting), cwd=tmp_path)
+    assert result.returncode == 2 and message in one_line_error(result)
+    assert not out.exists()
+
+
 def test_a_missing_address_is_refused_before_deploying(tmp_path: Path) -> None:
     partial = tmp_path / "addresses.toml"
     partial.write_text('hospital-01 = "0x7E5F4552091A69125d5DfCb7b8C2659029395Bdf"\n')
@@ -188,8 +202,9 @@ def test_a_run_short_of_funds_says_how_to_top_up_and_resumes_after_chain_fund(tm
     result = fedlearn(*run_args(tmp_path, "chain.funding='none'"), cwd=tmp_path)
     line = one_line_error(result)
     assert result.returncode == 5 and "lacks 200000000000000000000 wei" in line
-    assert "fedlearn chain fund --run RUN_DIR" in line
     (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    # The run directory the failed start made is named: funding and resuming both need it.
+    assert f"fedlearn chain fund --run {run_dir}" in line and f"fedlearn run --resume {run_dir}" in line
     assert Ledger.open(run_dir / "ledger.sqlite").rounds() == []  # failed before round 1: nothing journaled
 
     funded = fedlearn("chain", "fund", "--run", str(run_dir), cwd=tmp_path)

@@ -115,7 +115,8 @@ def test_pilot_bad_inputs_are_refused(finished_run: Path, tmp_path: Path) -> Non
     assert result.returncode == 5 and "chain" in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
     result = fedlearn(*run_args(tmp_path / "n", "chain.funding='none'"), cwd=tmp_path)
-    assert result.returncode == 5 and "fedlearn chain fund --run RUN_DIR" in result.stderr
+    (made,) = (tmp_path / "n").iterdir()  # the run directory the failed start made, named in its one line
+    assert result.returncode == 5 and f"fedlearn chain fund --run {made}" in result.stderr
 
     corrupt = tmp_path / "corrupt"
     shutil.copytree(finished_run, corrupt)

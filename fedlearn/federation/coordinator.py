@@ -20,10 +20,10 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message
 from flwr.common.serde import message_to_proto
 from flwr.serverapp import Grid, ServerApp
 
-from fedlearn.chain import ETH_TESTER, institution_accounts
+from fedlearn.chain import ETH_TESTER, Deployment, institution_accounts
 from fedlearn.chain.session import connect
 from fedlearn.config import RunConfig
-from fedlearn.errors import ConfigError, FedlearnError
+from fedlearn.errors import ChainError, ConfigError, FedlearnError
 from fedlearn.federation.roster import federated_split, node_registry, registered_counts, roster
 from fedlearn.federation.strategy import ScoredStrategy, build_flower_strategy, quorum_of
 from fedlearn.learning.behaviours import attack_success_rate
@@ -32,7 +32,13 @@ from fedlearn.learning.training import evaluate
 from fedlearn.logs import log as money_log
 from fedlearn.payout.ledger import LEDGER_FILE, Ledger, RoundEntry
 from fedlearn.payout.rewards import WEI_PER_TOKEN
-from fedlearn.payout.settlement import ChainLink, Paymaster, institution_addresses
+from fedlearn.payout.settlement import (
+    ChainLink,
+    Paymaster,
+    check_budget_fits,
+    institution_addresses,
+    require_stakes,
+)
 from fedlearn.payout.slashing import RoundFlags, SlashingPolicy
 from fedlearn.records import checkpoint
 from fedlearn.records.fingerprint import model_hash
@@ -117,6 +123,7 @@ def preflight(config: RunConfig) -> dict[str, str] | None:
         log.setLevel(level)
     if not config.chain.enabled:
         return None
+    check_budget_fits(config, len(members))
     ch = config.chain
     if ch.deployment and not Path(ch.deployment).is_file():
         raise ConfigError(f"chain.deployment file {ch.deployment} does not exist")
@@ -129,9 +136,17 @@ def preflight(config: RunConfig) -> dict[str, str] | None:
         if not ch.addresses:
             raise ConfigError(f"chain.backend is {ch.backend}: set chain.addresses to the institutions' own "
                               "addresses (derived simulation addresses have public keys anyone can spend from)")
-        # The key is readable and the node answers with the expected chain id: reading only, nothing is sent.
-        connect(ch.backend, key_env=ch.key_env, keystore=ch.keystore or None, password_env=ch.password_env,
-                expected_chain_id=ch.chain_id or None)
+        # The key is readable, the node answers with the expected chain id, the account can pay for gas and the
+        # institutions have staked: reading only, nothing is sent.
+        session = connect(ch.backend, key_env=ch.key_env, keystore=ch.keystore or None, password_env=ch.password_env,
+                          expected_chain_id=ch.chain_id or None)
+        if session.w3.eth.get_balance(session.address) == 0:
+            raise ChainError(f"account {session.address} has no ETH on {ch.backend} to pay for gas; fund it first")
+        addresses = institution_addresses(config, [m.name for m in members])
+        if config.integrity.min_stake > 0:
+            require_stakes(session, Deployment.load(ch.deployment, chain_id=session.chain_id), addresses,
+                           config.integrity.min_stake)
+        return addresses
     return institution_addresses(config, [m.name for m in members])
 
 
@@ -144,8 +159,6 @@ def build_server_app(config: RunConfig | None = None, options: RunOptions | None
     def main(grid: Grid, context: Context) -> None:
         cfg = config or RunConfig.from_flat(context.run_config)
         addresses = preflight(cfg)
-        for weaker in weaker_options(cfg):
-            money_log.warning("weaker than the default: %s", weaker)
         run_dir = opts.run_dir or new_run_dir(cfg)
         if cfg.simulation.server_threads:
             torch.set_num_threads(cfg.simulation.server_threads)
@@ -212,6 +225,9 @@ def build_server_app(config: RunConfig | None = None, options: RunOptions | None
         if first == 1:
             opts.on_round(evaluate_global(0, arrays), cfg.run.rounds, None)
 
+        # Said once everything is set up, so that a run refused at its start says one line: the refusal.
+        for weaker in weaker_options(cfg):
+            money_log.warning("weaker than the default: %s", weaker)
         quorum = quorum_of(cfg, len(members))
         # Rounds: sample → local training → checks → aggregation → scoring → evaluation → settlement.
         last = cfg.run.rounds if opts.stop_after is None else min(cfg.run.rounds, opts.stop_after)

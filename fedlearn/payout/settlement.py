@@ -38,6 +38,7 @@ from fedlearn.chain import (
 from fedlearn.chain.deployment import (
     DEFAULT_ROOT_DELAY_S,
     DEFAULT_SLASH_DELAY_S,
+    DEFAULT_TOKEN_CAP,
     distributor_contract,
     token_contract,
 )
@@ -191,6 +192,37 @@ class ChainLink:
             return False
 
 
+def require_stakes(session: ChainSession, deployment: Deployment, addresses: Mapping[str, str],
+                   tokens: float) -> None:
+    """Every institution holds at least ``tokens`` of slashable stake (active or pending unstake) on
+    ``deployment``; the first one short stops the run. Reads only."""
+    needed = tokens_to_wei(tokens)
+    for name, address in addresses.items():
+        held = stake_of(session, deployment, address)
+        current = held["active"] + held["pending"]
+        if current < needed:
+            raise ChainError(f"institution {name} ({address}) has staked {current} wei; this run asks "
+                             f"{needed} (integrity.min_stake = {tokens}) before joining")
+
+
+def check_budget_fits(config: RunConfig, institutions: int) -> None:
+    """A run that deploys its own contracts mints its budget, and on the embedded chain every simulated
+    institution's stake, within the token's cap (``DEFAULT_TOKEN_CAP``): beyond it the mint would revert after the
+    contracts and the run directory exist, so it is refused before anything is written. (An attached deployment
+    pays at its governed rate, which its own funding checks.)"""
+    ch = config.chain
+    if not ch.enabled or ch.deployment:
+        return
+    budget = tokens_to_wei(ch.reward_per_round) * config.run.rounds
+    simulated = ch.backend == ETH_TESTER and not ch.addresses
+    stakes = tokens_to_wei(config.integrity.min_stake) * institutions if simulated else 0
+    if budget + stakes > DEFAULT_TOKEN_CAP:
+        staked = f" plus {institutions} stakes of {config.integrity.min_stake}" if stakes else ""
+        raise ConfigError(
+            f"the run's budget, chain.reward_per_round x run.rounds = {ch.reward_per_round} x {config.run.rounds} "
+            f"tokens{staked}, exceeds the token's cap of {DEFAULT_TOKEN_CAP // 10**18:,} tokens; nothing can fund it")
+
+
 class Paymaster:
     """Turns each round's scores into a journaled, then settled, payout."""
 
@@ -251,7 +283,8 @@ class Paymaster:
                 raise ChainError(
                     f"distributor {self.link.deployment.distributor} lacks {short} wei of the run's budget "
                     f"({self.rounds} rounds x {self.chain.reward_per_round} tokens); top it up with "
-                    "`fedlearn chain fund --run RUN_DIR` (or fund the distributor as its admin)"
+                    f"`fedlearn chain fund --run {self.ledger.path.parent}` (or fund the distributor as its admin), "
+                    f"then `fedlearn run --resume {self.ledger.path.parent}`"
                 )
         self.link.save()
 
@@ -458,14 +491,14 @@ class Paymaster:
     def ensure_stakes(self, tokens: float, signers: Mapping[str, Any] | None) -> None:
         """Every institution stakes ``tokens`` before joining: simulated ones are minted and stake here
         (``signers``: name → account); on a real chain an institution short of stake stops the run."""
+        if signers is None:
+            require_stakes(self.link.session, self.link.deployment, self.addresses, tokens)
+            return
         needed = tokens_to_wei(tokens)
         for name, address in self.addresses.items():
             current = self.stake_of(address)
             if current >= needed:
                 continue
-            if signers is None:
-                raise ChainError(f"institution {name} ({address}) has staked {current} wei; this run asks "
-                                 f"{needed} (integrity.min_stake = {tokens}) before joining")
             mint(self.link.session, self.link.deployment, address, needed - current)
             stake(self.link.session.as_account(signers[name]), self.link.deployment, needed - current)
         self.link.save()

@@ -104,3 +104,21 @@ def test_a_short_stake_stops_a_pilot_run_before_anything_is_funded(anvil: str, t
                            capture_output=True, text=True, timeout=120, check=True)
     status = json.loads(state.stdout)
     assert status["total_funded"] == 0 and status["rounds"] == []  # the run stopped before funding or settling
+    assert not (tmp_path / "runs").exists()  # checked before the run directory is made
+
+
+def test_a_run_whose_key_cannot_pay_for_gas_is_refused_before_anything_is_written(anvil: str, tmp_path: Path) -> None:
+    broke = Account.from_key(b"\x42" * 32)  # an account anvil never funded
+    env = {**os.environ, "FEDLEARN_PRIVATE_KEY": broke.key.hex()}
+    addresses = tmp_path / "addresses.toml"
+    addresses.write_text("".join(f'hospital-0{i + 1} = "{Account.from_key(bytes([i + 7]) * 32).address}"\n'
+                                 for i in range(2)))
+    settings = ["data.institutions=2", "run.rounds=1", "simulation.engine='local'", f"chain.backend='{anvil}'",
+                f"chain.addresses='{addresses}'", f"run.output_dir='{tmp_path / 'runs'}'"]
+    result = subprocess.run([sys.executable, "-m", "fedlearn.cli", "run", "--no-progress",
+                             *[a for s in settings for a in ("--set", s)]],
+                            env=env, capture_output=True, text=True, timeout=600)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 5 and len(lines) == 1, result.stderr[-2000:]
+    assert f"account {broke.address} has no ETH" in lines[0]
+    assert not (tmp_path / "runs").exists()
