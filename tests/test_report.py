@@ -14,8 +14,8 @@ released + carried + returned.
 from __future__ import annotations
 
 import base64
-import html
 import csv
+import html
 import json
 import shutil
 import sqlite3
