@@ -356,6 +356,9 @@ class RunConfig:
         )
         _check(r.rounds >= 1, "run.rounds", r.rounds, "must be at least 1")
         _check(bool(r.name.strip()), "run.name", r.name, "must not be empty")
+        # The run directory is <output_dir>/<name>-<time>: a name that is a path would put it elsewhere.
+        _check(not any(c in r.name for c in "/\\\0") and r.name.strip() not in (".", ".."), "run.name", r.name,
+               "must be a plain name (no / or \\), not a path")
         _check(d.institutions >= 1, "data.institutions", d.institutions, "must be at least 1")
         if d.dataset == FILES:
             _check_files_mode(self)

@@ -65,11 +65,22 @@ def test_a_config_error_is_reported_before_flower_torch_or_web3_load(tmp_path: P
     ("strategy.weighting='trusted'", "unknown strategy.weighting 'trusted'"),
     ("integrity.behaviours='hospital-02=backdoor:target=10'", "target = 10 must be < the data's 10 classes"),
     ("integrity.behaviours='hospital-02=low_effort:effort=0'", "behaviour low_effort: effort = 0.0"),
+    # The run directory is <output_dir>/<name>-<time>: a name must not lead out of output_dir.
+    ("run.name='../escape'", "run.name = '../escape' must be a plain name"),
+    ("run.name='a/b'", "run.name = 'a/b' must be a plain name"),
 ])
 def test_config_values_out_of_range_are_one_line(tmp_path: Path, setting: str, expected: str) -> None:
     result = fedlearn(*run_args(tmp_path, setting), cwd=tmp_path)
     assert result.returncode == 2 and expected in one_line_error(result)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_output_dir_that_is_a_file_is_one_line(tmp_path: Path) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("not a directory")
+    result = fedlearn(*run_args(afile), cwd=tmp_path)
+    assert result.returncode == 9 and "cannot make a run directory in run.output_dir" in one_line_error(result)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
 
 
 def test_a_strategy_too_robust_for_the_federation_is_refused_before_anything_is_written(tmp_path: Path) -> None:

@@ -41,7 +41,11 @@ def new_run_dir(config: RunConfig) -> Path:
     while path.exists():
         n += 1
         path = base.with_name(f"{base.name}-{n}")
-    path.mkdir(parents=True)
+    try:
+        path.mkdir(parents=True)
+    except OSError as exc:  # output_dir is a file, unwritable, or on a full disk
+        raise RunDirError(f"cannot make a run directory in run.output_dir = {config.run.output_dir!r}: "
+                          f"{exc.strerror}") from None
     return path
 
 
