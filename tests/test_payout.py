@@ -65,6 +65,10 @@ def test_resume_after_round_one_equals_the_uninterrupted_run(finished_run: Path,
     assert first.returncode == 0 and "resume with" in first.stdout, first.stderr[-2000:]
     (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
     assert Ledger.open(run_dir / "ledger.sqlite").last_round() == 1
+    # Stopping "after round 1" again would run nothing and say it stopped there: refused, in one line.
+    again = fedlearn("run", "--no-progress", "--resume", str(run_dir), "--stop-after", "1", cwd=tmp_path)
+    assert again.returncode == 2 and "has completed 1 round(s) already" in again.stderr
+    assert len(again.stderr.strip().splitlines()) == 1 and Ledger.open(run_dir / "ledger.sqlite").last_round() == 1
     second = fedlearn("run", "--no-progress", "--resume", str(run_dir), cwd=tmp_path)
     assert second.returncode == 0, second.stderr[-2000:]
 

@@ -25,6 +25,11 @@ def run(args: argparse.Namespace) -> int:
         run_dir = None
     if args.stop_after is not None and args.stop_after < 1:
         raise ConfigError(f"--stop-after {args.stop_after} must be at least 1")
+    if args.stop_after is not None and run_dir is not None:
+        done = _rounds_done(run_dir)
+        if args.stop_after <= done < config.run.rounds:
+            raise ConfigError(f"--stop-after {args.stop_after}: {run_dir} has completed {done} round(s) already; "
+                              f"stop after a later one, or resume without --stop-after")
     from fedlearn.federation.simulation import run_federation  # Flower and torch: after the config is checked
 
     summary = run_federation(config, run_dir=run_dir, quiet=not args.verbose, progress=not args.no_progress,
@@ -38,6 +43,19 @@ def run(args: argparse.Namespace) -> int:
     print(f"\nrun directory: {summary['run_dir']}")
     print(f"report: {_report_path(Path(summary['run_dir']))}")
     return 0
+
+
+def _rounds_done(run_dir: Path) -> int:
+    """The rounds a run has completed: checkpointed, or journaled in its ledger."""
+    from fedlearn.payout.ledger import Ledger
+    from fedlearn.records.checkpoint import completed_rounds
+
+    done = max(completed_rounds(run_dir), default=0)
+    if (run_dir / "ledger.sqlite").is_file():
+        ledger = Ledger.open(run_dir / "ledger.sqlite")
+        done = max(done, ledger.last_round() or 0)
+        ledger.close()
+    return done
 
 
 def _resume_config(args: argparse.Namespace) -> RunConfig:
@@ -64,16 +82,9 @@ def _resume_config(args: argparse.Namespace) -> RunConfig:
         raise ConfigError(f"--resume {run_dir}: that run was made with another config (differs in {', '.join(differ)})")
     if "run.rounds" not in named or given.run.rounds == saved.run.rounds:
         return saved
-    from fedlearn.payout.ledger import Ledger
-    from fedlearn.records.checkpoint import completed_rounds
-
     # A run ends with its last round (the true-up, the published model's refit): a count at or below the rounds
-    # already done (checkpointed, or journaled in the ledger) would end it without one.
-    done = max(completed_rounds(run_dir), default=0)
-    if (run_dir / "ledger.sqlite").is_file():
-        ledger = Ledger.open(run_dir / "ledger.sqlite")
-        done = max(done, ledger.last_round() or 0)
-        ledger.close()
+    # already done would end it without one.
+    done = _rounds_done(run_dir)
     if given.run.rounds <= done:
         raise ConfigError(f"--resume {run_dir}: run.rounds = {given.run.rounds}, but the run has completed {done} "
                           f"round(s) of {saved.run.rounds}: it can be resumed to more rounds than {done} only")
