@@ -56,3 +56,13 @@ def test_config_command_prints_the_effective_config(tmp_path: Path) -> None:
     result = fedlearn("config", "--set", "run.rounds=9", cwd=tmp_path)
     assert result.returncode == 0 and "rounds = 9" in result.stdout
     np.testing.assert_equal(result.stderr, "")
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path: Path) -> None:
+    # `fedlearn config | head -1`: the pipe is closed before the command writes; no traceback, SIGPIPE's status.
+    proc = subprocess.Popen([sys.executable, "-m", "fedlearn.cli", "config"], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141 and err == ""
