@@ -13,8 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from eth_utils import to_checksum_address
-
+from fedlearn.chain.addresses import address_of
 from fedlearn.chain.deployment import Deployment, distributor_contract
 from fedlearn.chain.merkle import RewardTree
 from fedlearn.chain.session import ChainSession
@@ -60,7 +59,7 @@ def audit_tree(session: ChainSession, deployment: Deployment, tree: RewardTree, 
     if state == "revoked":
         audit.problems.append(f"round {round_}'s root was revoked on chain: claims never use it")
     if account is not None:
-        mine = str(to_checksum_address(account))
+        mine = address_of(account, "account")
         amount = tree.amount_of(mine)
         audit.account = {"address": mine, "cumulative": amount or 0,
                          "claimed": int(call(f.claimed(mine), "reading claims"))}

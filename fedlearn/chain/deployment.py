@@ -10,6 +10,7 @@ from typing import Any
 from eth_utils import is_address, to_checksum_address
 from web3.contract import Contract
 
+from fedlearn.chain.addresses import address_of
 from fedlearn.chain.artifacts import DISTRIBUTOR, TOKEN, contract_at, load_artifact
 from fedlearn.chain.session import ChainSession
 from fedlearn.chain.transactions import deploy_contract
@@ -107,8 +108,8 @@ def deploy(
     """Deploys the token (minted by `admin`, up to `token_cap` units) and the distributor (`admin` governs its
     parameters and pauses, `coordinator` settles and proposes slashes); both default to the session's account.
     Rewards per round are in token units; delays in seconds."""
-    admin = to_checksum_address(admin) if admin else session.address
-    coordinator = to_checksum_address(coordinator) if coordinator else session.address
+    admin = address_of(admin, "admin") if admin else session.address
+    coordinator = address_of(coordinator, "coordinator") if coordinator else session.address
     check_parameters(unstake_delay=unstake_delay, reward_per_round=reward_per_round, root_delay=root_delay,
                      slash_delay=slash_delay, token_cap=token_cap)
     token_art, dist_art = load_artifact(TOKEN), load_artifact(DISTRIBUTOR)

@@ -26,6 +26,7 @@ from web3 import Web3
 from web3.contract import Contract
 from web3.logs import DISCARD
 
+from fedlearn.chain.addresses import address_of
 from fedlearn.chain.artifacts import GOVERNOR, TIMELOCK, contract_at, load_artifact
 from fedlearn.chain.deployment import (
     DEFAULT_REWARD_PER_ROUND,
@@ -299,10 +300,7 @@ def _nonnegative(amount: int, what: str) -> int:
 
 
 def _nonzero_address(value: str, what: str) -> str:
-    try:
-        address = to_checksum_address(value)
-    except (ValueError, TypeError):
-        raise ChainError(f"{what} is not an address: {value!r}") from None
+    address = address_of(value, what)
     if int(address, 16) == 0:
         raise ChainError(f"{what} cannot be the zero address")
     return address
@@ -428,13 +426,13 @@ def governor_contract(session: ChainSession, ld: LicenseDeployment) -> Contract:
 
 def delegate(session: ChainSession, ld: LicenseDeployment, to: str | None = None) -> TxResult:
     """Delegates the signer's votes to `to` (default: itself); tokens vote only once delegated."""
-    to = to_checksum_address(to) if to else session.address
+    to = address_of(to, "delegate") if to else session.address
     token = token_contract(session, ld.base())
     return transact(session, token.functions.delegate(to), f"delegating votes to {to}")
 
 
 def voting_power(session: ChainSession, ld: LicenseDeployment, account: str) -> int:
-    fn = token_contract(session, ld.base()).functions.getVotes(to_checksum_address(account))
+    fn = token_contract(session, ld.base()).functions.getVotes(address_of(account, "account"))
     return int(call(fn, "reading votes"))
 
 

@@ -23,6 +23,7 @@ from web3.contract import Contract
 from web3.contract.contract import ContractFunction
 from web3.logs import DISCARD
 
+from fedlearn.chain.addresses import address_of
 from fedlearn.chain.artifacts import LICENSE, contract_at, load_artifact
 from fedlearn.chain.deployment import Deployment, distributor_contract, token_contract
 from fedlearn.chain.merkle import RewardTree
@@ -202,10 +203,7 @@ def license_contract(session: ChainSession, ld: LicenseDeployment) -> Contract:
 
 
 def _address(value: str, what: str) -> str:
-    try:
-        return to_checksum_address(value)
-    except (ValueError, TypeError):
-        raise ChainError(f"{what} is not an address: {value!r}") from None
+    return address_of(value, what)
 
 
 def deploy_license(

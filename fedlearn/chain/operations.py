@@ -14,6 +14,7 @@ from eth_utils import to_checksum_address
 from web3 import Web3
 from web3.logs import DISCARD
 
+from fedlearn.chain.addresses import address_of
 from fedlearn.chain.deployment import Deployment, distributor_contract, token_contract
 from fedlearn.chain.merkle import RewardTree
 from fedlearn.chain.session import ChainSession
@@ -45,10 +46,7 @@ def _positive(amount: int, what: str) -> int:
 
 
 def _address(value: str, what: str) -> str:
-    try:
-        return to_checksum_address(value)
-    except (ValueError, TypeError):
-        raise ChainError(f"{what} is not an address: {value!r}") from None
+    return address_of(value, what)
 
 
 def _ensure_allowance(session: ChainSession, deployment: Deployment, amount: int) -> None:
@@ -461,7 +459,7 @@ def status(session: ChainSession, deployment: Deployment, accounts: list[str] | 
         stakers = dist.events.Staked().get_logs(from_block=deployment.block)
         accounts = sorted({e["args"]["account"] for e in stakers})
     waiting = pending_root(session, deployment)
-    stakes = {str(to_checksum_address(account)): stake_of(session, deployment, account) for account in accounts}
+    stakes = {address_of(account, "account"): stake_of(session, deployment, account) for account in accounts}
     return ChainStatus(
         chain_id=session.chain_id,
         block=int(session.w3.eth.block_number),

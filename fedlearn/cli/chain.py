@@ -121,6 +121,10 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
 
 def _cmd_deploy(args: argparse.Namespace) -> int:
+    if Path(args.deployment).exists() and not args.replace:
+        # On eth-tester the chain beside the file is started afresh too: its funds, stakes and roots would go.
+        raise ChainError(f"{args.deployment} already holds a deployment; pass --deployment NEW_FILE for another, "
+                         "or --replace to overwrite it (an embedded chain beside it starts afresh)")
     if args.governed:
         return _deploy_governed(args)
     for flag in ("guardian", "attester", "dust_recipient", "reward_pool", "allocate"):
@@ -414,6 +418,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _connection_options(p)
     p.add_argument("--governed", action="store_true",
                    help="a federation: the timelock (token-holder votes) holds every admin and minter role")
+    p.add_argument("--replace", action="store_true",
+                   help="overwrite an existing deployment file (and start an embedded chain beside it afresh)")
     p.add_argument("--admin", help="single-operator only: admin address (default: the signer)")
     p.add_argument("--coordinator", help="coordinator address (default: the signer)")
     p.add_argument("--unstake-delay", type=int, default=DEFAULT_UNSTAKE_DELAY_S, help="seconds (%(default)s)")

@@ -54,20 +54,39 @@ def test_chain_deploy_says_whether_it_is_governed(tmp_path: Path, capsys) -> Non
     signer = chain.dev_account(0).address
     assert f"single-operator deployment: {signer} holds the admin roles" in capsys.readouterr().out
     assert chain.Deployment.load(tmp_path / "single.json").governor is None
+    before = (tmp_path / "single.json").read_bytes(), (tmp_path / "single.eth-tester.json").read_bytes()
+    new = ["--deployment", str(tmp_path / "new.json")]
+    institution = chain.institution_accounts(2)[1].address
+    typo = institution[:-1] + (institution[-1].lower() if institution[-1].isupper() else institution[-1].upper())
+    if typo == institution:  # the last character is a digit: change the case of the last letter instead
+        i = max(i for i, c in enumerate(institution) if c.isalpha() and i > 1)
+        typo = institution[:i] + institution[i].swapcase() + institution[i + 1:]
     cases = [
-        (["chain", "deploy", *d, "--guardian", signer], "--guardian applies to --governed deployments only"),
-        (["chain", "deploy", *d, "--governed", "--admin", signer], "--admin does not apply to --governed"),
-        (["chain", "deploy", *d, "--governed", "--allocate", "0x12"], "--allocate takes ADDRESS=AMOUNT"),
-        (["chain", "deploy", *d, "--governed", "--allocate", f"{signer}=5"], "allocation to the deployer"),
-        (["chain", "deploy", *d, "--governed", "--guardian", "nobody"], "guardian is not an address"),
-        (["chain", "deploy", *d, "--governed", "--token-cap", "10", "--reward-pool", "11"],
+        # A second deploy onto an existing file would start its embedded chain afresh: funds, stakes, roots gone.
+        (["chain", "deploy", *d], "single.json already holds a deployment; pass --deployment NEW_FILE"),
+        (["chain", "deploy", *d, "--governed"], "already holds a deployment"),
+        (["chain", "deploy", *new, "--guardian", signer], "--guardian applies to --governed deployments only"),
+        (["chain", "deploy", *new, "--governed", "--admin", signer], "--admin does not apply to --governed"),
+        (["chain", "deploy", *new, "--governed", "--allocate", "0x12"], "--allocate takes ADDRESS=AMOUNT"),
+        (["chain", "deploy", *new, "--governed", "--allocate", f"{signer}=5"], "allocation to the deployer"),
+        (["chain", "deploy", *new, "--governed", "--guardian", "nobody"], "guardian is not an address"),
+        # One character's case changed in a checksummed address: refused, with the form that was typed, checksummed.
+        (["chain", "deploy", *new, "--governed", "--allocate", f"{typo}=5"],
+         f"allocation recipient {typo}: its EIP-55 checksum is wrong .* is {institution}$"),
+        (["chain", "deploy", *new, "--governed", "--token-cap", "10", "--reward-pool", "11"],
          r"exceeds the token cap 10 \(ERC20ExceededCap\)"),
-        (["chain", "deploy", *d, "--governed", "--quorum", "101"], "quorum must be a percentage"),
+        (["chain", "deploy", *new, "--governed", "--quorum", "101"], "quorum must be a percentage"),
+        (["chain", "status", *d, "--account", typo], "EIP-55 checksum is wrong"),
     ]
     for argv, message in cases:
         with pytest.raises(ChainError, match=message) as err:
             run(*argv)
         assert "\n" not in str(err.value), argv
+    assert not (tmp_path / "new.json").exists()
+    assert ((tmp_path / "single.json").read_bytes(), (tmp_path / "single.eth-tester.json").read_bytes()) == before
+    # The same address in one case carries no checksum and is taken as written.
+    assert run("chain", "status", *d, "--account", institution.lower()) == 0
+    assert run("chain", "deploy", *d, "--replace") == 0  # asked for: a fresh deployment in the same file
 
 
 def test_license_fees_and_governance_from_the_cli(setup: Path, capsys) -> None:
