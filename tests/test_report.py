@@ -388,6 +388,26 @@ def test_html_rounds_show_the_gain_its_verdict_and_where_the_budget_stands(paid:
     assert sum("final true-up:" in r["Notes"] for r in rows.values()) == 1
 
 
+def test_a_round_paying_gains_the_per_round_rate_held_back_says_so(tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    # One institution: round 1 gains most of the headroom, more than the chain lets one round release (100 tokens
+    # a round), so later rounds pay it out, significant or not.
+    run = tmp_path / "run"
+    real_run(run, "data.institutions=1", "run.rounds=5", "model.hidden_units=64", "train.local_epochs=2",
+             "train.momentum=0.9", "train.learning_rate=0.05")
+    printed = {int(line.split()[1].split("/")[0]): line for line in capsys.readouterr().out.splitlines()
+               if line.startswith("round ")}
+    journaled, _, _ = ledger_of(run)
+    held = [r.round for r in journaled if not r.significant and not r.final and r.round_total > 0]
+    assert held, [(r.round, r.significant, r.round_total) for r in journaled]  # the case this test is about
+    _, rows = html_tables(build_report(run).read_text())
+    for record in journaled:
+        says = record.round in held
+        assert ("held back by the per-round rate" in printed[record.round]) is says
+        assert (f"pays {fmt_tokens(record.round_total)} tokens earned in earlier rounds, held back by the per-round "
+                "rate" in rows[record.round]["Notes"]) is says
+
+
 def test_html_institutions_show_contribution_share_beside_token_share(paid: Reported) -> None:
     rows, _ = html_tables(paid.html.read_text())
     summary = {i["name"]: i for i in summary_json(paid.run)["institutions"]}

@@ -94,6 +94,9 @@ def run_federation(
         if payout is not None:
             paid = f"  paid {payout.round_total / WEI_PER_TOKEN:.2f} tokens"
             paid += " (final true-up)" if payout.final else ""
+            if not payout.final and not payout.significant and payout.round_total > 0:
+                # Not this round's: what earlier significant gains earned beyond the per-round rate the chain allows.
+                paid += " (earned in earlier rounds, held back by the per-round rate)"
             paid += f" (tx {payout.tx_hash[:10]}…)" if payout.tx_hash else f" ({payout.status})"
         bar.write(
             f"round {result.server_round}/{total}  test accuracy {result.test_accuracy:.4f}  "

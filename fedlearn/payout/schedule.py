@@ -8,12 +8,13 @@ Inputs, per round: each institution's contribution score and whether the round's
    contribution share is max(C_i, 0) / Σ max(C, 0).
 2. **Release.** By round t the run has released P(t) = ⌊α · B · min(1, G(t) / H)⌋, where G(t) is the sum of the
    significant gains so far, H the headroom (the best utility minus the first round's starting utility) and α
-   ``payout.interim_fraction``. A round with no significant gain releases nothing; no budget piles up for a
+   ``payout.interim_fraction``. A round with no significant gain adds nothing to P; no budget piles up for a
    later round to pay out because of noise. The last round releases all of B, unless no institution has a
    positive contribution, in which case everything unpaid goes back to the funder. P(t) never exceeds t times
    the reward per round: the distributor holds the coordinator to that rate on chain (each settlement may add
    at most the governed reward per round plus what earlier settlements left unspent), so every release, the
-   true-up included, fits.
+   true-up included, fits. What early gains earned beyond that rate is released as the rate allows, in later
+   rounds whether or not they gained.
 3. **Allocation (water-filling).** After each round, every institution's cumulative amount becomes
    max(paid_i, λ · max(C_i, 0)) with λ chosen so the amounts add up to P(t) exactly: as close to proportional to
    contribution as amounts that never decrease allow. Integer wei: each amount is floored and the few wei of

@@ -194,6 +194,10 @@ def _notes(r: RoundRow) -> str:
         notes.append(escape(f"skipped ({clean_reason(r.skipped)}): contributes nothing"))
     elif r.significant is False:
         notes.append("gain not significant: contributes nothing")
+    if r.significant is False and not r.final and (r.paid_wei or 0) >= DUST_WEI:
+        # The per-round rate on chain held back what earlier gains earned; this round pays some of it.
+        notes.append(escape(f"pays {fmt_tokens(r.paid_wei)} tokens earned in earlier rounds, held back by the "
+                            "per-round rate"))
     if r.final:
         trueup = '<span class="trueup">final true-up</span>'
         if r.returned_wei:
