@@ -104,6 +104,46 @@ def test_settlements_queue_while_the_node_is_down(tmp_path: Path, monkeypatch: p
         node.stop()
 
 
+def test_a_run_whose_last_settlement_waits_for_the_node_is_finished_by_resuming(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from fedlearn.cli.main import main
+    from fedlearn.errors import ChainError
+
+    if not ANVIL.exists():
+        missing_tool(str(ANVIL), "run scripts/setup-chain.sh")
+    monkeypatch.setenv("FEDLEARN_PRIVATE_KEY", ANVIL_KEY_0)
+    node = AnvilNode(tmp_path / "anvil-state.json")
+    node.start()
+    run_dir = tmp_path / "run"
+
+    def observe(result: RoundResult, total: int) -> None:
+        if result.server_round == 1:
+            node.stop()  # down through the last round and the end of the run's retries
+
+    addresses = tmp_path / "addresses.toml"
+    addresses.write_text("".join(f'hospital-0{i} = "{Account.from_key(bytes([i + 40]) * 32).address}"\n'
+                                 for i in range(1, 3)))
+    config = RunConfig.load(overrides=[
+        "run.rounds=2", "data.institutions=2", "scoring.method='loo'", "simulation.engine='local'",
+        f"chain.backend='{node.url}'", "chain.retry_seconds=2", f"chain.addresses='{addresses}'",
+        f"run.output_dir='{tmp_path}'"])
+    try:
+        with pytest.raises(ChainError, match=f"`fedlearn run --resume {run_dir}` settles them and finishes"):
+            run_federation(config, run_dir=run_dir, progress=False, observer=observe)
+        assert not (run_dir / "summary.json").exists()
+        node.start()
+        capsys.readouterr()
+        assert main(["settle", str(run_dir)]) == 0
+        out = capsys.readouterr().out
+        assert "1 queued round(s) settled" in out and f"`fedlearn run --resume {run_dir}` writes them" in out
+        summary = run_federation(config, run_dir=run_dir, progress=False)  # the resume the line names
+        assert (run_dir / "summary.json").exists() and (run_dir / "model.npz").exists()
+        assert sum(int(i["tokens_earned"]) for i in summary["institutions"]) == 200 * 10**18
+        assert [r.status for r in Ledger.open(run_dir / "ledger.sqlite").rounds()] == ["settled", "settled"]
+    finally:
+        node.stop()
+
+
 def staked_paymaster(tmp_path: Path) -> tuple[Paymaster, list[str]]:
     """Two institutions staked 10 tokens each on the embedded chain, as a run sets them up."""
     config = RunConfig.load(overrides=["data.institutions=2", "integrity.min_stake=10"])

@@ -122,7 +122,12 @@ def settle(args: argparse.Namespace) -> int:
     run = RunChain.open(args.run_dir)
     before = len(run.paymaster.ledger.pending())
     run.paymaster.drain()
-    print(f"{before} queued round(s) settled; {len(run.paymaster.ledger.rounds())} round(s) on chain")
+    journaled = run.paymaster.ledger.rounds()
+    print(f"{before} queued round(s) settled; {len(journaled)} round(s) on chain")
+    if journaled and journaled[-1].final and not (Path(args.run_dir) / "summary.json").exists():
+        # The run stopped at its end waiting for the node: its summary, model and report are still to write.
+        print(f"the run's summary, model and report are not written yet: `fedlearn run --resume {args.run_dir}` "
+              "writes them")
     return 0
 
 

@@ -451,8 +451,8 @@ class Paymaster:
             if time.monotonic() >= deadline:
                 raise ChainError(
                     f"{len(self.ledger.pending())} round(s) still unsettled after {self.chain.retry_seconds:.0f} s "
-                    f"of retries; they are journaled in {self.ledger.path}: rerun `fedlearn settle` when the node "
-                    "is back"
+                    f"of retries; they are journaled in {self.ledger.path}: when the node is back, `fedlearn run "
+                    f"--resume {self.ledger.path.parent}` settles them and finishes the run (summary, model, report)"
                 )
             time.sleep(1.0)
         self.retry_slashes()
