@@ -92,6 +92,11 @@ def test_provision_gives_each_party_only_its_own_keys_and_flower_reads_them(kits
     (lambda t: t["chain"].update(rpc="eth-tester"), "http(s) JSON-RPC URL"),
     (lambda t: t["institution"][0].update(examples=0), "examples must be at least 1"),
     (lambda t: t["institution"][0].update(name="../escape"), "names a kit directory"),
+    # A misspelt key is refused, not left to its default.
+    (lambda t: t["federation"].update(roundz=5), "unknown key federation.roundz"),
+    (lambda t: t["schema"].update(feature_colums="a,b"), "unknown key schema.feature_colums"),
+    (lambda t: t["institution"][2].update(extra=1), "unknown key institution.extra"),
+    (lambda t: t.update(chian={"rpc": "http://127.0.0.1:8545"}), "unknown section [chian]"),
 ])
 def test_a_bad_project_file_writes_nothing(tmp_path: Path, change, message: str) -> None:
     table = pilot_table()

@@ -85,7 +85,18 @@ class Project:
                 raise ConfigError(f"{where}: {what} must be a {kind.__name__}, got {value!r}")
             return value
 
+        def known(values: dict[str, Any], keys: tuple[str, ...], what: str) -> None:
+            # A misspelt key would otherwise fall back to its default unseen (`roundz = 5`: 10 rounds).
+            unknown = sorted(set(values) - set(keys))
+            if unknown:
+                named = f"key {what}.{unknown[0]}" if what else f"section [{unknown[0]}]"
+                raise ConfigError(f"{where}: unknown {named} (known: {', '.join(keys)})")
+
+        known(table, ("federation", "schema", "chain", "institution"), "")
         fed, sch, ch = section("federation"), section("schema"), section("chain")
+        known(fed, ("name", "superlink", "rounds"), "federation")
+        known(sch, ("features", "classes", "label_column", "feature_columns"), "schema")
+        known(ch, ("rpc", "deployment"), "chain")
         name = field(fed, "name", str, "federation.name")
         if not NAME.match(name):
             raise ConfigError(f"{where}: federation.name {name!r} must be lowercase letters, digits, '.', '_' or '-'")
@@ -115,6 +126,7 @@ class Project:
             if not isinstance(row, dict):
                 raise ConfigError(f"{where}: every [[institution]] must be a table")
             who = field(row, "name", str, "institution.name")
+            known(row, ("name", "address", "examples"), "institution")
             if not NAME.match(who):
                 raise ConfigError(f"{where}: institution name {who!r} must be lowercase letters, digits, '.', '_' "
                                   "or '-' (it names a kit directory)")
