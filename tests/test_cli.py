@@ -66,3 +66,16 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path: Path) -> Non
     proc.stdout.close()
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 141 and err == ""
+
+
+def test_submitting_to_a_superlink_flower_does_not_know_is_one_line(tmp_path: Path) -> None:
+    import os
+
+    env = {**os.environ, "FLWR_HOME": str(tmp_path / "flwr-home")}  # a fresh Flower config: no such connection
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, "-m", "fedlearn.cli", "submit", "nosuch", "--app", str(root),
+                             "--run-config", "data.institutions=2"], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                            env=env)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 11 and len(lines) == 1, result.stderr
+    assert lines[0].startswith("fedlearn: error: the SuperLink did not start the run: ") and "nosuch" in lines[0]

@@ -34,6 +34,12 @@ def _flwr() -> str:
     return found
 
 
+def _one_line(text: str, keep: int = 400) -> str:
+    """What flwr said, on one line (its messages span several): its end, from a word's start, when it is long."""
+    line = " ".join(text.split())
+    return line if len(line) <= keep else "… " + line[-keep:].split(" ", 1)[-1]
+
+
 def printed_json(output: str, what: str) -> dict[str, Any]:
     """The JSON object a `flwr … --format json` command printed (its last line that parses as one)."""
     for line in reversed(output.strip().splitlines()):
@@ -56,7 +62,7 @@ def run_status(flwr: str, run_id: str, superlink: str, env: Mapping[str, str] | 
                           capture_output=True, text=True, timeout=60)
     runs = printed_json(done.stdout, "flwr ls").get("runs") or []
     if done.returncode != 0 or not runs:
-        raise RunFailed(f"cannot read run {run_id}'s status from {superlink}: {(done.stderr or done.stdout)[-300:]}")
+        raise RunFailed(f"cannot read run {run_id}'s status from {superlink}: {_one_line(done.stderr or done.stdout)}")
     return str(runs[0]["status"])
 
 
@@ -71,7 +77,8 @@ def submit(app: Path, superlink: str, run_config: str = "", *, env: Mapping[str,
     payload = printed_json(started.stdout, "flwr run")
     run_id = payload.get("run-id")
     if started.returncode != 0 or not payload.get("success") or not run_id:
-        raise RunFailed(f"the SuperLink did not start the run: {(started.stderr or started.stdout)[-300:]}")
+        said = payload.get("error-message") or started.stderr or started.stdout
+        raise RunFailed(f"the SuperLink did not start the run: {_one_line(str(said))}")
     if follow:  # the run's log, as `flwr run --stream` shows it; returns when the run ends
         subprocess.run([flwr, "log", str(run_id), superlink, "--stream"], env=env)
     while not (status := run_status(flwr, str(run_id), superlink, env)).startswith("finished"):
