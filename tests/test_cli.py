@@ -74,8 +74,8 @@ def test_submitting_to_a_superlink_flower_does_not_know_is_one_line(tmp_path: Pa
     env = {**os.environ, "FLWR_HOME": str(tmp_path / "flwr-home")}  # a fresh Flower config: no such connection
     root = Path(__file__).resolve().parents[1]
     result = subprocess.run([sys.executable, "-m", "fedlearn.cli", "submit", "nosuch", "--app", str(root),
-                             "--run-config", "data.institutions=2"], cwd=tmp_path, capture_output=True, text=True, timeout=300,
-                            env=env)
+                             "--run-config", "data.institutions=2"], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=300, env=env)
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 11 and len(lines) == 1, result.stderr
     assert lines[0].startswith("fedlearn: error: the SuperLink did not start the run: ") and "nosuch" in lines[0]
