@@ -81,6 +81,29 @@ def test_two_runs_on_one_deployment_number_rounds_across_runs_and_carry_amounts(
     assert any("opening amounts do not match the chain's history" in p for p in problems), problems
 
 
+def test_a_stopped_run_that_another_run_overtook_on_the_deployment_is_refused_before_it_goes_on(
+        shared: Path, tmp_path: Path) -> None:
+    from fedlearn.config import RunConfig
+    from fedlearn.errors import ChainError
+    from fedlearn.federation.simulation import run_federation
+    from tests.runs import SMALL
+
+    first, second = tmp_path / "runs" / "first", tmp_path / "runs" / "second"
+    config = RunConfig.load(overrides=[*SMALL, f"run.output_dir='{first.parent}'", "data.institutions=3",
+                                       f"run.rounds={ROUNDS}", f"chain.deployment='{shared}'"])
+    run_federation(config, run_dir=first, progress=False, stop_after=1)
+    _run(second, shared, seed=8)  # another run takes the deployment's next rounds meanwhile
+    before = ledger_of(first)
+    with pytest.raises(ChainError, match=f"another run settled chain rounds 2..{1 + ROUNDS} after this run's last "
+                                         "settled round; runs on one deployment take turns"):
+        run_federation(config, run_dir=first, progress=False)
+    after = ledger_of(first)
+    # Nothing more journaled, funded or settled for the stopped run; the run that went on is untouched.
+    assert [(r.round, r.status) for r in after[0]] == [(1, "settled")] and after[2] == before[2]
+    problems, checked = verify_run(second)
+    assert problems == [] and checked == ROUNDS
+
+
 def test_verify_flags_a_later_pending_root_that_lowers_this_runs_amounts(tmp_path: Path) -> None:
     """An institution's `verify` after the run: a hostile root settled next is flagged with how to revoke it."""
     path = tmp_path / "federation" / "deployment.json"

@@ -194,6 +194,7 @@ def build_server_app(config: RunConfig | None = None, options: RunOptions | None
             paymaster = Paymaster(cfg, ledger, link, addresses)
             ledger.set_meta(backend=cfg.chain.backend, chain_id=str(link.session.chain_id),
                             distributor=link.deployment.distributor, token=link.deployment.token)
+            paymaster.check_its_turn()  # a resumed run that another run overtook on the deployment stops here
             simulated = link.session.is_eth_tester and not cfg.chain.addresses
             if cfg.integrity.min_stake > 0 and not simulated:
                 paymaster.ensure_stakes(cfg.integrity.min_stake, None)  # a short stake stops the run unfunded

@@ -322,6 +322,25 @@ class Paymaster:
                              reward_per_round=str(self.per_round))
         return offset, opening
 
+    def check_its_turn(self) -> None:
+        """A run that journaled rounds goes on only where it left the chain. Runs on one deployment take turns:
+        once another run has settled rounds after this one's last, this run's next tree (its opening amounts plus
+        what it paid) would lower what the other run paid, which the chain and every institution's check refuse.
+        Raised before anything more is funded, journaled or trained."""
+        meta = self.ledger.meta()
+        if "round_offset" not in meta:
+            return  # nothing journaled yet: the run starts after the chain's latest round (opening)
+        offset = int(meta["round_offset"])
+        settled = [r.round for r in self.ledger.rounds() if r.status == "settled"]
+        mine = offset + (settled[-1] if settled else 0)
+        last = int(distributor_contract(self.link.session, self.link.deployment).functions.lastRound().call())
+        if last > mine:
+            raise ChainError(
+                f"deployment {self.link.deployment.distributor}: another run settled chain rounds {mine + 1}..{last} "
+                f"after this run's last settled round; runs on one deployment take turns, and this run's next tree "
+                "would lower what that run paid, so it cannot go on here (what it funded and did not pay stays in "
+                "the distributor: `fedlearn chain defund` returns it)")
+
     def publish(self, record: RoundEntry, chain_round: int) -> Path:
         """The round's record beside its tree, for institutions that check on their own (`fedlearn chain verify
         --tree`): what was measured and paid, by name and address, and which tree file holds the root."""
