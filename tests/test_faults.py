@@ -4,16 +4,23 @@ waiting forever."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
-from flwr.app import Context, RecordDict
+from flwr.app import Context, Message, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
 from fedlearn.config import RunConfig
-from fedlearn.federation.coordinator import QuorumNotReached, RunOptions, build_server_app
+from fedlearn.federation.coordinator import (
+    QuorumNotReached,
+    RunInterrupted,
+    RunOptions,
+    build_server_app,
+    send_and_receive,
+)
 from fedlearn.federation.institution import build_client_app
 from fedlearn.federation.localgrid import LocalGrid
 from tests.runs import SMALL, ledger_of, rounds_json
@@ -63,3 +70,24 @@ def test_below_quorum_the_run_stops_after_the_wait_instead_of_waiting_forever(tm
     with pytest.raises(QuorumNotReached, match=r"only 2 of the 3 nodes a round needs .* within strategy.node_wait"):
         _run(tmp_path, "strategy.min_nodes=3", "strategy.node_wait=1.5")
     assert time.monotonic() - start < 60
+
+
+class SilentGrid(LocalGrid):
+    """A grid whose nodes never reply (an engine that has been stopped)."""
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        return [str(n) for n, _ in enumerate(messages)]
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        return []
+
+
+def test_a_stop_ends_the_wait_for_replies_at_once_instead_of_after_the_round_timeout() -> None:
+    config = RunConfig.load(overrides=[*SMALL, "data.institutions=2"])
+    grid, stop = SilentGrid(build_client_app(config), 2), threading.Event()
+    messages = [Message(RecordDict(), dst_node_id=n, message_type="train") for n in (1, 2)]
+    threading.Timer(0.3, stop.set).start()
+    start = time.monotonic()
+    with pytest.raises(RunInterrupted):
+        send_and_receive(grid, messages, 600.0, stop)
+    assert time.monotonic() - start < 5

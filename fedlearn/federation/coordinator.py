@@ -9,6 +9,7 @@ import copy
 import hashlib
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -64,10 +65,38 @@ class RunOptions:
     stop_after: int | None = None  # stop (resumably) once this round is completed
     on_round: RoundCallback = log_round
     on_finish: Callable[[dict[str, Any]], None] | None = None
+    # Set (by Ctrl-C under the Ray engine) to end the run at the next round or reply wait: the round in flight is
+    # dropped, nothing of it written, and the run resumes from its last checkpoint.
+    stop: threading.Event | None = None
 
 
 class QuorumNotReached(FedlearnError):
     exit_code = 6
+
+
+class RunInterrupted(FedlearnError):
+    """The run was asked to stop (``RunOptions.stop``) before it finished."""
+
+    exit_code = 130
+
+
+def send_and_receive(grid: Grid, messages: list[Message], timeout: float,
+                     stop: threading.Event | None) -> list[Message]:
+    """``grid.send_and_receive``, but raising RunInterrupted as soon as ``stop`` is set: Flower's own waits out the
+    whole timeout for replies that a stopped engine never sends."""
+    if stop is None:
+        return list(grid.send_and_receive(messages, timeout=timeout))
+    pending, replies = set(grid.push_messages(messages)), []
+    deadline = time.monotonic() + timeout
+    while pending and time.monotonic() < deadline:
+        if stop.is_set():
+            raise RunInterrupted("interrupted")
+        received = list(grid.pull_messages(pending))
+        replies += received
+        pending -= {m.metadata.reply_to_message_id for m in received}
+        if pending:
+            stop.wait(0.1)
+    return replies
 
 
 def mean_bytes(messages: list[Message]) -> int | None:
@@ -233,11 +262,13 @@ def build_server_app(config: RunConfig | None = None, options: RunOptions | None
         # Rounds: sample → local training → checks → aggregation → scoring → evaluation → settlement.
         last = cfg.run.rounds if opts.stop_after is None else min(cfg.run.rounds, opts.stop_after)
         for server_round in range(first, last + 1):
+            if opts.stop is not None and opts.stop.is_set():
+                raise RunInterrupted("interrupted")
             wait_for_quorum(grid, quorum, cfg.strategy.node_wait)
             started = time.perf_counter()
             messages = list(strategy.configure_train(server_round, arrays, ConfigRecord({"seed": cfg.run.seed}),
                                                      grid))
-            replies = list(grid.send_and_receive(messages, timeout=cfg.strategy.round_timeout))
+            replies = send_and_receive(grid, messages, cfg.strategy.round_timeout, opts.stop)
             aggregated, _ = strategy.aggregate_train(server_round, replies)
             # A round without a model (every update rejected, or the rule refused) was scored 0 throughout:
             # the global model stays and the round contributes nothing, so it pays nothing.

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import sys
+import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +44,32 @@ def check_resources(config: RunConfig) -> None:
                           f"more GPUs than this machine has ({gpus})")
 
 
+@contextmanager
+def stop_on_interrupt(stop: threading.Event) -> Iterator[None]:
+    """Ctrl-C sets ``stop`` instead of raising KeyboardInterrupt; a second Ctrl-C exits at once (130).
+
+    Under the Ray engine the round loop runs in Flower's (non-daemon) ServerApp thread while the main thread
+    waits in the engine's worker pool: a KeyboardInterrupt there makes Flower shut Ray down under workers blocked
+    in ``ray.get`` (one logs ActorDiedError, another never returns) and leaves the ServerApp thread waiting
+    ``strategy.round_timeout`` for replies, so the interpreter never exits. With ``stop`` set, the round loop
+    ends itself (RunInterrupted) and Flower stops the engine in its own order."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if stop.is_set():  # asked twice: do not wait for the engine
+            print("fedlearn: interrupted", file=sys.stderr, flush=True)
+            os._exit(130)
+        stop.set()
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def run_federation(
     config: RunConfig,
     *,
@@ -61,7 +91,7 @@ def run_federation(
         warnings.filterwarnings("ignore")
     from tqdm import tqdm
 
-    from fedlearn.federation.coordinator import RunOptions, build_server_app, preflight
+    from fedlearn.federation.coordinator import RunInterrupted, RunOptions, build_server_app, preflight
     from fedlearn.federation.institution import build_client_app
     from fedlearn.federation.localgrid import run_in_process
 
@@ -104,25 +134,30 @@ def run_federation(
         )
         bar.update(1)
 
-    server_app = build_server_app(config, RunOptions(run_dir, stop_after, on_round, outcome.update))
+    stop = threading.Event()  # Ray engine only: the local engine runs the round loop in this thread
+    server_app = build_server_app(config, RunOptions(run_dir, stop_after, on_round, outcome.update,
+                                                     None if config.simulation.engine == "local" else stop))
     client_app = build_client_app(config)
     try:
         if config.simulation.engine == "local":
             run_in_process(server_app, client_app, len(roster(config)))
         else:
-            run_simulation(
-                server_app=server_app,
-                client_app=client_app,
-                num_supernodes=len(roster(config)),
-                backend_config={
-                    "client_resources": {
-                        "num_cpus": config.simulation.client_cpus,
-                        "num_gpus": config.simulation.client_gpus,
+            with stop_on_interrupt(stop):
+                run_simulation(
+                    server_app=server_app,
+                    client_app=client_app,
+                    num_supernodes=len(roster(config)),
+                    backend_config={
+                        "client_resources": {
+                            "num_cpus": config.simulation.client_cpus,
+                            "num_gpus": config.simulation.client_gpus,
+                        },
+                        "init_args": {"logging_level": "ERROR", "log_to_driver": not quiet},
                     },
-                    "init_args": {"logging_level": "ERROR", "log_to_driver": not quiet},
-                },
-                verbose_logging=not quiet,
-            )
+                    verbose_logging=not quiet,
+                )
+    except RunInterrupted:
+        raise KeyboardInterrupt from None  # the CLI's one line and exit code 130; the run resumes from run_dir
     finally:
         bar.close()
     if stop_after is not None and stop_after < config.run.rounds:
