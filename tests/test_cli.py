@@ -60,8 +60,12 @@ def test_config_command_prints_the_effective_config(tmp_path: Path) -> None:
 
 def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path: Path) -> None:
     # `fedlearn config | head -1`: the pipe is closed before the command writes; no traceback, SIGPIPE's status.
+    # Buffered, as a shell runs it: the write fails only when the buffer is flushed.
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
     proc = subprocess.Popen([sys.executable, "-m", "fedlearn.cli", "config"], cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+                            stderr=subprocess.PIPE, env=env)
     assert proc.stdout is not None and proc.stderr is not None
     proc.stdout.close()
     err = proc.stderr.read().decode()

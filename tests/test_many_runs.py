@@ -104,6 +104,34 @@ def test_a_stopped_run_that_another_run_overtook_on_the_deployment_is_refused_be
     assert problems == [] and checked == ROUNDS
 
 
+def test_a_run_takes_up_its_own_rounds_again_and_finishes_after_another_run_took_its_turn(
+        shared: Path, tmp_path: Path) -> None:
+    import sqlite3
+
+    from fedlearn.config import RunConfig
+    from fedlearn.federation.simulation import run_federation
+    from tests.runs import SMALL
+
+    first, second = tmp_path / "runs" / "first", tmp_path / "runs" / "second"
+    config = RunConfig.load(overrides=[*SMALL, f"run.output_dir='{first.parent}'", "data.institutions=3",
+                                       f"run.rounds={ROUNDS}", f"chain.deployment='{shared}'"])
+    # A settlement that reached the chain while its receipt never reached the ledger (a crash, a timeout): the
+    # round is pending in the ledger, settled on chain, and still this run's own.
+    run_federation(config, run_dir=first, progress=False, stop_after=1)
+    db = sqlite3.connect(first / LEDGER_FILE)
+    db.execute("UPDATE rounds SET status = 'pending' WHERE round = 1")
+    db.commit()
+    db.close()
+    run_federation(config, run_dir=first, progress=False)
+    assert [(r.round, r.status) for r in ledger_of(first)[0]] == [(i, "settled") for i in range(1, ROUNDS + 1)]
+    # Every round settled, the summary lost, another run's turn since: resuming writes the summary, and only that.
+    (first / "summary.json").unlink()
+    _run(second, shared, seed=8)
+    before = ledger_of(first)
+    run_federation(config, run_dir=first, progress=False)
+    assert (first / "summary.json").exists() and ledger_of(first) == before
+
+
 def test_verify_flags_a_later_pending_root_that_lowers_this_runs_amounts(tmp_path: Path) -> None:
     """An institution's `verify` after the run: a hostile root settled next is flagged with how to revoke it."""
     path = tmp_path / "federation" / "deployment.json"

@@ -69,6 +69,8 @@ def test_resume_after_round_one_equals_the_uninterrupted_run(finished_run: Path,
     again = fedlearn("run", "--no-progress", "--resume", str(run_dir), "--stop-after", "1", cwd=tmp_path)
     assert again.returncode == 2 and "has completed 1 round(s) already" in again.stderr
     assert len(again.stderr.strip().splitlines()) == 1 and Ledger.open(run_dir / "ledger.sqlite").last_round() == 1
+    done = fedlearn("run", "--no-progress", "--resume", str(finished_run), "--stop-after", "1", cwd=tmp_path)
+    assert done.returncode == 2 and "has completed 3 round(s) already" in done.stderr  # a finished run too
     second = fedlearn("run", "--no-progress", "--resume", str(run_dir), cwd=tmp_path)
     assert second.returncode == 0, second.stderr[-2000:]
 

@@ -16,7 +16,7 @@ def address_of(value: object, what: str) -> str:
     if not isinstance(value, str) or not is_address(value):
         raise ChainError(f"{what} is not an address: {value!r}")
     digits = value[2:] if value[:2].lower() == "0x" else value
-    if digits not in (digits.lower(), digits.upper()) and not is_checksum_address(value):
+    if digits not in (digits.lower(), digits.upper()) and not is_checksum_address("0x" + digits):
         raise ChainError(f"{what} {value}: its EIP-55 checksum is wrong (a typo?); the checksummed form of what was "
                          f"typed is {to_checksum_address(value)}")
     return str(to_checksum_address(value))

@@ -85,7 +85,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = next((a for a in argv if not a.startswith("-")), None)
     args = build_parser(command).parse_args(argv)
     try:
-        return int(args.handler(args) or 0)
+        code = int(args.handler(args) or 0)
+        sys.stdout.flush()  # a closed pipe fails here, inside the try, not at the interpreter's exit
+        return code
     except FedlearnError as exc:
         print(f"fedlearn: error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--stop-after {args.stop_after} must be at least 1")
     if args.stop_after is not None and run_dir is not None:
         done = _rounds_done(run_dir)
-        if args.stop_after <= done < config.run.rounds:
+        if args.stop_after <= done and args.stop_after < config.run.rounds:
             raise ConfigError(f"--stop-after {args.stop_after}: {run_dir} has completed {done} round(s) already; "
                               f"stop after a later one, or resume without --stop-after")
     from fedlearn.federation.simulation import run_federation  # Flower and torch: after the config is checked
@@ -124,7 +124,8 @@ def settle(args: argparse.Namespace) -> int:
     run.paymaster.drain()
     journaled = run.paymaster.ledger.rounds()
     print(f"{before} queued round(s) settled; {len(journaled)} round(s) on chain")
-    if journaled and journaled[-1].final and not (Path(args.run_dir) / "summary.json").exists():
+    if journaled and journaled[-1].final and not (Path(args.run_dir) / "summary.json").exists() \
+            and run.paymaster.resumable:
         # The run stopped at its end waiting for the node: its summary, model and report are still to write.
         print(f"the run's summary, model and report are not written yet: `fedlearn run --resume {args.run_dir}` "
               "writes them")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from eth_utils import is_address, is_checksum_address, to_checksum_address
+from eth_utils import is_checksum_address
 
 from fedlearn.chain import (
     ETH_TESTER,
@@ -35,6 +35,7 @@ from fedlearn.chain import (
     stake_of,
     status,
 )
+from fedlearn.chain.addresses import address_of
 from fedlearn.chain.deployment import (
     DEFAULT_ROOT_DELAY_S,
     DEFAULT_SLASH_DELAY_S,
@@ -44,7 +45,7 @@ from fedlearn.chain.deployment import (
 )
 from fedlearn.chain.operations import defund, live_root
 from fedlearn.chain.session import save_state
-from fedlearn.config import ChainSection, RunConfig, read_toml
+from fedlearn.config import FILES, ChainSection, RunConfig, read_toml
 from fedlearn.errors import ChainError, ConfigError
 from fedlearn.logs import log
 from fedlearn.payout.ledger import Entry, Ledger, RoundEntry
@@ -87,17 +88,16 @@ def institution_addresses(config: RunConfig, institutions: list[str]) -> dict[st
 
 
 def checked_address(name: str, value: object, where: str) -> str:
-    """An institution's address as written in ``where``, checksummed; one with a wrong EIP-55 checksum refused."""
-    if not isinstance(value, str) or not is_address(value):
-        raise ConfigError(f"institution {name} has an invalid address {value!r} in {where}")
-    # Mixed case is an EIP-55 checksum: a typo in it must not send an institution's tokens elsewhere.
-    if value[2:] not in (value[2:].lower(), value[2:].upper()) and not is_checksum_address(value):
-        raise ConfigError(f"institution {name} has address {value} in {where} whose EIP-55 checksum is wrong "
-                          f"(a typo?); the checksummed form of what was typed is {to_checksum_address(value)}")
+    """An institution's address as written in ``where``, checksummed; one with a wrong EIP-55 checksum refused
+    (``fedlearn.chain.addresses``), one without a checksum taken with a warning."""
+    try:
+        address = address_of(value, f"institution {name}'s address in {where}")
+    except ChainError as exc:
+        raise ConfigError(str(exc)) from None
     if not is_checksum_address(value):
         log.warning("institution %s: address %s in %s carries no EIP-55 checksum, so a typo in it cannot be "
-                    "caught; check it and write it as %s", name, value, where, to_checksum_address(value))
-    return str(to_checksum_address(value))
+                    "caught; check it and write it as %s", name, value, where, address)
+    return address
 
 
 def measure_of(record: RoundEntry) -> RoundMeasure:
@@ -238,6 +238,8 @@ class Paymaster:
         self.per_round = int(journaled) if journaled is not None else self.governed_reward_per_round()
         self.budget = self.per_round * self.rounds
         self.interim_fraction = config.payout.interim_fraction
+        # A simulation resumes (`fedlearn run --resume`); a pilot under `flwr run` starts a new run directory.
+        self.resumable = config.data.dataset != FILES
         self.best_utility = UTILITY_MAX[config.scoring.utility]
         self._stakes_read: dict[str, int] | None = None  # the stakes last read on chain (voting_stakes)
         self.stake_cap = tokens_to_wei(config.integrity.min_stake)
@@ -284,7 +286,8 @@ class Paymaster:
                     f"distributor {self.link.deployment.distributor} lacks {short} wei of the run's budget "
                     f"({self.rounds} rounds x {self.chain.reward_per_round} tokens); top it up with "
                     f"`fedlearn chain fund --run {self.ledger.path.parent}` (or fund the distributor as its admin), "
-                    f"then `fedlearn run --resume {self.ledger.path.parent}`"
+                    + (f"then `fedlearn run --resume {self.ledger.path.parent}`" if self.resumable
+                       else "then start the run again")
                 )
         self.link.save()
 
@@ -330,10 +333,20 @@ class Paymaster:
         meta = self.ledger.meta()
         if "round_offset" not in meta:
             return  # nothing journaled yet: the run starts after the chain's latest round (opening)
+        if (self.ledger.last_round() or 0) >= self.rounds and not self.ledger.pending():
+            return  # every round settled: resuming only writes the summary, model and report
         offset = int(meta["round_offset"])
-        settled = [r.round for r in self.ledger.rounds() if r.status == "settled"]
-        mine = offset + (settled[-1] if settled else 0)
-        last = int(distributor_contract(self.link.session, self.link.deployment).functions.lastRound().call())
+        dist = distributor_contract(self.link.session, self.link.deployment).functions
+        last = int(dist.lastRound().call())
+        mine = offset
+        for record in self.ledger.rounds():
+            # Settled, or pending although the chain holds its root (the receipt never reached the ledger).
+            chain_round = offset + record.round
+            if record.status == "settled" or (
+                    chain_round <= last and "0x" + bytes(dist.roundOf(chain_round).call()).hex() == record.root):
+                mine = chain_round
+            else:
+                break
         if last > mine:
             raise ChainError(
                 f"deployment {self.link.deployment.distributor}: another run settled chain rounds {mine + 1}..{last} "
@@ -470,8 +483,10 @@ class Paymaster:
             if time.monotonic() >= deadline:
                 raise ChainError(
                     f"{len(self.ledger.pending())} round(s) still unsettled after {self.chain.retry_seconds:.0f} s "
-                    f"of retries; they are journaled in {self.ledger.path}: when the node is back, `fedlearn run "
-                    f"--resume {self.ledger.path.parent}` settles them and finishes the run (summary, model, report)"
+                    f"of retries; they are journaled in {self.ledger.path}: when the node is back, "
+                    + (f"`fedlearn run --resume {self.ledger.path.parent}` settles them and finishes the run "
+                       "(summary, model, report)" if self.resumable
+                       else f"`fedlearn settle {self.ledger.path.parent}` settles them")
                 )
             time.sleep(1.0)
         self.retry_slashes()

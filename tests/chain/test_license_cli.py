@@ -86,6 +86,7 @@ def test_chain_deploy_says_whether_it_is_governed(tmp_path: Path, capsys) -> Non
     assert ((tmp_path / "single.json").read_bytes(), (tmp_path / "single.eth-tester.json").read_bytes()) == before
     # The same address in one case carries no checksum and is taken as written.
     assert run("chain", "status", *d, "--account", institution.lower()) == 0
+    assert run("chain", "status", *d, "--account", institution[2:]) == 0  # checksummed, typed without 0x
     assert run("chain", "deploy", *d, "--replace") == 0  # asked for: a fresh deployment in the same file
 
 
