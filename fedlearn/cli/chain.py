@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from fedlearn.chain import operations as ops
+from fedlearn.chain.addresses import address_of
 from fedlearn.chain.deployment import (
     DEFAULT_REWARD_PER_ROUND,
     DEFAULT_ROOT_DELAY_S,
@@ -44,10 +45,14 @@ def _int(text: str) -> int:
     try:
         if "e" in text.lower() and not text.lower().startswith("0x"):
             mantissa, exponent = text.lower().split("e")
-            return int(mantissa) * 10 ** int(exponent)
-        return int(text, 0)
+            value = int(mantissa) * 10 ** int(exponent)
+        else:
+            value = int(text, 0)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if abs(value) >= 2**256:  # no amount, id or round on chain is that large (uint256)
+        raise argparse.ArgumentTypeError(f"{text} is beyond what the chain holds (2**256)")
+    return value
 
 
 def _state_path(args: argparse.Namespace) -> Path:
@@ -240,7 +245,10 @@ def _read_rewards(path: Path) -> dict[str, int]:
                 pass
         if value is None:
             raise ChainError(f"rewards file {path}: amount of {account} is not an integer: {amount!r}")
-        out[account] = value
+        address = address_of(account, f"rewards file {path}: account")
+        if address in out:
+            raise ChainError(f"rewards file {path}: {address} is listed twice")
+        out[address] = value
     return out
 
 
@@ -275,11 +283,27 @@ def _cmd_settle(args: argparse.Namespace) -> int:
     deployment = _deployment(args, session)
     trees = Path(args.deployment).parent / "trees"
     previous = _read_tree(args.previous_tree) if args.previous_tree else _live_tree(session, deployment, trees)
-    result = ops.settle_round(session, deployment, args.round, args.model_hash, _read_rewards(args.rewards),
-                              previous)
+    rewards = _read_rewards(args.rewards)
+    tree = RewardTree.of(rewards)
+    # The tree is written before the root is sent: a root on chain without its tree leaves nobody a proof to claim
+    # with. Another tree in the file (another deployment's round N, in a shared folder) is never overwritten.
     tree_path = args.tree_out or trees / f"round-{args.round}.json"
-    tree_path.parent.mkdir(parents=True, exist_ok=True)
-    tree_path.write_text(json.dumps(result.tree.dump(), indent=2) + "\n")
+    dump = json.dumps(tree.dump(), indent=2) + "\n"
+    created = not tree_path.exists()
+    try:
+        if not created and tree_path.read_text() != dump:
+            raise ChainError(f"{tree_path} holds another tree (another deployment's?); pass --tree-out FILE for "
+                             "this one; nothing was sent")
+        tree_path.parent.mkdir(parents=True, exist_ok=True)
+        tree_path.write_text(dump)
+    except OSError as exc:
+        raise ChainError(f"cannot write the tree to {tree_path}: {exc.strerror}; nothing was sent") from None
+    try:
+        result = ops.settle_round(session, deployment, args.round, args.model_hash, rewards, previous)
+    except BaseException:
+        if created:  # refused (or interrupted) before the chain took it: no tree for a root that is not there
+            tree_path.unlink(missing_ok=True)
+        raise
     _finish(args, session)
     sent = f"tx {result.tx.tx_hash} gas {result.tx.gas_used}" if result.tx else "already on chain, nothing sent"
     print(f"round {result.round} root 0x{result.root.hex()} total {result.round_total}: {sent}\nwrote {tree_path}")
@@ -343,6 +367,9 @@ def _cmd_withdraw(args: argparse.Namespace) -> int:
 
 
 def _cmd_slash(args: argparse.Namespace) -> int:
+    for flag, slash_id in (("--execute", args.execute), ("--veto", args.veto)):
+        if slash_id is not None and slash_id < 1:
+            raise ChainError(f"{flag} {slash_id}: slash ids start at 1")
     if args.execute is not None:
         return _send(args, lambda s: ops.execute_slash(s, _deployment(args, s), args.execute),
                      lambda s: f"executed slash {args.execute}")
@@ -463,7 +490,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("fund", help="add tokens to the reward pool (admin; mints what is missing)")
     _connection_options(p)
-    p.add_argument("--amount", type=_int, help="token units (with --run: default what the run lacks)")
+    p.add_argument("--amount", type=_int, help="base units, 10**18 to a token: 5e18 is five tokens "
+                   "(with --run: default what the run lacks)")
     p.add_argument("--no-mint", action="store_true", help="never mint; fail if the balance is short")
     p.add_argument("--run", type=Path, metavar="RUN_DIR",
                    help="top up this run's distributor, signing with the run's coordinator key")
@@ -471,14 +499,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("defund", help="return unsettled tokens from the reward pool (admin): a run's unspent budget")
     _connection_options(p)
-    p.add_argument("--amount", type=_int, required=True, help="token units, at most the unsettled funds")
+    p.add_argument("--amount", type=_int, required=True, help="base units (10**18 to a token), at most the unsettled "
+                   "funds")
     p.add_argument("--to", help="recipient (default: the signer)")
     p.set_defaults(handler=_cmd_defund)
 
     for name, handler, text in (("stake", _cmd_stake, "stake tokens"), ("unstake", _cmd_unstake, "start unstaking")):
         p = sub.add_parser(name, help=text)
         _connection_options(p)
-        p.add_argument("--amount", type=_int, required=True, help="token units")
+        p.add_argument("--amount", type=_int, required=True, help="base units (10**18 to a token)")
         p.set_defaults(handler=handler)
 
     p = sub.add_parser("withdraw", help="withdraw unstaked tokens after the delay")
@@ -488,7 +517,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = sub.add_parser("slash", help="propose a slash (coordinator), execute one after its window, or veto one")
     _connection_options(p)
     p.add_argument("--account", help="institution to slash (with --amount and --evidence: propose)")
-    p.add_argument("--amount", type=_int, help="token units")
+    p.add_argument("--amount", type=_int, help="base units (10**18 to a token)")
     p.add_argument("--evidence", help="32-byte hex hash of the evidence")
     action = p.add_mutually_exclusive_group()
     action.add_argument("--execute", type=_int, metavar="ID", help="take a proposed slash after its window (anyone)")

@@ -167,8 +167,8 @@ def _encode_labels(raw: np.ndarray, where: str, column: str = "y") -> tuple[np.n
     except TypeError as exc:
         raise DataError(f"{where}: labels in {column!r} mix incomparable types ({_one_line(exc)})") from exc
     if classes.size < 2:
-        raise DataError(f"{where}: label {column!r} has a single class ({classes[0]!r}); "
-                        "a classifier needs at least 2")
+        only = classes[0].item() if isinstance(classes[0], np.generic) else classes[0]  # 0, not np.int64(0)
+        raise DataError(f"{where}: label {column!r} has a single class ({only!r}); a classifier needs at least 2")
     return encoded.reshape(-1).astype(np.int64), int(classes.size)
 
 

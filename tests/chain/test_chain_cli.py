@@ -149,3 +149,54 @@ def test_an_institution_verifies_a_published_tree_with_no_key_and_no_run(deploye
     stranger.write_text(json.dumps(chain.RewardTree.of({a: 1}).dump()))
     with pytest.raises(ChainError, match="was never settled on this deployment"):
         run("chain", "verify", *d, "--tree", str(stranger))
+
+
+def test_settle_refuses_a_typo_an_unwritable_tree_or_another_tree_before_sending_anything(
+        deployed: Path, tmp_path: Path, capsys) -> None:
+    d = ["--deployment", str(deployed)]
+    accounts = [a.address for a in chain.institution_accounts(2)]
+    trees = deployed.parent / "trees"
+
+    def last_round() -> int:
+        capsys.readouterr()
+        assert run("chain", "status", *d, "--json") == 0
+        return int(json.loads(capsys.readouterr().out)["last_round"])
+
+    def settle(rewards: dict[str, int], *extra: str, where: Path = deployed) -> int:
+        path = tmp_path / "rewards.json"
+        path.write_text(json.dumps({a: str(v) for a, v in rewards.items()}))
+        return run("chain", "settle", "--deployment", str(where), "--round", "1", "--model-hash", MODEL,
+                   "--rewards", str(path), *extra)
+
+    # A payout address with one letter's case changed: its checksum shows the typo; nothing is paid to it.
+    i = next(i for i, c in enumerate(accounts[1]) if i > 1 and c.isalpha())
+    typo = accounts[1][:i] + accounts[1][i].swapcase() + accounts[1][i + 1:]
+    with pytest.raises(ChainError, match=f"account {typo}: its EIP-55 checksum is wrong .* is {accounts[1]}$"):
+        settle({accounts[0]: 100, typo: 200})
+    # The tree cannot be written where asked: refused before the root goes on chain (institutions need it to claim).
+    with pytest.raises(ChainError, match="cannot write the tree to /proc/no-such/tree.json: .*; nothing was sent"):
+        settle({accounts[0]: 100}, "--tree-out", "/proc/no-such/tree.json")
+    # A settlement the chain refuses leaves no tree behind for a root that is not there.
+    with pytest.raises(ChainError):
+        settle({accounts[0]: 10**30})  # beyond what the distributor holds
+    assert last_round() == 0 and not (trees / "round-1.json").exists()
+    assert settle({accounts[0]: 100}) == 0 and last_round() == 1
+    # A second deployment in the same folder: its round 1 must not overwrite the first's tree (their proofs).
+    other = deployed.parent / "other.json"
+    assert run("chain", "deploy", "--deployment", str(other), "--root-delay", "0", "--reward-per-round", "1e6") == 0
+    assert run("chain", "fund", "--deployment", str(other), "--amount", "1e6") == 0
+    kept = (trees / "round-1.json").read_text()
+    with pytest.raises(ChainError, match="round-1.json holds another tree .* pass --tree-out FILE"):
+        settle({accounts[1]: 300}, where=other)
+    assert (trees / "round-1.json").read_text() == kept
+    assert settle({accounts[1]: 300}, "--tree-out", str(tmp_path / "other-round-1.json"), where=other) == 0
+
+
+def test_numbers_beyond_the_chain_and_negative_slash_ids_are_one_line(deployed: Path, capsys) -> None:
+    d = ["--deployment", str(deployed)]
+    with pytest.raises(SystemExit) as exit_:  # argparse: usage and one error line, exit 2
+        run("chain", "fund", *d, "--amount", "1e80")
+    assert exit_.value.code == 2 and "1e80 is beyond what the chain holds (2**256)" in capsys.readouterr().err
+    for flag in ("--execute", "--veto"):
+        with pytest.raises(ChainError, match=f"{flag} -1: slash ids start at 1"):
+            run("chain", "slash", *d, flag, "-1")
