@@ -368,6 +368,15 @@ def propose_slash(
     return int(events[0]["args"]["id"]), tx
 
 
+def slashes_proposed(session: ChainSession, deployment: Deployment, account: str,
+                     evidence_hash: bytes | str) -> list[int]:
+    """Ids of the slashes proposed against `account` with this evidence (vetoed or not)."""
+    evidence, account = as_bytes32(evidence_hash, "evidence hash"), _address(account, "account")
+    logs = distributor_contract(session, deployment).events.SlashProposed().get_logs(from_block=deployment.block)
+    return [int(e["args"]["id"]) for e in logs
+            if e["args"]["account"] == account and bytes(e["args"]["evidenceHash"]) == evidence]
+
+
 def _close_slash(session: ChainSession, deployment: Deployment, slash_id: int, function: str, what: str) -> TxResult:
     if slash_proposal(session, deployment, slash_id).closed:
         raise ChainError(f"slash {slash_id} was already executed or vetoed")

@@ -379,6 +379,10 @@ def _cmd_slash(args: argparse.Namespace) -> int:
     if args.account is None or args.amount is None or args.evidence is None:
         raise ChainError("slash needs --account, --amount and --evidence to propose, or --execute ID / --veto ID")
     session = _session(args)
+    earlier = ops.slashes_proposed(session, _deployment(args, session), args.account, args.evidence)
+    if earlier:  # a retried command must not slash twice for one offence
+        raise ChainError(f"slash {earlier[0]} was already proposed against {args.account} with this evidence; "
+                         "nothing sent")
     slash_id, tx = ops.propose_slash(session, _deployment(args, session), args.account, args.amount, args.evidence)
     _finish(args, session)
     print(_tx_line(f"proposed slash {slash_id}: {args.amount} of {args.account}'s stake held", tx))

@@ -51,6 +51,8 @@ def test_deploy_settle_claim_stake_slash_from_the_cli(deployed: Path, tmp_path: 
     capsys.readouterr()
     assert run("chain", "slash", *d, "--account", accounts[1], "--amount", "50", "--evidence", MODEL) == 0
     assert "proposed slash 1: 50 of" in capsys.readouterr().out
+    with pytest.raises(ChainError, match="slash 1 was already proposed against .* with this evidence; nothing sent"):
+        run("chain", "slash", *d, "--account", accounts[1], "--amount", "50", "--evidence", MODEL)  # a retry
     assert run("chain", "slash", *d, "--execute", "1") == 0
     assert run("chain", "unstake", *d, "--institution", "1", "--amount", "100") == 0
     with pytest.raises(ChainError, match="StakeLocked"):
