@@ -80,6 +80,8 @@ def _session(args: argparse.Namespace, *, fresh: bool = False, read_only: bool =
             expected_chain_id=args.chain_id,
         )
     state = _state_path(args)
+    if not fresh and Path(args.deployment).exists():
+        Deployment.load(args.deployment)  # a broken file says so, not that its chain is missing
     if not fresh and not state.exists():
         raise ChainError(f"no eth-tester state at {state}: run `fedlearn chain deploy` first (or pass --rpc)")
     session = connect(ETH_TESTER, state_file=None if fresh else state, expected_chain_id=args.chain_id)

@@ -202,3 +202,10 @@ def test_numbers_beyond_the_chain_and_negative_slash_ids_are_one_line(deployed: 
     for flag in ("--execute", "--veto"):
         with pytest.raises(ChainError, match=f"{flag} -1: slash ids start at 1"):
             run("chain", "slash", *d, flag, "-1")
+
+
+def test_a_cut_off_deployment_file_is_reported_as_such_not_as_a_missing_chain(tmp_path: Path) -> None:
+    broken = tmp_path / "deployment.json"
+    broken.write_text('{"format": "fedlearn-deployment", "token": "0x')
+    with pytest.raises(ChainError, match=f"deployment file {broken} is not JSON"):
+        run("chain", "status", "--deployment", str(broken))
