@@ -24,17 +24,17 @@ class WeakerOption:
     cost: str
     refit_detail: bool = False  # a setting of the refit, which says nothing while the refit is off
 
+    def value(self, config: RunConfig) -> object:
+        section, name = self.key.split(".")
+        return getattr(getattr(config, section), name)
+
     def applies(self, config: RunConfig) -> bool:
         if self.refit_detail and not config.integrity.refit_output_layer:
             return False
-        section, name = self.key.split(".")
-        value = getattr(getattr(config, section), name)
-        return any(value == tomllib.loads(f"v = {literal}")["v"] for literal in self.values)
+        return any(self.value(config) == tomllib.loads(f"v = {literal}")["v"] for literal in self.values)
 
     def setting(self, config: RunConfig) -> str:
-        section, name = self.key.split(".")
-        value = getattr(getattr(config, section), name)
-        return f"{self.key} = {value!r}"
+        return f"{self.key} = {self.value(config)!r}"
 
 
 WEAKER_OPTIONS: tuple[WeakerOption, ...] = (

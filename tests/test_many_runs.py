@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -12,10 +13,13 @@ from fedlearn import chain
 from fedlearn.chain.deployment import distributor_contract
 from fedlearn.chain.session import save_state
 from fedlearn.chain.transactions import transact
+from fedlearn.config import RunConfig
+from fedlearn.errors import ChainError
+from fedlearn.federation.simulation import run_federation
 from fedlearn.payout.ledger import LEDGER_FILE, Ledger
 from fedlearn.payout.settlement import TREES_DIR
 from fedlearn.payout.verify import verify_run
-from tests.runs import ledger_of, real_run
+from tests.runs import SMALL, ledger_of, real_run
 
 ROUNDS = 3
 
@@ -81,16 +85,16 @@ def test_two_runs_on_one_deployment_number_rounds_across_runs_and_carry_amounts(
     assert any("opening amounts do not match the chain's history" in p for p in problems), problems
 
 
+def _stoppable(run_dir: Path, deployment: Path) -> RunConfig:
+    """A run on the shared deployment, run here through ``run_federation`` to stop and resume it."""
+    return RunConfig.load(overrides=[*SMALL, f"run.output_dir='{run_dir.parent}'", "data.institutions=3",
+                                     f"run.rounds={ROUNDS}", f"chain.deployment='{deployment}'"])
+
+
 def test_a_stopped_run_that_another_run_overtook_on_the_deployment_is_refused_before_it_goes_on(
         shared: Path, tmp_path: Path) -> None:
-    from fedlearn.config import RunConfig
-    from fedlearn.errors import ChainError
-    from fedlearn.federation.simulation import run_federation
-    from tests.runs import SMALL
-
     first, second = tmp_path / "runs" / "first", tmp_path / "runs" / "second"
-    config = RunConfig.load(overrides=[*SMALL, f"run.output_dir='{first.parent}'", "data.institutions=3",
-                                       f"run.rounds={ROUNDS}", f"chain.deployment='{shared}'"])
+    config = _stoppable(first, shared)
     run_federation(config, run_dir=first, progress=False, stop_after=1)
     _run(second, shared, seed=8)  # another run takes the deployment's next rounds meanwhile
     before = ledger_of(first)
@@ -106,15 +110,8 @@ def test_a_stopped_run_that_another_run_overtook_on_the_deployment_is_refused_be
 
 def test_a_run_takes_up_its_own_rounds_again_and_finishes_after_another_run_took_its_turn(
         shared: Path, tmp_path: Path) -> None:
-    import sqlite3
-
-    from fedlearn.config import RunConfig
-    from fedlearn.federation.simulation import run_federation
-    from tests.runs import SMALL
-
     first, second = tmp_path / "runs" / "first", tmp_path / "runs" / "second"
-    config = RunConfig.load(overrides=[*SMALL, f"run.output_dir='{first.parent}'", "data.institutions=3",
-                                       f"run.rounds={ROUNDS}", f"chain.deployment='{shared}'"])
+    config = _stoppable(first, shared)
     # A settlement that reached the chain while its receipt never reached the ledger (a crash, a timeout): the
     # round is pending in the ledger, settled on chain, and still this run's own.
     run_federation(config, run_dir=first, progress=False, stop_after=1)

@@ -7,6 +7,7 @@ import logging
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -18,7 +19,9 @@ from fedlearn.chain import Deployment, connect, dev_account
 from fedlearn.chain.deployment import distributor_contract
 from fedlearn.chain.operations import mint, stake
 from fedlearn.chain.session import institution_accounts
+from fedlearn.cli.main import main
 from fedlearn.config import RunConfig
+from fedlearn.errors import ChainError
 from fedlearn.federation.simulation import run_federation
 from fedlearn.payout.ledger import Ledger
 from fedlearn.payout.settlement import ChainLink, Paymaster, institution_addresses
@@ -63,12 +66,29 @@ class AnvilNode:
             self.proc.wait(timeout=20)
 
 
-def test_settlements_queue_while_the_node_is_down(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def node(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[AnvilNode]:
+    """anvil, started, with the coordinator's key in the environment; stopped after the test."""
     if not ANVIL.exists():
         missing_tool(str(ANVIL), "run scripts/setup-chain.sh")
     monkeypatch.setenv("FEDLEARN_PRIVATE_KEY", ANVIL_KEY_0)
-    node = AnvilNode(tmp_path / "anvil-state.json")
-    node.start()
+    anvil = AnvilNode(tmp_path / "anvil-state.json")
+    anvil.start()
+    try:
+        yield anvil
+    finally:
+        anvil.stop()
+
+
+def addresses_file(tmp_path: Path, institutions: int) -> Path:
+    """The institutions' own addresses (keys no run derives), as a pilot lists them."""
+    path = tmp_path / "addresses.toml"
+    path.write_text("".join(f'hospital-0{i} = "{Account.from_key(bytes([i + 40]) * 32).address}"\n'
+                            for i in range(1, institutions + 1)))
+    return path
+
+
+def test_settlements_queue_while_the_node_is_down(tmp_path: Path, node: AnvilNode) -> None:
     run_dir = tmp_path / "run"
     pending_seen: dict[int, int] = {}
 
@@ -80,68 +100,48 @@ def test_settlements_queue_while_the_node_is_down(tmp_path: Path, monkeypatch: p
         if result.server_round == 3:
             node.start()
 
-    addresses = tmp_path / "addresses.toml"
-    addresses.write_text("".join(f'hospital-0{i} = "{Account.from_key(bytes([i + 40]) * 32).address}"\n'
-                                 for i in range(1, 4)))
     config = RunConfig.load(overrides=[
         "run.rounds=4", "data.institutions=3", "scoring.method='loo'", f"chain.backend='{node.url}'",
-        "chain.retry_seconds=30", f"chain.addresses='{addresses}'",
+        "chain.retry_seconds=30", f"chain.addresses='{addresses_file(tmp_path, 3)}'",
     ])
-    try:
-        summary = run_federation(config, run_dir=run_dir, progress=False, observer=observe)
-        # Assert: rounds 2 and 3 were queued while the node was down, and nothing is left unsettled.
-        assert pending_seen == {1: 0, 2: 1, 3: 2, 4: 0}
-        ledger = Ledger.open(run_dir / "ledger.sqlite")
-        assert [(r.round, r.status) for r in ledger.rounds()] == [(i, "settled") for i in range(1, 5)]
-        session = connect(node.url, account=dev_account(0))
-        deployment = Deployment.load(run_dir / "chain" / "deployment.json", chain_id=session.chain_id)
-        dist = distributor_contract(session, deployment)
-        assert dist.functions.lastRound().call() == 4
-        for record in ledger.rounds():
-            assert "0x" + bytes(dist.functions.roundOf(record.round).call()).hex() == record.root
-        assert summary["rounds"] == 4
-    finally:
-        node.stop()
+    summary = run_federation(config, run_dir=run_dir, progress=False, observer=observe)
+    # Assert: rounds 2 and 3 were queued while the node was down, and nothing is left unsettled.
+    assert pending_seen == {1: 0, 2: 1, 3: 2, 4: 0}
+    ledger = Ledger.open(run_dir / "ledger.sqlite")
+    assert [(r.round, r.status) for r in ledger.rounds()] == [(i, "settled") for i in range(1, 5)]
+    session = connect(node.url, account=dev_account(0))
+    deployment = Deployment.load(run_dir / "chain" / "deployment.json", chain_id=session.chain_id)
+    dist = distributor_contract(session, deployment)
+    assert dist.functions.lastRound().call() == 4
+    for record in ledger.rounds():
+        assert "0x" + bytes(dist.functions.roundOf(record.round).call()).hex() == record.root
+    assert summary["rounds"] == 4
 
 
 def test_a_run_whose_last_settlement_waits_for_the_node_is_finished_by_resuming(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    from fedlearn.cli.main import main
-    from fedlearn.errors import ChainError
-
-    if not ANVIL.exists():
-        missing_tool(str(ANVIL), "run scripts/setup-chain.sh")
-    monkeypatch.setenv("FEDLEARN_PRIVATE_KEY", ANVIL_KEY_0)
-    node = AnvilNode(tmp_path / "anvil-state.json")
-    node.start()
+        tmp_path: Path, node: AnvilNode, capsys: pytest.CaptureFixture[str]) -> None:
     run_dir = tmp_path / "run"
 
     def observe(result: RoundResult, total: int) -> None:
         if result.server_round == 1:
             node.stop()  # down through the last round and the end of the run's retries
 
-    addresses = tmp_path / "addresses.toml"
-    addresses.write_text("".join(f'hospital-0{i} = "{Account.from_key(bytes([i + 40]) * 32).address}"\n'
-                                 for i in range(1, 3)))
     config = RunConfig.load(overrides=[
         "run.rounds=2", "data.institutions=2", "scoring.method='loo'", "simulation.engine='local'",
-        f"chain.backend='{node.url}'", "chain.retry_seconds=2", f"chain.addresses='{addresses}'",
+        f"chain.backend='{node.url}'", "chain.retry_seconds=2", f"chain.addresses='{addresses_file(tmp_path, 2)}'",
         f"run.output_dir='{tmp_path}'"])
-    try:
-        with pytest.raises(ChainError, match=f"`fedlearn run --resume {run_dir}` settles them and finishes"):
-            run_federation(config, run_dir=run_dir, progress=False, observer=observe)
-        assert not (run_dir / "summary.json").exists()
-        node.start()
-        capsys.readouterr()
-        assert main(["settle", str(run_dir)]) == 0
-        out = capsys.readouterr().out
-        assert "1 queued round(s) settled" in out and f"`fedlearn run --resume {run_dir}` writes them" in out
-        summary = run_federation(config, run_dir=run_dir, progress=False)  # the resume the line names
-        assert (run_dir / "summary.json").exists() and (run_dir / "model.npz").exists()
-        assert sum(int(i["tokens_earned"]) for i in summary["institutions"]) == 200 * 10**18
-        assert [r.status for r in Ledger.open(run_dir / "ledger.sqlite").rounds()] == ["settled", "settled"]
-    finally:
-        node.stop()
+    with pytest.raises(ChainError, match=f"`fedlearn run --resume {run_dir}` settles them and finishes"):
+        run_federation(config, run_dir=run_dir, progress=False, observer=observe)
+    assert not (run_dir / "summary.json").exists()
+    node.start()
+    capsys.readouterr()
+    assert main(["settle", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "1 queued round(s) settled" in out and f"`fedlearn run --resume {run_dir}` writes them" in out
+    summary = run_federation(config, run_dir=run_dir, progress=False)  # the resume the line names
+    assert (run_dir / "summary.json").exists() and (run_dir / "model.npz").exists()
+    assert sum(int(i["tokens_earned"]) for i in summary["institutions"]) == 200 * 10**18
+    assert [r.status for r in Ledger.open(run_dir / "ledger.sqlite").rounds()] == ["settled", "settled"]
 
 
 def staked_paymaster(tmp_path: Path) -> tuple[Paymaster, list[str]]:

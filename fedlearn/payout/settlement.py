@@ -49,7 +49,7 @@ from fedlearn.config import FILES, ChainSection, RunConfig, read_toml
 from fedlearn.errors import ChainError, ConfigError
 from fedlearn.logs import log
 from fedlearn.payout.ledger import Entry, Ledger, RoundEntry
-from fedlearn.payout.rewards import tokens_to_wei
+from fedlearn.payout.rewards import WEI_PER_TOKEN, tokens_to_wei
 from fedlearn.payout.schedule import RoundMeasure, allocate
 from fedlearn.payout.slashing import SlashingPolicy, evidence_hash, slash_amount
 from fedlearn.scoring.round import RoundScores
@@ -192,14 +192,19 @@ class ChainLink:
             return False
 
 
+def slashable_stake(session: ChainSession, deployment: Deployment, address: str) -> int:
+    """What of ``address``'s stake can be slashed: active plus pending unstakes (both stay slashable)."""
+    held = stake_of(session, deployment, address)
+    return int(held["active"] + held["pending"])
+
+
 def require_stakes(session: ChainSession, deployment: Deployment, addresses: Mapping[str, str],
                    tokens: float) -> None:
-    """Every institution holds at least ``tokens`` of slashable stake (active or pending unstake) on
-    ``deployment``; the first one short stops the run. Reads only."""
+    """Every institution holds at least ``tokens`` of slashable stake on ``deployment``; the first one short
+    stops the run. Reads only."""
     needed = tokens_to_wei(tokens)
     for name, address in addresses.items():
-        held = stake_of(session, deployment, address)
-        current = held["active"] + held["pending"]
+        current = slashable_stake(session, deployment, address)
         if current < needed:
             raise ChainError(f"institution {name} ({address}) has staked {current} wei; this run asks "
                              f"{needed} (integrity.min_stake = {tokens}) before joining")
@@ -220,7 +225,8 @@ def check_budget_fits(config: RunConfig, institutions: int) -> None:
         staked = f" plus {institutions} stakes of {config.integrity.min_stake}" if stakes else ""
         raise ConfigError(
             f"the run's budget, chain.reward_per_round x run.rounds = {ch.reward_per_round} x {config.run.rounds} "
-            f"tokens{staked}, exceeds the token's cap of {DEFAULT_TOKEN_CAP // 10**18:,} tokens; nothing can fund it")
+            f"tokens{staked}, exceeds the token's cap of {DEFAULT_TOKEN_CAP // WEI_PER_TOKEN:,} tokens; nothing can "
+            "fund it")
 
 
 class Paymaster:
@@ -499,9 +505,8 @@ class Paymaster:
     # ---- stake and slash --------------------------------------------------------------------------------
 
     def stake_of(self, address: str) -> int:
-        """What of ``address``'s stake can be slashed: active plus pending unstakes (both stay slashable)."""
-        stake_now = stake_of(self.link.session, self.link.deployment, address)
-        return stake_now["active"] + stake_now["pending"]
+        """What of ``address``'s stake can be slashed (``slashable_stake``)."""
+        return slashable_stake(self.link.session, self.link.deployment, address)
 
     def voting_stakes(self, server_round: int) -> dict[str, int]:
         """What each institution's peer votes weigh in round ``server_round`` (wei): its slashable stake as it
