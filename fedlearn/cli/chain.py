@@ -24,6 +24,7 @@ from fedlearn.chain.deployment import (
     DEFAULT_UNSTAKE_DELAY_S,
     Deployment,
     deploy,
+    distributor_contract,
 )
 from fedlearn.chain.merkle import RewardTree
 from fedlearn.chain.session import (
@@ -280,6 +281,14 @@ def _live_tree(session: ChainSession, deployment: Deployment, directory: Path) -
                      "pass --previous-tree FILE so that no account's cumulative amount can be lowered unseen")
 
 
+def _holds_root(session: ChainSession, deployment: Deployment, round_: int, root: bytes) -> bool:
+    """Whether the chain holds ``root`` as round ``round_``'s; True when it cannot be read (keep the tree)."""
+    try:
+        return bytes(distributor_contract(session, deployment).functions.roundOf(round_).call()) == root
+    except Exception:  # noqa: BLE001 - web3's, requests' and the chain layer's errors alike
+        return True
+
+
 def _cmd_settle(args: argparse.Namespace) -> int:
     session = _session(args)
     deployment = _deployment(args, session)
@@ -303,7 +312,9 @@ def _cmd_settle(args: argparse.Namespace) -> int:
     try:
         result = ops.settle_round(session, deployment, args.round, args.model_hash, rewards, previous)
     except BaseException:
-        if created:  # refused (or interrupted) before the chain took it: no tree for a root that is not there
+        # Refused (or interrupted) before the chain took it: no tree for a root that is not there. A root the
+        # chain did take (the receipt was lost) keeps its tree: institutions claim with it.
+        if created and not _holds_root(session, deployment, args.round, tree.root):
             tree_path.unlink(missing_ok=True)
         raise
     _finish(args, session)

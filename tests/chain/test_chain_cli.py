@@ -209,3 +209,24 @@ def test_a_cut_off_deployment_file_is_reported_as_such_not_as_a_missing_chain(tm
     broken.write_text('{"format": "fedlearn-deployment", "token": "0x')
     with pytest.raises(ChainError, match=f"deployment file {broken} is not JSON"):
         run("chain", "status", "--deployment", str(broken))
+
+
+def test_a_settlement_whose_receipt_is_lost_keeps_its_tree(deployed: Path, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from fedlearn.chain import operations as ops
+
+    sent = ops.settle_round
+
+    def lost_receipt(*args: object, **kwargs: object) -> object:
+        sent(*args, **kwargs)  # the root reaches the chain ...
+        raise ChainError("settling: no receipt within 120 s")  # ... and the command never hears of it
+
+    monkeypatch.setattr(ops, "settle_round", lost_receipt)
+    account = chain.institution_accounts(1)[0].address
+    rewards = tmp_path / "rewards.json"
+    rewards.write_text(json.dumps({account: "100"}))
+    with pytest.raises(ChainError, match="no receipt"):
+        run("chain", "settle", "--deployment", str(deployed), "--round", "1", "--model-hash", MODEL,
+            "--rewards", str(rewards))
+    tree = chain.RewardTree.load(json.loads((deployed.parent / "trees" / "round-1.json").read_text()))
+    assert tree.amount_of(account) == 100  # the root on chain keeps the tree institutions claim with
