@@ -17,7 +17,7 @@ from eth_account import Account
 
 from fedlearn.chain import Deployment, connect, dev_account
 from fedlearn.chain.deployment import distributor_contract
-from fedlearn.chain.operations import mint, stake
+from fedlearn.chain.operations import mint, propose_slash, slash_proposal, stake
 from fedlearn.chain.session import institution_accounts
 from fedlearn.cli.main import main
 from fedlearn.config import RunConfig
@@ -25,7 +25,7 @@ from fedlearn.errors import ChainError
 from fedlearn.federation.simulation import run_federation
 from fedlearn.payout.ledger import Ledger
 from fedlearn.payout.settlement import ChainLink, Paymaster, institution_addresses
-from fedlearn.payout.slashing import SlashingPolicy
+from fedlearn.payout.slashing import SlashingPolicy, evidence_hash
 from fedlearn.records.rundir import RoundResult
 from tests.chain.conftest import ANVIL, _free_port
 from tests.tools import missing_tool
@@ -169,6 +169,23 @@ def test_a_voter_weighs_its_stake_as_the_round_began_capped_at_the_runs_minimum(
     assert paymaster.stake_of(paymaster.addresses["hospital-01"]) == 100 * 10**18
     assert paymaster.voting_stakes(3) == {"hospital-01": 10 * 10**18, "hospital-02": 5 * 10**18}
     assert paymaster.voting_stakes(2) == paymaster.voting_stakes(1) == dict.fromkeys(names, 10 * 10**18)
+
+
+def test_a_slash_sent_before_its_receipt_was_lost_is_recorded_not_sent_again(tmp_path: Path) -> None:
+    # Prepare: hospital-02's slash for round 2 reached the chain, but the node went away before its receipt came
+    # back, so the ledger never recorded it and the offence still waits (what an outage mid-send leaves).
+    paymaster, _ = staked_paymaster(tmp_path)
+    session, deployment = paymaster.link.session, paymaster.link.deployment
+    address, update = paymaster.addresses["hospital-02"], "0x" + "ab" * 32
+    sent_id, sent = propose_slash(session, deployment, address, 5 * 10**18, evidence_hash(2, update))
+    # Execute: the next slashing pass, once the node answers again.
+    slashed = paymaster.slash(2, {"hospital-02": update}, SlashingPolicy(0.03, 3, 5, 0.5))
+    # Assert: the stake was taken once, by the proposal the chain holds, now recorded and executed.
+    assert slashed == {"hospital-02": 5 * 10**18} and paymaster.stake_of(address) == 5 * 10**18
+    assert paymaster.ledger.slashes() == [(2, "hospital-02", 5 * 10**18, "0x" + evidence_hash(2, update).hex())]
+    assert paymaster.ledger._db.execute("SELECT tx_hash FROM slashes").fetchall() == [(sent.tx_hash,)]
+    assert slash_proposal(session, deployment, sent_id).closed
+    assert distributor_contract(session, deployment).functions.slashCount().call() == sent_id
 
 
 def test_while_the_node_is_down_votes_weigh_the_stakes_read_before_and_slashes_wait(

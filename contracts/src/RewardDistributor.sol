@@ -30,7 +30,8 @@ import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
  *   what was funded plus slashed, less what was returned.
  * - Slashing is a proposal with an evidence hash. The proposed tokens are held at once (they can be neither
  *   unstaked nor withdrawn), and move to the reward pool only after {slashDelay} seconds, during which a guardian
- *   or the admin can veto it. Pending unstakes stay slashable; {unstakeDelay} is at least {slashDelay}.
+ *   or the admin can veto it. One piece of evidence slashes an account once, vetoed or not: a coordinator that
+ *   retries a proposal whose receipt it lost cannot take the stake twice. Pending unstakes stay slashable; {unstakeDelay} is at least {slashDelay}.
  * Claims never exceed the accepted root's leaf sum, so staked tokens are never paid out as rewards.
  *
  * The reentrancy guard lives in transient storage (EIP-1153, Cancun and later). Amounts are kept in 128 bits so
@@ -121,6 +122,7 @@ contract RewardDistributor is AccessControl, Pausable, ReentrancyGuardTransient 
     mapping(address account => uint256) private _claimed;
     mapping(address account => Stake) private _stakes;
     mapping(uint256 id => SlashProposal) private _slashes;
+    mapping(address account => mapping(bytes32 evidenceHash => bool)) private _evidenceUsed;
 
     /// @notice The reward pool received `amount` tokens from `funder`.
     event Funded(address indexed funder, uint256 amount);
@@ -243,6 +245,9 @@ contract RewardDistributor is AccessControl, Pausable, ReentrancyGuardTransient 
 
     /// @dev A slash was proposed without evidence.
     error EmptyEvidence();
+
+    /// @dev `evidenceHash` already backed a slash proposal against `account` (executed, vetoed or open).
+    error EvidenceAlreadyUsed(address account, bytes32 evidenceHash);
 
     /// @dev Slashing `amount` from `account` exceeds its stake not already held, `staked`.
     error SlashExceedsStake(address account, uint256 amount, uint256 staked);
@@ -378,6 +383,11 @@ contract RewardDistributor is AccessControl, Pausable, ReentrancyGuardTransient 
     /// @notice Slash proposal `id`.
     function slashOf(uint256 id) external view returns (SlashProposal memory) {
         return _slashes[id];
+    }
+
+    /// @notice Whether `evidenceHash` already backed a slash proposal against `account`.
+    function evidenceUsed(address account, bytes32 evidenceHash) external view returns (bool) {
+        return _evidenceUsed[account][evidenceHash];
     }
 
     /// @notice Tokens in the reward pool not yet committed to a settled round.
@@ -598,7 +608,8 @@ contract RewardDistributor is AccessControl, Pausable, ReentrancyGuardTransient 
      * @dev Requires {COORDINATOR_ROLE}. Holds from the active stake first, then from pending. Emits {SlashProposed}.
      * @param account The institution to slash.
      * @param amount Tokens to take, at most its active plus pending stake.
-     * @param evidenceHash Hash of the evidence (for instance, of the flagged update and its scores); not zero.
+     * @param evidenceHash Hash of the evidence (for instance, of the flagged update and its scores); not zero, and
+     * never used against `account` before.
      * @return id The proposal's id.
      */
     function proposeSlash(address account, uint256 amount, bytes32 evidenceHash)
@@ -609,6 +620,8 @@ contract RewardDistributor is AccessControl, Pausable, ReentrancyGuardTransient 
     {
         if (amount == 0) revert ZeroAmount();
         if (evidenceHash == bytes32(0)) revert EmptyEvidence();
+        if (_evidenceUsed[account][evidenceHash]) revert EvidenceAlreadyUsed(account, evidenceHash);
+        _evidenceUsed[account][evidenceHash] = true;
         Stake storage s = _stakes[account];
         uint256 active = s.active;
         uint256 pending = s.pending;

@@ -394,7 +394,7 @@ def _cmd_slash(args: argparse.Namespace) -> int:
     session = _session(args)
     earlier = ops.slashes_proposed(session, _deployment(args, session), args.account, args.evidence)
     if earlier:  # a retried command must not slash twice for one offence
-        raise ChainError(f"slash {earlier[0]} was already proposed against {args.account} with this evidence; "
+        raise ChainError(f"slash {earlier[0][0]} was already proposed against {args.account} with this evidence; "
                          "nothing sent")
     slash_id, tx = ops.propose_slash(session, _deployment(args, session), args.account, args.amount, args.evidence)
     _finish(args, session)

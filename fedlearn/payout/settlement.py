@@ -31,6 +31,7 @@ from fedlearn.chain import (
     mint,
     propose_slash,
     settle_round,
+    slash_proposal,
     stake,
     stake_of,
     status,
@@ -43,7 +44,7 @@ from fedlearn.chain.deployment import (
     distributor_contract,
     token_contract,
 )
-from fedlearn.chain.operations import defund, live_root
+from fedlearn.chain.operations import defund, live_root, slashes_proposed
 from fedlearn.chain.session import save_state
 from fedlearn.config import FILES, ChainSection, RunConfig, read_toml
 from fedlearn.errors import ChainError, ConfigError
@@ -577,17 +578,25 @@ class Paymaster:
                 del self._deferred[(server_round, name)]
                 continue
             address = self.addresses[name]
-            amount = slash_amount(self.stake_of(address), policy)
-            if amount == 0:
-                del self._deferred[(server_round, name)]
-                log.warning("round %d: %s is flagged but has no stake to slash", server_round, name)
-                continue
             evidence = evidence_hash(server_round, update_hash)
-            slash_id, tx = propose_slash(self.link.session, self.link.deployment, address, amount, evidence)
-            self.ledger.record_slash(server_round, name, address, amount, "0x" + evidence.hex(), tx.tx_hash)
+            sent = slashes_proposed(self.link.session, self.link.deployment, address, evidence)
+            if sent:
+                # Proposed before and never recorded (the node went away between sending and the receipt): the
+                # chain holds it, and would refuse a second proposal on this evidence; record the one it holds.
+                slash_id, tx_hash = sent[0]
+                amount = slash_proposal(self.link.session, self.link.deployment, slash_id).amount
+            else:
+                amount = slash_amount(self.stake_of(address), policy)
+                if amount == 0:
+                    del self._deferred[(server_round, name)]
+                    log.warning("round %d: %s is flagged but has no stake to slash", server_round, name)
+                    continue
+                slash_id, tx = propose_slash(self.link.session, self.link.deployment, address, amount, evidence)
+                tx_hash = tx.tx_hash
+            self.ledger.record_slash(server_round, name, address, amount, "0x" + evidence.hex(), tx_hash)
             del self._deferred[(server_round, name)]  # recorded: a later failure does not propose it twice
             slashed[name] = slashed.get(name, 0) + amount
-            if delay == 0:
+            if delay == 0 and not slash_proposal(self.link.session, self.link.deployment, slash_id).closed:
                 execute_slash(self.link.session, self.link.deployment, slash_id)
                 log.warning("round %d: slashed %s %d wei (evidence 0x%s)", server_round, name, amount, evidence.hex())
             else:

@@ -191,7 +191,11 @@ def test_slashes_wait_out_a_veto_window_and_hold_the_stake_meanwhile(
     assert chain.stake_of(session, bounded, inst.address)["held"] == 0
     with pytest.raises(ChainError, match=f"slash {first} was already executed or vetoed"):
         chain.execute_slash(institutions[3], bounded, first)
-    second, _ = chain.propose_slash(coordinator, bounded, inst.address, 500, EVIDENCE)
+    # Evidence found wanting stays spent: a second slash needs evidence of its own.
+    again = distributor_contract(coordinator, bounded).functions.proposeSlash(inst.address, 500, EVIDENCE)
+    with pytest.raises(ChainError, match=rf"EvidenceAlreadyUsed\(account={inst.address}, evidenceHash=0x(ee){{32}}\)"):
+        transact(coordinator, again, "slash")
+    second, _ = chain.propose_slash(coordinator, bounded, inst.address, 500, b"\xef" * 32)
     # The institution cannot run ahead of the slash: the held tokens stay when the unstake delay ends.
     chain.advance_time(session, UNSTAKE_DELAY)
     with pytest.raises(ChainError, match=rf"VetoWindowClosed\(id={second}, executableAt=\d+\)"):

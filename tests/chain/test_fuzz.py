@@ -1,7 +1,7 @@
 """Stateful fuzzing of the distributor on eth-tester, a hostile coordinator included: random fund, settle (honest,
 lowering a leaf, moving unclaimed rewards to itself, far or huge round numbers), challenge, revoke, claim, stake,
-unstake, withdraw, slash proposals (with and without evidence), execution, veto, pause and role changes from random
-senders, checked against a model after every step.
+unstake, withdraw, slash proposals (with and without evidence, evidence used twice), execution, veto, pause and
+role changes from random senders, checked against a model after every step.
 
 The property under test is the threat model's: as long as one honest watcher (an institution running
 ``fedlearn verify``) challenges a pending root that lowers someone before its window ends, no account's claimable
@@ -33,6 +33,7 @@ WINDOW = 3_600  # root and slash windows; time moves only by rule, in jumps of J
 JUMP = 2 * UNSTAKE_DELAY
 PER_ROUND = 1_500
 EVIDENCE = b"\x02" * 32
+EVIDENCES = [EVIDENCE, b"\x03" * 32, b"\x04" * 32, b"\x00" * 32]  # the last is no evidence
 # Senders: 0 admin, 1 coordinator, 2 outsider, 3.. institutions.
 SENDERS = st.integers(0, 2 + N_INSTITUTIONS)
 AMOUNTS = st.integers(1, 1_000)
@@ -66,6 +67,7 @@ class DistributorMachine(RuleBasedStateMachine):
         self.stakes = {a: [0, 0, 0] for a in self.institutions}  # active, pending, held
         self.slashes: dict[int, tuple[str, int, bool]] = {}  # id -> account, amount, due (window passed)
         self.open_slashes: set[int] = set()
+        self.evidence_used: set[tuple[str, bytes]] = set()  # one piece of evidence slashes an account once
 
     # ---- helpers -----------------------------------------------------------------------------------------
 
@@ -218,19 +220,20 @@ class DistributorMachine(RuleBasedStateMachine):
             self.stakes[actor.address][1] = 0
 
     @rule(who=st.integers(0, N_INSTITUTIONS - 1), amount=st.integers(1, 1_500), sender=SENDERS,
-          evidence=st.sampled_from([EVIDENCE, EVIDENCE, b"\x00" * 32]))
+          evidence=st.sampled_from(EVIDENCES))
     def propose_slash(self, who: int, amount: int, sender: int, evidence: bytes) -> None:
         actor = self.actors[sender]
         account = self.institutions[who]
         active, pending, held = self.stakes[account]
         ok = (actor.address in self.coordinators and not self.paused and amount <= active + pending
-              and evidence != b"\x00" * 32)
+              and evidence != b"\x00" * 32 and (account, evidence) not in self.evidence_used)
         out: list[int] = []
         if self._expect(ok, lambda: out.append(chain.propose_slash(actor, self.deployment, account, amount,
                                                                    evidence)[0])):
             from_active = min(amount, active)
             self.stakes[account] = [active - from_active, pending - (amount - from_active), held + amount]
             self.slashes[out[0]] = (account, amount, False)
+            self.evidence_used.add((account, evidence))
             self.open_slashes.add(out[0])
 
     @precondition(lambda self: bool(self.slashes))

@@ -6,6 +6,7 @@ import pytest
 
 from fedlearn import chain
 from fedlearn.chain.deployment import distributor_contract, token_contract
+from fedlearn.chain.operations import slashes_proposed
 from fedlearn.chain.transactions import transact
 from fedlearn.errors import ChainError
 from tests.chain.conftest import UNSTAKE_DELAY
@@ -179,6 +180,26 @@ def test_stake_unstake_withdraw_and_slash(coordinator, session, deployment, inst
         chain.request_unstake(inst, deployment, 1)
     with pytest.raises(ChainError, match="holds 700 tokens, needs 701"):
         chain.stake(inst, deployment, 701)
+
+
+def test_one_piece_of_evidence_slashes_an_account_once(coordinator, session, deployment, institutions) -> None:
+    # Prepare: two institutions staked; the first slashed on EVIDENCE.
+    first, second = institutions[0], institutions[1]
+    for inst in (first, second):
+        chain.mint(session, deployment, inst.address, 1_000)
+        chain.stake(inst, deployment, 1_000)
+    assert slashes_proposed(session, deployment, first.address, EVIDENCE) == []
+    slash_id, tx = chain.propose_slash(coordinator, deployment, first.address, 100, EVIDENCE)
+    # Execute: the same proposal again, as a coordinator retrying a lost receipt would send it.
+    again = distributor_contract(coordinator, deployment).functions.proposeSlash(first.address, 100, EVIDENCE)
+    with pytest.raises(ChainError, match=rf"EvidenceAlreadyUsed\(account={first.address}, evidenceHash=0x(ee){{32}}\)"):
+        transact(coordinator, again, "slash")
+    # Assert: the stake was taken once; the proposal is found by its evidence; the same evidence (two byte-identical
+    # updates hash alike) still slashes another account.
+    assert chain.stake_of(session, deployment, first.address)["active"] == 900
+    assert slashes_proposed(session, deployment, first.address, EVIDENCE) == [(slash_id, tx.tx_hash)]
+    other, _ = chain.propose_slash(coordinator, deployment, second.address, 100, EVIDENCE)
+    assert other == slash_id + 1 and chain.stake_of(session, deployment, second.address)["active"] == 900
 
 
 def test_pause_stops_settlements_and_claims(coordinator, session, deployment, institutions) -> None:
