@@ -73,6 +73,25 @@ def load_artifact(name: str) -> Artifact:
     return _load(artifacts_dir() / f"{name}.json")
 
 
+def runs_artifact(code: bytes, name: str) -> bool:
+    """Whether `code`, runtime code read from a chain, is this build's contract `name`: the artifact's deployed
+    bytecode with its immutables filled in (solc leaves them zero; the constructor writes them into the code), so
+    every byte matches except where the artifact has a zero. Any change to a contract's source changes the
+    metadata hash at the end of its code, so another version's contract fails here."""
+    expected = bytes.fromhex(load_artifact(name).deployed_bytecode.removeprefix("0x"))
+    return len(code) == len(expected) and all(a == b or b == 0 for a, b in zip(code, expected))
+
+
+def require_build(w3: Web3, chain_id: int, address: str, name: str, what: str = "contract") -> None:
+    """Raises unless `address` holds this build's contract `name` (`what` names it in the error)."""
+    code = bytes(w3.eth.get_code(to_checksum_address(address)))
+    if not code:
+        raise ChainError(f"no {what} at {address} on chain {chain_id}: was the node reset?")
+    if not runs_artifact(code, name):
+        raise ChainError(f"the {what} at {address} runs other code than this fedlearn's {name} (deployed by "
+                         "another version?): deploy anew with this version, or use the version that deployed it")
+
+
 # Per connection: building a web3 contract parses its whole ABI, which costs as much as the call made with it.
 _BOUND: WeakKeyDictionary[Web3, dict[tuple[str, str], Contract]] = WeakKeyDictionary()
 

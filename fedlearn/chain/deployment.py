@@ -11,7 +11,7 @@ from eth_utils import is_address, to_checksum_address
 from web3.contract import Contract
 
 from fedlearn.chain.addresses import address_of
-from fedlearn.chain.artifacts import DISTRIBUTOR, TOKEN, contract_at, load_artifact
+from fedlearn.chain.artifacts import DISTRIBUTOR, TOKEN, contract_at, load_artifact, require_build
 from fedlearn.chain.session import ChainSession
 from fedlearn.chain.transactions import deploy_contract
 from fedlearn.errors import ChainError
@@ -77,11 +77,13 @@ class Deployment:
         return deployment
 
     def check(self, session: ChainSession) -> None:
-        """Raises unless the session's chain is this deployment's and the distributor has code there."""
+        """Raises unless the session's chain is this deployment's and its token and distributor are this build's
+        contracts there."""
         if session.chain_id != self.chain_id:
             raise ChainError(f"deployment is for chain id {self.chain_id}, connected to chain id {session.chain_id}")
-        if not session.w3.eth.get_code(to_checksum_address(self.distributor)):
-            raise ChainError(f"no contract at {self.distributor} on chain {session.chain_id}: was the node reset?")
+        # Another version's contracts would answer this version's calls wrongly, or not at all: refuse them here.
+        require_build(session.w3, session.chain_id, self.distributor, DISTRIBUTOR)
+        require_build(session.w3, session.chain_id, self.token, TOKEN, "token contract")
 
 
 def token_contract(session: ChainSession, deployment: Deployment) -> Contract:

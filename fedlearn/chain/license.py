@@ -24,7 +24,7 @@ from web3.contract.contract import ContractFunction
 from web3.logs import DISCARD
 
 from fedlearn.chain.addresses import address_of
-from fedlearn.chain.artifacts import LICENSE, contract_at, load_artifact
+from fedlearn.chain.artifacts import LICENSE, contract_at, load_artifact, require_build
 from fedlearn.chain.deployment import Deployment, distributor_contract, token_contract
 from fedlearn.chain.merkle import RewardTree
 from fedlearn.chain.reverts import ChainRevertError, decode_revert
@@ -175,8 +175,7 @@ class LicenseDeployment:
     def check(self, session: ChainSession) -> None:
         if session.chain_id != self.chain_id:
             raise ChainError(f"license is on chain id {self.chain_id}, connected to chain id {session.chain_id}")
-        if not session.w3.eth.get_code(to_checksum_address(self.license)):
-            raise ChainError(f"no license contract at {self.license} on chain {session.chain_id}: was the node reset?")
+        require_build(session.w3, session.chain_id, self.license, LICENSE, "license contract")
 
     def base(self) -> Deployment:
         """Enough of the base deployment for token calls."""

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from fedlearn import chain
+from fedlearn.chain.artifacts import DISTRIBUTOR, TOKEN, runs_artifact
 from fedlearn.chain.deployment import distributor_contract, token_contract
 from fedlearn.chain.operations import slashes_proposed
 from fedlearn.chain.transactions import transact
@@ -150,6 +153,20 @@ def test_root_promising_more_than_settled_cannot_drain_stakes(coordinator, sessi
     transact(coordinator, dist.functions.settleRound(1, MODEL, tree.root, 100), "settle")
     with pytest.raises(ChainError, match=r"ClaimExceedsSettled\(amount=400, unclaimed=100\)"):
         chain.claim(session, deployment, a, 400, tree.proof(a))
+
+
+def test_a_deployment_whose_contracts_run_other_code_is_refused(session, deployment) -> None:
+    # Prepare: the deployed code is this build's, immutables filled in by the constructors.
+    code = bytes(session.w3.eth.get_code(deployment.distributor))
+    assert runs_artifact(code, DISTRIBUTOR) and not runs_artifact(code, TOKEN)
+    # Execute / Assert: another build's code (a changed byte where the artifact has none to fill, or one byte more)
+    # is not this version's, nor is a deployment file naming the token as its distributor.
+    changed = code[:-3] + bytes([code[-3] ^ 0xFF]) + code[-2:]
+    assert not runs_artifact(changed, DISTRIBUTOR) and not runs_artifact(code + b"\x00", DISTRIBUTOR)
+    swapped = dataclasses.replace(deployment, distributor=deployment.token)
+    with pytest.raises(ChainError, match=f"the contract at {deployment.token} runs other code than this fedlearn's "
+                                         "RewardDistributor"):
+        swapped.check(session)
 
 
 def test_stake_unstake_withdraw_and_slash(coordinator, session, deployment, institutions) -> None:
