@@ -17,7 +17,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fedlearn.chain.operations import mint, propose_slash, stake
+from fedlearn.chain.session import institution_accounts
 from fedlearn.payout.ledger import Ledger
+from fedlearn.payout.settlement import RunChain
+from fedlearn.payout.slashing import evidence_hash
 
 pytestmark = pytest.mark.slow
 
@@ -105,6 +109,43 @@ def test_verify_detects_a_tampered_ledger_and_tampered_weights(finished_run: Pat
     assert result.returncode == 10
     assert "round 2: hospital-01 rewarded" in result.stdout
     assert "round 1: model hash" in result.stdout
+
+
+def test_verify_checks_every_slash_against_the_chain_both_ways(finished_run: Path, tmp_path: Path) -> None:
+    # Prepare: a copy of the run; hospital-02 stakes, and a slash on this run's evidence (round 2, its update there)
+    # reaches the chain without reaching the ledger, as when the receipt is lost.
+    copy = tmp_path / "copy"
+    shutil.copytree(finished_run, copy)
+    pm = RunChain.open(copy).paymaster
+    session, deployment = pm.link.session, pm.link.deployment
+    address = pm.addresses["hospital-02"]
+    (account,) = [a for a in institution_accounts(3) if a.address == address]
+    mint(session, deployment, address, 10**18)
+    stake(session.as_account(account), deployment, 10**18)
+    update = json.loads((copy / "rounds.json").read_text())[2]["scores"]["update_hashes"]["hospital-02"]
+    evidence = "0x" + evidence_hash(2, update).hex()
+    slash_id, _ = propose_slash(session, deployment, address, 4 * 10**17, evidence)
+    pm.link.save()
+    # Execute / Assert: verify names the slash the ledger lacks ...
+    result = fedlearn("verify", str(copy), cwd=tmp_path)
+    assert result.returncode == 10
+    assert (f"round 2: slash {slash_id} on chain takes {4 * 10**17} wei of hospital-02's stake on this run's "
+            "evidence, and the ledger does not record it") in result.stdout
+    # ... passes once the ledger records it ...
+    pm.ledger.record_slash(2, "hospital-02", address, 4 * 10**17, evidence, None)
+    assert fedlearn("verify", str(copy), cwd=tmp_path).returncode == 0
+    # ... and flags a ledger whose slash differs from the chain's in amount, or rests on other evidence.
+    db = sqlite3.connect(copy / "ledger.sqlite")
+    db.execute("UPDATE slashes SET amount = ?", (str(5 * 10**17),))
+    db.execute("INSERT INTO slashes (round, institution, address, amount, evidence, tx_hash, slashed_at) VALUES "
+               "(3, 'hospital-01', ?, '1', ?, NULL, 'now')", (pm.addresses["hospital-01"], "0x" + "11" * 32))
+    db.commit()
+    db.close()
+    result = fedlearn("verify", str(copy), cwd=tmp_path)
+    assert f"round 2: the ledger slashes hospital-02 {5 * 10**17} wei, slash {slash_id} on chain {4 * 10**17}" in (
+        result.stdout)
+    assert "round 3: the slash of hospital-01 rests on evidence 0x" + "11" * 32 in result.stdout
+    assert "round 3: the ledger slashes hospital-01 1 wei, no slash on chain" in result.stdout
 
 
 def test_pilot_bad_inputs_are_refused(finished_run: Path, tmp_path: Path) -> None:

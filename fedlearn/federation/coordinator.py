@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import copy
-import hashlib
 import logging
 import random
 import threading
@@ -40,7 +39,7 @@ from fedlearn.payout.settlement import (
     institution_addresses,
     require_stakes,
 )
-from fedlearn.payout.slashing import RoundFlags, SlashingPolicy
+from fedlearn.payout.slashing import RoundFlags, SlashingPolicy, offence_fingerprint
 from fedlearn.records import checkpoint
 from fedlearn.records.fingerprint import model_hash
 from fedlearn.records.rundir import RoundResult, RunRecorder, new_run_dir
@@ -128,9 +127,7 @@ def offenders(recorder: RunRecorder, policy: SlashingPolicy) -> dict[str, str]:
     latest = recorder.rounds[-1].scores
     if latest is None:
         return {}
-    return {name: latest.update_hashes.get(name) or "0x" + hashlib.sha256(
-                latest.rejected.get(name, "").encode()).hexdigest()
-            for name in policy.flagged(history)}
+    return {name: offence_fingerprint(latest.update_hashes, latest.rejected, name) for name in policy.flagged(history)}
 
 
 def preflight(config: RunConfig) -> dict[str, str] | None:

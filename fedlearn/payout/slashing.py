@@ -127,6 +127,12 @@ def slash_amount(stake: int, policy: SlashingPolicy) -> int:
     return min(stake, math.floor(stake * Fraction(repr(float(policy.fraction)))))
 
 
+def offence_fingerprint(update_hashes: Mapping[str, str], rejected: Mapping[str, str], name: str) -> str:
+    """What a slash of ``name`` rests on for a round: its update's hash, or for an update rejected before it was
+    hashed, the sha256 of the rejection's reason (hex with 0x)."""
+    return update_hashes.get(name) or "0x" + hashlib.sha256(rejected.get(name, "").encode()).hexdigest()
+
+
 def evidence_hash(round: int, update_hash: str) -> bytes:
     """sha256(domain ‖ round as 32-byte big-endian ‖ the update's 32-byte hash): the 32 bytes a slash records.
 

@@ -3,12 +3,16 @@
 Checks, per round: the cumulative amounts the payout rule (``fedlearn.payout.schedule``) gives from the journaled
 scores and gains; that released + carried + returned is the budget; the root from the cumulative amounts; the
 model hash from the round's saved weights; and the chain's record of the round (model hash, root, round total).
-Then: the unspent budget returned on chain is what the ledger says. The gains themselves are the coordinator's
-measurement on its validation split, read from the ledger. Any mismatch is reported; none may pass silently.
+Then: the unspent budget returned on chain is what the ledger says, and every slash the ledger records is on chain,
+against the same account and amount, on the evidence recomputed from the run's rounds (the round and the offending
+update's hash), while every slash on chain resting on this run's evidence is in the ledger. The gains themselves
+are the coordinator's measurement on its validation split, read from the ledger. Any mismatch is reported; none may
+pass silently.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +22,10 @@ from fedlearn.errors import ChainError
 from fedlearn.payout.ledger import RoundEntry
 from fedlearn.payout.schedule import allocate
 from fedlearn.payout.settlement import RunChain, measure_of
+from fedlearn.payout.slashing import evidence_hash, offence_fingerprint
 from fedlearn.records import checkpoint
 from fedlearn.records.fingerprint import model_hash
-from fedlearn.records.rundir import MODEL_FILE
+from fedlearn.records.rundir import MODEL_FILE, ROUNDS_FILE
 
 _HOW_TO_REVOKE = ("revoke it: `fedlearn chain challenge --account ADDRESS --accepted-tree FILE --pending-tree FILE` "
                   "with an account whose amount it lowers, or a guardian's `fedlearn chain revoke`")
@@ -71,6 +76,52 @@ def _check_history(pm: Any, dist: Any, settled: dict[int, Any], offset: int, ope
                         f"{ours[pending_round]}: before {ready_at} (unix time) {_HOW_TO_REVOKE}")
     elif pending_round and pending_round > max(ours, default=offset) and latest is not None:
         problems += _check_later_root(pm, pending_round, pending, ready_at, latest)
+    return problems
+
+
+def _run_evidence(run_dir: Path) -> dict[tuple[str, str], tuple[int, str]]:
+    """(0x evidence, institution) → (round, institution) for every update the run's rounds scored or rejected: what
+    a slash of this run can rest on."""
+    path = run_dir / ROUNDS_FILE
+    try:
+        saved = json.loads(path.read_text()) if path.exists() else []
+    except ValueError:
+        raise ChainError(f"{path} is corrupt") from None
+    evidence: dict[tuple[str, str], tuple[int, str]] = {}
+    for r in saved:
+        scores = r.get("scores") or {}
+        hashes, rejected = scores.get("update_hashes", {}), scores.get("rejected", {})
+        for name in {*scores.get("scores", {}), *rejected}:
+            key = "0x" + evidence_hash(r["server_round"], offence_fingerprint(hashes, rejected, name)).hex()
+            evidence[(key, name)] = (r["server_round"], name)
+    return evidence
+
+
+def _check_slashes(pm: Any, dist: Any, run_dir: Path) -> list[str]:
+    """The ledger's slashes against the chain's proposals, both ways (see the module's docstring)."""
+    evidence = _run_evidence(run_dir)
+    on_chain = {(e["args"]["account"], "0x" + bytes(e["args"]["evidenceHash"]).hex()): e["args"]
+                for e in dist.events.SlashProposed().get_logs(from_block=pm.link.deployment.block)}
+    problems: list[str] = []
+    journaled = set()
+    for r, name, amount, recorded in pm.ledger.slashes():
+        address = pm.addresses.get(name)
+        journaled.add((address, recorded))
+        if evidence.get((recorded, name)) != (r, name):
+            problems.append(f"round {r}: the slash of {name} rests on evidence {recorded}, not the hash of round {r} "
+                            f"and {name}'s update there")
+        proposal = on_chain.get((address, recorded))
+        if proposal is None:
+            problems.append(f"round {r}: the ledger slashes {name} {amount} wei, no slash on chain against {address} "
+                            f"with evidence {recorded}")
+        elif int(proposal["amount"]) != amount:
+            problems.append(f"round {r}: the ledger slashes {name} {amount} wei, slash {int(proposal['id'])} on "
+                            f"chain {int(proposal['amount'])} wei")
+    for (address, recorded), proposal in sorted(on_chain.items(), key=lambda kv: int(kv[1]["id"])):
+        for (key, name), (r, _) in evidence.items():
+            if key == recorded and pm.addresses.get(name) == address and (address, recorded) not in journaled:
+                problems.append(f"round {r}: slash {int(proposal['id'])} on chain takes {int(proposal['amount'])} "
+                                f"wei of {name}'s stake on this run's evidence, and the ledger does not record it")
     return problems
 
 
@@ -152,6 +203,7 @@ def verify_run(run_dir: Path) -> tuple[list[str], int]:
     journaled = sorted((amount, address) for _, address, amount, _ in pm.ledger.returns())
     if returned != journaled:
         problems.append(f"returns to the funder: chain {returned}, ledger {journaled}")
+    problems += _check_slashes(pm, dist, Path(run_dir))
     final = Path(run_dir) / MODEL_FILE
     if final.exists() and model_hash(checkpoint.read_model(final)) != rounds[-1].model_hash:
         problems.append(f"{MODEL_FILE}: its hash is not round {rounds[-1].round}'s model hash")
