@@ -37,6 +37,7 @@ from fedlearn.payout.settlement import (
     Paymaster,
     check_budget_fits,
     institution_addresses,
+    require_funder,
     require_stakes,
 )
 from fedlearn.payout.slashing import RoundFlags, SlashingPolicy, offence_fingerprint
@@ -130,10 +131,11 @@ def offenders(recorder: RunRecorder, policy: SlashingPolicy) -> dict[str, str]:
     return {name: offence_fingerprint(latest.update_hashes, latest.rejected, name) for name in policy.flagged(history)}
 
 
-def preflight(config: RunConfig) -> dict[str, str] | None:
+def preflight(config: RunConfig, fresh: bool = True) -> dict[str, str] | None:
     """Everything about a run that can be wrong, checked before anything is written on chain or to disk:
     data and behaviours, the device, the strategy's settings for this many institutions, the payout addresses,
-    the signing key and node, and stake on a real node.
+    the signing key and node, and on a real node's attached deployment the stakes and, for a ``fresh`` run (not a
+    resumed one), the tokens its funding needs.
     Returns the payout addresses (None without a chain)."""
     from fedlearn.learning.training import select_device
 
@@ -169,9 +171,12 @@ def preflight(config: RunConfig) -> dict[str, str] | None:
         if session.w3.eth.get_balance(session.address) == 0:
             raise ChainError(f"account {session.address} has no ETH on {ch.backend} to pay for gas; fund it first")
         addresses = institution_addresses(config, [m.name for m in members])
-        if config.integrity.min_stake > 0:
-            require_stakes(session, Deployment.load(ch.deployment, chain_id=session.chain_id), addresses,
-                           config.integrity.min_stake)
+        if ch.deployment:
+            deployment = Deployment.load(ch.deployment, chain_id=session.chain_id)
+            if config.integrity.min_stake > 0:
+                require_stakes(session, deployment, addresses, config.integrity.min_stake)
+            if fresh:  # a resumed run funded its budget when it began
+                require_funder(session, deployment, config)
         return addresses
     return institution_addresses(config, [m.name for m in members])
 
@@ -184,7 +189,7 @@ def build_server_app(config: RunConfig | None = None, options: RunOptions | None
     @app.main()
     def main(grid: Grid, context: Context) -> None:
         cfg = config or RunConfig.from_flat(context.run_config)
-        addresses = preflight(cfg)
+        addresses = preflight(cfg, fresh=opts.run_dir is None or not (opts.run_dir / LEDGER_FILE).exists())
         run_dir = opts.run_dir or new_run_dir(cfg)
         if cfg.simulation.server_threads:
             torch.set_num_threads(cfg.simulation.server_threads)

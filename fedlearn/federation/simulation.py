@@ -16,7 +16,7 @@ from typing import Any
 from fedlearn.config import FILES, RunConfig
 from fedlearn.errors import ConfigError, FedlearnError
 from fedlearn.federation.roster import roster
-from fedlearn.payout.ledger import RoundEntry
+from fedlearn.payout.ledger import LEDGER_FILE, RoundEntry
 from fedlearn.payout.rewards import WEI_PER_TOKEN
 from fedlearn.records.rundir import RoundResult, new_run_dir
 
@@ -98,7 +98,8 @@ def run_federation(
     if config.data.dataset == FILES:
         raise ConfigError("data.dataset = 'files' is a pilot: each institution's SuperNode reads its own file (node "
                           "config institution and data-path) under `flwr run`; a simulation needs a dataset")
-    preflight(config)  # data, addresses, keys and stakes: before the engine starts or anything is written
+    # Data, addresses, keys, stakes and funds: before the engine starts or anything is written.
+    preflight(config, fresh=run_dir is None or not (Path(run_dir) / LEDGER_FILE).exists())
     check_resources(config)
     run_dir = run_dir or new_run_dir(config)
     # disable=None: no bar when stdout is not a terminal (CI logs), the per-round lines still print.

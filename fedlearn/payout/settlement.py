@@ -44,8 +44,9 @@ from fedlearn.chain.deployment import (
     distributor_contract,
     token_contract,
 )
-from fedlearn.chain.operations import defund, live_root, slashes_proposed
+from fedlearn.chain.operations import MINTER_ROLE, defund, live_root, slashes_proposed
 from fedlearn.chain.session import save_state
+from fedlearn.chain.transactions import call
 from fedlearn.config import FILES, ChainSection, RunConfig, read_toml
 from fedlearn.errors import ChainError, ConfigError
 from fedlearn.logs import log
@@ -209,6 +210,27 @@ def require_stakes(session: ChainSession, deployment: Deployment, addresses: Map
         if current < needed:
             raise ChainError(f"institution {name} ({address}) has staked {current} wei; this run asks "
                              f"{needed} (integrity.min_stake = {tokens}) before joining")
+
+
+def require_funder(session: ChainSession, deployment: Deployment, config: RunConfig) -> None:
+    """A run that funds its own budget on an attached deployment (``chain.funding`` "total" or "per_round") has
+    the tokens to: its signer holds the budget (the governed rate × the rounds) or may mint it. A governed
+    deployment's reward pool is funded at deployment and its coordinator holds nothing: such runs pay from the pool
+    (``chain.funding = "none"``), which this says. Reads only."""
+    if config.chain.funding == "none":
+        return
+    rate = int(call(distributor_contract(session, deployment).functions.rewardPerRound(), "reading the reward rate"))
+    budget = rate * config.run.rounds
+    token = token_contract(session, deployment)
+    held = int(call(token.functions.balanceOf(session.address), "reading balance"))
+    if held >= budget or call(token.functions.hasRole(MINTER_ROLE, session.address), "reading roles"):
+        return
+    available = status(session, deployment, accounts=[]).available
+    hint = (f"the distributor's reward pool holds {available} unsettled wei already: set chain.funding = \"none\" "
+            "to pay from it" if available >= budget else
+            "transfer it tokens, or fund the reward pool (`fedlearn chain fund`) and set chain.funding = \"none\"")
+    raise ChainError(f"chain.funding = \"{config.chain.funding}\" funds the run's budget ({budget} wei) from "
+                     f"{session.address}, which holds {held} and cannot mint: {hint}")
 
 
 def check_budget_fits(config: RunConfig, institutions: int) -> None:

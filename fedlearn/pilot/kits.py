@@ -164,7 +164,10 @@ def run_config(project: Project, federation_id: str) -> dict[str, dict[str, Any]
             "validation_path": "data/validation.csv", "test_path": "data/test.csv",
             "node_registry": f"{STATE_DIR}/{NODES_FILE}", "federation_id": federation_id,
         },
-        "chain": {"backend": project.rpc, "deployment": project.deployment, "addresses": ADDRESSES_FILE},
+        # Runs pay from the deployment's reward pool, funded once when it is deployed (`chain deploy --governed
+        # --reward-pool`, or `chain fund`): a governed deployment's coordinator holds no tokens to fund from.
+        "chain": {"backend": project.rpc, "deployment": project.deployment, "addresses": ADDRESSES_FILE,
+                  "funding": "none"},
     }
 
 

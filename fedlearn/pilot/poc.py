@@ -110,6 +110,7 @@ def up(workdir: Path, institutions: int = 3, rounds: int = 3, seed: int = 0,
         raise ConfigError(f"rounds must be at least 1, got {rounds}")
     if workdir.exists() and any(workdir.iterdir()):
         raise ConfigError(f"{workdir} is not empty: pilot up writes a new directory")
+    anvil_path = anvil_binary()  # before anything is written: a refused start leaves no directory behind
     began = time.perf_counter()
     timings: dict[str, float] = {}
     workdir.mkdir(parents=True, exist_ok=True)
@@ -117,6 +118,8 @@ def up(workdir: Path, institutions: int = 3, rounds: int = 3, seed: int = 0,
                      alpha=1.0, validation_fraction=0.15, test_fraction=0.15, name_prefix="clinic")
     keys = anvil_keys(institutions + 1)
     from eth_account import Account
+
+    from fedlearn.chain.deployment import DEFAULT_REWARD_PER_ROUND
 
     link_port, chain_port = free_port(), free_port()
     rpc = f"http://127.0.0.1:{chain_port}"
@@ -143,13 +146,17 @@ def up(workdir: Path, institutions: int = 3, rounds: int = 3, seed: int = 0,
     env = {**os.environ, "FEDLEARN_PRIVATE_KEY": keys[0]}
     with parties.processes(workdir / "logs") as group:
         started = time.perf_counter()
-        anvil = group.start("anvil", [str(anvil_binary()), "--host", "127.0.0.1", "--port", str(chain_port),
+        anvil = group.start("anvil", [str(anvil_path), "--host", "127.0.0.1", "--port", str(chain_port),
                                       "--accounts", str(institutions + 1)])
         parties.wait_for_port("127.0.0.1", chain_port, anvil, "anvil")
         deployment = coordinator.path / "deployment.json"
         # Roots and slashes take effect at once here (no challenge window): a proof of concept claims at the end.
         _fed(["chain", "deploy", "--rpc", rpc, "--deployment", str(deployment), "--root-delay", "0",
               "--slash-delay", "0"], env, "deploying the contracts")
+        # The federation's reward pool, funded once as a governed deployment's is (--reward-pool): runs pay
+        # from it (the kits' chain.funding = "none").
+        _fed(["chain", "fund", "--rpc", rpc, "--deployment", str(deployment), "--amount",
+              str(rounds * DEFAULT_REWARD_PER_ROUND)], env, "funding the reward pool")
         timings["chain_seconds"] = time.perf_counter() - started
         say(f"anvil on {rpc}; contracts in {deployment}")
 

@@ -83,6 +83,41 @@ def test_account_without_gas_on_anvil(anvil: str, tmp_path: Path) -> None:
         chain.request_unstake(broke, deployment, 1)
 
 
+def test_a_run_on_a_governed_pool_pays_from_it_and_funding_it_again_is_refused_first(anvil: str,
+                                                                                    tmp_path: Path) -> None:
+    # Prepare: a governed deployment, its reward pool minted into the distributor; the coordinator holds nothing.
+    env = {**os.environ, "FEDLEARN_PRIVATE_KEY": ADMIN_KEY}
+    deployment = tmp_path / "deployment.json"
+    node = ["--rpc", anvil, "--deployment", str(deployment)]
+    subprocess.run([sys.executable, "-m", "fedlearn.cli", "chain", "deploy", "--governed", "--reward-pool", "1e21",
+                    *node], env=env, check=True, capture_output=True, timeout=120)
+    addresses = tmp_path / "addresses.toml"
+    addresses.write_text("".join(f'hospital-0{i + 1} = "{Account.from_key(bytes([i + 7]) * 32).address}"\n'
+                                 for i in range(2)))
+    settings = ["data.institutions=2", "run.rounds=1", "simulation.engine='local'", f"chain.backend='{anvil}'",
+                f"chain.deployment='{deployment}'", f"chain.addresses='{addresses}'", "integrity.min_stake=0",
+                f"run.output_dir='{tmp_path / 'runs'}'"]
+
+    def fedlearn_run(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "fedlearn.cli", "run", "--no-progress",
+                               *[a for s in (*settings, *extra) for a in ("--set", s)]],
+                              env=env, capture_output=True, text=True, timeout=600)
+
+    # Execute: the default funding ("total") would fund the budget again from the coordinator's empty balance.
+    refused = fedlearn_run()
+    # Assert: refused in one line naming the setting that pays from the pool, before anything is written ...
+    lines = [line for line in refused.stderr.splitlines() if line.strip()]
+    assert refused.returncode == 5 and len(lines) == 1, refused.stderr[-2000:]
+    assert "which holds 0 and cannot mint: the distributor's reward pool holds" in lines[0]
+    assert 'set chain.funding = "none"' in lines[0] and not (tmp_path / "runs").exists()
+    # ... and with it the run pays its round from the pool.
+    paid = fedlearn_run("chain.funding='none'")
+    assert paid.returncode == 0, paid.stderr[-2000:]
+    state = subprocess.run([sys.executable, "-m", "fedlearn.cli", "chain", "status", *node, "--json"], env=env,
+                           capture_output=True, text=True, timeout=120, check=True)
+    assert json.loads(state.stdout)["total_settled"] == 100 * 10**18
+
+
 def test_a_short_stake_stops_a_pilot_run_before_anything_is_funded(anvil: str, tmp_path: Path) -> None:
     env = {**os.environ, "FEDLEARN_PRIVATE_KEY": ADMIN_KEY}
     deployment = tmp_path / "deployment.json"
