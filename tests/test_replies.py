@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from flwr.app import Error, Message, RecordDict
+from flwr.common.constant import SUPERLINK_NODE_ID
 
 from fedlearn.federation.replies import check_reply, institution_of, partition_replies
 from tests.conftest import ReplyFactory, arrays_of
@@ -64,12 +65,34 @@ def test_partition_sorts_by_name_and_rejects_duplicates(make_reply: ReplyFactory
         make_reply(good(w=np.full((2, 3), np.nan, np.float32)), institution="hospital-02"),
         make_reply(good(), institution="hospital-01"),
     ]
-    accepted, rejected = partition_replies(replies, REFERENCE)
+    accepted, rejected, unanswered = partition_replies(replies, REFERENCE)
+    assert unanswered == []
     assert [institution_of(m) for m in accepted] == ["hospital-01", "hospital-03"]
     assert {(r.institution, r.reason.split(":")[0]) for r in rejected} == {
         ("hospital-02", "array 'w' holds NaN or Inf"),
         ("hospital-01", "institution replied twice in one round"),
     }
+
+
+def test_a_node_that_went_away_is_missing_and_a_crashed_clientapp_is_its_own_institutions_error(
+        make_reply: ReplyFactory) -> None:
+    # Prepare: a pilot of two registered nodes. Node 7 (clinic-a) replies; node 8's ClientApp raises (its data file
+    # went bad); the SuperLink answers for node 9 (clinic-c), which stopped sending heartbeats.
+    nodes = {7: "clinic-a", 8: "clinic-b", 9: "clinic-c"}
+    crashed = Message(Error(code=0, reason="ValueError: unreadable data"),
+                      reply_to=Message(content=RecordDict(), dst_node_id=8, message_type="train"))
+    to_c = Message(content=RecordDict(), dst_node_id=9, message_type="train")
+    to_c.metadata.__dict__["_message_id"] = "to-clinic-c"  # as pushing the instruction sets it
+    gone = Message(Error(code=0, reason="Error: Node Unavailable"), reply_to=to_c)
+    gone.metadata.__dict__["_src_node_id"] = SUPERLINK_NODE_ID  # what the SuperLink's own error replies carry
+    # Execute
+    accepted, rejected, unanswered = partition_replies(
+        [make_reply(good(), institution="clinic-a", node_id=7), crashed, gone], REFERENCE, nodes)
+    # Assert: clinic-b's rejection says what happened (not an impersonation), clinic-c is missing (not rejected,
+    # which slashing would read), and no phantom "node-1" is recorded.
+    assert [institution_of(m) for m in accepted] == ["clinic-a"]
+    assert [(r.institution, r.reason) for r in rejected] == [("clinic-b", "client error: ValueError: unreadable data")]
+    assert unanswered == [("to-clinic-c", "Error: Node Unavailable")]
 
 
 def test_an_unchanged_global_model_is_a_free_ride(make_reply: ReplyFactory) -> None:

@@ -22,7 +22,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedlearn.chain import ETH_TESTER, Deployment, institution_accounts
 from fedlearn.chain.session import connect
-from fedlearn.config import RunConfig
+from fedlearn.config import FILES, RunConfig
 from fedlearn.errors import ChainError, ConfigError, FedlearnError
 from fedlearn.federation.roster import federated_split, node_registry, registered_counts, roster
 from fedlearn.federation.strategy import ScoredStrategy, build_flower_strategy, quorum_of
@@ -105,15 +105,16 @@ def mean_bytes(messages: list[Message]) -> int | None:
     return round(sum(sizes) / len(sizes)) if sizes else None
 
 
-def wait_for_quorum(grid: Grid, quorum: int, wait: float) -> None:
+def wait_for_quorum(grid: Grid, quorum: int, wait: float, then: str = "resumes with `fedlearn run --resume`"
+                    ) -> None:
     """Return once ``quorum`` nodes are connected; raise after ``wait`` seconds below it (Flower's own sampling
-    would wait forever)."""
+    would wait forever), saying what ``then`` happens."""
     deadline = time.monotonic() + wait
     while (connected := len(list(grid.get_node_ids()))) < quorum:
         if time.monotonic() >= deadline:
             raise QuorumNotReached(f"only {connected} of the {quorum} nodes a round needs (strategy.min_nodes) "
                                    f"connected within strategy.node_wait = {wait:g} s; the run stops here and "
-                                   "resumes with `fedlearn run --resume`")
+                                   f"{then}")
         time.sleep(min(1.0, wait))
 
 
@@ -261,12 +262,15 @@ def build_server_app(config: RunConfig | None = None, options: RunOptions | None
         for weaker in weaker_options(cfg):
             money_log.warning("weaker than the default: %s", weaker)
         quorum = quorum_of(cfg, len(members))
+        # A pilot under `flwr run` cannot be resumed: its next run starts anew and opens on the chain's latest root.
+        then = (f"resumes with `fedlearn run --resume {run_dir}`" if cfg.data.dataset != FILES else
+                f"its settled rounds stay paid; start the coordinator again for a new run (this one is {run_dir})")
         # Rounds: sample → local training → checks → aggregation → scoring → evaluation → settlement.
         last = cfg.run.rounds if opts.stop_after is None else min(cfg.run.rounds, opts.stop_after)
         for server_round in range(first, last + 1):
             if opts.stop is not None and opts.stop.is_set():
                 raise RunInterrupted("interrupted")
-            wait_for_quorum(grid, quorum, cfg.strategy.node_wait)
+            wait_for_quorum(grid, quorum, cfg.strategy.node_wait, then)
             started = time.perf_counter()
             messages = list(strategy.configure_train(server_round, arrays, ConfigRecord({"seed": cfg.run.seed}),
                                                      grid))

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from flwr.app import ArrayRecord, Message
+from flwr.common.constant import SUPERLINK_NODE_ID
 
 ARRAYS_KEY = "arrays"
 METRICS_KEY = "metrics"
@@ -95,21 +96,31 @@ def check_reply(reply: Message, reference: ArrayRecord) -> str | None:
 
 def partition_replies(
     replies: list[Message], reference: ArrayRecord, nodes: Mapping[int, str] | None = None
-) -> tuple[list[Message], list[Rejection]]:
-    """(usable replies sorted by institution name, rejections); a repeated institution is rejected.
+) -> tuple[list[Message], list[Rejection], list[tuple[str, str]]]:
+    """(usable replies sorted by institution name, rejections, unanswered); a repeated institution is rejected.
 
     ``nodes``: in a pilot, the institution each authenticated node was registered for at provisioning. A reply is
     then its node's institution's, whatever name it gives: one claiming another's name is set aside and recorded
-    under its own node's institution; one from an unregistered node is set aside."""
+    under its own node's institution; one from an unregistered node is set aside; an error its ClientApp raised
+    is that institution's client error. ``unanswered``: (the instruction's message id, the reason) of each error
+    the SuperLink sent in place of a reply (a node that went away): the institution is missing from the round,
+    not rejected, and no phantom name is recorded for it."""
     accepted: dict[str, Message] = {}
     rejected: list[Rejection] = []
+    unanswered: list[tuple[str, str]] = []
     for reply in replies:
+        if reply.has_error() and int(reply.metadata.src_node_id) == SUPERLINK_NODE_ID:
+            unanswered.append((str(reply.metadata.reply_to_message_id), reply.error.reason or "no reason given"))
+            continue
         name = institution_of(reply)
         if nodes is not None:
             node = int(reply.metadata.src_node_id)
             owner = nodes.get(node)
             if owner is None:
                 rejected.append(Rejection(name, f"node {node} is not registered for any institution"))
+                continue
+            if reply.has_error():  # an error reply names nobody: it is its node's institution's
+                rejected.append(Rejection(owner, f"client error: {reply.error.reason}"))
                 continue
             if name != owner:
                 rejected.append(Rejection(owner, f"replied under the name {name!r}, but its node {node} is "
@@ -123,7 +134,7 @@ def partition_replies(
         else:
             rejected.append(Rejection(name, reason))
     # Sorted by name so aggregation order, and so every score, is independent of arrival order.
-    return [accepted[name] for name in sorted(accepted)], rejected
+    return [accepted[name] for name in sorted(accepted)], rejected, unanswered
 
 
 def apply_weighting(

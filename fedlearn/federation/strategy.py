@@ -230,6 +230,7 @@ class ScoredStrategy(Strategy):
         self.on_round = on_round
         self._start_arrays: ArrayRecord | None = None
         self._grid: Grid | None = None
+        self._sent: list[Message] = []
         self._updates: list[dict[str, np.ndarray]] = []
         self._hashes: dict[str, str] = {}  # every scored update's hash: evidence, kept even when left out
 
@@ -242,14 +243,22 @@ class ScoredStrategy(Strategy):
     ) -> Iterable[Message]:
         self._start_arrays, self._grid = arrays, grid
         self._globals = [*self._globals[-2:], flatten(numpy_arrays(arrays))]
-        return self.inner.configure_train(server_round, arrays, config, grid)
+        # Kept to name the node behind an error the SuperLink sends in place of a reply (it names none).
+        self._sent = list(self.inner.configure_train(server_round, arrays, config, grid))
+        return self._sent
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         if self._start_arrays is None:
             raise RuntimeError("aggregate_train called before configure_train")
-        accepted, rejected = partition_replies(list(replies), self._start_arrays, self.nodes)
+        accepted, rejected, unanswered = partition_replies(list(replies), self._start_arrays, self.nodes)
+        sent = {str(m.metadata.message_id): int(m.metadata.dst_node_id) for m in self._sent}
+        for message_id, reason in unanswered:
+            node = sent.get(message_id)
+            who = (self.nodes or {}).get(node, f"node {node}") if node is not None else "a node"
+            # Missing, not rejected: it earns nothing for the round and is not slashed for it.
+            money_log.warning("round %d: no reply from %s: %s", server_round, who, reason)
         accepted, unregistered = apply_weighting(accepted, self.weighting, self.registered)
         rejected += unregistered
         # Each update decoded once, here: robust rules pop arrays out of the replies they aggregate.
