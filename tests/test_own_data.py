@@ -111,7 +111,10 @@ def test_a_node_file_that_breaks_the_schema_is_refused_with_one_line(files, tmp_
     frame = pd.read_csv(files["clinic-a"])
     frame.loc[0, "digit"] = 11
     frame.to_csv(stray, index=False)
+    header = tmp_path / "header.csv"
+    pd.read_csv(files["clinic-a"]).head(0).to_csv(header, index=False)
     cases = [
+        (header, "header.csv has no rows$"),
         (narrow, "has 63 feature columns; the federation's schema has 64"),
         (stray, r"label\(s\) 11 are not among the federation.s classes"),
         (tmp_path / "missing.csv", "data file not found"),

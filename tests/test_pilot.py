@@ -161,7 +161,8 @@ def test_a_kit_of_another_federation_is_told_apart_at_start(kits: Path, tls_serv
         parties.check_node(Kit.read(kits / "clinic-c"), str(kits / "nothing.csv"))
 
 
-def test_a_node_whose_file_breaks_the_schema_does_not_start(kits: Path, tmp_path: Path) -> None:
+def test_a_node_whose_file_breaks_the_schema_does_not_start(kits: Path, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     X, y = load_digits(return_X_y=True)
     good = tmp_path / "ours.csv"
     frame = pd.DataFrame(X[:50] / 16.0, columns=COLUMNS)
@@ -169,6 +170,9 @@ def test_a_node_whose_file_breaks_the_schema_does_not_start(kits: Path, tmp_path
     frame.to_csv(good, index=False)
     data, rows = parties.check_node(Kit.read(kits / "clinic-a"), str(good))
     assert (data, rows) == (good, 50)
+    # A relative --data-path is read from where the command runs, as the shell would; kit.toml's from the kit.
+    monkeypatch.chdir(tmp_path)
+    assert parties.check_node(Kit.read(kits / "clinic-a"), "ours.csv") == (good, 50)
     bad = tmp_path / "theirs.csv"
     frame.rename(columns={"digit": "label"}).to_csv(bad, index=False)
     result = subprocess.run([sys.executable, "-m", "fedlearn.cli", "pilot", "node", str(kits / "clinic-a"),

@@ -9,9 +9,7 @@ also made here first, so that a refused action is one ChainError line and nothin
 
 from __future__ import annotations
 
-import ast
 import json
-import re
 from dataclasses import asdict, dataclass, field
 from enum import IntEnum
 from pathlib import Path
@@ -20,17 +18,14 @@ from typing import Any
 from eth_utils import is_address, to_checksum_address
 from web3 import Web3
 from web3.contract import Contract
-from web3.contract.contract import ContractFunction
 from web3.logs import DISCARD
 
 from fedlearn.chain.addresses import address_of
 from fedlearn.chain.artifacts import LICENSE, contract_at, load_artifact, require_build
 from fedlearn.chain.deployment import Deployment, distributor_contract, token_contract
 from fedlearn.chain.merkle import RewardTree
-from fedlearn.chain.reverts import ChainRevertError, decode_revert
 from fedlearn.chain.session import ChainSession
-from fedlearn.chain.transactions import TxResult, deploy_contract, transact
-from fedlearn.chain.transactions import call as _call
+from fedlearn.chain.transactions import TxResult, call, deploy_contract, transact
 from fedlearn.errors import ChainError
 
 UNIT = 10**18
@@ -180,21 +175,6 @@ class LicenseDeployment:
     def base(self) -> Deployment:
         """Enough of the base deployment for token calls."""
         return Deployment(self.chain_id, self.token, self.distributor, self.block, self.admin, self.admin, 0)
-
-
-_ETH_TESTER_REVERT = re.compile(r"execution reverted: (b'.*'|b\".*\")$", re.DOTALL)
-
-
-def call(fn: ContractFunction, action: str) -> Any:
-    """A read-only call whose revert is reported by custom error name, on eth-tester too (whose calls carry the
-    revert data only as a bytes literal in the message)."""
-    try:
-        return fn.call()
-    except Exception as exc:  # web3's, eth-tester's and requests' errors alike
-        match = _ETH_TESTER_REVERT.search(str(exc.args[0]) if exc.args else "")
-        if match:
-            raise ChainRevertError(action, decode_revert(ast.literal_eval(match.group(1)))) from None
-    return _call(fn, action)
 
 
 def license_contract(session: ChainSession, ld: LicenseDeployment) -> Contract:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -14,6 +15,8 @@ from fedlearn.chain.artifacts import all_abis
 from fedlearn.errors import ChainError
 
 _HEX = re.compile(r"0x[0-9a-fA-F]{8,}")
+# eth-tester's calls (not its transactions) carry the revert data only as a bytes literal in the message.
+_BYTES_LITERAL = re.compile(r"execution reverted: (b'.*'|b\".*\")$", re.DOTALL)
 # Solidity's built-in reverts: `require(cond, "reason")` and `assert` / arithmetic panics.
 _BUILTIN = {
     "08c379a0": ("Error", ["reason"], ["string"]),
@@ -104,6 +107,10 @@ def revert_data(exc: BaseException) -> str | None:
     for arg in exc.args:
         if isinstance(arg, dict) and isinstance(arg.get("data"), str):
             return arg["data"]
+        if isinstance(arg, str) and (literal := _BYTES_LITERAL.search(arg)):
+            raw = ast.literal_eval(literal.group(1))
+            if isinstance(raw, bytes):
+                return "0x" + raw.hex()
         if isinstance(arg, str):
             match = _HEX.search(arg)
             if match:

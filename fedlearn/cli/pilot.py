@@ -107,7 +107,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("node", help="check an institution's kit and data file, then start its SuperNode")
     p.add_argument("kit", type=Path, metavar="KIT")
-    p.add_argument("--data-path", help="the institution's own data file (default: data_path in kit.toml)")
+    p.add_argument("--data-path", help="the institution's own data file, relative to the current directory "
+                   "(default: data_path in kit.toml, relative to the kit)")
     p.add_argument("--superlink", metavar="HOST:PORT", help="default: the kit's")
     p.add_argument("--port", type=int, help="the SuperNode's local ClientApp port (Flower's default 9094)")
     p.set_defaults(handler=_node)

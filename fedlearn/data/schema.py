@@ -73,8 +73,8 @@ def load_local(path: str | os.PathLike[str], schema: Schema, name: str) -> Datas
         else:
             frame = pd.read_csv(file) if suffix == ".csv" else pd.read_parquet(file)
             X, raw = _split_table(frame, file, schema)
-    except DataError:
-        raise
+    except DataError as exc:
+        raise DataError(f"{name}: {exc}") from None  # whose file it is, as every other refusal here says
     except pd.errors.EmptyDataError:
         raise DataError(f"{name}: data file is empty: {file}") from None
     except _READ_ERRORS as exc:
@@ -111,6 +111,8 @@ def _split_table(frame: pd.DataFrame, file: Path, schema: Schema) -> tuple[np.nd
     if schema.label_column not in columns:
         raise DataError(f"{file} has no label column {schema.label_column!r} (the federation's schema); columns: "
                         f"{', '.join(columns) or '(none)'}")
+    if len(frame) == 0:  # a header alone: every column reads as text, which would be named instead
+        raise DataError(f"{file} has no rows")
     if schema.feature_columns:
         missing = [c for c in schema.feature_columns if c not in columns]
         if missing:

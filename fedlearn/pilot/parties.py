@@ -63,10 +63,12 @@ def check_node(kit: Kit, data_path: str | None) -> tuple[Path, int]:
     key = cred.read_node_key(kit.path / "node.key")
     if not cred.same_key(key.public_key(), cred.read_node_public_key(kit.path / "node.pub")):
         raise ConfigError(f"{kit.path}/node.key and node.pub are not one key pair")
-    path = data_path or str(kit.table.get("node", {}).get("data_path", ""))
+    # A path typed on the command line is the shell's, from where it was typed; kit.toml's is the kit's.
+    path, base = (data_path, Path.cwd()) if data_path else (str(kit.table.get("node", {}).get("data_path", "")),
+                                                            kit.path)
     if not path:
         raise ConfigError(f"{kit.party}: no data file: set data_path in {kit.path}/kit.toml or pass --data-path")
-    file = (kit.path / path).resolve() if not Path(path).is_absolute() else Path(path)
+    file = (base / path).resolve() if not Path(path).is_absolute() else Path(path)
     rows = len(load_local(file, kit.schema(), kit.party))
     return file, rows
 

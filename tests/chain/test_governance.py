@@ -57,6 +57,10 @@ def test_walk_through_propose_vote_queue_execute(session, governed, institutions
     assert gov.state(session, governed, good.proposal_id) is gov.ProposalState.PENDING
     with pytest.raises(ChainError, match=r"vote: proposal \d+ is Pending; voting opens at \d+"):
         gov.vote(holders[0], governed, good.proposal_id, "for")
+    # An unknown proposal is named by the governor's own error, not shown as raw revert bytes.
+    with pytest.raises(ChainError,
+                       match=r"^reading proposal 123 reverted: GovernorNonexistentProposal\(proposalId=123\)$"):
+        gov.vote(holders[0], governed, 123, "for")
 
     chain.advance_time(session, SETTINGS.voting_delay + 2)
     for proposal in (good, bad):
