@@ -37,6 +37,10 @@ def process_proof(leaf: bytes, proof: list[bytes]) -> bytes:
     return node
 
 
+
+class InconsistentTree(ChainError):
+    """A tree file whose leaves or proofs do not hash to what it says: altered after it was written."""
+
 @dataclass(frozen=True)
 class RewardTree:
     """A StandardMerkleTree over cumulative rewards: `values[i] = (account, amount)` sits at `tree_index[i]`."""
@@ -138,7 +142,8 @@ class RewardTree:
         loaded = cls(tree, values, index)
         for (account, amount), i in zip(values, index):
             if not 0 <= i < len(tree) or tree[i] != leaf_hash(account, amount):
-                raise ChainError(f"rewards tree is inconsistent at the leaf of {account}")
+                raise InconsistentTree(f"rewards tree is inconsistent at the leaf of {account}")
             if process_proof(tree[i], loaded.proof(account)) != loaded.root:
-                raise ChainError(f"rewards tree is inconsistent: the proof of {account} does not reach the root")
+                raise InconsistentTree(f"rewards tree is inconsistent: the proof of {account} does not reach the "
+                                       "root")
         return loaded

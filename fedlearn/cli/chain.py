@@ -26,7 +26,7 @@ from fedlearn.chain.deployment import (
     deploy,
     distributor_contract,
 )
-from fedlearn.chain.merkle import RewardTree
+from fedlearn.chain.merkle import InconsistentTree, RewardTree
 from fedlearn.chain.session import (
     DEFAULT_KEY_ENV,
     ETH_TESTER,
@@ -408,7 +408,12 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     session = _session(args, read_only=True)
     deployment = _deployment(args, session)
     previous = _read_tree(args.previous_tree) if args.previous_tree else None
-    audit = audit_tree(session, deployment, _read_tree(args.tree), account=args.account, previous=previous)
+    try:
+        tree = _read_tree(args.tree)
+    except InconsistentTree as exc:  # a verification's finding, like any other mismatch, not a usage error
+        _print(args, f"MISMATCH {args.tree}: {exc}", {"problems": [f"{args.tree}: {exc}"]})
+        return 10
+    audit = audit_tree(session, deployment, tree, account=args.account, previous=previous)
     lines = [f"round {audit.round}: root {audit.state} (claimable from {audit.ready_at} unless superseded), "
              f"leaves add up to {audit.leaves_total}"]
     if audit.account:

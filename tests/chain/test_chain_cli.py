@@ -151,6 +151,14 @@ def test_an_institution_verifies_a_published_tree_with_no_key_and_no_run(deploye
     stranger.write_text(json.dumps(chain.RewardTree.of({a: 1}).dump()))
     with pytest.raises(ChainError, match="was never settled on this deployment"):
         run("chain", "verify", *d, "--tree", str(stranger))
+    # A tree file altered after it was published (a leaf's amount raised) is a finding, not a usage error.
+    altered = json.loads(first.read_text())
+    altered["values"][0]["value"][1] = str(int(altered["values"][0]["value"][1]) + 1)
+    tampered = tmp_path / "tampered.json"
+    tampered.write_text(json.dumps(altered))
+    capsys.readouterr()
+    assert run("chain", "verify", *d, "--tree", str(tampered)) == 10
+    assert capsys.readouterr().out.startswith(f"MISMATCH {tampered}: rewards tree is inconsistent at the leaf of ")
 
 
 def test_settle_refuses_a_typo_an_unwritable_tree_or_another_tree_before_sending_anything(

@@ -45,7 +45,7 @@ def test_license_and_governance_on_anvil(anvil: str, tmp_path: Path, monkeypatch
     capsys.readouterr()
     assert run("gov", "propose", *node, *inst, "--set", "reward-per-round=500", "--description", "Halve rewards") == 0
     proposal = re.search(r"proposal (\d+)", capsys.readouterr().out).group(1)
-    assert run("gov", "advance-time", *node, *admin, "11") == 0
+    assert run("gov", "advance-time", *node, "11") == 0  # moving the clock signs nothing: no key
     assert run("gov", "vote", *node, *inst, proposal, "--support", "for") == 0
     assert run("gov", "advance-time", *node, *admin, "101") == 0
     assert run("gov", "queue", *node, *admin, proposal) == 0
