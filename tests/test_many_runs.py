@@ -43,6 +43,45 @@ def _run(run_dir: Path, deployment: Path, seed: int, *overrides: str) -> None:
              "train.local_epochs=2", "train.momentum=0.9", "payout.interim_fraction=1.0", *overrides)
 
 
+def test_two_runs_that_slash_one_offender_on_one_deployment_each_slash_on_their_own_evidence(
+        shared: Path, tmp_path: Path) -> None:
+    # Prepare / Execute: the same seed twice, hospital-02 reversing its update every round: identical updates, so
+    # only the chain's round number tells the two runs' offences apart.
+    attack = ("integrity.min_stake=10", "integrity.behaviours='hospital-02=sign_flip:scale=4'")
+    first, second = tmp_path / "runs" / "first", tmp_path / "runs" / "second"
+    _run(first, shared, 7, *attack)
+    _run(second, shared, 7, *attack)
+    # Assert: each run slashed hospital-02 itself, on evidence of its own; the chain holds both; verify passes both.
+    slashes = [Ledger.open(d / LEDGER_FILE).slashes() for d in (first, second)]
+    assert all(s and {name for _, name, _, _ in s} == {"hospital-02"} for s in slashes)
+    assert not {e for _, _, _, e in slashes[0]} & {e for _, _, _, e in slashes[1]}
+    session = chain.connect(chain.ETH_TESTER, state_file=shared.with_suffix(".eth-tester.json"))
+    proposals = distributor_contract(session, chain.Deployment.load(shared)).events.SlashProposed().get_logs(
+        from_block=0)
+    assert len(proposals) == len(slashes[0]) + len(slashes[1])
+    assert verify_run(first)[0] == [] and verify_run(second)[0] == []
+
+
+def test_runs_paying_from_a_pool_they_did_not_fund_leave_what_nobody_earned_in_it(shared: Path, tmp_path: Path) -> None:
+    # Prepare: the pool funded once for the federation; two runs that learn nothing (no gain, nothing earned).
+    state = shared.with_suffix(".eth-tester.json")
+    session = chain.connect(chain.ETH_TESTER, state_file=state)
+    deployment = chain.Deployment.load(shared)
+    chain.fund(session, deployment, 600 * 10**18)
+    save_state(session, state)
+    # Execute
+    for name in ("first", "second"):
+        real_run(tmp_path / "runs" / name, "run.rounds=1", "data.institutions=3", "train.learning_rate=1e-30",
+                 "integrity.refit_output_layer=false", "integrity.min_stake=0", f"chain.deployment='{shared}'",
+                 "chain.funding='none'")
+    # Assert: nothing was taken out of the pool (a run returns only what it funded itself), and both verify.
+    session = chain.connect(chain.ETH_TESTER, state_file=state)
+    assert chain.status(session, deployment).available == 600 * 10**18
+    for name in ("first", "second"):
+        run_dir = tmp_path / "runs" / name
+        assert Ledger.open(run_dir / LEDGER_FILE).returns() == [] and verify_run(run_dir)[0] == []
+
+
 def test_two_runs_on_one_deployment_number_rounds_across_runs_and_carry_amounts(shared: Path, tmp_path: Path) -> None:
     first, second = tmp_path / "runs" / "first", tmp_path / "runs" / "second"
     _run(first, shared, seed=7)

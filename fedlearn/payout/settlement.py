@@ -462,6 +462,12 @@ class Paymaster:
         last = journaled[-1] if journaled else None
         if last is None or not last.final or last.returned == 0 or self.chain.funding == "per_round":
             return 0  # per_round funding never took the unpaid budget from the funder in the first place
+        if self.chain.funding == "none":  # the run paid from a pool it never funded: what it left stays there
+            if not self.ledger.meta().get("left_in_pool"):
+                log.warning("round %d: %d wei of the budget went unearned and stay in the reward pool it was paid "
+                            "from (chain.funding = \"none\")", last.round, last.returned)
+                self.ledger.set_meta(left_in_pool=str(last.returned))
+            return 0
         if any(r == last.round for r, _, _, _ in self.ledger.returns()):
             return 0
         to = self.link.session.address
@@ -594,13 +600,16 @@ class Paymaster:
     def _slash_waiting(self) -> dict[str, int]:
         done = {(r, name) for r, name, _, _ in self.ledger.slashes()}
         delay = int(distributor_contract(self.link.session, self.link.deployment).functions.slashDelay().call())
+        offset, _ = self.opening()
         slashed: dict[str, int] = {}
         for (server_round, name), (update_hash, policy) in sorted(self._deferred.items()):
             if (server_round, name) in done or name not in self.addresses:
                 del self._deferred[(server_round, name)]
                 continue
             address = self.addresses[name]
-            evidence = evidence_hash(server_round, update_hash)
+            # The chain's round, not the run's: two runs on one deployment (even with identical updates) never
+            # share evidence, which the distributor takes once per account.
+            evidence = evidence_hash(offset + server_round, update_hash)
             sent = slashes_proposed(self.link.session, self.link.deployment, address, evidence)
             if sent:
                 # Proposed before and never recorded (the node went away between sending and the receipt): the

@@ -136,7 +136,9 @@ def offence_fingerprint(update_hashes: Mapping[str, str], rejected: Mapping[str,
 def evidence_hash(round: int, update_hash: str) -> bytes:
     """sha256(domain ‖ round as 32-byte big-endian ‖ the update's 32-byte hash): the 32 bytes a slash records.
 
-    ``update_hash`` is the hex (with or without 0x) of the offending update's 32-byte fingerprint.
+    ``round`` is the chain's round number (a run's round plus its offset on the deployment), so that no two runs
+    on one deployment share evidence; ``update_hash`` is the hex (with or without 0x) of the offending update's
+    32-byte fingerprint.
     """
     if isinstance(round, bool) or not isinstance(round, int) or not 0 <= round < 2**256:
         raise ValueError(f"round = {round!r} must be a non-negative integer below 2**256")

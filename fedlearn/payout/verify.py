@@ -79,9 +79,9 @@ def _check_history(pm: Any, dist: Any, settled: dict[int, Any], offset: int, ope
     return problems
 
 
-def _run_evidence(run_dir: Path) -> dict[tuple[str, str], tuple[int, str]]:
+def _run_evidence(run_dir: Path, offset: int) -> dict[tuple[str, str], tuple[int, str]]:
     """(0x evidence, institution) → (round, institution) for every update the run's rounds scored or rejected: what
-    a slash of this run can rest on."""
+    a slash of this run can rest on (its round as the chain numbers it: the run's plus ``offset``)."""
     path = run_dir / ROUNDS_FILE
     try:
         saved = json.loads(path.read_text()) if path.exists() else []
@@ -92,14 +92,14 @@ def _run_evidence(run_dir: Path) -> dict[tuple[str, str], tuple[int, str]]:
         scores = r.get("scores") or {}
         hashes, rejected = scores.get("update_hashes", {}), scores.get("rejected", {})
         for name in {*scores.get("scores", {}), *rejected}:
-            key = "0x" + evidence_hash(r["server_round"], offence_fingerprint(hashes, rejected, name)).hex()
+            key = "0x" + evidence_hash(offset + r["server_round"], offence_fingerprint(hashes, rejected, name)).hex()
             evidence[(key, name)] = (r["server_round"], name)
     return evidence
 
 
 def _check_slashes(pm: Any, dist: Any, run_dir: Path) -> list[str]:
     """The ledger's slashes against the chain's proposals, both ways (see the module's docstring)."""
-    evidence = _run_evidence(run_dir)
+    evidence = _run_evidence(run_dir, pm.opening()[0])
     on_chain = {(e["args"]["account"], "0x" + bytes(e["args"]["evidenceHash"]).hex()): e["args"]
                 for e in dist.events.SlashProposed().get_logs(from_block=pm.link.deployment.block)}
     problems: list[str] = []
@@ -197,12 +197,16 @@ def verify_run(run_dir: Path) -> tuple[list[str], int]:
             if int(event["roundTotal"]) != record.round_total:
                 problems.append(f"round {r}: chain paid {int(event['roundTotal'])} wei, ledger {record.round_total}")
         previous = record
-    # Returns: every unspent budget the ledger says went back to the funder did, on chain.
-    returned = sorted((int(e["args"]["amount"]), e["args"]["to"])
-                      for e in dist.events.Defunded().get_logs(from_block=pm.link.deployment.block))
-    journaled = sorted((amount, address) for _, address, amount, _ in pm.ledger.returns())
-    if returned != journaled:
-        problems.append(f"returns to the funder: chain {returned}, ledger {journaled}")
+    # Returns: every unspent budget the ledger says went back to the funder did, on chain, in the transaction it
+    # names (other runs and the admin defund the same deployment too: theirs are not this run's).
+    defunded = {"0x" + bytes(e["transactionHash"]).hex().removeprefix("0x"): e["args"]
+                for e in dist.events.Defunded().get_logs(from_block=pm.link.deployment.block)}
+    for r, address, amount, tx_hash in pm.ledger.returns():
+        event = defunded.get(tx_hash or "")
+        if event is None or (int(event["amount"]), event["to"]) != (amount, address):
+            chain_says = "nothing" if event is None else f"{int(event['amount'])} wei to {event['to']}"
+            problems.append(f"round {r}: the ledger returns {amount} wei to {address} in transaction {tx_hash}, "
+                            f"the chain {chain_says}")
     problems += _check_slashes(pm, dist, Path(run_dir))
     final = Path(run_dir) / MODEL_FILE
     if final.exists() and model_hash(checkpoint.read_model(final)) != rounds[-1].model_hash:
