@@ -4,13 +4,15 @@ waiting forever."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
-from flwr.app import Context, Message, RecordDict
+from flwr.app import Context, Error, Message, RecordDict
+from flwr.common.constant import SUPERLINK_NODE_ID, ErrorCode
 from flwr.supercore.task_identity import TaskIdentity
 
 from fedlearn.config import RunConfig
@@ -63,6 +65,38 @@ def test_a_round_goes_on_with_the_quorum_and_the_missing_institution_earns_nothi
     ledger = Ledger.open(run_dir / LEDGER_FILE)
     assert ledger.slashes() == []  # absent is not misbehaving
     ledger.close()
+
+
+class GridWithGoneNode(LocalGrid):
+    """The in-process grid as a SuperLink answers for a node that stopped sending heartbeats mid-run."""
+
+    def __init__(self, config: RunConfig, gone: int) -> None:
+        super().__init__(build_client_app(config), config.data.institutions)
+        self.gone = gone
+
+    def _deliver(self, message: Message) -> Message:
+        if message.metadata.dst_node_id != self.gone:
+            return super()._deliver(message)
+        reply = Message(Error(code=ErrorCode.NODE_UNAVAILABLE, reason="Error: Node Unavailable"), reply_to=message)
+        reply.metadata.__dict__["_src_node_id"] = SUPERLINK_NODE_ID  # as flwr's linkstate makes it
+        return reply
+
+
+def test_a_node_that_goes_away_is_missing_from_the_round_not_a_rejected_phantom(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    config = RunConfig.load(overrides=[*SMALL, "data.institutions=3", "run.rounds=2", "integrity.min_stake=5",
+                                       "strategy.min_nodes=2", f"run.output_dir='{tmp_path}'"])
+    TaskIdentity.run_id, TaskIdentity.task_id, TaskIdentity.node_id = 1, 1, 0
+    app = build_server_app(config, RunOptions(run_dir=tmp_path / "run"))
+    with caplog.at_level(logging.WARNING, logger="fedlearn"):
+        app(GridWithGoneNode(config, gone=3), Context(run_id=1, node_id=0, node_config={}, state=RecordDict(),
+                                                        run_config={}))
+    for record in rounds_json(tmp_path / "run")[1:]:
+        scores = record["scores"]
+        assert sorted(scores["scores"]) == ["hospital-01", "hospital-02"] and scores["rejected"] == {}
+    assert "round 1: no reply from node 3: Error: Node Unavailable" in caplog.text
+    journaled, _, _ = ledger_of(tmp_path / "run")
+    assert all({e.institution: e.cumulative for e in r.entries}["hospital-03"] == 0 for r in journaled)
 
 
 def test_below_quorum_the_run_stops_after_the_wait_instead_of_waiting_forever(tmp_path: Path) -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from flwr.app import Error, Message, RecordDict
-from flwr.common.constant import SUPERLINK_NODE_ID
+from flwr.common.constant import SUPERLINK_NODE_ID, ErrorCode
 
-from fedlearn.federation.replies import check_reply, institution_of, partition_replies
+from fedlearn.federation.replies import Rejection, check_reply, institution_of, partition_replies
 from tests.conftest import ReplyFactory, arrays_of
 
 REFERENCE = arrays_of({"w": np.zeros((2, 3), np.float32), "b": np.zeros(2, np.float32)})
@@ -83,11 +83,15 @@ def test_a_node_that_went_away_is_missing_and_a_crashed_clientapp_is_its_own_ins
                       reply_to=Message(content=RecordDict(), dst_node_id=8, message_type="train"))
     to_c = Message(content=RecordDict(), dst_node_id=9, message_type="train")
     to_c.metadata.__dict__["_message_id"] = "to-clinic-c"  # as pushing the instruction sets it
-    gone = Message(Error(code=0, reason="Error: Node Unavailable"), reply_to=to_c)
+    gone = Message(Error(code=ErrorCode.NODE_UNAVAILABLE, reason="Error: Node Unavailable"), reply_to=to_c)
     gone.metadata.__dict__["_src_node_id"] = SUPERLINK_NODE_ID  # what the SuperLink's own error replies carry
     # Execute
+    # An in-process node may be node 1 too: its ClientApp's error is still its own.
+    first = Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason="OSError: disk"),
+                    reply_to=Message(content=RecordDict(), dst_node_id=SUPERLINK_NODE_ID, message_type="train"))
     accepted, rejected, unanswered = partition_replies(
         [make_reply(good(), institution="clinic-a", node_id=7), crashed, gone], REFERENCE, nodes)
+    assert partition_replies([first], REFERENCE)[1:] == ([Rejection("node-1", "client error: OSError: disk")], [])
     # Assert: clinic-b's rejection says what happened (not an impersonation), clinic-c is missing (not rejected,
     # which slashing would read), and no phantom "node-1" is recorded.
     assert [institution_of(m) for m in accepted] == ["clinic-a"]

@@ -7,7 +7,7 @@ the ones the engine would produce; what differs is only transport and isolation 
 
 from __future__ import annotations
 
-import time
+import uuid
 from collections.abc import Iterable
 from typing import Any
 
@@ -53,17 +53,22 @@ class LocalGrid(Grid):
 
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
         ids = []
-        for n, message in enumerate(messages):
-            key = f"{time.monotonic_ns()}-{n}"
-            self._replies[key] = self._deliver(message)
-            ids.append(key)
+        for message in messages:
+            self._replies[self._id(message)] = self._deliver(message)
+            ids.append(message.metadata.message_id)
         return ids
 
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
         return [self._replies.pop(key) for key in message_ids if key in self._replies]
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
-        return [self._deliver(message) for message in messages]
+        return [self._deliver(message) for message in messages if self._id(message)]
+
+    @staticmethod
+    def _id(message: Message) -> str:
+        """Gives ``message`` an id, as Flower's grids do when they push it: its reply names it."""
+        message.metadata.__dict__["_message_id"] = uuid.uuid4().hex
+        return message.metadata.message_id
 
     def _deliver(self, message: Message) -> Message:
         try:

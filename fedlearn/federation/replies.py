@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from flwr.app import ArrayRecord, Message
-from flwr.common.constant import SUPERLINK_NODE_ID
+from flwr.common.constant import SUPERLINK_NODE_ID, ErrorCode
 
 ARRAYS_KEY = "arrays"
 METRICS_KEY = "metrics"
@@ -94,6 +94,11 @@ def check_reply(reply: Message, reference: ArrayRecord) -> str | None:
     return None
 
 
+# What the SuperLink sends in place of a reply that never came (a node gone, a message expired); an in-process
+# node may have id 1 as well, but its ClientApp's errors carry other codes.
+SUPERLINK_ERRORS = frozenset({ErrorCode.NODE_UNAVAILABLE, ErrorCode.MESSAGE_UNAVAILABLE,
+                              ErrorCode.REPLY_MESSAGE_UNAVAILABLE})
+
 def partition_replies(
     replies: list[Message], reference: ArrayRecord, nodes: Mapping[int, str] | None = None
 ) -> tuple[list[Message], list[Rejection], list[tuple[str, str]]]:
@@ -109,7 +114,8 @@ def partition_replies(
     rejected: list[Rejection] = []
     unanswered: list[tuple[str, str]] = []
     for reply in replies:
-        if reply.has_error() and int(reply.metadata.src_node_id) == SUPERLINK_NODE_ID:
+        if reply.has_error() and reply.error.code in SUPERLINK_ERRORS \
+                and int(reply.metadata.src_node_id) == SUPERLINK_NODE_ID:
             unanswered.append((str(reply.metadata.reply_to_message_id), reply.error.reason or "no reason given"))
             continue
         name = institution_of(reply)
