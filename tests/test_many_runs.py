@@ -19,6 +19,7 @@ from fedlearn.federation.simulation import run_federation
 from fedlearn.payout.ledger import LEDGER_FILE, Ledger
 from fedlearn.payout.settlement import TREES_DIR
 from fedlearn.payout.verify import verify_run
+from tests.chain.test_chain_cli import run as chain_cli
 from tests.runs import SMALL, ledger_of, real_run
 
 ROUNDS = 3
@@ -80,6 +81,19 @@ def test_runs_paying_from_a_pool_they_did_not_fund_leave_what_nobody_earned_in_i
     for name in ("first", "second"):
         run_dir = tmp_path / "runs" / name
         assert Ledger.open(run_dir / LEDGER_FILE).returns() == [] and verify_run(run_dir)[0] == []
+
+
+def test_a_run_on_a_governed_embedded_pool_is_told_to_pay_from_it_before_anything_is_written(tmp_path: Path) -> None:
+    # Prepare: a governed deployment on the embedded chain: the pool minted into the distributor, and the deployer
+    # (the coordinator, which signs runs) holding no tokens and no minter role.
+    path = tmp_path / "federation" / "deployment.json"
+    assert chain_cli("chain", "deploy", "--governed", "--reward-pool", "1e21", "--deployment", str(path)) == 0
+    # Execute / Assert: the default funding would fund the budget again from nothing: refused, nothing written.
+    with pytest.raises(ChainError, match=r"which holds 0 and cannot mint: the distributor's reward pool holds "
+                                         r"\d+ unsettled wei already: set chain.funding = \"none\""):
+        real_run(tmp_path / "runs" / "refused", "run.rounds=1", "data.institutions=3", "integrity.min_stake=0",
+                 f"chain.deployment='{path}'")
+    assert not (tmp_path / "runs").exists()
 
 
 def test_two_runs_on_one_deployment_number_rounds_across_runs_and_carry_amounts(shared: Path, tmp_path: Path) -> None:

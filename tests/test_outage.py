@@ -17,7 +17,7 @@ from eth_account import Account
 
 from fedlearn.chain import Deployment, connect, dev_account
 from fedlearn.chain.deployment import distributor_contract
-from fedlearn.chain.operations import mint, propose_slash, slash_proposal, stake
+from fedlearn.chain.operations import execute_slash, mint, propose_slash, slash_proposal, stake
 from fedlearn.chain.session import institution_accounts
 from fedlearn.cli.main import main
 from fedlearn.config import RunConfig
@@ -171,13 +171,17 @@ def test_a_voter_weighs_its_stake_as_the_round_began_capped_at_the_runs_minimum(
     assert paymaster.voting_stakes(2) == paymaster.voting_stakes(1) == dict.fromkeys(names, 10 * 10**18)
 
 
-def test_a_slash_sent_before_its_receipt_was_lost_is_recorded_not_sent_again(tmp_path: Path) -> None:
+@pytest.mark.parametrize("executed_meanwhile", [False, True])
+def test_a_slash_sent_before_its_receipt_was_lost_is_recorded_not_sent_again(tmp_path: Path,
+                                                                           executed_meanwhile: bool) -> None:
     # Prepare: hospital-02's slash for round 2 reached the chain, but the node went away before its receipt came
     # back, so the ledger never recorded it and the offence still waits (what an outage mid-send leaves).
     paymaster, _ = staked_paymaster(tmp_path)
     session, deployment = paymaster.link.session, paymaster.link.deployment
     address, update = paymaster.addresses["hospital-02"], "0x" + "ab" * 32
     sent_id, sent = propose_slash(session, deployment, address, 5 * 10**18, evidence_hash(2, update))
+    if executed_meanwhile:
+        execute_slash(session, deployment, sent_id)  # anyone may, once its window passed (none here)
     # Execute: the next slashing pass, once the node answers again.
     slashed = paymaster.slash(2, {"hospital-02": update}, SlashingPolicy(0.03, 3, 5, 0.5))
     # Assert: the stake was taken once, by the proposal the chain holds, now recorded and executed.

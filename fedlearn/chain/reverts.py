@@ -108,7 +108,10 @@ def revert_data(exc: BaseException) -> str | None:
         if isinstance(arg, dict) and isinstance(arg.get("data"), str):
             return arg["data"]
         if isinstance(arg, str) and (literal := _BYTES_LITERAL.search(arg)):
-            raw = ast.literal_eval(literal.group(1))
+            try:
+                raw = ast.literal_eval(literal.group(1))
+            except (ValueError, SyntaxError):
+                raw = None  # not a literal after all: the message is reported as it is
             if isinstance(raw, bytes):
                 return "0x" + raw.hex()
         if isinstance(arg, str):

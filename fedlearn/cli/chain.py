@@ -407,12 +407,16 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
     session = _session(args, read_only=True)
     deployment = _deployment(args, session)
-    previous = _read_tree(args.previous_tree) if args.previous_tree else None
+    read = None
     try:
-        tree = _read_tree(args.tree)
+        for read in (args.tree, args.previous_tree):
+            if read is not None:
+                _read_tree(read)  # every tree file first: an altered one is a finding
     except InconsistentTree as exc:  # a verification's finding, like any other mismatch, not a usage error
-        _print(args, f"MISMATCH {args.tree}: {exc}", {"problems": [f"{args.tree}: {exc}"]})
+        _print(args, f"MISMATCH {read}: {exc}", {"problems": [f"{read}: {exc}"]})
         return 10
+    tree = _read_tree(args.tree)
+    previous = _read_tree(args.previous_tree) if args.previous_tree else None
     audit = audit_tree(session, deployment, tree, account=args.account, previous=previous)
     lines = [f"round {audit.round}: root {audit.state} (claimable from {audit.ready_at} unless superseded), "
              f"leaves add up to {audit.leaves_total}"]

@@ -179,6 +179,10 @@ def preflight(config: RunConfig, fresh: bool = True) -> dict[str, str] | None:
             if fresh:  # a resumed run funded its budget when it began
                 require_funder(session, deployment, config)
         return addresses
+    state = Path(ch.deployment).with_suffix(".eth-tester.json") if ch.deployment else None
+    if fresh and state is not None and state.is_file():  # an attached embedded chain: read it, change nothing
+        session = connect(ETH_TESTER, state_file=state, expected_chain_id=ch.chain_id or None)
+        require_funder(session, Deployment.load(ch.deployment, chain_id=session.chain_id), config)
     return institution_addresses(config, [m.name for m in members])
 
 

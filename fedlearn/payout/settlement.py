@@ -314,7 +314,8 @@ class Paymaster:
                 raise ChainError(
                     f"distributor {self.link.deployment.distributor} lacks {short} wei of the run's budget "
                     f"({self.rounds} rounds x {self.chain.reward_per_round} tokens); top it up with "
-                    f"`fedlearn chain fund --run {self.ledger.path.parent}` (or fund the distributor as its admin), "
+                    f"`fedlearn chain fund --run {self.ledger.path.parent}` (a coordinator that holds or may mint "
+                    "tokens) or `fedlearn chain fund --amount N` from any account that holds them, "
                     + (f"then `fedlearn run --resume {self.ledger.path.parent}`" if self.resumable
                        else "then start the run again")
                 )
@@ -626,8 +627,18 @@ class Paymaster:
                 tx_hash = tx.tx_hash
             self.ledger.record_slash(server_round, name, address, amount, "0x" + evidence.hex(), tx_hash)
             del self._deferred[(server_round, name)]  # recorded: a later failure does not propose it twice
+            if slash_proposal(self.link.session, self.link.deployment, slash_id).closed:  # only a found one
+                vetoed = any(int(e["args"]["id"]) == slash_id for e in distributor_contract(
+                    self.link.session, self.link.deployment).events.SlashVetoed().get_logs(
+                        from_block=self.link.deployment.block))
+                if not vetoed:
+                    slashed[name] = slashed.get(name, 0) + amount
+                log.warning("round %d: slash #%d of %s, %d wei (evidence 0x%s), had reached the chain before its "
+                            "receipt was lost, and was %s since; recorded", server_round, slash_id, name, amount,
+                            evidence.hex(), "vetoed" if vetoed else "executed")
+                continue
             slashed[name] = slashed.get(name, 0) + amount
-            if delay == 0 and not slash_proposal(self.link.session, self.link.deployment, slash_id).closed:
+            if delay == 0:
                 execute_slash(self.link.session, self.link.deployment, slash_id)
                 log.warning("round %d: slashed %s %d wei (evidence 0x%s)", server_round, name, amount, evidence.hex())
             else:

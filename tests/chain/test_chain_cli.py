@@ -159,6 +159,8 @@ def test_an_institution_verifies_a_published_tree_with_no_key_and_no_run(deploye
     capsys.readouterr()
     assert run("chain", "verify", *d, "--tree", str(tampered)) == 10
     assert capsys.readouterr().out.startswith(f"MISMATCH {tampered}: rewards tree is inconsistent at the leaf of ")
+    assert run("chain", "verify", *d, "--tree", str(published), "--previous-tree", str(tampered)) == 10
+    assert capsys.readouterr().out.startswith(f"MISMATCH {tampered}: rewards tree is inconsistent")
 
 
 def test_settle_refuses_a_typo_an_unwritable_tree_or_another_tree_before_sending_anything(
