@@ -131,8 +131,12 @@ def test_verify_checks_every_slash_against_the_chain_both_ways(finished_run: Pat
     assert result.returncode == 10
     assert (f"round 2: slash {slash_id} on chain takes {4 * 10**17} wei of hospital-02's stake on this run's "
             "evidence, and the ledger does not record it") in result.stdout
-    # ... passes once the ledger records it ...
-    pm.ledger.record_slash(2, "hospital-02", address, 4 * 10**17, evidence, None)
+    assert f"(`fedlearn settle {copy}` records it)" in result.stdout
+    # ... which `fedlearn settle` records from the chain, after which verify passes ...
+    pm.ledger.close()
+    settled = fedlearn("settle", str(copy), cwd=tmp_path)
+    assert settled.returncode == 0 and "1 slash(es) on chain recorded in the ledger" in settled.stdout
+    assert Ledger.open(copy / "ledger.sqlite").slashes() == [(2, "hospital-02", 4 * 10**17, evidence)]
     assert fedlearn("verify", str(copy), cwd=tmp_path).returncode == 0
     # ... and flags a ledger whose slash differs from the chain's in amount, or rests on other evidence.
     db = sqlite3.connect(copy / "ledger.sqlite")

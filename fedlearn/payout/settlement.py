@@ -648,6 +648,26 @@ class Paymaster:
         self.link.save()
         return slashed
 
+    def record_found_slashes(self, evidence: Mapping[tuple[str, str], tuple[int, str]]) -> int:
+        """Record the slashes on chain that rest on this run's ``evidence`` (``slashing.run_evidence``) and are
+        missing from the ledger: sent when the receipt was lost and no slashing pass of the run came after (its
+        last round's). Returns how many were recorded."""
+        done = {(name, recorded) for _, name, _, recorded in self.ledger.slashes()}
+        found = 0
+        events = distributor_contract(self.link.session, self.link.deployment).events.SlashProposed().get_logs(
+            from_block=self.link.deployment.block)
+        for e in events:
+            key = "0x" + bytes(e["args"]["evidenceHash"]).hex()
+            for name, address in self.addresses.items():
+                if (key, name) in evidence and e["args"]["account"] == address and (name, key) not in done:
+                    r, _ = evidence[(key, name)]
+                    tx_hash = "0x" + bytes(e["transactionHash"]).hex().removeprefix("0x")
+                    self.ledger.record_slash(r, name, address, int(e["args"]["amount"]), key, tx_hash)
+                    log.warning("round %d: slash #%d of %s (%d wei) reached the chain without reaching the ledger; "
+                                "recorded", r, int(e["args"]["id"]), name, int(e["args"]["amount"]))
+                    found += 1
+        return found
+
     # ---- claims -----------------------------------------------------------------------------------------
 
     def claimable_tree(self) -> RewardTree:

@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
+from typing import Any
 
 from fedlearn.errors import ConfigError
 
@@ -131,6 +132,20 @@ def offence_fingerprint(update_hashes: Mapping[str, str], rejected: Mapping[str,
     """What a slash of ``name`` rests on for a round: its update's hash, or for an update rejected before it was
     hashed, the sha256 of the rejection's reason (hex with 0x)."""
     return update_hashes.get(name) or "0x" + hashlib.sha256(rejected.get(name, "").encode()).hexdigest()
+
+
+def run_evidence(rounds: Iterable[Mapping[str, Any]], offset: int) -> dict[tuple[str, str], tuple[int, str]]:
+    """(0x evidence, institution) → (round, institution) for every update a run's rounds (as ``rounds.json``
+    records them) scored or rejected: what a slash of that run can rest on, its rounds numbered as the chain
+    numbers them (the run's plus ``offset``)."""
+    evidence: dict[tuple[str, str], tuple[int, str]] = {}
+    for r in rounds:
+        scores = r.get("scores") or {}
+        hashes, rejected = scores.get("update_hashes", {}), scores.get("rejected", {})
+        for name in {*scores.get("scores", {}), *rejected}:
+            key = "0x" + evidence_hash(offset + r["server_round"], offence_fingerprint(hashes, rejected, name)).hex()
+            evidence[(key, name)] = (r["server_round"], name)
+    return evidence
 
 
 def evidence_hash(round: int, update_hash: str) -> bytes:

@@ -22,7 +22,7 @@ from fedlearn.errors import ChainError
 from fedlearn.payout.ledger import RoundEntry
 from fedlearn.payout.schedule import allocate
 from fedlearn.payout.settlement import RunChain, measure_of
-from fedlearn.payout.slashing import evidence_hash, offence_fingerprint
+from fedlearn.payout.slashing import run_evidence
 from fedlearn.records import checkpoint
 from fedlearn.records.fingerprint import model_hash
 from fedlearn.records.rundir import MODEL_FILE, ROUNDS_FILE
@@ -80,21 +80,12 @@ def _check_history(pm: Any, dist: Any, settled: dict[int, Any], offset: int, ope
 
 
 def _run_evidence(run_dir: Path, offset: int) -> dict[tuple[str, str], tuple[int, str]]:
-    """(0x evidence, institution) → (round, institution) for every update the run's rounds scored or rejected: what
-    a slash of this run can rest on (its round as the chain numbers it: the run's plus ``offset``)."""
     path = run_dir / ROUNDS_FILE
     try:
         saved = json.loads(path.read_text()) if path.exists() else []
     except ValueError:
         raise ChainError(f"{path} is corrupt") from None
-    evidence: dict[tuple[str, str], tuple[int, str]] = {}
-    for r in saved:
-        scores = r.get("scores") or {}
-        hashes, rejected = scores.get("update_hashes", {}), scores.get("rejected", {})
-        for name in {*scores.get("scores", {}), *rejected}:
-            key = "0x" + evidence_hash(offset + r["server_round"], offence_fingerprint(hashes, rejected, name)).hex()
-            evidence[(key, name)] = (r["server_round"], name)
-    return evidence
+    return run_evidence(saved, offset)
 
 
 def _check_slashes(pm: Any, dist: Any, run_dir: Path) -> list[str]:
@@ -121,7 +112,8 @@ def _check_slashes(pm: Any, dist: Any, run_dir: Path) -> list[str]:
         for (key, name), (r, _) in evidence.items():
             if key == recorded and pm.addresses.get(name) == address and (address, recorded) not in journaled:
                 problems.append(f"round {r}: slash {int(proposal['id'])} on chain takes {int(proposal['amount'])} "
-                                f"wei of {name}'s stake on this run's evidence, and the ledger does not record it")
+                                f"wei of {name}'s stake on this run's evidence, and the ledger does not record it "
+                                f"(`fedlearn settle {run_dir}` records it)")
     return problems
 
 
