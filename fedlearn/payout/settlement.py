@@ -526,10 +526,12 @@ class Paymaster:
                 )
             time.sleep(1.0)
         self.retry_slashes()
-        for server_round, name in self.unslashed():
-            log.warning("round %d: %s was not slashed: the chain did not answer (`fedlearn chain slash "
-                        "--account %s --amount ... --evidence ...` proposes it by hand)", server_round, name,
-                        self.addresses[name])
+        offset = self.opening()[0] if self._deferred else 0
+        for (server_round, name), (update_hash, _) in sorted(self._deferred.items()):
+            log.warning("round %d: %s was not slashed: the chain did not answer (`fedlearn chain slash --account %s "
+                        "--amount ... --evidence 0x%s` proposes it by hand; `fedlearn settle %s` then records it)",
+                        server_round, name, self.addresses[name],
+                        evidence_hash(offset + server_round, update_hash).hex(), self.ledger.path.parent)
         self.return_unspent()
 
     # ---- stake and slash --------------------------------------------------------------------------------
