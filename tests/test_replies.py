@@ -7,7 +7,7 @@ import pytest
 from flwr.app import Error, Message, RecordDict
 from flwr.common.constant import SUPERLINK_NODE_ID, ErrorCode
 
-from fedlearn.federation.replies import Rejection, check_reply, institution_of, partition_replies
+from fedlearn.federation.replies import Rejection, answering_node, check_reply, institution_of, partition_replies
 from tests.conftest import ReplyFactory, arrays_of
 
 REFERENCE = arrays_of({"w": np.zeros((2, 3), np.float32), "b": np.zeros(2, np.float32)})
@@ -97,6 +97,8 @@ def test_a_node_that_went_away_is_missing_and_a_crashed_clientapp_is_its_own_ins
     assert [institution_of(m) for m in accepted] == ["clinic-a"]
     assert [(r.institution, r.reason) for r in rejected] == [("clinic-b", "client error: ValueError: unreadable data")]
     assert unanswered == [("to-clinic-c", "Error: Node Unavailable")]
+    # Peer votes ask who a reply answers for the same way: the node the instruction went to.
+    assert [answering_node(r, [to_c]) for r in (gone, crashed)] == [9, 8]
 
 
 def test_an_unchanged_global_model_is_a_free_ride(make_reply: ReplyFactory) -> None:

@@ -21,7 +21,16 @@ from web3.contract import Contract
 from web3.logs import DISCARD
 
 from fedlearn.chain.addresses import address_of
-from fedlearn.chain.artifacts import LICENSE, contract_at, load_artifact, require_build
+from fedlearn.chain.artifacts import (
+    DISTRIBUTOR,
+    GOVERNOR,
+    LICENSE,
+    TIMELOCK,
+    TOKEN,
+    contract_at,
+    load_artifact,
+    require_build,
+)
 from fedlearn.chain.deployment import Deployment, distributor_contract, token_contract
 from fedlearn.chain.merkle import RewardTree
 from fedlearn.chain.session import ChainSession
@@ -171,6 +180,12 @@ class LicenseDeployment:
         if session.chain_id != self.chain_id:
             raise ChainError(f"license is on chain id {self.chain_id}, connected to chain id {session.chain_id}")
         require_build(session.w3, session.chain_id, self.license, LICENSE, "license contract")
+        # What license and governance commands call through: the base deployment, and the governance if any.
+        for address, name, what in ((self.token, TOKEN, "token contract"), (self.distributor, DISTRIBUTOR,
+                                    "contract"), (self.governor, GOVERNOR, "governor"),
+                                    (self.timelock, TIMELOCK, "timelock")):
+            if address is not None:
+                require_build(session.w3, session.chain_id, address, name, what)
 
     def base(self) -> Deployment:
         """Enough of the base deployment for token calls."""

@@ -42,6 +42,7 @@ from flwr.serverapp import Grid
 from torch import nn
 
 from fedlearn.federation.coalitions import per_example_utility
+from fedlearn.federation.replies import answering_node
 from fedlearn.logs import log as money_log
 from fedlearn.scoring.votes import combine_votes, pay_validators
 
@@ -182,7 +183,7 @@ def request_commitments(
     commitments: dict[str, str] = {}
     broken: dict[str, str] = {}
     for reply in grid.send_and_receive(messages, timeout=BALLOT_TIMEOUT):
-        sender = voter_of.get(reply.metadata.src_node_id)
+        sender = voter_of.get(answering_node(reply, messages))
         if sender is None:
             continue
         if reply.has_error():  # its proposers are scored by the other voters; say who was silent and why
@@ -208,7 +209,7 @@ def request_reveals(
     opened: dict[str, tuple[dict[str, float], str]] = {}
     broken = {voter: "it revealed nothing" for voter in commitments}
     for reply in grid.send_and_receive(messages, timeout=BALLOT_TIMEOUT):
-        voter = voter_of.get(reply.metadata.src_node_id)
+        voter = voter_of.get(answering_node(reply, messages))
         if voter is None or voter in opened:
             continue
         if reply.has_error():

@@ -99,6 +99,23 @@ def check_reply(reply: Message, reference: ArrayRecord) -> str | None:
 SUPERLINK_ERRORS = frozenset({ErrorCode.NODE_UNAVAILABLE, ErrorCode.MESSAGE_UNAVAILABLE,
                               ErrorCode.REPLY_MESSAGE_UNAVAILABLE})
 
+
+def is_superlink_error(reply: Message) -> bool:
+    """Whether ``reply`` is an error the SuperLink sent in place of a node's reply (a node gone, a message
+    expired): it comes from the SuperLink's own node id, with one of its codes."""
+    return (reply.has_error() and reply.error.code in SUPERLINK_ERRORS
+            and int(reply.metadata.src_node_id) == SUPERLINK_NODE_ID)
+
+
+def answering_node(reply: Message, sent: list[Message]) -> int:
+    """The node ``reply`` answers for: its sender, or for an error the SuperLink sent in its place, the node the
+    instruction went to (``sent``: the instructions, pushed, so they carry their ids)."""
+    if is_superlink_error(reply):
+        for message in sent:
+            if message.metadata.message_id == reply.metadata.reply_to_message_id:
+                return int(message.metadata.dst_node_id)
+    return int(reply.metadata.src_node_id)
+
 def partition_replies(
     replies: list[Message], reference: ArrayRecord, nodes: Mapping[int, str] | None = None
 ) -> tuple[list[Message], list[Rejection], list[tuple[str, str]]]:
@@ -114,8 +131,7 @@ def partition_replies(
     rejected: list[Rejection] = []
     unanswered: list[tuple[str, str]] = []
     for reply in replies:
-        if reply.has_error() and reply.error.code in SUPERLINK_ERRORS \
-                and int(reply.metadata.src_node_id) == SUPERLINK_NODE_ID:
+        if is_superlink_error(reply):
             unanswered.append((str(reply.metadata.reply_to_message_id), reply.error.reason or "no reason given"))
             continue
         name = institution_of(reply)

@@ -3,6 +3,9 @@ execute through the timelock, which holds every admin role of a governed deploym
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+
 import pytest
 
 from fedlearn import chain
@@ -145,8 +148,14 @@ def test_governance_pauses_and_unpauses_the_license_and_the_distributor(session,
         Action.parse("stop")
 
 
-def test_governed_license_has_no_other_admin(session, governed) -> None:
+def test_governed_license_has_no_other_admin(session, governed, caplog) -> None:
     assert governed.admin == governed.timelock
+    with caplog.at_level(logging.WARNING, logger="fedlearn"):
+        governed.check(session)  # all five contracts are this build's, immutables and all: nothing to warn about
+    assert caplog.text == ""
+    with caplog.at_level(logging.WARNING, logger="fedlearn"):
+        dataclasses.replace(governed, governor=governed.timelock).check(session)
+    assert f"the governor at {governed.timelock} runs other code than this fedlearn's FederationGovernor" in caplog.text
     contract = lic.license_contract(session, governed)
     with pytest.raises(ChainError, match=rf"AccessControlUnauthorizedAccount\(account={session.address}"):
         transact(session, contract.functions.setParameter(int(Parameter.STAKE_RATE), 1), "set")
