@@ -83,76 +83,62 @@ def test_account_without_gas_on_anvil(anvil: str, tmp_path: Path) -> None:
         chain.request_unstake(broke, deployment, 1)
 
 
+def _fedlearn(env: dict[str, str], *argv: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "fedlearn.cli", *argv], env=env, capture_output=True, text=True,
+                          timeout=600, check=check)
+
+
+def _run_args(anvil: str, tmp_path: Path, *settings: str) -> list[str]:
+    """`fedlearn run` of one round, two institutions paid at addresses of their own on anvil, plus ``settings``."""
+    addresses = tmp_path / "addresses.toml"
+    addresses.write_text("".join(f'hospital-0{i + 1} = "{Account.from_key(bytes([i + 7]) * 32).address}"\n'
+                                 for i in range(2)))
+    pairs = ["data.institutions=2", "run.rounds=1", "simulation.engine='local'", f"chain.backend='{anvil}'",
+             f"chain.addresses='{addresses}'", f"run.output_dir='{tmp_path / 'runs'}'", *settings]
+    return ["run", "--no-progress", *[a for s in pairs for a in ("--set", s)]]
+
+
+def _status(env: dict[str, str], node: list[str]) -> dict:
+    return json.loads(_fedlearn(env, "chain", "status", *node, "--json", check=True).stdout)
+
+
 def test_a_run_on_a_governed_pool_pays_from_it_and_funding_it_again_is_refused_first(anvil: str,
                                                                                     tmp_path: Path) -> None:
     # Prepare: a governed deployment, its reward pool minted into the distributor; the coordinator holds nothing.
     env = {**os.environ, "FEDLEARN_PRIVATE_KEY": ADMIN_KEY}
     deployment = tmp_path / "deployment.json"
     node = ["--rpc", anvil, "--deployment", str(deployment)]
-    subprocess.run([sys.executable, "-m", "fedlearn.cli", "chain", "deploy", "--governed", "--reward-pool", "1e21",
-                    *node], env=env, check=True, capture_output=True, timeout=120)
-    addresses = tmp_path / "addresses.toml"
-    addresses.write_text("".join(f'hospital-0{i + 1} = "{Account.from_key(bytes([i + 7]) * 32).address}"\n'
-                                 for i in range(2)))
-    settings = ["data.institutions=2", "run.rounds=1", "simulation.engine='local'", f"chain.backend='{anvil}'",
-                f"chain.deployment='{deployment}'", f"chain.addresses='{addresses}'", "integrity.min_stake=0",
-                f"run.output_dir='{tmp_path / 'runs'}'"]
-
-    def fedlearn_run(*extra: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "fedlearn.cli", "run", "--no-progress",
-                               *[a for s in (*settings, *extra) for a in ("--set", s)]],
-                              env=env, capture_output=True, text=True, timeout=600)
-
+    _fedlearn(env, "chain", "deploy", "--governed", "--reward-pool", "1e21", *node, check=True)
+    run_args = _run_args(anvil, tmp_path, f"chain.deployment='{deployment}'", "integrity.min_stake=0")
     # Execute: the default funding ("total") would fund the budget again from the coordinator's empty balance.
-    refused = fedlearn_run()
+    refused = _fedlearn(env, *run_args)
     # Assert: refused in one line naming the setting that pays from the pool, before anything is written ...
     lines = [line for line in refused.stderr.splitlines() if line.strip()]
     assert refused.returncode == 5 and len(lines) == 1, refused.stderr[-2000:]
     assert "which holds 0 and cannot mint: the distributor's reward pool holds" in lines[0]
     assert 'set chain.funding = "none"' in lines[0] and not (tmp_path / "runs").exists()
     # ... and with it the run pays its round from the pool.
-    paid = fedlearn_run("chain.funding='none'")
+    paid = _fedlearn(env, *run_args, "--set", "chain.funding='none'")
     assert paid.returncode == 0, paid.stderr[-2000:]
-    state = subprocess.run([sys.executable, "-m", "fedlearn.cli", "chain", "status", *node, "--json"], env=env,
-                           capture_output=True, text=True, timeout=120, check=True)
-    assert json.loads(state.stdout)["total_settled"] == 100 * 10**18
+    assert _status(env, node)["total_settled"] == 100 * 10**18
 
 
 def test_a_short_stake_stops_a_pilot_run_before_anything_is_funded(anvil: str, tmp_path: Path) -> None:
     env = {**os.environ, "FEDLEARN_PRIVATE_KEY": ADMIN_KEY}
     deployment = tmp_path / "deployment.json"
     node = ["--rpc", anvil, "--deployment", str(deployment)]
-    subprocess.run([sys.executable, "-m", "fedlearn.cli", "chain", "deploy", *node], env=env, check=True,
-                   capture_output=True, timeout=120)
-    addresses = tmp_path / "addresses.toml"
-    addresses.write_text("".join(f'hospital-0{i + 1} = "{Account.from_key(bytes([i + 7]) * 32).address}"\n'
-                                 for i in range(2)))
-    settings = ["data.institutions=2", "run.rounds=1", "simulation.engine='local'", f"chain.backend='{anvil}'",
-                f"chain.deployment='{deployment}'", f"chain.addresses='{addresses}'", "integrity.min_stake=5",
-                f"run.output_dir='{tmp_path / 'runs'}'"]
-    result = subprocess.run([sys.executable, "-m", "fedlearn.cli", "run", "--no-progress",
-                             *[a for s in settings for a in ("--set", s)]],
-                            env=env, capture_output=True, text=True, timeout=600)
+    _fedlearn(env, "chain", "deploy", *node, check=True)
+    result = _fedlearn(env, *_run_args(anvil, tmp_path, f"chain.deployment='{deployment}'", "integrity.min_stake=5"))
     assert result.returncode == 5, result.stderr[-2000:]
     assert "institution hospital-01" in result.stderr and "has staked 0 wei" in result.stderr
-    state = subprocess.run([sys.executable, "-m", "fedlearn.cli", "chain", "status", *node, "--json"], env=env,
-                           capture_output=True, text=True, timeout=120, check=True)
-    status = json.loads(state.stdout)
+    status = _status(env, node)
     assert status["total_funded"] == 0 and status["rounds"] == []  # the run stopped before funding or settling
     assert not (tmp_path / "runs").exists()  # checked before the run directory is made
 
 
 def test_a_run_whose_key_cannot_pay_for_gas_is_refused_before_anything_is_written(anvil: str, tmp_path: Path) -> None:
     broke = Account.from_key(b"\x42" * 32)  # an account anvil never funded
-    env = {**os.environ, "FEDLEARN_PRIVATE_KEY": broke.key.hex()}
-    addresses = tmp_path / "addresses.toml"
-    addresses.write_text("".join(f'hospital-0{i + 1} = "{Account.from_key(bytes([i + 7]) * 32).address}"\n'
-                                 for i in range(2)))
-    settings = ["data.institutions=2", "run.rounds=1", "simulation.engine='local'", f"chain.backend='{anvil}'",
-                f"chain.addresses='{addresses}'", f"run.output_dir='{tmp_path / 'runs'}'"]
-    result = subprocess.run([sys.executable, "-m", "fedlearn.cli", "run", "--no-progress",
-                             *[a for s in settings for a in ("--set", s)]],
-                            env=env, capture_output=True, text=True, timeout=600)
+    result = _fedlearn({**os.environ, "FEDLEARN_PRIVATE_KEY": broke.key.hex()}, *_run_args(anvil, tmp_path))
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 5 and len(lines) == 1, result.stderr[-2000:]
     assert f"account {broke.address} has no ETH" in lines[0]
