@@ -7,7 +7,6 @@ bad config is reported in well under a second.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -119,20 +118,13 @@ def claim(args: argparse.Namespace) -> int:
 
 def settle(args: argparse.Namespace) -> int:
     from fedlearn.payout.settlement import RunChain
-    from fedlearn.payout.slashing import run_evidence
-    from fedlearn.records.rundir import ROUNDS_FILE, RunDirError
 
     run = RunChain.open(args.run_dir)
     before = len(run.paymaster.ledger.pending())
     run.paymaster.drain()
     journaled = run.paymaster.ledger.rounds()
     print(f"{before} queued round(s) settled; {len(journaled)} round(s) on chain")
-    rounds = Path(args.run_dir) / ROUNDS_FILE
-    try:
-        saved = json.loads(rounds.read_text()) if rounds.exists() else []
-    except ValueError:
-        raise RunDirError(f"{rounds} is corrupt") from None
-    found = run.paymaster.record_found_slashes(run_evidence(saved, run.paymaster.opening()[0]))
+    found = run.paymaster.record_found_slashes(run.paymaster.run_evidence(Path(args.run_dir)))
     if found:
         print(f"{found} slash(es) on chain recorded in the ledger (their receipts had been lost)")
     if journaled and journaled[-1].final and not (Path(args.run_dir) / "summary.json").exists() \

@@ -53,7 +53,8 @@ from fedlearn.logs import log
 from fedlearn.payout.ledger import Entry, Ledger, RoundEntry
 from fedlearn.payout.rewards import WEI_PER_TOKEN, tokens_to_wei
 from fedlearn.payout.schedule import RoundMeasure, allocate
-from fedlearn.payout.slashing import SlashingPolicy, evidence_hash, slash_amount
+from fedlearn.payout.slashing import SlashingPolicy, evidence_hash, run_evidence, slash_amount
+from fedlearn.records.rundir import ROUNDS_FILE, RunDirError
 from fedlearn.scoring.round import RoundScores
 from fedlearn.scoring.utility import UTILITY_MAX
 
@@ -251,6 +252,19 @@ def check_budget_fits(config: RunConfig, institutions: int) -> None:
             f"tokens{staked}, exceeds the token's cap of {DEFAULT_TOKEN_CAP // WEI_PER_TOKEN:,} tokens; nothing can "
             "fund it")
 
+
+
+@dataclass(frozen=True)
+class FoundSlash:
+    """A slash on chain, on a run's evidence, that its ledger does not record."""
+
+    round: int
+    institution: str
+    address: str
+    slash_id: int
+    amount: int
+    evidence: str
+    tx_hash: str
 
 class Paymaster:
     """Turns each round's scores into a journaled, then settled, payout."""
@@ -650,25 +664,39 @@ class Paymaster:
         self.link.save()
         return slashed
 
-    def record_found_slashes(self, evidence: Mapping[tuple[str, str], tuple[int, str]]) -> int:
-        """Record the slashes on chain that rest on this run's ``evidence`` (``slashing.run_evidence``) and are
-        missing from the ledger: sent when the receipt was lost and no slashing pass of the run came after (its
-        last round's). Returns how many were recorded."""
+    def run_evidence(self, run_dir: Path) -> dict[tuple[str, str], tuple[int, str]]:
+        """What a slash of the run in ``run_dir`` can rest on (``slashing.run_evidence`` over its rounds.json)."""
+        path = Path(run_dir) / ROUNDS_FILE
+        try:
+            saved = json.loads(path.read_text()) if path.exists() else []
+        except ValueError:
+            raise RunDirError(f"{path} is corrupt") from None
+        return run_evidence(saved, self.opening()[0])
+
+    def unrecorded_slashes(self, evidence: Mapping[tuple[str, str], tuple[int, str]]) -> list[FoundSlash]:
+        """The slashes on chain that rest on this run's ``evidence`` and are missing from the ledger: sent when the
+        receipt was lost and no slashing pass of the run came after (its last round's)."""
         done = {(name, recorded) for _, name, _, recorded in self.ledger.slashes()}
-        found = 0
+        found = []
         events = distributor_contract(self.link.session, self.link.deployment).events.SlashProposed().get_logs(
             from_block=self.link.deployment.block)
         for e in events:
             key = "0x" + bytes(e["args"]["evidenceHash"]).hex()
             for name, address in self.addresses.items():
                 if (key, name) in evidence and e["args"]["account"] == address and (name, key) not in done:
-                    r, _ = evidence[(key, name)]
-                    tx_hash = "0x" + bytes(e["transactionHash"]).hex().removeprefix("0x")
-                    self.ledger.record_slash(r, name, address, int(e["args"]["amount"]), key, tx_hash)
-                    log.warning("round %d: slash #%d of %s (%d wei) reached the chain without reaching the ledger; "
-                                "recorded", r, int(e["args"]["id"]), name, int(e["args"]["amount"]))
-                    found += 1
+                    found.append(FoundSlash(evidence[(key, name)][0], name, address, int(e["args"]["id"]),
+                                            int(e["args"]["amount"]), key,
+                                            "0x" + bytes(e["transactionHash"]).hex().removeprefix("0x")))
         return found
+
+    def record_found_slashes(self, evidence: Mapping[tuple[str, str], tuple[int, str]]) -> int:
+        """Record :meth:`unrecorded_slashes` in the ledger; returns how many."""
+        found = self.unrecorded_slashes(evidence)
+        for f in found:
+            self.ledger.record_slash(f.round, f.institution, f.address, f.amount, f.evidence, f.tx_hash)
+            log.warning("round %d: slash #%d of %s (%d wei) reached the chain without reaching the ledger; "
+                        "recorded", f.round, f.slash_id, f.institution, f.amount)
+        return len(found)
 
     # ---- claims -----------------------------------------------------------------------------------------
 

@@ -12,7 +12,6 @@ pass silently.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +21,9 @@ from fedlearn.errors import ChainError
 from fedlearn.payout.ledger import RoundEntry
 from fedlearn.payout.schedule import allocate
 from fedlearn.payout.settlement import RunChain, measure_of
-from fedlearn.payout.slashing import run_evidence
 from fedlearn.records import checkpoint
 from fedlearn.records.fingerprint import model_hash
-from fedlearn.records.rundir import MODEL_FILE, ROUNDS_FILE
+from fedlearn.records.rundir import MODEL_FILE
 
 _HOW_TO_REVOKE = ("revoke it: `fedlearn chain challenge --account ADDRESS --accepted-tree FILE --pending-tree FILE` "
                   "with an account whose amount it lowers, or a guardian's `fedlearn chain revoke`")
@@ -79,25 +77,14 @@ def _check_history(pm: Any, dist: Any, settled: dict[int, Any], offset: int, ope
     return problems
 
 
-def _run_evidence(run_dir: Path, offset: int) -> dict[tuple[str, str], tuple[int, str]]:
-    path = run_dir / ROUNDS_FILE
-    try:
-        saved = json.loads(path.read_text()) if path.exists() else []
-    except ValueError:
-        raise ChainError(f"{path} is corrupt") from None
-    return run_evidence(saved, offset)
-
-
 def _check_slashes(pm: Any, dist: Any, run_dir: Path) -> list[str]:
     """The ledger's slashes against the chain's proposals, both ways (see the module's docstring)."""
-    evidence = _run_evidence(run_dir, pm.opening()[0])
+    evidence = pm.run_evidence(run_dir)
     on_chain = {(e["args"]["account"], "0x" + bytes(e["args"]["evidenceHash"]).hex()): e["args"]
                 for e in dist.events.SlashProposed().get_logs(from_block=pm.link.deployment.block)}
     problems: list[str] = []
-    journaled = set()
     for r, name, amount, recorded in pm.ledger.slashes():
         address = pm.addresses.get(name)
-        journaled.add((address, recorded))
         if evidence.get((recorded, name)) != (r, name):
             problems.append(f"round {r}: the slash of {name} rests on evidence {recorded}, not the hash of round {r} "
                             f"and {name}'s update there")
@@ -108,12 +95,10 @@ def _check_slashes(pm: Any, dist: Any, run_dir: Path) -> list[str]:
         elif int(proposal["amount"]) != amount:
             problems.append(f"round {r}: the ledger slashes {name} {amount} wei, slash {int(proposal['id'])} on "
                             f"chain {int(proposal['amount'])} wei")
-    for (address, recorded), proposal in sorted(on_chain.items(), key=lambda kv: int(kv[1]["id"])):
-        for (key, name), (r, _) in evidence.items():
-            if key == recorded and pm.addresses.get(name) == address and (address, recorded) not in journaled:
-                problems.append(f"round {r}: slash {int(proposal['id'])} on chain takes {int(proposal['amount'])} "
-                                f"wei of {name}'s stake on this run's evidence, and the ledger does not record it "
-                                f"(`fedlearn settle {run_dir}` records it)")
+    for f in pm.unrecorded_slashes(evidence):
+        problems.append(f"round {f.round}: slash {f.slash_id} on chain takes {f.amount} wei of {f.institution}'s "
+                        f"stake on this run's evidence, and the ledger does not record it (`fedlearn settle "
+                        f"{run_dir}` records it)")
     return problems
 
 
