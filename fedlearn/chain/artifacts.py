@@ -83,7 +83,7 @@ def runs_artifact(code: bytes, name: str) -> bool:
     return len(code) == len(expected) and all(a == b or b == 0 for a, b in zip(code, expected))
 
 
-def require_build(w3: Web3, chain_id: int, address: str, name: str, what: str = "contract") -> None:
+def check_build(w3: Web3, chain_id: int, address: str, name: str, what: str = "contract") -> None:
     """Raises unless `address` holds code; warns when it is not this build's contract `name` (`what` names it):
     an earlier version's contracts still answer every call this version makes, and their institutions must be
     able to claim and withdraw, so they are used, but what they refuse may differ (the distributor before

@@ -11,7 +11,7 @@ from eth_utils import is_address, to_checksum_address
 from web3.contract import Contract
 
 from fedlearn.chain.addresses import address_of
-from fedlearn.chain.artifacts import DISTRIBUTOR, TOKEN, contract_at, load_artifact, require_build
+from fedlearn.chain.artifacts import DISTRIBUTOR, TOKEN, check_build, contract_at, load_artifact
 from fedlearn.chain.session import ChainSession
 from fedlearn.chain.transactions import deploy_contract
 from fedlearn.errors import ChainError
@@ -82,8 +82,8 @@ class Deployment:
         if session.chain_id != self.chain_id:
             raise ChainError(f"deployment is for chain id {self.chain_id}, connected to chain id {session.chain_id}")
         # Another version's contracts would answer this version's calls wrongly, or not at all: refuse them here.
-        require_build(session.w3, session.chain_id, self.distributor, DISTRIBUTOR)
-        require_build(session.w3, session.chain_id, self.token, TOKEN, "token contract")
+        check_build(session.w3, session.chain_id, self.distributor, DISTRIBUTOR)
+        check_build(session.w3, session.chain_id, self.token, TOKEN, "token contract")
 
 
 def token_contract(session: ChainSession, deployment: Deployment) -> Contract:

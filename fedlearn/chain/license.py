@@ -27,9 +27,9 @@ from fedlearn.chain.artifacts import (
     LICENSE,
     TIMELOCK,
     TOKEN,
+    check_build,
     contract_at,
     load_artifact,
-    require_build,
 )
 from fedlearn.chain.deployment import Deployment, distributor_contract, token_contract
 from fedlearn.chain.merkle import RewardTree
@@ -179,13 +179,13 @@ class LicenseDeployment:
     def check(self, session: ChainSession) -> None:
         if session.chain_id != self.chain_id:
             raise ChainError(f"license is on chain id {self.chain_id}, connected to chain id {session.chain_id}")
-        require_build(session.w3, session.chain_id, self.license, LICENSE, "license contract")
+        check_build(session.w3, session.chain_id, self.license, LICENSE, "license contract")
         # What license and governance commands call through: the base deployment, and the governance if any.
         for address, name, what in ((self.token, TOKEN, "token contract"), (self.distributor, DISTRIBUTOR,
                                     "contract"), (self.governor, GOVERNOR, "governor"),
                                     (self.timelock, TIMELOCK, "timelock")):
             if address is not None:
-                require_build(session.w3, session.chain_id, address, name, what)
+                check_build(session.w3, session.chain_id, address, name, what)
 
     def base(self) -> Deployment:
         """Enough of the base deployment for token calls."""

@@ -632,7 +632,8 @@ class Paymaster:
                 # Proposed before and never recorded (the node went away between sending and the receipt): the
                 # chain holds it, and would refuse a second proposal on this evidence; record the one it holds.
                 slash_id, tx_hash = sent[0]
-                amount = slash_proposal(self.link.session, self.link.deployment, slash_id).amount
+                found = slash_proposal(self.link.session, self.link.deployment, slash_id)
+                amount, closed = found.amount, found.closed
             else:
                 amount = slash_amount(self.stake_of(address), policy)
                 if amount == 0:
@@ -640,10 +641,10 @@ class Paymaster:
                     log.warning("round %d: %s is flagged but has no stake to slash", server_round, name)
                     continue
                 slash_id, tx = propose_slash(self.link.session, self.link.deployment, address, amount, evidence)
-                tx_hash = tx.tx_hash
+                tx_hash, closed = tx.tx_hash, False
             self.ledger.record_slash(server_round, name, address, amount, "0x" + evidence.hex(), tx_hash)
             del self._deferred[(server_round, name)]  # recorded: a later failure does not propose it twice
-            if slash_proposal(self.link.session, self.link.deployment, slash_id).closed:  # only a found one
+            if closed:  # found executed or vetoed since it was sent
                 vetoed = any(int(e["args"]["id"]) == slash_id for e in distributor_contract(
                     self.link.session, self.link.deployment).events.SlashVetoed().get_logs(
                         from_block=self.link.deployment.block))

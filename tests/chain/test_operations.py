@@ -209,7 +209,10 @@ def test_one_piece_of_evidence_slashes_an_account_once(coordinator, session, dep
         chain.mint(session, deployment, inst.address, 1_000)
         chain.stake(inst, deployment, 1_000)
     assert slashes_proposed(session, deployment, first.address, EVIDENCE) == []
+    used = distributor_contract(session, deployment).functions.evidenceUsed
+    assert not used(first.address, EVIDENCE).call()
     slash_id, tx = chain.propose_slash(coordinator, deployment, first.address, 100, EVIDENCE)
+    assert used(first.address, EVIDENCE).call() and not used(second.address, EVIDENCE).call()
     # Execute: the same proposal again, as a coordinator retrying a lost receipt would send it.
     again = distributor_contract(coordinator, deployment).functions.proposeSlash(first.address, 100, EVIDENCE)
     with pytest.raises(ChainError, match=rf"EvidenceAlreadyUsed\(account={first.address}, evidenceHash=0x(ee){{32}}\)"):
