@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import logging
 import sqlite3
 from pathlib import Path
 
@@ -13,11 +15,12 @@ from fedlearn import chain
 from fedlearn.chain.deployment import distributor_contract
 from fedlearn.chain.session import save_state
 from fedlearn.chain.transactions import transact
+from fedlearn.cli.runs import settle
 from fedlearn.config import RunConfig
 from fedlearn.errors import ChainError
 from fedlearn.federation.simulation import run_federation
 from fedlearn.payout.ledger import LEDGER_FILE, Ledger
-from fedlearn.payout.settlement import TREES_DIR
+from fedlearn.payout.settlement import TREES_DIR, Paymaster
 from fedlearn.payout.verify import verify_run
 from tests.chain.test_chain_cli import run as chain_cli
 from tests.runs import SMALL, ledger_of, real_run
@@ -208,3 +211,37 @@ def test_verify_flags_a_later_pending_root_that_lowers_this_runs_amounts(tmp_pat
     problems, _ = verify_run(run_dir)
     assert len(problems) == 1 and f"lowers {victim} from {leaves[victim]} to 0" in problems[0]
     assert f"fedlearn chain challenge --account {victim}" in problems[0]
+
+
+@pytest.mark.parametrize("then", ["resume", "settle"])
+def test_a_slash_that_waited_for_the_chain_when_the_run_stopped_goes_out_later_once(
+        shared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+        capsys: pytest.CaptureFixture[str], then: str) -> None:
+    # Prepare: hospital-02 reverses its update every round and is flagged in round 2 (k = 2); no slashing pass
+    # reaches the chain, and the run stops: after round 2 (a coordinator killed while its slash waited, to be
+    # resumed) or at its end (a pilot's coordinator, which `fedlearn settle` finishes).
+    run_dir = tmp_path / "runs" / "first"
+    config = _stoppable(run_dir, shared).replace(integrity={
+        "min_stake": 10.0, "slash_k": 2, "behaviours": "hospital-02=sign_flip:scale=4"})
+    with monkeypatch.context() as patched, caplog.at_level(logging.WARNING, logger="fedlearn"):
+        patched.setattr(Paymaster, "retry_slashes", lambda self: {})
+        run_federation(config, run_dir=run_dir, progress=False, stop_after=2 if then == "resume" else None)
+    assert Ledger.open(run_dir / LEDGER_FILE).slashes() == []
+    # Execute
+    if then == "resume":
+        run_federation(config, run_dir=run_dir, progress=False)
+    else:
+        assert settle(argparse.Namespace(run_dir=run_dir)) == 0
+    # Assert: the round-2 offence was slashed once, on round 2's evidence (the one the end-of-run warning gave to
+    # propose by hand), and verify agrees with the chain.
+    slashes = Ledger.open(run_dir / LEDGER_FILE).slashes()
+    assert [(r, name) for r, name, _, _ in slashes] == [(2, "hospital-02")]
+    if then == "settle":
+        evidence = slashes[0][3]
+        assert "round 2: hospital-02 was not slashed" in caplog.text and f"--evidence {evidence}" in caplog.text
+        assert "1 slash(es) the run flagged and never sent, sent now: hospital-02 (round 2)" in capsys.readouterr().out
+        assert settle(argparse.Namespace(run_dir=run_dir)) == 0  # a second settle sends nothing more
+    assert verify_run(run_dir)[0] == []
+    session = chain.connect(chain.ETH_TESTER, state_file=shared.with_suffix(".eth-tester.json"))
+    assert len(distributor_contract(session, chain.Deployment.load(shared)).events.SlashProposed().get_logs(
+        from_block=0)) == 1

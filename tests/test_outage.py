@@ -162,7 +162,7 @@ def test_a_voter_weighs_its_stake_as_the_round_began_capped_at_the_runs_minimum(
     mint(session, deployment, rich.address, 90 * 10**18)
     stake(rich, deployment, 90 * 10**18)
     # Execute
-    slashed = paymaster.slash(2, {"hospital-02": "0x" + "ab" * 32}, SlashingPolicy(0.03, 3, 5, 0.5))
+    slashed = paymaster.slash({(2, "hospital-02"): "0x" + "ab" * 32}, SlashingPolicy(0.03, 3, 5, 0.5))
     # Assert: the slash took half of hospital-02's stake on chain; round 3's votes weigh what is left, rounds 1 and
     # 2 (recomputed on a resume) what stood before; staking more than the run asks buys no more say.
     assert slashed == {"hospital-02": 5 * 10**18}
@@ -183,7 +183,7 @@ def test_a_slash_sent_before_its_receipt_was_lost_is_recorded_not_sent_again(tmp
     if executed_meanwhile:
         execute_slash(session, deployment, sent_id)  # anyone may, once its window passed (none here)
     # Execute: the next slashing pass, once the node answers again.
-    slashed = paymaster.slash(2, {"hospital-02": update}, SlashingPolicy(0.03, 3, 5, 0.5))
+    slashed = paymaster.slash({(2, "hospital-02"): update}, SlashingPolicy(0.03, 3, 5, 0.5))
     # Assert: the stake was taken once, by the proposal the chain holds, now recorded and executed.
     assert slashed == {"hospital-02": 5 * 10**18} and paymaster.stake_of(address) == 5 * 10**18
     assert paymaster.ledger.slashes() == [(2, "hospital-02", 5 * 10**18, "0x" + evidence_hash(2, update).hex())]
@@ -209,7 +209,7 @@ def test_while_the_node_is_down_votes_weigh_the_stakes_read_before_and_slashes_w
     policy = SlashingPolicy(0.03, 3, 5, 0.5)
     with caplog.at_level(logging.WARNING, logger="fedlearn"):
         stakes = paymaster.voting_stakes(2)
-        slashed = paymaster.slash(2, {"hospital-02": "0x" + "ab" * 32}, policy)
+        slashed = paymaster.slash({(2, "hospital-02"): "0x" + "ab" * 32}, policy)
     # Assert: the round votes on with the stakes last read, and the slash waits, both said in a warning ...
     assert stakes == dict.fromkeys(names, 10 * 10**18) and "votes are weighed by the stakes read before" in caplog.text
     assert slashed == {} and paymaster.unslashed() == [(2, "hospital-02")] and "hospital-02 (round 2)" in caplog.text
@@ -221,5 +221,5 @@ def test_while_the_node_is_down_votes_weigh_the_stakes_read_before_and_slashes_w
     # ... and once the node is back, the next round's slashing takes the waiting one, for its own round.
     monkeypatch.undo()
     assert paymaster.link is up
-    assert paymaster.slash(4, {}, policy) == {"hospital-02": 5 * 10**18} and paymaster.unslashed() == []
+    assert paymaster.slash({}, policy) == {"hospital-02": 5 * 10**18} and paymaster.unslashed() == []
     assert [(r, name, amount) for r, name, amount, _ in paymaster.ledger.slashes()] == [(2, "hospital-02", 5 * 10**18)]

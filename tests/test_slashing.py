@@ -98,7 +98,7 @@ def test_a_set_aside_the_check_could_not_read_is_not_held_against_the_stake(tmp_
                                                                             inconclusive: bool) -> None:
     policy = SlashingPolicy(threshold=0.03, k=3, m=4, fraction=0.5)  # the defaults
     flagged = offenders(recorded(tmp_path, [inconclusive] * 3), policy)
-    assert set(flagged) == (set() if inconclusive else {"hospital-04"})
+    assert set(flagged) == (set() if inconclusive else {(3, "hospital-04")})
 
 
 def test_an_inconclusive_round_does_not_push_earlier_evidence_out_of_the_window(tmp_path: Path) -> None:
@@ -106,7 +106,7 @@ def test_an_inconclusive_round_does_not_push_earlier_evidence_out_of_the_window(
     institution was judged in, so it is slashed in round 5 (had rounds 2 and 4 counted as clean, never)."""
     policy = SlashingPolicy(threshold=0.03, k=3, m=4, fraction=0.5)
     history = [True, False, True, False, True]
-    assert set(offenders(recorded(tmp_path, [not bad for bad in history]), policy)) == {"hospital-04"}
+    assert set(offenders(recorded(tmp_path, [not bad for bad in history]), policy)) == {(5, "hospital-04")}
 
 
 def test_bad_rounds_must_fall_in_the_last_m_of_the_institutions_rounds() -> None:

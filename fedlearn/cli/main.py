@@ -48,7 +48,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     claim.add_argument("--institution", metavar="NAME", help="only this institution (default: all)")
     claim.set_defaults(handler=runs.claim)
 
-    settle = sub.add_parser("settle", help="send a run's queued settlements (after a chain outage)")
+    settle = sub.add_parser("settle", help="send a run's settlements and slashes left waiting for a node")
     settle.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     settle.set_defaults(handler=runs.settle)
 

@@ -127,6 +127,10 @@ def settle(args: argparse.Namespace) -> int:
     found = run.paymaster.record_found_slashes(run.paymaster.run_evidence(Path(args.run_dir)))
     if found:
         print(f"{found} slash(es) on chain recorded in the ledger (their receipts had been lost)")
+    waited = run.paymaster.slash_run_offences(Path(args.run_dir))
+    if waited:
+        print(f"{len(waited)} slash(es) the run flagged and never sent, sent now: "
+              + ", ".join(f"{name} (round {r})" for r, name in waited))
     if journaled and journaled[-1].final and not (Path(args.run_dir) / "summary.json").exists() \
             and run.paymaster.resumable:
         # The run stopped at its end waiting for the node: its summary, model and report are still to write.

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import random
 import threading
@@ -40,7 +41,7 @@ from fedlearn.payout.settlement import (
     require_funder,
     require_stakes,
 )
-from fedlearn.payout.slashing import RoundFlags, SlashingPolicy, offence_fingerprint
+from fedlearn.payout.slashing import SlashingPolicy, run_offences
 from fedlearn.records import checkpoint
 from fedlearn.records.fingerprint import model_hash
 from fedlearn.records.rundir import RoundResult, RunRecorder, new_run_dir
@@ -118,18 +119,10 @@ def wait_for_quorum(grid: Grid, quorum: int, wait: float, then: str = "resumes w
         time.sleep(min(1.0, wait))
 
 
-def offenders(recorder: RunRecorder, policy: SlashingPolicy) -> dict[str, str]:
-    """Institutions the slashing rule flags after the latest round → evidence (their update's hash)."""
-    # A set-aside the free-rider check could not read counts neither way: not a bad round, and not a clean one that
-    # would push earlier evidence out of the institution's window.
-    history = [RoundFlags(r.server_round,
-                          {k: v for k, v in r.scores.scores.items() if k not in r.scores.inconclusive},
-                          frozenset(r.scores.rejected) - set(r.scores.inconclusive))
-               for r in recorder.rounds if r.scores is not None]
-    latest = recorder.rounds[-1].scores
-    if latest is None:
-        return {}
-    return {name: offence_fingerprint(latest.update_hashes, latest.rejected, name) for name in policy.flagged(history)}
+def offenders(recorder: RunRecorder, policy: SlashingPolicy) -> dict[tuple[int, str], str]:
+    """Every offence of the run so far, (round, institution) → its evidence: the paymaster sends those the ledger
+    lacks, so one a killed run never sent goes out when it resumes."""
+    return run_offences([dataclasses.asdict(r) for r in recorder.rounds], policy)
 
 
 def preflight(config: RunConfig, fresh: bool = True) -> dict[str, str] | None:
@@ -239,8 +232,8 @@ def build_server_app(config: RunConfig | None = None, options: RunOptions | None
                 signers = dict(zip(names, institution_accounts(len(names))))
                 paymaster.ensure_stakes(cfg.integrity.min_stake, signers)
             paymaster.flush()  # whatever an interrupted run left queued
-        policy = SlashingPolicy(cfg.integrity.slash_threshold, cfg.integrity.slash_k, cfg.integrity.slash_m,
-                                cfg.integrity.slash_fraction)
+        policy = SlashingPolicy.of(cfg.integrity)
+        slashing = cfg.integrity.slash and cfg.integrity.min_stake > 0
 
         # Peer votes are weighed by each voter's stake on chain, where institutions stake.
         stakes = None
@@ -295,8 +288,8 @@ def build_server_app(config: RunConfig | None = None, options: RunOptions | None
             payout = None
             if paymaster is not None and result.scores is not None:
                 payout = paymaster.settle(result.scores, model_hash(checkpoint.numpy_arrays(published)))
-                if cfg.integrity.slash and cfg.integrity.min_stake > 0:
-                    paymaster.slash(server_round, offenders(recorder, policy), policy)
+                if slashing:
+                    paymaster.slash(offenders(recorder, policy), policy)
             checkpoint.save(run_dir, server_round, published, inner, random.getstate(),
                             training=None if published is arrays else arrays, checks=strategy.check_state())
             opts.on_round(result, cfg.run.rounds, payout)
@@ -307,6 +300,8 @@ def build_server_app(config: RunConfig | None = None, options: RunOptions | None
             return
         tokens = None
         if paymaster is not None:
+            if slashing:  # a run resumed after its last round: what it flagged and never sent goes now
+                paymaster.slash(offenders(recorder, policy), policy)
             paymaster.drain()
             if cfg.chain.claim_at_end and paymaster.link.session.is_eth_tester and not cfg.chain.addresses:
                 if paymaster.claims_open():

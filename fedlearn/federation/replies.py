@@ -30,7 +30,8 @@ class Rejection:
     institution: str
     reason: str
     # Whether the rejection counts as a bad round for slashing: False for a free-rider set-aside in a round the
-    # check could not read with confidence (fedlearn.federation.free_riders.POWER).
+    # check could not read with confidence (fedlearn.federation.free_riders.POWER), and for an error the
+    # institution's own ClientApp raised (a crash sends nothing: it is absence, not misconduct).
     evidence: bool = True
 
 
@@ -124,9 +125,9 @@ def partition_replies(
     ``nodes``: in a pilot, the institution each authenticated node was registered for at provisioning. A reply is
     then its node's institution's, whatever name it gives: one claiming another's name is set aside and recorded
     under its own node's institution; one from an unregistered node is set aside; an error its ClientApp raised
-    is that institution's client error. ``unanswered``: (the instruction's message id, the reason) of each error
-    the SuperLink sent in place of a reply (a node that went away): the institution is missing from the round,
-    not rejected, and no phantom name is recorded for it."""
+    is that institution's client error (no evidence for slashing). ``unanswered``: (the instruction's message id,
+    the reason) of each error the SuperLink sent in place of a reply (a node that went away): the institution is
+    missing from the round, not rejected, and no phantom name is recorded for it."""
     accepted: dict[str, Message] = {}
     rejected: list[Rejection] = []
     unanswered: list[tuple[str, str]] = []
@@ -142,7 +143,7 @@ def partition_replies(
                 rejected.append(Rejection(name, f"node {node} is not registered for any institution"))
                 continue
             if reply.has_error():  # an error reply names nobody: it is its node's institution's
-                rejected.append(Rejection(owner, f"client error: {reply.error.reason}"))
+                rejected.append(Rejection(owner, f"client error: {reply.error.reason}", evidence=False))
                 continue
             if name != owner:
                 rejected.append(Rejection(owner, f"replied under the name {name!r}, but its node {node} is "
@@ -154,7 +155,7 @@ def partition_replies(
         if reason is None:
             accepted[name] = reply
         else:
-            rejected.append(Rejection(name, reason))
+            rejected.append(Rejection(name, reason, evidence=not reply.has_error()))
     # Sorted by name so aggregation order, and so every score, is independent of arrival order.
     return [accepted[name] for name in sorted(accepted)], rejected, unanswered
 

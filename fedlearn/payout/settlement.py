@@ -53,8 +53,8 @@ from fedlearn.logs import log
 from fedlearn.payout.ledger import Entry, Ledger, RoundEntry
 from fedlearn.payout.rewards import WEI_PER_TOKEN, tokens_to_wei
 from fedlearn.payout.schedule import RoundMeasure, allocate
-from fedlearn.payout.slashing import SlashingPolicy, evidence_hash, run_evidence, slash_amount
-from fedlearn.records.rundir import ROUNDS_FILE, RunDirError
+from fedlearn.payout.slashing import SlashingPolicy, evidence_hash, run_evidence, run_offences, slash_amount
+from fedlearn.records.rundir import saved_rounds
 from fedlearn.scoring.round import RoundScores
 from fedlearn.scoring.utility import UTILITY_MAX
 
@@ -271,6 +271,7 @@ class Paymaster:
 
     def __init__(self, config: RunConfig, ledger: Ledger, link: ChainLink, addresses: Mapping[str, str]):
         self.chain = config.chain
+        self.integrity = config.integrity
         self.rounds = config.run.rounds
         self.ledger = ledger
         self.link = link
@@ -288,6 +289,7 @@ class Paymaster:
         self.stake_cap = tokens_to_wei(config.integrity.min_stake)
         # (offence round, institution) → (its update's hash, the policy): slashes the chain was down for.
         self._deferred: dict[tuple[int, str], tuple[str, SlashingPolicy]] = {}
+        self._closed: set[tuple[int, str]] = set()  # offences recorded, or flagged with no stake to take
 
     def governed_reward_per_round(self) -> int:
         """The reward per round the distributor enforces: the run pays by the chain's figure, not its config's."""
@@ -588,13 +590,16 @@ class Paymaster:
             stake(self.link.session.as_account(signers[name]), self.link.deployment, needed - current)
         self.link.save()
 
-    def slash(self, server_round: int, offenders: Mapping[str, str], policy: SlashingPolicy) -> dict[str, int]:
-        """Slash each offender (name → evidence of its update) once per round; returns wei slashed.
+    def slash(self, offences: Mapping[tuple[int, str], str], policy: SlashingPolicy) -> dict[str, int]:
+        """Slash each offence ((round, institution) → evidence of its update) the ledger lacks, once; returns wei
+        slashed. Given every offence of the run each time, so that one a killed run never sent goes out when it
+        resumes (or `fedlearn settle` runs): the queue itself lives in memory only.
 
         While the node is unreachable the offenders wait, with a warning, and the next call that reaches it
         slashes them, each for its own round's offence (``unslashed``: those still waiting)."""
-        for name, update_hash in offenders.items():
-            self._deferred.setdefault((server_round, name), (update_hash, policy))
+        for key, update_hash in offences.items():
+            if key not in self._closed:
+                self._deferred.setdefault(key, (update_hash, policy))
         return self.retry_slashes()
 
     def retry_slashes(self) -> dict[str, int]:
@@ -622,6 +627,7 @@ class Paymaster:
         for (server_round, name), (update_hash, policy) in sorted(self._deferred.items()):
             if (server_round, name) in done or name not in self.addresses:
                 del self._deferred[(server_round, name)]
+                self._closed.add((server_round, name))
                 continue
             address = self.addresses[name]
             # The chain's round, not the run's: two runs on one deployment (even with identical updates) never
@@ -638,12 +644,14 @@ class Paymaster:
                 amount = slash_amount(self.stake_of(address), policy)
                 if amount == 0:
                     del self._deferred[(server_round, name)]
+                    self._closed.add((server_round, name))
                     log.warning("round %d: %s is flagged but has no stake to slash", server_round, name)
                     continue
                 slash_id, tx = propose_slash(self.link.session, self.link.deployment, address, amount, evidence)
                 tx_hash, closed = tx.tx_hash, False
             self.ledger.record_slash(server_round, name, address, amount, "0x" + evidence.hex(), tx_hash)
             del self._deferred[(server_round, name)]  # recorded: a later failure does not propose it twice
+            self._closed.add((server_round, name))
             if closed:  # found executed or vetoed since it was sent
                 vetoed = any(int(e["args"]["id"]) == slash_id for e in distributor_contract(
                     self.link.session, self.link.deployment).events.SlashVetoed().get_logs(
@@ -667,12 +675,18 @@ class Paymaster:
 
     def run_evidence(self, run_dir: Path) -> dict[tuple[str, str], tuple[int, str]]:
         """What a slash of the run in ``run_dir`` can rest on (``slashing.run_evidence`` over its rounds.json)."""
-        path = Path(run_dir) / ROUNDS_FILE
-        try:
-            saved = json.loads(path.read_text()) if path.exists() else []
-        except ValueError:
-            raise RunDirError(f"{path} is corrupt") from None
-        return run_evidence(saved, self.opening()[0])
+        return run_evidence(saved_rounds(run_dir), self.opening()[0])
+
+    def slash_run_offences(self, run_dir: Path) -> list[tuple[int, str]]:
+        """Send the slashes the run in ``run_dir`` flagged (by its own rules, over its rounds.json) and never sent:
+        a coordinator stopped while they waited for the node. Returns (round, institution) of those sent now."""
+        if not (self.integrity.slash and self.integrity.min_stake > 0):
+            return []
+        saved = saved_rounds(run_dir)
+        before = {(r, name) for r, name, _, _ in self.ledger.slashes()}
+        policy = SlashingPolicy.of(self.integrity)
+        self.slash(run_offences(saved, policy), policy)
+        return sorted({(r, name) for r, name, _, _ in self.ledger.slashes()} - before)
 
     def unrecorded_slashes(self, evidence: Mapping[tuple[str, str], tuple[int, str]]) -> list[FoundSlash]:
         """The slashes on chain that rest on this run's ``evidence`` and are missing from the ledger: sent when the

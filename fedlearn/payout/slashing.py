@@ -85,6 +85,11 @@ class SlashingPolicy:
         if self.fraction <= 0:
             raise ConfigError(f"slashing fraction = {self.fraction} must be > 0 (to slash nobody, leave slashing off)")
 
+    @classmethod
+    def of(cls, integrity: Any) -> SlashingPolicy:
+        """The policy a run's ``integrity`` section sets."""
+        return cls(integrity.slash_threshold, integrity.slash_k, integrity.slash_m, integrity.slash_fraction)
+
     def is_bad(self, record: RoundFlags, institution: str) -> bool:
         """Whether ``record`` is a bad round for ``institution`` (rejected, or scored below −threshold)."""
         if institution in record.rejected:
@@ -132,6 +137,24 @@ def offence_fingerprint(update_hashes: Mapping[str, str], rejected: Mapping[str,
     """What a slash of ``name`` rests on for a round: its update's hash, or for an update rejected before it was
     hashed, the sha256 of the rejection's reason (hex with 0x)."""
     return update_hashes.get(name) or "0x" + hashlib.sha256(rejected.get(name, "").encode()).hexdigest()
+
+
+def run_offences(rounds: Iterable[Mapping[str, Any]], policy: SlashingPolicy) -> dict[tuple[int, str], str]:
+    """(round, institution) → what its slash rests on (``offence_fingerprint``), for every offence in a run's
+    rounds (as ``rounds.json`` records them). A set-aside the free-rider check could not read, or a crash, counts
+    neither way: not a bad round, and not a clean one that would push earlier evidence out of the window."""
+    history, recorded = [], {}
+    for r in rounds:
+        scores = r.get("scores")
+        if not scores:
+            continue
+        unread = set(scores.get("inconclusive", ()))
+        history.append(RoundFlags(r["server_round"], {k: v for k, v in scores["scores"].items() if k not in unread},
+                                  frozenset(scores.get("rejected", {})) - unread))
+        recorded[r["server_round"]] = scores
+    return {(o.round, o.institution): offence_fingerprint(recorded[o.round].get("update_hashes", {}),
+                                                          recorded[o.round].get("rejected", {}), o.institution)
+            for o in policy.offences(history)}
 
 
 def run_evidence(rounds: Iterable[Mapping[str, Any]], offset: int) -> dict[tuple[str, str], tuple[int, str]]:

@@ -76,6 +76,15 @@ class RoundResult:
     bytes_up: int | None = None
 
 
+def saved_rounds(run_dir: Path) -> list[dict[str, Any]]:
+    """The rounds a run directory records (``rounds.json``; none yet: empty); a corrupt file is RunDirError."""
+    path = Path(run_dir) / ROUNDS_FILE
+    try:
+        return json.loads(path.read_text()) if path.exists() else []
+    except ValueError:
+        raise RunDirError(f"{path} is corrupt") from None
+
+
 @dataclass
 class RunRecorder:
     """Collects what every round produced and keeps the run directory current."""
@@ -95,11 +104,7 @@ class RunRecorder:
 
     def resume_after(self, server_round: int) -> None:
         """Keep the recorded rounds up to ``server_round`` (a resumed run recomputes the rest)."""
-        path = self.path / ROUNDS_FILE
-        try:
-            saved = json.loads(path.read_text()) if path.exists() else []
-        except ValueError:
-            raise RunDirError(f"{path} is corrupt") from None
+        saved = saved_rounds(self.path)
         self.rounds = [
             RoundResult(r["server_round"], r["test_accuracy"], r["test_loss"],
                         RoundScores(**r["scores"]) if r.get("scores") else None, r.get("backdoor_success"),
