@@ -75,6 +75,18 @@ def test_resume_after_round_one_equals_the_uninterrupted_run(finished_run: Path,
     assert len(again.stderr.strip().splitlines()) == 1 and Ledger.open(run_dir / "ledger.sqlite").last_round() == 1
     done = fedlearn("run", "--no-progress", "--resume", str(finished_run), "--stop-after", "1", cwd=tmp_path)
     assert done.returncode == 2 and "has completed 3 round(s) already" in done.stderr  # a finished run too
+    # A run directory missing what its finished round left cannot go on: refused, in one line, nothing written.
+    for lost, named in (("ledger.sqlite", "ledger.sqlite (what was paid)"),
+                        ("rounds.json", "rounds.json (what round 1 measured)"),
+                        ("chain", "chain/deployment.json (the run's contracts), chain/eth-tester.json")):
+        damaged = tmp_path / "damaged" / lost
+        shutil.copytree(run_dir, damaged)
+        (shutil.rmtree if lost == "chain" else Path.unlink)(damaged / lost)
+        before = sorted(p.relative_to(damaged) for p in damaged.rglob("*"))
+        refused = fedlearn("run", "--no-progress", "--resume", str(damaged), cwd=tmp_path)
+        assert refused.returncode == 9 and f"cannot go on: {named}" in refused.stderr, refused.stderr[-2000:]
+        assert len(refused.stderr.strip().splitlines()) == 1
+        assert sorted(p.relative_to(damaged) for p in damaged.rglob("*")) == before
     second = fedlearn("run", "--no-progress", "--resume", str(run_dir), cwd=tmp_path)
     assert second.returncode == 0, second.stderr[-2000:]
 
@@ -105,10 +117,13 @@ def test_verify_detects_a_tampered_ledger_and_tampered_weights(finished_run: Pat
     arrays["0.bias"] = arrays["0.bias"] + 1e-3
     np.savez(weights, **arrays)
 
+    (copy / "model.npz").unlink()
+
     result = fedlearn("verify", str(copy), cwd=tmp_path)
     assert result.returncode == 10
     assert "round 2: hospital-01 rewarded" in result.stdout
     assert "round 1: model hash" in result.stdout
+    assert "model.npz: the run finished (it has a summary) but its final model is missing" in result.stdout
 
 
 def test_verify_checks_every_slash_against_the_chain_both_ways(finished_run: Path, tmp_path: Path) -> None:

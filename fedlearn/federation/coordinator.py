@@ -34,6 +34,9 @@ from fedlearn.logs import log as money_log
 from fedlearn.payout.ledger import LEDGER_FILE, Ledger, RoundEntry
 from fedlearn.payout.rewards import WEI_PER_TOKEN
 from fedlearn.payout.settlement import (
+    CHAIN_DIR,
+    DEPLOYMENT_FILE,
+    STATE_FILE,
     ChainLink,
     Paymaster,
     check_budget_fits,
@@ -44,7 +47,7 @@ from fedlearn.payout.settlement import (
 from fedlearn.payout.slashing import SlashingPolicy, run_offences
 from fedlearn.records import checkpoint
 from fedlearn.records.fingerprint import model_hash
-from fedlearn.records.rundir import RoundResult, RunRecorder, new_run_dir
+from fedlearn.records.rundir import ROUNDS_FILE, RoundResult, RunDirError, RunRecorder, new_run_dir, saved_rounds
 from fedlearn.weaker_options import weaker_options
 
 log = logging.getLogger("flwr")  # shown with Flower's own lines under `flwr run`
@@ -125,6 +128,38 @@ def offenders(recorder: RunRecorder, policy: SlashingPolicy) -> dict[tuple[int, 
     return run_offences([dataclasses.asdict(r) for r in recorder.rounds], policy)
 
 
+def require_whole(run_dir: Path, config: RunConfig) -> None:
+    """A run directory a run goes on from holds what its finished rounds left: every completed round in
+    rounds.json, and with a chain its ledger and its deployment (and the embedded chain's state). Without them the
+    resumed rounds would pay or score as though the earlier ones never happened; refused before anything is
+    written (RunDirError, exit 9)."""
+    done = checkpoint.completed_rounds(run_dir)
+    ledger, chain_dir = run_dir / LEDGER_FILE, run_dir / CHAIN_DIR
+    missing = []
+    if done:
+        recorded = {r.get("server_round") for r in saved_rounds(run_dir)}
+        absent = [r for r in range(1, done[-1] + 1) if r not in recorded]
+        if absent:
+            missing.append(f"{ROUNDS_FILE} (what rounds {absent[0]}..{absent[-1]} measured)" if len(absent) > 1
+                           else f"{ROUNDS_FILE} (what round {absent[0]} measured)")
+    if config.chain.enabled and (done or ledger.exists() or chain_dir.exists()):
+        if not ledger.exists():
+            missing.append(f"{LEDGER_FILE} (what was paid)")
+        else:
+            opened = Ledger.open(ledger)
+            deployed = "distributor" in opened.meta()
+            opened.close()
+            # An attached deployment is found again from chain.deployment; contracts the run deployed, only here.
+            own = deployed and not config.chain.deployment
+            if own and not (chain_dir / DEPLOYMENT_FILE).exists():
+                missing.append(f"{CHAIN_DIR}/{DEPLOYMENT_FILE} (the run's contracts)")
+            if own and config.chain.backend == ETH_TESTER and not (chain_dir / STATE_FILE).exists():
+                missing.append(f"{CHAIN_DIR}/{STATE_FILE} (the run's embedded chain)")
+    if missing:
+        raise RunDirError(f"{run_dir} cannot go on: {', '.join(missing)} is missing, so the rounds it runs would "
+                          "pay and score as though the earlier ones never happened; start a new run")
+
+
 def preflight(config: RunConfig, fresh: bool = True) -> dict[str, str] | None:
     """Everything about a run that can be wrong, checked before anything is written on chain or to disk:
     data and behaviours, the device, the strategy's settings for this many institutions, the payout addresses,
@@ -187,6 +222,8 @@ def build_server_app(config: RunConfig | None = None, options: RunOptions | None
     @app.main()
     def main(grid: Grid, context: Context) -> None:
         cfg = config or RunConfig.from_flat(context.run_config)
+        if opts.run_dir is not None:
+            require_whole(opts.run_dir, cfg)
         addresses = preflight(cfg, fresh=opts.run_dir is None or not (opts.run_dir / LEDGER_FILE).exists())
         run_dir = opts.run_dir or new_run_dir(cfg)
         if cfg.simulation.server_threads:

@@ -23,7 +23,7 @@ from fedlearn.payout.schedule import allocate
 from fedlearn.payout.settlement import RunChain, measure_of
 from fedlearn.records import checkpoint
 from fedlearn.records.fingerprint import model_hash
-from fedlearn.records.rundir import MODEL_FILE
+from fedlearn.records.rundir import MODEL_FILE, SUMMARY_FILE
 
 _HOW_TO_REVOKE = ("revoke it: `fedlearn chain challenge --account ADDRESS --accepted-tree FILE --pending-tree FILE` "
                   "with an account whose amount it lowers, or a guardian's `fedlearn chain revoke`")
@@ -188,4 +188,6 @@ def verify_run(run_dir: Path) -> tuple[list[str], int]:
     final = Path(run_dir) / MODEL_FILE
     if final.exists() and model_hash(checkpoint.read_model(final)) != rounds[-1].model_hash:
         problems.append(f"{MODEL_FILE}: its hash is not round {rounds[-1].round}'s model hash")
+    elif not final.exists() and (Path(run_dir) / SUMMARY_FILE).exists():
+        problems.append(f"{MODEL_FILE}: the run finished (it has a summary) but its final model is missing")
     return problems, len(rounds)
