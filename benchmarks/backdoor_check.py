@@ -26,7 +26,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from common import ROOT, print_table, write_results  # noqa: I001 - puts the project root on sys.path
+from common import ROOT, positive, print_table, whole, write_results  # noqa: I001 - puts the project root on sys.path
 
 PLANTERS = ["hospital-02", "hospital-05", "hospital-08"]
 
@@ -88,10 +88,10 @@ def summarise(runs: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[57, 58, 59, 60, 61, 62])
-    parser.add_argument("--alphas", type=float, nargs="+", default=[0.05, 0.1, 0.5])
-    parser.add_argument("--planted-alphas", type=float, nargs="*", default=[0.5])
-    parser.add_argument("--workers", type=int, default=max(1, min(2, os.cpu_count() or 1)))
+    parser.add_argument("--seeds", type=whole(0), nargs="+", default=[57, 58, 59, 60, 61, 62])
+    parser.add_argument("--alphas", type=positive, nargs="+", default=[0.05, 0.1, 0.5])
+    parser.add_argument("--planted-alphas", type=positive, nargs="*", default=[0.5])
+    parser.add_argument("--workers", type=whole(1), default=max(1, min(2, os.cpu_count() or 1)))
     args = parser.parse_args()
     jobs = [(alpha, seed, False) for alpha in args.alphas for seed in args.seeds]
     jobs += [(alpha, seed, True) for alpha in args.planted_alphas for seed in args.seeds]

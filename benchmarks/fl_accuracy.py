@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from common import print_table, write_results  # noqa: I001 - puts the project root on sys.path
+from common import print_table, whole, write_results  # noqa: I001 - puts the project root on sys.path
 
 from fedlearn.config import RunConfig
 from fedlearn.federation.roster import federated_split
@@ -25,7 +25,7 @@ from fedlearn.learning.training import evaluate, select_device, train
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--rounds", type=whole(1), default=20)
     args = parser.parse_args()
     config = RunConfig.load(Path(__file__).resolve().parents[1] / "configs" / "demo.toml", [
         f"run.rounds={args.rounds}", "scoring.method='none'", "run.name='fl-accuracy'",

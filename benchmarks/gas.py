@@ -8,6 +8,7 @@ Prints a table and writes benchmarks/results/gas.json.
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -134,6 +135,8 @@ def table(r: dict[str, Any]) -> str:
 
 
 def main() -> int:
+    # It takes no options: --help prints what it measures, anything else is refused before it measures.
+    argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0]).parse_args()
     results = measure()
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")

@@ -11,6 +11,7 @@ table and writes benchmarks/results/gas_license.json.
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -104,6 +105,8 @@ def table(r: dict[str, Any]) -> str:
 
 
 def main() -> int:
+    # It takes no options: --help prints what it measures, anything else is refused before it measures.
+    argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0]).parse_args()
     results = measure()
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")

@@ -28,7 +28,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from common import RESULTS, ROOT, print_table, write_results  # noqa: I001 - puts the project root on sys.path
+from common import RESULTS, ROOT, print_table, whole, write_results  # noqa: I001 - puts the project root on sys.path
 
 ADVERSARIES = ["hospital-02", "hospital-05", "hospital-08"]
 SYBIL_ORIGINS = ["hospital-05", "hospital-09"]
@@ -191,8 +191,8 @@ def summarise(runs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[st
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
-    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--seeds", type=whole(0), nargs="+", default=[42, 43, 44])
+    parser.add_argument("--rounds", type=whole(1), default=8)
     parser.add_argument("--quick", action="store_true", help=f"configurations {QUICK_CONFIGURATIONS} only")
     parser.add_argument("--only", nargs="+", choices=list(CONFIGURATIONS), metavar="CONFIGURATION",
                         help="these configurations only; the others keep their figures from the results file")
@@ -200,7 +200,7 @@ def main() -> None:
                         help="write benchmarks/results/NAME.json instead (no merging: other seeds, other questions)")
     parser.add_argument("--unlisted", action="store_true",
                         help="the UNLISTED attacks instead, written to integrity_unlisted.json (--only: no merging)")
-    parser.add_argument("--workers", type=int, default=max(1, min(2, os.cpu_count() or 1)))
+    parser.add_argument("--workers", type=whole(1), default=max(1, min(2, os.cpu_count() or 1)))
     args = parser.parse_args()
     configurations = {k: v for k, v in CONFIGURATIONS.items()
                       if (not args.quick or k in QUICK_CONFIGURATIONS) and (not args.only or k in args.only)}

@@ -21,12 +21,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import print_table, write_results  # noqa: I001 - puts the project root on sys.path
+from common import print_table, whole, write_results  # noqa: I001 - puts the project root on sys.path
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 from flwr.simulation import run_simulation
 
-from fedlearn.config import RunConfig
+from fedlearn.config import SCORING_METHODS, RunConfig
 from fedlearn.federation.institution import build_client_app
 from fedlearn.federation.roster import federated_split
 from fedlearn.federation.simulation import run_federation
@@ -91,9 +91,10 @@ def timed_fedlearn(config: RunConfig) -> tuple[float, float, float, list[int]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=20)
-    parser.add_argument("--institutions", type=int, default=10)
-    parser.add_argument("--method", default=None, help="scoring.method (default: configs/demo.toml's)")
+    parser.add_argument("--rounds", type=whole(1), default=20)
+    parser.add_argument("--institutions", type=whole(2), default=10)
+    parser.add_argument("--method", default=None, choices=SCORING_METHODS,
+                        help="scoring.method (default: configs/demo.toml's)")
     args = parser.parse_args()
     config = RunConfig.load(Path(__file__).resolve().parents[1] / "configs" / "demo.toml", [
         f"run.rounds={args.rounds}", f"data.institutions={args.institutions}", "run.name='overhead'",

@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from common import ROOT, print_table, write_results  # noqa: I001 - puts the project root on sys.path
+from common import ROOT, print_table, whole, write_results  # noqa: I001 - puts the project root on sys.path
 from scipy.stats import spearmanr
 
 from fedlearn.config import RunConfig
@@ -215,7 +215,7 @@ def median_of(rows: list[dict[str, float]]) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
+    parser.add_argument("--seeds", type=whole(0), nargs="+", default=[42, 43, 44])
     parser.add_argument("--no-sweep", action="store_true", help="skip the utility x significance sweep")
     parser.add_argument("--results", default="payout_fairness", metavar="NAME",
                         help="write benchmarks/results/NAME.json (other seeds: keep the default seeds' file)")

@@ -19,7 +19,7 @@ import time
 import tomllib
 from pathlib import Path
 
-from common import print_table, write_results  # noqa: I001 - puts the project root on sys.path
+from common import print_table, whole, write_results  # noqa: I001 - puts the project root on sys.path
 from flwr.app import Context, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
@@ -61,8 +61,8 @@ def in_process(workdir: Path, out: Path) -> tuple[float, list[float], float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--institutions", type=int, default=3)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--institutions", type=whole(2), default=3)
+    parser.add_argument("--rounds", type=whole(1), default=3)
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="pilot-bench-"))
     pilot = up(workdir / "poc", args.institutions, args.rounds, say=lambda line: print(line, flush=True))

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import ROOT, print_table, write_results  # noqa: I001 - puts the project root on sys.path
+from common import ROOT, print_table, whole, write_results  # noqa: I001 - puts the project root on sys.path
 
 from fedlearn.federation.unit_growth import REASON as BACKDOOR_REASON
 
@@ -249,18 +249,33 @@ def plot(runs: list[dict[str, Any]], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def sizes(text: str) -> list[int]:
+    """--sizes: federation sizes, comma-separated, each at least 2."""
+    return [whole(2)(item) for item in text.split(",")]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="10,30,100,300,1000")
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--sizes", type=sizes, default=sizes("10,30,100,300,1000"), metavar="N,N,...")
+    parser.add_argument("--rounds", type=whole(1), default=5)
     parser.add_argument("--one", nargs=3, metavar=("N", "MODE", "DATA"), help=argparse.SUPPRESS)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="with --one: a run config override (e.g. integrity.backdoor_threshold=0)")
+                        help="a run config override for every run (e.g. integrity.backdoor_threshold=0)")
     parser.add_argument("--engine", choices=("local", "ray"), default="local",
                         help="Flower's engine for the runs: in process (default) or Ray")
     parser.add_argument("--estimator-only", action="store_true",
                         help="measure only the estimator and replace that part of the existing scale.json")
     args = parser.parse_args()
+    if args.estimator_only and args.set:
+        parser.error("--set configures runs; --estimator-only makes none")
+    if args.set:  # refused here, in one line, rather than by every run after the data is made
+        from fedlearn.config import RunConfig
+        from fedlearn.errors import ConfigError
+
+        try:
+            RunConfig.load(overrides=args.set)
+        except ConfigError as exc:
+            parser.error(str(exc))
     if args.estimator_only:
         path = ROOT / "benchmarks" / "results" / "scale.json"
         previous = json.loads(path.read_text())
@@ -277,10 +292,11 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="scale-"))
     data = make_data(work / "generated.npz")
     runs = []
-    for n in [int(s) for s in args.sizes.split(",")]:
+    for n in args.sizes:
         for mode in ("plain", "incentivized"):
             done = subprocess.run([sys.executable, __file__, "--one", str(n), mode, str(data), "--rounds",
-                                   str(args.rounds), "--engine", args.engine], capture_output=True, text=True, cwd=ROOT)
+                                   str(args.rounds), "--engine", args.engine, *(f"--set={o}" for o in args.set)],
+                                  capture_output=True, text=True, cwd=ROOT)
             if done.returncode != 0:
                 raise SystemExit(f"n={n} {mode} failed: {done.stderr.strip().splitlines()[-1:]}")
             runs.append(json.loads(done.stdout.strip().splitlines()[-1]))

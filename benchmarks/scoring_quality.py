@@ -17,7 +17,7 @@ import logging
 import time
 
 import numpy as np
-from common import print_table, write_results  # noqa: I001 - puts the project root on sys.path
+from common import positive, print_table, whole, write_results  # noqa: I001 - puts the project root on sys.path
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp.strategy import FedAvg
 from flwr.supercore.task_identity import TaskIdentity
@@ -55,12 +55,12 @@ def l1_error(estimate: np.ndarray, exact: np.ndarray) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--rounds", type=whole(1), default=8)
     parser.add_argument("--utility", choices=UTILITIES, default="accuracy")
-    parser.add_argument("--gtg-epsilon", type=float, default=1e-3, help="GTG within-round truncation")
-    parser.add_argument("--gtg-tolerance", type=float, default=0.05, help="GTG convergence tolerance")
-    parser.add_argument("--gtg-min-permutations", type=int, default=None)
-    parser.add_argument("--gtg-max-permutations", type=int, default=None)
+    parser.add_argument("--gtg-epsilon", type=positive, default=1e-3, help="GTG within-round truncation")
+    parser.add_argument("--gtg-tolerance", type=positive, default=0.05, help="GTG convergence tolerance")
+    parser.add_argument("--gtg-min-permutations", type=whole(1), default=None)
+    parser.add_argument("--gtg-max-permutations", type=whole(1), default=None)
     args = parser.parse_args()
     gtg_options = {"within_round_epsilon": args.gtg_epsilon, "convergence_tolerance": args.gtg_tolerance,
                    "min_permutations": args.gtg_min_permutations, "max_permutations": args.gtg_max_permutations}

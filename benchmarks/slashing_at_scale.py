@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import write_results  # noqa: I001 - puts the project root on sys.path
+from common import whole, write_results  # noqa: I001 - puts the project root on sys.path
 from scale import make_data, one_run
 
 STAKE = 10.0  # configs/demo.toml's integrity.min_stake
@@ -27,8 +27,8 @@ STAKE = 10.0  # configs/demo.toml's integrity.min_stake
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--institutions", type=int, nargs="+", default=[10, 30, 100])
-    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--institutions", type=whole(2), nargs="+", default=[10, 30, 100])
+    parser.add_argument("--rounds", type=whole(1), default=8)
     args = parser.parse_args()
     logging.getLogger("flwr").setLevel(logging.ERROR)
     runs = []
