@@ -8,10 +8,11 @@ A config is a TOML file with one table per section (``[data]``, ``[train]`` …)
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import math
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -276,7 +277,7 @@ class RunConfig:
         known = _known_keys()
         for key, value in values.items():
             if key not in known:
-                raise ConfigError(f"unknown config key {key!r} (known keys: {', '.join(sorted(known))})")
+                raise ConfigError(f"unknown config key {key!r} ({_nearest_keys(key, known)})")
             section, name = key.split(".", 1)
             sections.setdefault(section, {})[name] = _coerce(key, value, known[key])
         built = {s.name: s.type_cls(**sections.get(s.name, {})) for s in _section_fields()}
@@ -467,6 +468,23 @@ def _section_fields() -> list[_SectionField]:
         "integrity": IntegritySection,
     }
     return [_SectionField(f.name, hints[f.name]) for f in dataclasses.fields(RunConfig)]
+
+
+def _nearest_keys(key: str, known: Iterable[str]) -> str:
+    """What to say of an unknown key: the known ones it is likely a typo of, else its section's keys, else the
+    sections (the whole list of keys is a hundred names on one line)."""
+    known = sorted(known)
+    # A key in the wrong section (or none) is found by its own name.
+    close = [k for k in known if k.split(".", 1)[1] == key.rsplit(".", 1)[-1]]
+    close = close or difflib.get_close_matches(key, known, n=3, cutoff=0.75)
+    if close:
+        return f"did you mean {' or '.join(close)}?"
+    section = key.split(".", 1)[0]
+    same = [k for k in known if k.startswith(section + ".")]
+    if same:
+        return f"{section} keys: {', '.join(k.split('.', 1)[1] for k in same)}"
+    sections = sorted({k.split(".", 1)[0] for k in known})
+    return f"sections: {', '.join(sections)}; `fedlearn config` prints every key with its value"
 
 
 def _known_keys() -> dict[str, type]:

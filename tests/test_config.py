@@ -35,7 +35,10 @@ def test_written_toml_reads_back(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["data.nope=1"], "unknown config key 'data.nope'"),
+        (["data.nope=1"], "unknown config key 'data.nope' (data keys: alpha, classes,"),
+        (["scoring.metod='gtg'"], "unknown config key 'scoring.metod' (did you mean scoring.method?)"),
+        (["run.utility='brier'"], "unknown config key 'run.utility' (did you mean scoring.utility?)"),
+        (["colour.key=1"], "(sections: chain, data, integrity, model, payout, run, scoring, simulation, strategy,"),
         (["strategy.name=fedfoo"], "unknown strategy.name 'fedfoo'"),
         (["model.name=resnet"], "unknown model.name 'resnet'"),
         (["data.partition=zipf"], "unknown data.partition 'zipf'"),
