@@ -257,10 +257,25 @@ def test_quantity_skew_with_too_many_institutions_names_the_smallest(wine: Datas
         federate(wine, num_institutions=40, scheme="quantity_skew", seed=0)
 
 
-def test_unstratifiable_dataset_raises_data_error() -> None:
-    tiny = Dataset(X=np.zeros((6, 1)), y=np.array([0, 0, 0, 0, 0, 1]), num_classes=2, name="tiny")
-    with pytest.raises(DataError, match="smallest class has 1 examples"):
-        federate(tiny, num_institutions=1, scheme="iid", seed=0, validation_fraction=0.3, test_fraction=0.3)
+def test_unstratifiable_dataset_names_the_rare_label_as_the_file_writes_it(tmp_path: Path) -> None:
+    path = tmp_path / "rare.csv"
+    pd.DataFrame({"x": np.arange(8.0), "label": ["ok"] * 7 + ["rare"]}).to_csv(path, index=False)
+    with pytest.raises(DataError, match="label 'rare' has 1 example, and a stratified split needs at least 2"):
+        federate(load_dataset(str(path), label_column="label"), num_institutions=1, scheme="iid", seed=0,
+                 validation_fraction=0.3, test_fraction=0.3)
+
+
+def test_a_directory_named_like_a_data_file_is_called_a_directory(tmp_path: Path) -> None:
+    (tmp_path / "data.csv").mkdir()
+    with pytest.raises(DataError, match="is a directory, not a data file"):
+        load_dataset(str(tmp_path / "data.csv"))
+
+
+def test_finite_values_beyond_32_bit_floats_are_not_called_infinite(tmp_path: Path) -> None:
+    path = tmp_path / "huge.csv"
+    pd.DataFrame({"x": [1e200, 2.0, 3.0, 4.0], "label": [0, 1, 0, 1]}).to_csv(path, index=False)
+    with pytest.raises(DataError, match="features hold values beyond .* rescale those columns"):
+        load_dataset(str(path), label_column="label")
 
 
 # --- federate: behaviour ---------------------------------------------------------------------------------

@@ -21,9 +21,16 @@ class Dataset:
     y: np.ndarray
     num_classes: int
     name: str
+    # The label each class index stands for, as the data file wrote it (empty: the indices are the labels).
+    labels: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        X = np.ascontiguousarray(self.X, dtype=np.float32)
+        given = np.asarray(self.X)
+        if given.dtype.kind == "f" and given.dtype.itemsize > 4 and np.isfinite(given).all() \
+                and given.size and np.abs(given).max() > np.finfo(np.float32).max:
+            raise DataError(f"dataset {self.name!r}: features hold values beyond ±{np.finfo(np.float32).max:.1e}, "
+                            "more than 32-bit floats (what the model trains in) can hold; rescale those columns")
+        X = np.ascontiguousarray(given, dtype=np.float32)
         y = np.ascontiguousarray(self.y)
         if X.ndim != 2:
             raise DataError(f"dataset {self.name!r}: features must be 2-D (n, d), got shape {X.shape}")
@@ -50,6 +57,10 @@ class Dataset:
         object.__setattr__(self, "X", X)
         object.__setattr__(self, "y", y)
         object.__setattr__(self, "num_classes", int(self.num_classes))
+
+    def label(self, index: int) -> str:
+        """How the data file writes class ``index``."""
+        return self.labels[index] if index < len(self.labels) else str(index)
 
     def __len__(self) -> int:
         return int(self.y.shape[0])

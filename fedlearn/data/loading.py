@@ -44,6 +44,8 @@ def load_dataset(source: str | os.PathLike[str], *, label_column: str = "label")
         suffix = ".parquet"
     reader = _READERS.get(suffix)
     if reader is not None:
+        if path.is_dir():
+            raise DataError(f"{text} is a directory, not a data file ({', '.join(FILE_FORMATS)})")
         if not path.is_file():
             raise DataError(f"data file not found: {text}")
         return reader(path, label_column)
@@ -69,8 +71,8 @@ def _load_bundled(name: str) -> Dataset:
         "wine": skd.load_wine,
     }
     X, y = loaders[name](return_X_y=True)
-    labels, num_classes = _encode_labels(np.asarray(y), name)
-    return Dataset(X=X, y=labels, num_classes=num_classes, name=name)
+    labels, names = _encode_labels(np.asarray(y), name)
+    return Dataset(X=X, y=labels, num_classes=len(names), name=name, labels=names)
 
 
 def _read_csv(path: Path, label_column: str) -> Dataset:
@@ -122,8 +124,8 @@ def _read_npz(path: Path, label_column: str) -> Dataset:
     if X.shape[0] == 0 or X.shape[1] == 0:
         raise DataError(f"NPZ file {path} holds no data: 'X' has shape {X.shape}")
     _check_finite(X.astype(np.float64), path)
-    labels, num_classes = _encode_labels(y, str(path))
-    return Dataset(X=X, y=labels, num_classes=num_classes, name=path.stem)
+    labels, names = _encode_labels(y, str(path))
+    return Dataset(X=X, y=labels, num_classes=len(names), name=path.stem, labels=names)
 
 
 def _from_frame(frame: pd.DataFrame, path: Path, label_column: str) -> Dataset:
@@ -150,12 +152,12 @@ def _from_frame(frame: pd.DataFrame, path: Path, label_column: str) -> Dataset:
     bad = [str(c) for c, ok in zip(features.columns, np.isfinite(X).all(axis=0)) if not ok]
     if bad:
         raise DataError(f"missing or infinite values in feature column(s) of {path}: {', '.join(bad)}")
-    labels, num_classes = _encode_labels(frame[label_column].to_numpy(), str(path), label_column)
-    return Dataset(X=X, y=labels, num_classes=num_classes, name=path.stem)
+    labels, names = _encode_labels(frame[label_column].to_numpy(), str(path), label_column)
+    return Dataset(X=X, y=labels, num_classes=len(names), name=path.stem, labels=names)
 
 
-def _encode_labels(raw: np.ndarray, where: str, column: str = "y") -> tuple[np.ndarray, int]:
-    """Map labels of any type to ``0..k-1`` in sorted order of the distinct values."""
+def _encode_labels(raw: np.ndarray, where: str, column: str = "y") -> tuple[np.ndarray, tuple[str, ...]]:
+    """Map labels of any type to ``0..k-1`` in sorted order of the distinct values; also each class's label."""
     if raw.size == 0:
         raise DataError(f"{where} has no labels")
     missing = pd.isna(raw)
@@ -169,7 +171,8 @@ def _encode_labels(raw: np.ndarray, where: str, column: str = "y") -> tuple[np.n
     if classes.size < 2:
         only = classes[0].item() if isinstance(classes[0], np.generic) else classes[0]  # 0, not np.int64(0)
         raise DataError(f"{where}: label {column!r} has a single class ({only!r}); a classifier needs at least 2")
-    return encoded.reshape(-1).astype(np.int64), int(classes.size)
+    names = tuple(str(c.item() if isinstance(c, np.generic) else c) for c in classes)
+    return encoded.reshape(-1).astype(np.int64), names
 
 
 def _check_finite(X: np.ndarray, path: Path) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -138,7 +138,7 @@ def federate(
     source = dataset
     if standardize:
         scaler = Standardizer.fit(dataset.X[np.concatenate(part_idx)])
-        source = Dataset(X=scaler.transform(dataset.X), y=dataset.y, num_classes=dataset.num_classes, name=dataset.name)
+        source = replace(dataset, X=scaler.transform(dataset.X))
     return FederatedSplit(
         institutions=names,
         partitions=[source.subset(idx).renamed(f"{dataset.name}/{name}") for name, idx in zip(names, part_idx)],
@@ -211,10 +211,13 @@ def _hold_out(
         )
     except ValueError as exc:
         counts = np.bincount(dataset.y, minlength=dataset.num_classes)
+        fewest = int(counts[counts > 0].min())
+        smallest = ", ".join(repr(dataset.label(int(c))) for c in np.flatnonzero(counts == fewest))
         raise DataError(
             f"cannot hold out stratified validation ({validation_fraction}) and test ({test_fraction}) splits "
-            f"from {len(dataset)} examples of dataset {dataset.name!r} (smallest class has "
-            f"{int(counts[counts > 0].min())} examples): {' '.join(str(exc).split())}"
+            f"from {len(dataset)} examples of dataset {dataset.name!r}: "
+            + (f"label {smallest} has {fewest} example, and a stratified split needs at least 2 of each label"
+               if fewest < 2 else f"{' '.join(str(exc).split())} (the rarest label, {smallest}, has {fewest})")
         ) from exc
     return np.asarray(pool, dtype=np.int64), np.asarray(val, dtype=np.int64), np.asarray(test, dtype=np.int64)
 
