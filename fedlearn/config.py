@@ -166,6 +166,8 @@ class SimulationSection:
 
 
 FILES = "files"  # data.dataset: every party reads its own file
+# Keys that name files (data.dataset when it is not a bundled dataset's name).
+PATH_KEYS = ("data.dataset", "data.validation_path", "data.test_path", "chain.deployment", "chain.keystore")
 FUNDING_MODES = ("total", "per_round", "none")
 
 
@@ -325,6 +327,16 @@ class RunConfig:
                 lines.append(f"{k} = {json.dumps(v)}")
             lines.append("")
         return "\n".join(lines)
+
+    def anchored(self) -> RunConfig:
+        """The same config with the files it names given by absolute path, so that the run directory it is saved
+        in resumes from any working directory (a bundled dataset's name stays a name)."""
+        flat = self.flat()
+        for key in PATH_KEYS:
+            value = flat[key]
+            if value and (key != "data.dataset" or Path(value).suffix) and Path(value).exists():
+                flat[key] = str(Path(value).resolve())
+        return self if flat == self.flat() else RunConfig.from_flat(flat)
 
     def replace(self, **sections: Any) -> RunConfig:
         """A copy with some sections' fields replaced: ``cfg.replace(run={"rounds": 3})``."""

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sklearn.datasets import load_wine
 
 from fedlearn.chain.operations import mint, propose_slash, stake
 from fedlearn.chain.session import institution_accounts
@@ -97,6 +98,38 @@ def test_resume_after_round_one_equals_the_uninterrupted_run(finished_run: Path,
     balances = [{i["name"]: i["tokens_claimed"] for i in json.loads((d / "summary.json").read_text())["institutions"]}
                 for d in (finished_run, run_dir)]
     assert balances[0] == balances[1]
+
+
+def test_a_run_on_a_file_resumes_from_anywhere_but_only_with_its_own_settings_and_data(tmp_path: Path) -> None:
+    # Prepare: a CSV beside the run, named by a relative path; the run stops after round 1.
+    X, y = load_wine(return_X_y=True, as_frame=True)
+    X.assign(label=y).to_csv(tmp_path / "wine.csv", index=False)
+    original = (tmp_path / "wine.csv").read_text()
+    first = fedlearn(*run_args(tmp_path / "runs", "data.dataset='wine.csv'", "chain.enabled=false"),
+                     "--stop-after", "1", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+
+    # Execute and assert: resumed from another directory, it finds its file and runs round 2.
+    second = fedlearn("run", "--no-progress", "--resume", str(run_dir), "--stop-after", "2", cwd=elsewhere)
+    assert second.returncode == 0 and "stopped after round 2" in second.stdout, second.stderr[-2000:]
+    # An edited setting or an edited data file: refused in one line, nothing run or written.
+    config = (run_dir / "config.toml").read_text()
+    before = (run_dir / "rounds.json").read_text()
+    (run_dir / "config.toml").write_text(config.replace("hidden_units = 64", "hidden_units = 32"))
+    edited = fedlearn("run", "--no-progress", "--resume", str(run_dir), cwd=elsewhere)
+    assert edited.returncode == 9 and "was changed after the run began (model.hidden_units 64 → 32)" in edited.stderr
+    (run_dir / "config.toml").write_text(config)
+    (tmp_path / "wine.csv").write_text("\n".join(original.splitlines()[:-1]) + "\n")  # one example fewer
+    changed = fedlearn("run", "--no-progress", "--resume", str(run_dir), cwd=elsewhere)
+    assert changed.returncode == 9 and "the data the run trains on changed" in changed.stderr
+    assert all(len(r.stderr.strip().splitlines()) == 1 for r in (edited, changed))
+    assert (run_dir / "rounds.json").read_text() == before
+    (tmp_path / "wine.csv").write_text(original)
+    last = fedlearn("run", "--no-progress", "--resume", str(run_dir), cwd=elsewhere)
+    assert last.returncode == 0 and (run_dir / "summary.json").is_file(), last.stderr[-2000:]
 
 
 def test_resume_refuses_another_config(finished_run: Path, tmp_path: Path) -> None:

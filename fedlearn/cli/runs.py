@@ -76,8 +76,8 @@ def _resume_config(args: argparse.Namespace) -> RunConfig:
         return saved
     given = RunConfig.load(args.config, args.set) if args.config else RunConfig.load(saved_file, args.set)
     named = RunConfig.keys_given(args.config, args.set)
-    made = saved.flat()
-    differ = sorted(k for k, v in given.flat().items() if k in named and made[k] != v and k != "run.rounds")
+    made = saved.anchored().flat()
+    differ = sorted(k for k, v in given.anchored().flat().items() if k in named and made[k] != v and k != "run.rounds")
     if differ:
         raise ConfigError(f"--resume {run_dir}: that run was made with another config (differs in {', '.join(differ)})")
     if "run.rounds" not in named or given.run.rounds == saved.run.rounds:

@@ -6,6 +6,7 @@ features never enter it and are mapped back through the ``idx`` column.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import warnings
 from dataclasses import dataclass, replace
@@ -36,6 +37,15 @@ class FederatedSplit:
 
     def __len__(self) -> int:
         return len(self.institutions)
+
+    def digest(self) -> str:
+        """SHA-256 of every split's features and labels, in order: what a resumed run checks it trains on."""
+        sha = hashlib.sha256()
+        for part in (*self.partitions, self.validation, self.test):
+            for array in (part.X, part.y):
+                sha.update(str((array.dtype.str, array.shape)).encode())
+                sha.update(np.ascontiguousarray(array).tobytes())
+        return sha.hexdigest()
 
     def partition(self, institution: str) -> Dataset:
         """The training partition of ``institution`` (e.g. ``"hospital-03"``)."""

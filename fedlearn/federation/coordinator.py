@@ -239,6 +239,7 @@ def build_server_app(config: RunConfig | None = None, options: RunOptions | None
         target = next((m.behaviour.target_class for m in members if m.behaviour.name == "backdoor"), None)
         registered = registered_counts(cfg, members)
         recorder = RunRecorder(run_dir, cfg, names, registered, backdoor_target=target)
+        made = checkpoint.made_with(cfg, split.digest())
 
         # Start or resume: the last checkpoint holds the global model, the strategy's state and the RNG.
         inner = build_flower_strategy(cfg, len(members), (validation.X, validation.y, validation.num_classes))
@@ -328,7 +329,8 @@ def build_server_app(config: RunConfig | None = None, options: RunOptions | None
                 if slashing:
                     paymaster.slash(offenders(recorder, policy), policy)
             checkpoint.save(run_dir, server_round, published, inner, random.getstate(),
-                            training=None if published is arrays else arrays, checks=strategy.check_state())
+                            training=None if published is arrays else arrays, checks=strategy.check_state(),
+                            made=made)
             opts.on_round(result, cfg.run.rounds, payout)
 
         if last < cfg.run.rounds:

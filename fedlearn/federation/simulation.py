@@ -15,9 +15,10 @@ from typing import Any
 
 from fedlearn.config import FILES, RunConfig
 from fedlearn.errors import ConfigError, FedlearnError
-from fedlearn.federation.roster import roster
+from fedlearn.federation.roster import federated_split, roster
 from fedlearn.payout.ledger import LEDGER_FILE, RoundEntry
 from fedlearn.payout.rewards import WEI_PER_TOKEN
+from fedlearn.records import checkpoint
 from fedlearn.records.rundir import RoundResult, new_run_dir
 
 
@@ -98,6 +99,10 @@ def run_federation(
     if config.data.dataset == FILES:
         raise ConfigError("data.dataset = 'files' is a pilot: each institution's SuperNode reads its own file (node "
                           "config institution and data-path) under `flwr run`; a simulation needs a dataset")
+    if run_dir is None:  # its directory then resumes from anywhere
+        config = config.anchored()
+    else:  # with the settings and data it was made with, checked before its chain or node is touched
+        checkpoint.require_made_with(Path(run_dir), config, federated_split(config).digest())
     # Data, addresses, keys, stakes and funds: before the engine starts or anything is written.
     preflight(config, fresh=run_dir is None or not (Path(run_dir) / LEDGER_FILE).exists())
     check_resources(config)
