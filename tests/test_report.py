@@ -29,9 +29,13 @@ from typing import Any
 
 import pytest
 
+from fedlearn.chain import ETH_TESTER, Deployment
+from fedlearn.chain.operations import stake_of
+from fedlearn.chain.session import connect
 from fedlearn.cli.main import main
 from fedlearn.errors import FedlearnError
-from fedlearn.payout.ledger import LEDGER_FILE
+from fedlearn.payout.ledger import LEDGER_FILE, Ledger
+from fedlearn.payout.settlement import CHAIN_DIR, DEPLOYMENT_FILE, STATE_FILE
 from fedlearn.records.rundir import RoundResult
 from fedlearn.report import ReportError, build_report
 from fedlearn.report.load import load_run
@@ -52,6 +56,7 @@ WEI = 10**18
 ROUNDS = 3
 NAMES = ["hospital-01", "hospital-02", "hospital-03"]
 FREE_RIDER = "hospital-03"  # returns the global model untouched: set aside every round, paid nothing
+STAKE = 10.0  # each institution stakes this; the free rider, set aside in 3 rounds of 3, is slashed in round 3
 CLAIMANT = "hospital-01"  # claims after the run; hospital-02 leaves what it earned unclaimed
 REWARD_PER_ROUND = Decimal(100)  # chain.reward_per_round's default; the run's budget is this × its rounds
 # A learning rate this high makes the first round overshoot: its gain is negative, not significant, and counts for
@@ -85,7 +90,7 @@ def paid(tmp_path_factory: pytest.TempPathFactory) -> Reported:
 
     real_run(run, f"run.rounds={ROUNDS}", f"data.institutions={len(NAMES)}", "scoring.method='shapley'", *UNSTABLE,
              "chain.claim_at_end=false", f"integrity.behaviours='{FREE_RIDER}=free_rider:free_rider_noise=0'",
-             observer=observe)
+             f"integrity.min_stake={STAKE}", observer=observe)
     assert main(["claim", str(run), "--institution", CLAIMANT]) == 0
     before = fingerprint(run)
     html = build_report(run)
@@ -217,7 +222,8 @@ def test_the_paid_run_has_rounds_that_count_and_a_round_that_does_not(paid: Repo
 def test_rounds_csv_is_what_the_run_measured_and_the_ledger_paid(paid: Reported) -> None:
     rows = read_csv(paid.html.parent / "rounds.csv")
     assert list(rows[0]) == ["round", "institution", "score", "score_error_95", "utility", "gain", "gain_low",
-                             "gain_high", "significant", "final", "reward_tokens", "cumulative_tokens", "rejected"]
+                             "gain_high", "significant", "final", "reward_tokens", "cumulative_tokens", "rejected",
+                             "slashed_tokens"]
     measured = {r["server_round"]: r["scores"] for r in rounds_json(paid.run) if r["scores"] is not None}
     journaled, _, _ = ledger_of(paid.run)
     assert [r.round for r in journaled] == sorted(measured) == list(range(1, ROUNDS + 1))
@@ -234,6 +240,8 @@ def test_rounds_csv_is_what_the_run_measured_and_the_ledger_paid(paid: Reported)
             assert Decimal(row["reward_tokens"]) == tokens(entries[name].reward)
             assert Decimal(row["cumulative_tokens"]) == tokens(entries[name].cumulative)
             assert row["rejected"] == m["rejected"].get(name, "")
+            # Slashed in the round its offence completed (the third set-aside round of three).
+            assert Decimal(row["slashed_tokens"]) == (STAKE / 2 if (record.round, name) == (ROUNDS, FREE_RIDER) else 0)
             # The round's gain: as the run measured it (rounds.json) and as the payout read it (the ledger).
             assert row["utility"] == m["utility"] == "brier"
             assert (float(row["gain"]), float(row["gain_low"]), float(row["gain_high"])) == (
@@ -256,7 +264,7 @@ def test_institutions_csv_is_what_the_run_scored_the_ledger_paid_and_the_chain_h
     rows = {r["institution"]: r for r in read_csv(paid.html.parent / "institutions.csv")}
     assert list(next(iter(rows.values()))) == [
         "institution", "address", "examples", "cumulative_score", "contribution", "contribution_share",
-        "token_share", "tokens_earned", "tokens_claimed"]
+        "token_share", "tokens_earned", "tokens_claimed", "rounds_set_aside", "stake_slashed_tokens"]
     summary = summary_json(paid.run)
     journaled, claimed, _ = ledger_of(paid.run)
     last = {e.institution: e for e in journaled[-1].entries}
@@ -293,6 +301,42 @@ def test_institutions_csv_is_what_the_run_scored_the_ledger_paid_and_the_chain_h
     assert float(rows[FREE_RIDER]["contribution_share"]) == float(rows[FREE_RIDER]["token_share"]) == 0
     # The run ended before the claim: its summary says nothing was claimed; the report follows the ledger.
     assert all(i["tokens_claimed"] == "0" for i in summary["institutions"])
+
+
+def test_every_view_shows_the_rounds_set_aside_and_the_stake_slashed_as_the_chain_holds_it(paid: Reported) -> None:
+    out = paid.html.parent
+    ledger = Ledger.open(paid.run / LEDGER_FILE)
+    slashes = ledger.slashes()
+    ledger.close()
+    # The chain: the free rider's stake lost what the ledger says was slashed, nobody else's moved.
+    session = connect(ETH_TESTER, state_file=paid.run / CHAIN_DIR / STATE_FILE)
+    deployment = Deployment.load(paid.run / CHAIN_DIR / DEPLOYMENT_FILE, chain_id=session.chain_id)
+    summary = {i["name"]: i for i in summary_json(paid.run)["institutions"]}
+    staked = {name: stake_of(session, deployment, summary[name]["address"])["active"] for name in NAMES}
+    assert [(r, name) for r, name, _, _ in slashes] == [(ROUNDS, FREE_RIDER)]
+    slashed = slashes[0][2]
+    assert staked == {name: int(STAKE * WEI) - (slashed if name == FREE_RIDER else 0) for name in NAMES}
+    set_aside = {name: sum(1 for r in rounds_json(paid.run) if name in ((r["scores"] or {}).get("rejected") or {}))
+                 for name in NAMES}
+    assert set_aside == {name: ROUNDS if name == FREE_RIDER else 0 for name in NAMES}
+    # institutions.csv, report.json and the page say the same.
+    rows = {r["institution"]: r for r in read_csv(out / "institutions.csv")}
+    data = json.loads((out / "report.json").read_text())
+    listed = {i["name"]: i for i in data["institutions"]}
+    table, by_round = html_tables(paid.html.read_text())
+    for name in NAMES:
+        mine = slashed if name == FREE_RIDER else 0
+        assert int(rows[name]["rounds_set_aside"]) == listed[name]["rounds_set_aside"] == set_aside[name]
+        assert Decimal(rows[name]["stake_slashed_tokens"]) == tokens(mine) == tokens(int(listed[name]["wei_slashed"]))
+        assert table[name]["Stake slashed"] == fmt_tokens(mine)
+        assert table[name]["Set aside"] == ("3 rounds" if name == FREE_RIDER else "")
+    assert data["slashes"] == [{"round": ROUNDS, "institution": FREE_RIDER, "tokens": str(tokens(slashed)),
+                                "wei": str(slashed), "evidence": slashes[0][3]}]
+    assert f"{FREE_RIDER} slashed {fmt_tokens(slashed)} tokens of stake" in by_round[ROUNDS]["Notes"].split("\n")
+    payouts = {f["label"]: f["value"] for f in data["facts"]["Payouts"]}
+    assert payouts["Stake slashed"] == f"{fmt_tokens(slashed)} tokens: {FREE_RIDER} (round {ROUNDS})"
+    # The ledger's opening amounts read as words on the page and as an object in the JSON, not as a JSON string.
+    assert data["chain"]["opening"] == {} and payouts["Earned before this run"] == "nothing: the deployment's first run"
 
 
 def test_report_json_accounts_for_the_whole_budget_every_round(paid: Reported) -> None:

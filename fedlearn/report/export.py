@@ -10,14 +10,15 @@ from pathlib import Path
 from typing import Any
 
 from fedlearn.report.load import RunReport
-from fedlearn.report.text import clean_reason, exact_tokens, facts
+from fedlearn.report.text import clean_reason, exact_tokens, facts, opening_amounts
 
 # The round's gain repeats on each of its institutions' rows: one flat table a spreadsheet filters as it likes.
 ROUNDS_COLUMNS = ("round", "institution", "score", "score_error_95", "utility", "gain", "gain_low", "gain_high",
-                  "significant", "final", "reward_tokens", "cumulative_tokens", "rejected")
+                  "significant", "final", "reward_tokens", "cumulative_tokens", "rejected", "slashed_tokens")
 # contribution_share is of the positive contribution, token_share of the tokens earned: two different things.
 INSTITUTION_COLUMNS = ("institution", "address", "examples", "cumulative_score", "contribution",
-                       "contribution_share", "token_share", "tokens_earned", "tokens_claimed")
+                       "contribution_share", "token_share", "tokens_earned", "tokens_claimed", "rounds_set_aside",
+                       "stake_slashed_tokens")
 
 
 def write_rounds_csv(report: RunReport, path: Path) -> None:
@@ -30,7 +31,8 @@ def write_rounds_csv(report: RunReport, path: Path) -> None:
                 writer.writerow((r.round, c.institution, _plain(c.score), _plain(c.score_error), r.utility or "",
                                  _plain(r.gain), _plain(r.gain_low), _plain(r.gain_high), _flag(r.significant),
                                  _flag(r.final if r.budget_wei is not None else None), exact_tokens(c.reward_wei),
-                                 exact_tokens(c.cumulative_wei), clean_reason(c.rejected) if c.rejected else ""))
+                                 exact_tokens(c.cumulative_wei), clean_reason(c.rejected) if c.rejected else "",
+                                 exact_tokens(c.slashed_wei if report.has_ledger else None)))
 
 
 def write_institutions_csv(report: RunReport, path: Path) -> None:
@@ -40,7 +42,8 @@ def write_institutions_csv(report: RunReport, path: Path) -> None:
         for i in report.institutions:
             writer.writerow((i.name, i.address or "", _plain(i.examples), _plain(i.cumulative_score),
                              _plain(i.contribution), _plain(i.contribution_share), _plain(i.token_share),
-                             exact_tokens(i.earned_wei), exact_tokens(i.claimed_wei)))
+                             exact_tokens(i.earned_wei), exact_tokens(i.claimed_wei), i.set_aside,
+                             exact_tokens(i.slashed_wei)))
 
 
 def report_data(report: RunReport, plots: dict[str, Path]) -> dict[str, Any]:
@@ -50,7 +53,8 @@ def report_data(report: RunReport, plots: dict[str, Path]) -> dict[str, Any]:
         "finished": report.finished,
         "facts": {group: [{"label": k, "value": v} for k, v in items] for group, items in facts(report).items()},
         "config": report.config,
-        "chain": report.chain,
+        # The opening amounts as an object (the ledger keeps them as a JSON string).
+        "chain": None if report.chain is None else {**report.chain, "opening": opening_amounts(report.chain)},
         "final_test_accuracy": report.final_accuracy,
         "plots": [{"title": title, "file": path.name} for title, path in plots.items()],
         "institutions": [
@@ -60,6 +64,8 @@ def report_data(report: RunReport, plots: dict[str, Path]) -> dict[str, Any]:
                 "contribution_share": i.contribution_share, "token_share": i.token_share,
                 "tokens_earned": exact_tokens(i.earned_wei) or None, "wei_earned": _wei(i.earned_wei),
                 "tokens_claimed": exact_tokens(i.claimed_wei) or None, "wei_claimed": _wei(i.claimed_wei),
+                "rounds_set_aside": i.set_aside,
+                "tokens_slashed": exact_tokens(i.slashed_wei) or None, "wei_slashed": _wei(i.slashed_wei),
             }
             for i in report.institutions
         ],
@@ -83,12 +89,17 @@ def report_data(report: RunReport, plots: dict[str, Path]) -> dict[str, Any]:
                         "tokens_reward": exact_tokens(c.reward_wei) or None, "wei_reward": _wei(c.reward_wei),
                         "tokens_cumulative": exact_tokens(c.cumulative_wei) or None,
                         "wei_cumulative": _wei(c.cumulative_wei), "rejected": c.rejected,
+                        "tokens_slashed": exact_tokens(c.slashed_wei) if report.has_ledger else None,
+                        "wei_slashed": _wei(c.slashed_wei) if report.has_ledger else None,
                     }
                     for c in r.cells
                 ],
             }
             for r in report.rounds
         ],
+        # Every slash, with the evidence its proposal named on chain (the offending update's hash).
+        "slashes": [{"round": x.round, "institution": x.institution, "tokens": exact_tokens(x.wei),
+                     "wei": str(x.wei), "evidence": x.evidence} for x in report.slashes],
     }
 
 

@@ -44,6 +44,17 @@ class Cell:
     cumulative_wei: int | None
     rejected: str | None
     score_error: float | None = None  # the 95 % half-width of an estimated score (0: exact; None: not recorded)
+    slashed_wei: int = 0  # stake slashed for what the institution sent this round (the ledger's slashes)
+
+
+@dataclass(frozen=True)
+class Slash:
+    """Stake taken from an institution for one round's offence, as the ledger recorded it once on chain."""
+
+    round: int
+    institution: str
+    wei: int
+    evidence: str
 
 
 @dataclass(frozen=True)
@@ -104,6 +115,8 @@ class InstitutionRow:
     # The contribution's 95 % half-width from the estimated scores it sums (rounds estimate independently, so
     # √Σ half-width²); 0 when every score was exact, None when some round did not record its interval.
     contribution_error: float | None = None
+    set_aside: int = 0  # rounds whose update was set aside (rejected): it earned nothing in them
+    slashed_wei: int | None = None  # stake slashed over the run (None without a ledger)
 
 
 @dataclass(frozen=True)
@@ -117,6 +130,7 @@ class RunReport:
     rounds: tuple[RoundRow, ...]
     # Settings that gave up a protection the default has, as summary.json lists them (fedlearn.weaker_options).
     weaker_options: tuple[str, ...] = ()
+    slashes: tuple[Slash, ...] = ()
 
     @property
     def has_ledger(self) -> bool:
@@ -172,6 +186,7 @@ def load_run(run_dir: Path) -> RunReport:
         institutions=tuple(institutions),
         rounds=tuple(rounds),
         weaker_options=tuple((summary or {}).get("weaker_options", ())),
+        slashes=tuple(books.slashes) if books else (),
     )
 
 
@@ -262,6 +277,7 @@ class _Books:
     rounds: list[RoundEntry]
     claimed: dict[str, int]
     returns: list[tuple[int, str, int, str | None]]  # (round, funder, wei, tx hash)
+    slashes: list[Slash]
 
     @property
     def settled(self) -> RoundEntry | None:
@@ -274,7 +290,8 @@ def _read_ledger(path: Path) -> _Books:
     try:
         ledger = Ledger.open(path)
         try:
-            books = _Books(ledger.meta(), ledger.rounds(), ledger.claimed(), ledger.returns())
+            books = _Books(ledger.meta(), ledger.rounds(), ledger.claimed(), ledger.returns(),
+                           [Slash(*row) for row in ledger.slashes()])
         finally:
             ledger.close()
     except LedgerError as exc:
@@ -313,6 +330,9 @@ def _merge_rounds(measured: list[dict[str, Any]], books: _Books | None) -> list[
     by_paid = {r.round: r for r in books.rounds} if books else {}
     by_measured = {r["round"]: r for r in measured}
     returns = {r: (address, tx) for r, address, _, tx in books.returns} if books else {}
+    slashed: dict[tuple[int, str], int] = {}
+    for slash in books.slashes if books else ():
+        slashed[slash.round, slash.institution] = slashed.get((slash.round, slash.institution), 0) + slash.wei
     rows: list[RoundRow] = []
     for n in sorted(by_measured.keys() | by_paid.keys()):
         m = by_measured.get(n, {})
@@ -328,6 +348,7 @@ def _merge_rounds(measured: list[dict[str, Any]], books: _Books | None) -> list[
                 cumulative_wei=entries[name].cumulative if name in entries else None,
                 rejected=(entries[name].rejected if name in entries else None) or rejected.get(name),
                 score_error=m.get("score_errors", {}).get(name),
+                slashed_wei=slashed.get((n, name), 0),
             )
             for name in sorted(scores.keys() | rejected.keys() | entries.keys())
         )
@@ -416,6 +437,8 @@ def _institutions(summary: dict[str, Any] | None, rounds: list[RoundRow], books:
             earned_wei=earned.get(name, 0) if books else _wei(s.get("tokens_earned")),
             claimed_wei=books.claimed.get(name, 0) if books else _wei(s.get("tokens_claimed")),
             contribution_error=errors.get(name) if mine is not None else None,
+            set_aside=sum(1 for r in rounds for c in r.cells if c.institution == name and c.rejected),
+            slashed_wei=sum(x.wei for x in books.slashes if x.institution == name) if books else None,
         ))
     return rows
 

@@ -113,6 +113,9 @@ HINTS = {
     "Significant": "whether the gain's lower bound is above zero; only significant rounds count as contribution",
     "Paid (tokens)": "paid to institutions in this round",
     "Released (tokens)": "paid to institutions so far, of the run's budget",
+    "Set aside": "rounds whose update was rejected before scoring (no training signal of its own, a copy, "
+                 "a failed check): it earned nothing in them",
+    "Stake slashed": "stake taken on chain for updates that harmed the model or carried no work",
 }
 
 
@@ -120,9 +123,12 @@ def _institutions(report: RunReport) -> str:
     rows = report.institutions
     tokens = report.has_ledger or any(i.earned_wei is not None or i.claimed_wei is not None for i in rows)
     addresses = any(i.address for i in rows)
+    # Offences get their columns where there were any: most runs have none.
+    aside, slashed = any(i.set_aside for i in rows), any(i.slashed_wei for i in rows)
     head = ["Institution"] + (["Address"] if addresses else [])
     head += ["Examples", "Score, all rounds", "Contribution", "Contribution share"]
     head += ["Token share", "Tokens earned", "Tokens claimed"] if tokens else []
+    head += ["Set aside"] * aside + ["Stake slashed"] * slashed
     body = []
     for i in rows:
         cells = [_td(escape(i.name))]
@@ -131,12 +137,18 @@ def _institutions(report: RunReport) -> str:
                   _num(fmt_pct(i.contribution_share))]
         cells += [_num(fmt_pct(i.token_share)), _num(fmt_tokens(i.earned_wei)),
                   _num(fmt_tokens(i.claimed_wei))] if tokens else []
+        cells += [_num(_of_rounds(i.set_aside))] * aside + [_num(fmt_tokens(i.slashed_wei))] * slashed
         body.append(f'<tr data-institution="{escape(i.name)}">' + "".join(cells) + "</tr>")
     total = [_td("Total")] + ([_td("")] if addresses else [])
     total += [_num(fmt_int(sum(i.examples or 0 for i in rows))), _num(""), _num(""), _num("")]
     total += [_num(""), _num(fmt_tokens(sum(i.earned_wei or 0 for i in rows))),
               _num(fmt_tokens(sum(i.claimed_wei or 0 for i in rows)))] if tokens else []
+    total += [_num("")] * aside + [_num(fmt_tokens(sum(i.slashed_wei or 0 for i in rows)))] * slashed
     return _table(head, body, "<tr>" + "".join(total) + "</tr>")
+
+
+def _of_rounds(n: int) -> str:
+    return "" if n == 0 else f"{n} round" if n == 1 else f"{n} rounds"
 
 
 def _contribution(i: InstitutionRow) -> str:
@@ -217,13 +229,15 @@ def _notes(r: RoundRow) -> str:
             shown = reason if len(reason) <= 60 else reason[:57] + "…"
             # The whole reason (a client's traceback, say) stays one hover away, not in the table's way.
             notes.append(f'<span title="{escape(reason)}">{escape(c.institution)} rejected: {escape(shown)}</span>')
+        if c.slashed_wei:
+            notes.append(escape(f"{c.institution} slashed {fmt_tokens(c.slashed_wei)} tokens of stake"))
     return f'<div class="note">{"<br>".join(notes)}</div>' if notes else ""
 
 
 def _table(head: Sequence[str], body: Sequence[str], foot: str = "") -> str:
     numeric = {"Round", "Examples", "Score, all rounds", "Contribution", "Contribution share", "Token share",
                "Tokens earned", "Tokens claimed", "Test accuracy", "Test loss", "Paid (tokens)", "Released (tokens)",
-               "Gas used"}
+               "Gas used", "Set aside", "Stake slashed"}
     num = ' class="num"'
     ths = "".join(f'<th{num if h in numeric or h.startswith("Gain") else ""}{_hint(h)}>{escape(h)}</th>'
                   for h in head)

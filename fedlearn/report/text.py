@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from decimal import ROUND_HALF_UP, Decimal
 
@@ -16,6 +17,9 @@ META_LABELS = {
     "distributor": "Distributor",
     "token": "Token contract",
     "funded_wei": "Funded by this run (wei)",
+    "reward_per_round": "Reward per round (wei)",
+    "round_offset": "Deployment rounds before this run",
+    "opening": "Earned before this run",
 }
 
 
@@ -152,8 +156,30 @@ def facts(report: RunReport) -> dict[str, list[tuple[str, str]]]:
         ("Settled on chain", f"{settled} of {_rounds(journaled)}"),
         ("Tokens claimed", fmt_tokens(sum(i.claimed_wei or 0 for i in report.institutions))),
     ]
-    payouts += [(META_LABELS.get(k, k.replace("_", " ").capitalize()), v) for k, v in report.chain.items()]
+    if report.slashes:
+        offences = ", ".join(f"{x.institution} (round {x.round})" for x in report.slashes)
+        payouts.append(("Stake slashed", f"{fmt_tokens(sum(x.wei for x in report.slashes))} tokens: {offences}"))
+    payouts += [(META_LABELS.get(k, k.replace("_", " ").capitalize()), _meta_value(k, v))
+                for k, v in report.chain.items()]
     return {"Training": training, "Payouts": payouts}
+
+
+def opening_amounts(meta: dict[str, str]) -> dict[str, int]:
+    """The cumulative amounts (address → wei) the deployment had paid before the run began: its true-up counts
+    from these (the ledger keeps them as JSON)."""
+    try:
+        return {str(a): int(v) for a, v in json.loads(meta.get("opening") or "{}").items()}
+    except (ValueError, TypeError, AttributeError):
+        return {}
+
+
+def _meta_value(key: str, value: str) -> str:
+    if key != "opening":
+        return value
+    amounts = opening_amounts({key: value})
+    if not amounts:
+        return "nothing: the deployment's first run"
+    return f"{fmt_tokens(sum(amounts.values()))} tokens to {len(amounts)} address(es) in earlier runs"
 
 
 def _returned(report: RunReport, r: RoundRow) -> str:
