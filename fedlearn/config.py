@@ -399,6 +399,8 @@ class RunConfig:
         _one_of("strategy.weighting", s.weighting, WEIGHTINGS)
         _check(0 < s.fraction_train <= 1, "strategy.fraction_train", s.fraction_train, "must be in (0, 1]")
         _check(s.num_malicious >= 0, "strategy.num_malicious", s.num_malicious, "must be >= 0")
+        _check(self.run.output_dir.strip() != "", "run.output_dir", self.run.output_dir,
+               "must name a directory ('.' for the working directory)")
         _check(s.multikrum_select >= 0, "strategy.multikrum_select", s.multikrum_select, "must be >= 0")
         _check(0 <= s.trimmed_beta < 0.5, "strategy.trimmed_beta", s.trimmed_beta, "must be in [0, 0.5)")
         _check(s.server_learning_rate > 0, "strategy.server_learning_rate", s.server_learning_rate,

@@ -90,6 +90,15 @@ def test_a_strategy_too_robust_for_the_federation_is_refused_before_anything_is_
     assert not out.exists()
 
 
+def test_multikrum_asked_to_keep_more_updates_than_it_can_is_refused(tmp_path: Path) -> None:
+    out = tmp_path / "runs"
+    result = fedlearn(*run_args(out, "data.institutions=5", "strategy.name='multikrum'", "strategy.num_malicious=1",
+                                "strategy.multikrum_select=5"), cwd=tmp_path)
+    assert result.returncode == 2 and "strategy.multikrum_select = 5 is more than MultiKrum can keep from 5 " \
+        "institutions with strategy.num_malicious = 1 (at most n - f = 4" in one_line_error(result)
+    assert not out.exists()
+
+
 def test_a_surrogate_estimator_for_more_institutions_than_it_takes_is_refused_before_anything_is_written(
         tmp_path: Path) -> None:
     out = tmp_path / "runs"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -276,6 +277,23 @@ def test_finite_values_beyond_32_bit_floats_are_not_called_infinite(tmp_path: Pa
     pd.DataFrame({"x": [1e200, 2.0, 3.0, 4.0], "label": [0, 1, 0, 1]}).to_csv(path, index=False)
     with pytest.raises(DataError, match="features hold values beyond .* rescale those columns"):
         load_dataset(str(path), label_column="label")
+
+
+def test_a_csv_written_with_its_row_index_is_refused_not_trained_on(tmp_path: Path) -> None:
+    path = tmp_path / "indexed.csv"
+    pd.DataFrame({"x": [0.5, 1.5, 2.5, 3.5], "label": [0, 1, 0, 1]}).to_csv(path)  # pandas' default: index=True
+    with pytest.raises(DataError, match=r"column\(s\) 1 of .* have no name in the header \(a row index"):
+        load_dataset(str(path))
+    pd.read_csv(path, index_col=0).to_csv(path, index=False)
+    assert load_dataset(str(path)).X.shape == (4, 1)
+
+
+@pytest.mark.parametrize("separator", [";", "\t"])
+def test_a_csv_with_another_separator_says_so(tmp_path: Path, separator: str) -> None:
+    path = tmp_path / "other.csv"
+    pd.DataFrame({"x": [0.5, 1.5], "y": [1.0, 2.0], "label": [0, 1]}).to_csv(path, sep=separator, index=False)
+    with pytest.raises(DataError, match=re.escape(f"its header is {separator!r}-separated; fedlearn reads comma-")):
+        load_dataset(str(path))
 
 
 # --- federate: behaviour ---------------------------------------------------------------------------------

@@ -77,12 +77,31 @@ def _load_bundled(name: str) -> Dataset:
 
 def _read_csv(path: Path, label_column: str) -> Dataset:
     try:
-        frame = pd.read_csv(path)
+        frame = read_csv_table(path)
     except pd.errors.EmptyDataError as exc:
         raise DataError(f"data file is empty: {path}") from exc
     except _READ_ERRORS as exc:
         raise DataError(f"cannot read CSV file {path}: {_one_line(exc)}") from exc
     return _from_frame(frame, path, label_column)
+
+
+def read_csv_table(path: Path) -> pd.DataFrame:
+    """A comma-separated file as a table; refused (DataError) where it was written in a way that would make
+    other columns than its author meant: another separator, or a row index saved as an unnamed column."""
+    frame = pd.read_csv(path)
+    header = [str(c) for c in frame.columns]
+    if len(header) == 1:
+        separator = next((sep for sep in (";", "\t", "|") if sep in header[0]), None)
+        if separator is not None:
+            raise DataError(f"{path} reads as one column: its header is {separator!r}-separated; fedlearn reads "
+                            "comma-separated CSV (rewrite it with commas, or save it as Parquet)")
+    unnamed = [i + 1 for i, c in enumerate(header) if c.startswith("Unnamed: ")]
+    if unnamed:
+        which = ", ".join(map(str, unnamed))
+        raise DataError(f"column(s) {which} of {path} have no name in the header (a row index saved with the data, "
+                        "as pandas' to_csv does without index=False?): name them, or drop them, since every column "
+                        "but the label is trained on")
+    return frame
 
 
 def _read_parquet(path: Path, label_column: str) -> Dataset:

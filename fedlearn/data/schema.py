@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from fedlearn.data.dataset import Dataset
-from fedlearn.data.loading import FILE_FORMATS, _one_line
+from fedlearn.data.loading import FILE_FORMATS, _one_line, read_csv_table
 from fedlearn.errors import DataError
 
 _READ_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, EOFError, zipfile.BadZipFile,
@@ -71,7 +71,7 @@ def load_local(path: str | os.PathLike[str], schema: Schema, name: str) -> Datas
         if suffix == ".npz":
             X, raw = _read_npz(file)
         else:
-            frame = pd.read_csv(file) if suffix == ".csv" else pd.read_parquet(file)
+            frame = read_csv_table(file) if suffix == ".csv" else pd.read_parquet(file)
             X, raw = _split_table(frame, file, schema)
     except DataError as exc:
         raise DataError(f"{name}: {exc}") from None  # whose file it is, as every other refusal here says

@@ -82,6 +82,11 @@ def build_flower_strategy(
             f"strategy.num_malicious = {s.num_malicious} is too large for {n} institutions "
             f"({s.name} needs more than 2f + 2 updates)"
         )
+    if s.name == "multikrum" and s.multikrum_select > n - s.num_malicious:
+        raise ConfigError(
+            f"strategy.multikrum_select = {s.multikrum_select} is more than MultiKrum can keep from {n} institutions "
+            f"with strategy.num_malicious = {s.num_malicious} (at most n - f = {n - s.num_malicious}, what 0 selects)"
+        )
     if config.scoring.method == "banzhaf" and config.scoring.banzhaf_estimator == "surrogate":
         try:
             check_budget(n, config.scoring.banzhaf_samples)
