@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -130,6 +131,26 @@ def test_a_run_on_a_file_resumes_from_anywhere_but_only_with_its_own_settings_an
     (tmp_path / "wine.csv").write_text(original)
     last = fedlearn("run", "--no-progress", "--resume", str(run_dir), cwd=elsewhere)
     assert last.returncode == 0 and (run_dir / "summary.json").is_file(), last.stderr[-2000:]
+
+
+def test_ctrl_c_names_the_command_that_resumes_the_run_and_that_command_finishes_it(tmp_path: Path) -> None:
+    # Prepare: a run interrupted (SIGINT, as Ctrl-C sends) once its first round is printed.
+    command = [sys.executable, "-m", "fedlearn.cli", *run_args(tmp_path / "runs", "run.rounds=4")]
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    for line in process.stdout:
+        if line.startswith("round 1/4"):
+            process.send_signal(signal.SIGINT)
+            break
+    _, stderr = process.communicate(timeout=300)
+    (run_dir,) = (tmp_path / "runs").iterdir()
+
+    # Execute and assert: exit 130 and one line naming the command; that command goes on and finishes the run.
+    assert process.returncode == 130, stderr[-2000:]
+    assert stderr.strip().splitlines()[-1] == f"fedlearn: interrupted; resume with: fedlearn run --resume {run_dir}"
+    resumed = fedlearn("run", "--no-progress", "--resume", str(run_dir), cwd=tmp_path)
+    assert resumed.returncode == 0 and (run_dir / "summary.json").is_file(), resumed.stderr[-2000:]
+    assert [r.round for r in Ledger.open(run_dir / "ledger.sqlite").rounds()] == [1, 2, 3, 4]
 
 
 def test_resume_refuses_another_config(finished_run: Path, tmp_path: Path) -> None:

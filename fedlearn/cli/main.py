@@ -91,8 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FedlearnError as exc:
         print(f"fedlearn: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("fedlearn: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        print("fedlearn: interrupted" + (f"; {exc}" if str(exc) else ""), file=sys.stderr)
         return 130
     except BrokenPipeError:
         # The reader went away (`| head`): nothing more to say. stdout goes to /dev/null so that the interpreter's

@@ -162,8 +162,9 @@ def run_federation(
                     },
                     verbose_logging=not quiet,
                 )
-    except RunInterrupted:
-        raise KeyboardInterrupt from None  # the CLI's one line and exit code 130; the run resumes from run_dir
+    except (RunInterrupted, KeyboardInterrupt):
+        # The CLI's one line and exit code 130, with the command that goes on from the last completed round.
+        raise KeyboardInterrupt(f"resume with: fedlearn run --resume {run_dir}") from None
     finally:
         bar.close()
     if stop_after is not None and stop_after < config.run.rounds:
