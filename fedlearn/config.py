@@ -166,8 +166,10 @@ class SimulationSection:
 
 
 FILES = "files"  # data.dataset: every party reads its own file
-# Keys that name files (data.dataset when it is not a bundled dataset's name).
-PATH_KEYS = ("data.dataset", "data.validation_path", "data.test_path", "chain.deployment", "chain.keystore")
+# Keys that name files (data.dataset when it is not a bundled dataset's name); a run may find the first five
+# elsewhere when it resumes (what they hold is checked otherwise), but not other addresses or node registrations.
+MOVABLE_KEYS = ("data.dataset", "data.validation_path", "data.test_path", "chain.deployment", "chain.keystore")
+PATH_KEYS = (*MOVABLE_KEYS, "chain.addresses", "data.node_registry")
 FUNDING_MODES = ("total", "per_round", "none")
 
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fedlearn.config import PATH_KEYS, RunConfig
+from fedlearn.config import MOVABLE_KEYS, RunConfig
 from fedlearn.errors import FedlearnError
 
 if TYPE_CHECKING:  # reading a checkpoint's weights (verify) needs neither Flower nor torch
@@ -47,8 +47,9 @@ def model_path(run_dir: Path, server_round: int) -> Path:
 
 def made_with(config: RunConfig, data_digest: str) -> dict[str, Any]:
     """What a run must keep to go on: its settings (all but the round count it may be resumed to and the places
-    of its files, which may move) and the digest of the data it trains on (``FederatedSplit.digest``)."""
-    kept = {k: v for k, v in config.flat().items() if k not in ("run.rounds", "run.output_dir", *PATH_KEYS)}
+    of the files that may move, ``MOVABLE_KEYS``) and the digest of the data it trains on
+    (``FederatedSplit.digest``)."""
+    kept = {k: v for k, v in config.flat().items() if k not in ("run.rounds", "run.output_dir", *MOVABLE_KEYS)}
     return {"config": kept, "data": data_digest}
 
 
