@@ -10,6 +10,7 @@ went down or disappeared. A pending root that lowers an amount gets the command 
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,7 +35,8 @@ class TreeAudit:
 
 
 def audit_tree(session: ChainSession, deployment: Deployment, tree: RewardTree, *, account: str | None = None,
-               previous: RewardTree | None = None) -> TreeAudit:
+               previous: RewardTree | None = None, files: tuple[str, str] = ("THIS", "PREVIOUS")) -> TreeAudit:
+    """``files``: how the commands a finding names call this tree and the previous one."""
     dist = distributor_contract(session, deployment)
     f = dist.functions
     settled = [e for e in dist.events.RoundSettled().get_logs(from_block=deployment.block)
@@ -65,14 +67,25 @@ def audit_tree(session: ChainSession, deployment: Deployment, tree: RewardTree, 
                          "claimed": int(call(f.claimed(mine), "reading claims"))}
         if amount is None:
             audit.problems.append(f"{mine} has no leaf in the tree")
+        elif amount < audit.account["claimed"] and state in ("pending", "claimable"):
+            # A cumulative amount below what was claimed can never pay the account again: a lowered leaf.
+            audit.problems.append(
+                f"round {round_}'s root gives {mine} {amount}, below the {audit.account['claimed']} it already "
+                "claimed" + (f": before {_when(audit.ready_at)} run `fedlearn chain challenge --account {mine} "
+                             f"--accepted-tree <the tree of your last claim> --pending-tree {files[0]}`"
+                             if state == "pending" else ""))
     if previous is not None:
         for address, before in sorted(previous.leaves().items()):
             now = tree.amount_of(address)
             if now is not None and now >= before:
                 continue
             what = (f"drops {address}'s leaf (it had {before}): a guardian's `fedlearn chain revoke` before "
-                    f"{audit.ready_at} (unix time)" if now is None else
-                    f"lowers {address} from {before} to {now}: before {audit.ready_at} (unix time) run `fedlearn "
-                    f"chain challenge --account {address} --accepted-tree PREVIOUS --pending-tree THIS`")
+                    f"{_when(audit.ready_at)}" if now is None else
+                    f"lowers {address} from {before} to {now}: before {_when(audit.ready_at)} run `fedlearn "
+                    f"chain challenge --account {address} --accepted-tree {files[1]} --pending-tree {files[0]}`")
             audit.problems.append(f"round {round_}'s root {what}")
     return audit
+
+
+def _when(unix: int) -> str:
+    return f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(unix))} (unix {unix})"

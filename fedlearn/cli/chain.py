@@ -417,7 +417,8 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         return 10
     tree = _read_tree(args.tree)
     previous = _read_tree(args.previous_tree) if args.previous_tree else None
-    audit = audit_tree(session, deployment, tree, account=args.account, previous=previous)
+    audit = audit_tree(session, deployment, tree, account=args.account, previous=previous,
+                       files=(str(args.tree), str(args.previous_tree)))
     lines = [f"round {audit.round}: root {audit.state} (claimable from {audit.ready_at} unless superseded), "
              f"leaves add up to {audit.leaves_total}"]
     if audit.account:

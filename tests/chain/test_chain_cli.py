@@ -129,6 +129,7 @@ def test_an_institution_verifies_a_published_tree_with_no_key_and_no_run(deploye
     assert run("chain", "verify", *d, "--tree", str(first), "--account", a) == 0
     out = capsys.readouterr().out
     assert "round 1: root claimable" in out and f"{a}: cumulative 600, claimed 0" in out
+    assert run("chain", "claim", *d, "--institution", "1", "--tree", str(first)) == 0  # b claims its 400
     # A compromised coordinator settles a root that moves b's amount to itself: the published tree shows it.
     session = chain.connect(chain.ETH_TESTER, state_file=deployed.with_suffix(".eth-tester.json"))
     hostile = chain.RewardTree.of({a: 600, b: 0, session.address: 400})
@@ -144,7 +145,11 @@ def test_an_institution_verifies_a_published_tree_with_no_key_and_no_run(deploye
     assert run("chain", "verify", *d, "--tree", str(published), "--previous-tree", str(first)) == 10
     out = capsys.readouterr().out
     assert f"MISMATCH round 2's root lowers {b} from 400 to 0" in out
-    assert f"fedlearn chain challenge --account {b}" in out
+    assert f"fedlearn chain challenge --account {b} --accepted-tree {first} --pending-tree {published}" in out
+    # Without the earlier tree, b still sees the root give it less than it already claimed.
+    capsys.readouterr()
+    assert run("chain", "verify", *d, "--tree", str(published), "--account", b) == 10
+    assert f"MISMATCH round 2's root gives {b} 0, below the 400 it already claimed" in capsys.readouterr().out
     with pytest.raises(ChainError, match="is not a standard-v1"):
         run("chain", "verify", *d, "--tree", str(tmp_path / "r1.json"))  # not a tree
     stranger = tmp_path / "stranger.json"
