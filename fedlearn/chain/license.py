@@ -124,6 +124,12 @@ def required_stake(revenue: int, params: LicenseParameters) -> int:
     return 0 if above <= 0 else -(-above * params.stake_rate // WAD)
 
 
+def license_file_of(deployment_file: str | Path) -> Path:
+    """Where a deployment's license file lives by default: beside it, named after it (``d.json`` →
+    ``d.license.json``), as its embedded chain's state is; so deployments sharing a directory keep their own."""
+    return Path(deployment_file).with_suffix(".license.json")
+
+
 @dataclass(frozen=True)
 class LicenseDeployment:
     """Where a federation's license (and its governance, when it has one) lives."""

@@ -129,6 +129,9 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
 
 def _cmd_deploy(args: argparse.Namespace) -> int:
+    if Path(args.deployment).is_dir():
+        raise ChainError(f"--deployment {args.deployment} is a directory; name the file to write, e.g. "
+                         f"{Path(args.deployment) / 'deployment.json'}")
     if Path(args.deployment).exists() and not args.replace:
         # On eth-tester the chain beside the file is started afresh too: its funds, stakes and roots would go.
         raise ChainError(f"{args.deployment} already holds a deployment; pass --deployment NEW_FILE for another, "
@@ -161,6 +164,7 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
 def _deploy_governed(args: argparse.Namespace) -> int:
     """`chain deploy --governed`: no externally owned account keeps an admin, minter or pauser role."""
     from fedlearn.chain import governance as gov
+    from fedlearn.chain.license import license_file_of
 
     if args.admin:
         raise ChainError("--admin does not apply to --governed: the timelock is the admin")
@@ -185,7 +189,7 @@ def _deploy_governed(args: argparse.Namespace) -> int:
         slash_delay=args.slash_delay, token_cap=args.token_cap, settings=settings,
     )
     d, ld = got.deployment, got.license
-    license_path = Path(args.deployment).parent / "license.json"  # where `fedlearn license` and `gov` look
+    license_path = license_file_of(args.deployment)  # where `fedlearn license` and `gov` look
     d.save(args.deployment)
     ld.save(license_path)
     _finish(args, session)

@@ -78,11 +78,20 @@ def _show_parameters(params: LicenseParameters) -> str:
 
 
 def _license_path(args: argparse.Namespace) -> Path:
-    return Path(args.license_file) if args.license_file else Path(args.deployment).parent / "license.json"
+    if args.license_file:
+        return Path(args.license_file)
+    own = lic.license_file_of(args.deployment)
+    shared = Path(args.deployment).parent / "license.json"  # where deployments made before named it
+    return own if own.exists() or not shared.exists() else shared
 
 
 def _license(args: argparse.Namespace, session: ChainSession) -> LicenseDeployment:
-    ld = LicenseDeployment.load(_license_path(args), chain_id=session.chain_id)
+    path = _license_path(args)
+    ld = LicenseDeployment.load(path, chain_id=session.chain_id)
+    ours = _deployment(args, session).distributor
+    if ld.distributor.lower() != ours.lower():  # another deployment's license: its fees go to other institutions
+        raise ChainError(f"license file {path} is for the deployment whose distributor is {ld.distributor}, not "
+                         f"{args.deployment}'s {ours}; pass --license-file with this deployment's license")
     ld.check(session)
     return ld
 
@@ -122,6 +131,12 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
         quorum_percent=args.quorum,
         proposal_threshold=units(args.proposal_threshold, "proposal threshold", b),
     ).check()
+    path = _license_path(args)
+    if path.exists() and not args.replace:  # a licensee's lock and the fees paid stay with the license it names
+        raise ChainError(f"{path} already holds a license; pass --license-file NEW_FILE for another, or --replace to "
+                         "overwrite it (licensees keep what they locked in the license it names)")
+    if path.is_dir():
+        raise ChainError(f"--license-file {path} is a directory")
     session = _session(args)
     deployment = _deployment(args, session)
     if args.no_governance:
@@ -130,7 +145,7 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
     else:
         ld = gov.deploy_governed_license(session, deployment, attester=args.attester,
                                          dust_recipient=args.dust_recipient, params=params, settings=settings)
-    ld.save(_license_path(args))
+    ld.save(path)
     _finish(args, session)
     lines = [f"license {ld.license}"]
     if ld.governed:
@@ -138,7 +153,7 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
     else:
         lines.append(f"admin {ld.admin} (no governance)")
     lines += [f"attester {ld.attester}", f"dust recipient {lic.dust_recipient(session, ld)}",
-              _show_parameters(params), f"wrote {_license_path(args)}"]
+              _show_parameters(params), f"wrote {path}"]
     _print(args, "\n".join(lines), ld.__dict__)
     return 0
 
@@ -367,7 +382,8 @@ def _cmd_advance(args: argparse.Namespace) -> int:
 
 def _common(p: argparse.ArgumentParser, *, units_flag: bool = True) -> None:
     _connection_options(p)
-    p.add_argument("--license-file", type=Path, help="license file (default: license.json beside the deployment)")
+    p.add_argument("--license-file", type=Path, help="license file (default: beside the deployment, "
+                   "DEPLOYMENT.license.json)")
     if units_flag:
         p.add_argument("--base-units", action="store_true", help="amounts are 18-decimal integers, not whole units")
 
@@ -390,6 +406,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="how long a closed epoch's fees stay withdrawable before they are swept (%(default)s)")
     p.add_argument("--dust-recipient", help="receives swept fees (default: the timelock, or the admin)")
     p.add_argument("--no-governance", action="store_true", help="the signer sets parameters; no governor")
+    p.add_argument("--replace", action="store_true", help="overwrite an existing license file")
     p.add_argument("--voting-delay", default="1d", help="(%(default)s)")
     p.add_argument("--voting-period", default="7d", help="(%(default)s)")
     p.add_argument("--timelock-delay", default="2d", help="(%(default)s)")

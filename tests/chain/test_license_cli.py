@@ -165,6 +165,37 @@ def test_license_sweep_and_pause_proposal_from_the_cli(setup: Path, tmp_path: Pa
     assert "pause-license" in capsys.readouterr().out
 
 
+def test_each_deployment_keeps_its_own_license_file_and_none_is_overwritten(setup: Path, capsys) -> None:
+    # Prepare: a second governed deployment in the same directory (on eth-tester, on a chain of its own), and a
+    # license file naming another distributor than setup's.
+    own = setup.with_suffix(".license.json")
+    first = own.read_text()
+    other = setup.parent / "other.json"
+    assert run("chain", "deploy", "--deployment", str(other), "--governed", "--reward-pool", "0", *GOVERNANCE) == 0
+    foreign = setup.parent / "foreign.license.json"
+    stranger = chain.institution_accounts(1)[0].address
+    foreign.write_text(json.dumps({**json.loads(first), "distributor": stranger}))
+
+    # Execute and assert: each deployment's license commands use its own license.
+    assert own.read_text() == first and other.with_suffix(".license.json").is_file()
+    capsys.readouterr()
+    assert run("license", "status", "--deployment", str(setup), "--json") == 0
+    assert json.loads(capsys.readouterr().out)["license"] == json.loads(first)["license"]
+    cases = [
+        # A new license over an existing file would leave its licensees' locks in a contract nothing names.
+        (["license", "deploy", "--deployment", str(setup)], f"{own} already holds a license; pass --license-file"),
+        (["license", "status", "--deployment", str(setup), "--license-file", str(foreign)],
+         f"license file {foreign} is for the deployment whose distributor is {stranger}, not {setup}'s"),
+        (["chain", "deploy", "--deployment", str(setup.parent), "--governed"], "is a directory; name the file"),
+    ]
+    for argv, message in cases:
+        with pytest.raises(ChainError, match=re.escape(message)):
+            run(*argv)
+    assert own.read_text() == first
+    assert run("license", "deploy", "--deployment", str(setup), "--replace", "--no-governance") == 0
+    assert json.loads(own.read_text())["license"] != json.loads(first)["license"]
+
+
 def test_license_cli_bad_input_is_one_line(setup: Path) -> None:
     d = ["--deployment", str(setup)]
     company = chain.institution_accounts(6)[3].address  # attested, but holds no tokens
