@@ -585,6 +585,11 @@ def vote(session: ChainSession, ld: LicenseDeployment, proposal_id: int, support
     gov = governor_contract(session, ld)
     if call(gov.functions.hasVoted(proposal_id, session.address), "reading votes"):
         raise ChainError(f"vote: {session.address} already voted on proposal {proposal_id}")
+    snapshot = int(call(gov.functions.proposalSnapshot(proposal_id), "reading the snapshot"))
+    if int(call(gov.functions.getVotes(session.address, snapshot), "reading votes")) == 0:
+        # A vote of no weight would be recorded and count for nothing: the signer could not vote on it again.
+        raise ChainError(f"vote: {session.address} had no voting power at proposal {proposal_id}'s snapshot "
+                         f"({snapshot}): votes count from a `fedlearn gov delegate` made before a proposal")
     fn = gov.functions.castVoteWithReason(proposal_id, SUPPORT[support], reason)
     return transact(session, fn, f"vote on proposal {proposal_id}")
 

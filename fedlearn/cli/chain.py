@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -181,6 +182,12 @@ def _deploy_governed(args: argparse.Namespace) -> int:
         voting_delay=args.voting_delay, voting_period=args.voting_period, timelock_delay=args.timelock_delay,
         quorum_percent=args.quorum, proposal_threshold=args.proposal_threshold,
     ).check()
+    outside = sum(allocations.values())  # the pool, in the distributor, cannot vote; only these tokens can
+    quorum = settings.quorum_percent * (outside + (args.reward_pool or 0)) // 100
+    if quorum > outside:
+        print(f"fedlearn: warning: the quorum, {settings.quorum_percent}% of the supply ({quorum} units), is more than "
+              f"the {outside} units outside the reward pool, which alone can vote: no proposal can pass until that "
+              "much of the pool is paid out and delegated (lower --quorum, or --allocate more)", file=sys.stderr)
     session = _session(args, fresh=True)
     got = gov.deploy_governed(
         session, coordinator=args.coordinator, guardian=args.guardian, attester=args.attester,

@@ -83,6 +83,12 @@ def test_chain_deploy_says_whether_it_is_governed(tmp_path: Path, capsys) -> Non
             run(*argv)
         assert "\n" not in str(err.value), argv
     assert not (tmp_path / "new.json").exists()
+    # A quorum the tokens outside the reward pool cannot reach is deployed, with a warning that says so.
+    capsys.readouterr()
+    assert run("chain", "deploy", *new, "--governed", "--reward-pool", "1e24", "--allocate",
+               f"{institution}=10e18") == 0
+    assert ("warning: the quorum, 4% of the supply (40000400000000000000000 units), is more than the "
+            "10000000000000000000 units outside the reward pool") in capsys.readouterr().err
     assert ((tmp_path / "single.json").read_bytes(), (tmp_path / "single.eth-tester.json").read_bytes()) == before
     # The same address in one case carries no checksum and is taken as written.
     assert run("chain", "status", *d, "--account", institution.lower()) == 0
@@ -120,6 +126,9 @@ def test_license_fees_and_governance_from_the_cli(setup: Path, capsys) -> None:
                "--description", "Longer locks, double X, smaller rounds") == 0
     proposal = re.search(r"proposal (\d+)", capsys.readouterr().out).group(1)
     assert run("gov", "advance-time", *d, "61") == 0
+    # Institution 0 holds tokens it never delegated: its vote would weigh nothing, and is refused before sending.
+    with pytest.raises(ChainError, match=f"had no voting power at proposal {proposal}'s snapshot"):
+        run("gov", "vote", *d, proposal, "--institution", "0", "--support", "against")
     assert run("gov", "vote", *d, proposal, "--institution", "1", "--support", "for") == 0
     assert run("gov", "advance-time", *d, "601") == 0
     assert run("gov", "queue", *d, proposal) == 0
