@@ -13,6 +13,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
@@ -151,6 +152,29 @@ def test_ctrl_c_names_the_command_that_resumes_the_run_and_that_command_finishes
     resumed = fedlearn("run", "--no-progress", "--resume", str(run_dir), cwd=tmp_path)
     assert resumed.returncode == 0 and (run_dir / "summary.json").is_file(), resumed.stderr[-2000:]
     assert [r.round for r in Ledger.open(run_dir / "ledger.sqlite").rounds()] == [1, 2, 3, 4]
+
+
+def test_license_fees_go_to_a_finished_runs_contributors_through_the_trees_the_run_wrote(
+        finished_run: Path, tmp_path: Path) -> None:
+    # Prepare: a license over a copy of the run's deployment; an institution pays a fee from what it earned.
+    copy = Path(shutil.copytree(finished_run, tmp_path / "copy"))
+    d = ["--deployment", str(copy / "chain" / "deployment.json"), "--state", str(copy / "chain" / "eth-tester.json")]
+    assert fedlearn("license", "deploy", "--no-governance", *d, cwd=tmp_path).returncode == 0
+    paid = fedlearn("license", "pay-fee", "--amount", "10", "--institution", "0", *d, cwd=tmp_path)
+    assert paid.returncode == 0, paid.stderr
+
+    # Execute: each contributor withdraws its share, found in the run's trees (named by root).
+    summary = json.loads((copy / "summary.json").read_text())["institutions"]
+    earned = {i["address"]: int(i["tokens_earned"]) for i in summary}
+    withdrawn = {}
+    for address in earned:
+        got = fedlearn("license", "withdraw", "--account", address, *d, cwd=tmp_path)
+        assert got.returncode == 0, got.stderr
+        withdrawn[address] = Decimal(got.stdout.split("paid ")[1].split(" of round")[0])
+
+    # Assert: the fee is shared by what each earned (within rounding dust).
+    for address, wei in earned.items():
+        assert withdrawn[address] == pytest.approx(Decimal(10) * wei / sum(earned.values()), abs=Decimal("1e-15"))
 
 
 def test_resume_refuses_another_config(finished_run: Path, tmp_path: Path) -> None:

@@ -108,6 +108,13 @@ def _round_logs(session: ChainSession, deployment: Deployment, round: int) -> li
     return list(dist.events.RoundSettled().get_logs(from_block=deployment.block, argument_filters={"round": round}))
 
 
+def check_round(round: Any) -> int:
+    """A round number the distributor can hold (uint64, from 1); ChainError otherwise."""
+    if not isinstance(round, int) or isinstance(round, bool) or not 0 < round < 2**64:
+        raise ChainError(f"round must be an integer in [1, 2**64), got {round!r}")
+    return round
+
+
 def settle_round(
     session: ChainSession,
     deployment: Deployment,
@@ -122,8 +129,7 @@ def settle_round(
     refuse (a lower total, a total above the allowance or the funds, a round out of step) is refused here first,
     and, given the `previous` live tree, a root that would lower or drop any account's cumulative amount (what a
     challenge or a guardian would revoke)."""
-    if not isinstance(round, int) or isinstance(round, bool) or not 0 < round < 2**64:
-        raise ChainError(f"round must be an integer in [1, 2**64), got {round!r}")
+    check_round(round)
     model_hash = as_bytes32(model_hash, "model hash")
     tree = RewardTree.of(cumulative)
     dist = distributor_contract(session, deployment)

@@ -301,6 +301,7 @@ def _holds_root(session: ChainSession, deployment: Deployment, round_: int, root
 
 
 def _cmd_settle(args: argparse.Namespace) -> int:
+    ops.check_round(args.round)  # before its tree file is written
     session = _session(args)
     deployment = _deployment(args, session)
     trees = Path(args.deployment).parent / "trees"

@@ -100,16 +100,27 @@ def _trees_dir(args: argparse.Namespace) -> Path:
     return Path(args.trees) if args.trees else Path(args.deployment).parent / "trees"
 
 
-def _tree(args: argparse.Namespace, round_: int) -> RewardTree:
+def _tree(args: argparse.Namespace, session: ChainSession, ld: LicenseDeployment, round_: int) -> RewardTree:
+    """Round ``round_``'s tree, the one whose root the chain holds for it: `fedlearn chain settle` names its files
+    round-N.json, a run names them by root (0x<root>.json); a file holding another root is passed over."""
     import json
 
-    path = _trees_dir(args) / f"round-{round_}.json"
-    try:
-        return RewardTree.load(json.loads(path.read_text()))
-    except OSError:
-        raise ChainError(f"no rewards tree for round {round_} at {path} (written by `fedlearn chain settle`)") from None
-    except ValueError:
-        raise ChainError(f"rewards tree {path} is not JSON") from None
+    from fedlearn.chain.deployment import distributor_contract
+    from fedlearn.chain.transactions import call
+
+    root = bytes(call(distributor_contract(session, ld.base()).functions.roundOf(round_), "reading round"))
+    directory = _trees_dir(args)
+    for path in (directory / f"round-{round_}.json", directory / f"0x{root.hex()}.json"):
+        try:
+            tree = RewardTree.load(json.loads(path.read_text()))
+        except OSError:
+            continue
+        except ValueError:
+            raise ChainError(f"rewards tree {path} is not JSON") from None
+        if tree.root == root:
+            return tree
+    raise ChainError(f"no rewards tree for round {round_} (root 0x{root.hex()}) in {directory}: `fedlearn chain "
+                     "settle` writes round-N.json there, a run 0x<root>.json (pass --trees DIR)")
 
 
 # --- license -------------------------------------------------------------------------------------------------
@@ -254,7 +265,7 @@ def _shares(
     rounds = [args.round] if args.round is not None else [e.round for e in lic.epochs(session, ld)]
     out = []
     for r in rounds:
-        tree = _tree(args, r)
+        tree = _tree(args, session, ld, r)
         if tree.amount_of(account) is not None:
             out.append((r, lic.fee_share(session, ld, r, tree, account)))
     return out
@@ -278,7 +289,7 @@ def _cmd_withdraw(args: argparse.Namespace) -> int:
     if not owed:
         raise ChainError(f"withdraw: account {account} has no fee share left to withdraw (NoFeeShare)")
     for r, _ in owed:
-        got = lic.withdraw_fee_share(session, ld, r, _tree(args, r), account)
+        got = lic.withdraw_fee_share(session, ld, r, _tree(args, session, ld, r), account)
         _finish(args, session)
         print(_tx_line(f"paid {tokens(got.amount)} of round {r}'s fees to {account}", got.tx))
     return 0
@@ -461,9 +472,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         _common(p)
         p.add_argument("--account", help="contributor (default: the signer)")
         p.add_argument("--round", type=int, help="only this round (default: every round fees accrued to)")
-        p.add_argument(
-            "--trees", type=Path, help="folder of round-N.json trees (default: trees/ beside the deployment)"
-        )
+        p.add_argument("--trees", type=Path, help="folder of the rewards trees, round-N.json or 0x<root>.json "
+                       "(default: trees/ beside the deployment)")
         p.add_argument("--json", action="store_true", help="print JSON")
         p.set_defaults(handler=handler)
 

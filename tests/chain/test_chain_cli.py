@@ -197,6 +197,12 @@ def test_settle_refuses_a_typo_an_unwritable_tree_or_another_tree_before_sending
     with pytest.raises(ChainError):
         settle({accounts[0]: 10**30})  # beyond what the distributor holds
     assert last_round() == 0 and not (trees / "round-1.json").exists()
+    # A round the distributor cannot hold: refused before any tree is written.
+    path = tmp_path / "rewards.json"
+    with pytest.raises(ChainError, match=r"round must be an integer in \[1, 2\*\*64\), got -1"):
+        run("chain", "settle", "--deployment", str(deployed), "--round", "-1", "--model-hash", MODEL,
+            "--rewards", str(path))
+    assert not list(trees.glob("round-*.json"))
     assert settle({accounts[0]: 100}) == 0 and last_round() == 1
     # A second deployment in the same folder: its round 1 must not overwrite the first's tree (their proofs).
     other = deployed.parent / "other.json"
