@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -88,6 +89,8 @@ def test_provision_gives_each_party_only_its_own_keys_and_flower_reads_them(kits
     (lambda t: t["institution"][1].update(name="clinic-a"), "share the name clinic-a"),
     (lambda t: t["institution"][2].update(address=ADDRESSES[0]), "share the address"),
     (lambda t: t["federation"].update(superlink="no-port"), "must be HOST:PORT"),
+    (lambda t: t["federation"].update(superlink="10.0.0.5:99999"), "must be HOST:PORT (a port from 1 to 65535)"),
+    (lambda t: t["institution"][0].update(name="ca"), "'ca' names the kits' certificate authority"),
     (lambda t: t["schema"].update(classes="1"), "at least 2 distinct labels"),
     (lambda t: t["chain"].update(rpc="eth-tester"), "http(s) JSON-RPC URL"),
     (lambda t: t["institution"][0].update(examples=0), "examples must be at least 1"),
@@ -251,7 +254,8 @@ def test_pilot_up_runs_three_institutions_on_their_own_files_and_each_claims_wit
                              "--rounds", "1", "--dir", str(tmp_path / "poc"), "--json"],
                             capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-    figures = json.loads(result.stdout[result.stdout.index("{"):])
+    figures = json.loads(result.stdout)  # --json: the figures alone on stdout, the progress on stderr
+    assert "SuperNode started from its kit" in result.stderr
     names = ["clinic-01", "clinic-02", "clinic-03"]
     assert sorted(figures["claimed_wei"]) == names
     assert figures["claimed_wei"] == figures["earned_wei"] and all(v > 0 for v in figures["claimed_wei"].values())
@@ -278,6 +282,43 @@ def test_pilot_up_runs_three_institutions_on_their_own_files_and_each_claims_wit
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", port)) != 0
     assert processes_mentioning(tmp_path / "poc") == []
+
+
+@pytest.mark.slow
+def test_pilot_up_stopped_by_sigterm_stops_everything_it_started(tmp_path: Path) -> None:
+    if not (contracts_dir() / "node_modules" / ".bin" / "anvil").exists():
+        missing_tool("anvil from npm", "run scripts/setup-chain.sh")
+    work = tmp_path / "poc"
+    process = subprocess.Popen([sys.executable, "-m", "fedlearn.cli", "pilot", "up", "--rounds", "50", "--dir",
+                                str(work), "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    started = 0
+    for line in process.stderr:  # once every SuperNode runs (and anvil, the SuperLink and the run with them)
+        started += "SuperNode started" in line
+        if started == 3:
+            break
+    assert started == 3 and processes_mentioning(work)
+    process.terminate()
+    assert process.wait(timeout=120) == 128 + signal.SIGTERM
+    assert processes_mentioning(work) == []
+
+
+def test_pilot_commands_refuse_bad_addresses_ports_and_directories(kits: Path, tmp_path: Path) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    cases = [
+        (["pilot", "node", str(kits / "clinic-a"), "--superlink", "nonsense"],
+         "--superlink 'nonsense' must be HOST:PORT"),
+        (["pilot", "node", str(kits / "clinic-a"), "--superlink", "127.0.0.1:abc"], "must be HOST:PORT"),
+        (["pilot", "coordinator", str(kits / "coordinator"), "--port", "99999"], "port 99999 is outside 1..65535"),
+        (["pilot", "up", "--dir", str(afile)], f"{afile} is a file: pilot up writes a new directory"),
+    ]
+    for argv, message in cases:
+        result = subprocess.run([sys.executable, "-m", "fedlearn.cli", *argv], capture_output=True, text=True,
+                                timeout=120)
+        assert message in result.stderr and result.returncode != 0, (argv, result.stderr[-1000:])
+        assert "Traceback" not in result.stderr and result.stderr.strip().splitlines()[-1].startswith(
+            ("fedlearn: error:", "fedlearn pilot")), argv
 
 
 def processes_mentioning(path: Path) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from fedlearn.config import parse_overrides
 from fedlearn.errors import ConfigError
 from fedlearn.pilot import parties
 from fedlearn.pilot.kits import Kit, provision
-from fedlearn.pilot.project import Project
+from fedlearn.pilot.project import Project, host_port
 
 
 def _provision(args: argparse.Namespace) -> int:
@@ -52,9 +53,10 @@ def _default_app() -> Path:
 
 
 def _node(args: argparse.Namespace) -> int:
+    given = host_port(args.superlink, "--superlink") if args.superlink else None
     kit = Kit.read(args.kit)
     data, rows = parties.check_node(kit, args.data_path)
-    superlink = args.superlink or kit.superlink
+    superlink = given or kit.superlink
     if not parties.check_superlink(kit, superlink):
         print(f"the SuperLink at {superlink} is not reachable yet; the SuperNode keeps trying")
     command = parties.node_command(kit, data, superlink, args.port)
@@ -66,7 +68,9 @@ def _up(args: argparse.Namespace) -> int:
     from fedlearn.pilot.poc import report, up
 
     workdir = args.dir or Path(tempfile.mkdtemp(prefix="fedlearn-pilot-"))
-    result = up(workdir, args.institutions, args.rounds, args.seed)
+    # With --json, stdout carries the figures alone; the progress goes to stderr.
+    say = (lambda line: print(line, file=sys.stderr, flush=True)) if args.json else print
+    result = up(workdir, args.institutions, args.rounds, args.seed, say=say)
     figures = report(result)
     if args.json:
         print(json.dumps(figures, indent=2))
@@ -83,6 +87,16 @@ def _up(args: argparse.Namespace) -> int:
     return 0
 
 
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 < port < 65536:
+        raise argparse.ArgumentTypeError(f"port {port} is outside 1..65535")
+    return port
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Adds `pilot` to the `fedlearn` command line."""
     pilot = subparsers.add_parser("pilot", help="provision kits, start a pilot's parties, or run one on this machine")
@@ -97,7 +111,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                            "institutions' keys, run the federation, exit with its outcome")
     p.add_argument("kit", type=Path, metavar="KIT")
     p.add_argument("--bind", default="0.0.0.0", help="address the SuperLink listens on (%(default)s)")
-    p.add_argument("--port", type=int, help="port (default: the kit's superlink port)")
+    p.add_argument("--port", type=_port, help="port (default: the kit's superlink port)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override one key of the kit's run.toml; repeatable")
     p.add_argument("--key-env", default="FEDLEARN_PRIVATE_KEY", help="variable holding the coordinator's key")
@@ -110,14 +124,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data-path", help="the institution's own data file, relative to the current directory "
                    "(default: data_path in kit.toml, relative to the kit)")
     p.add_argument("--superlink", metavar="HOST:PORT", help="default: the kit's")
-    p.add_argument("--port", type=int, help="the SuperNode's local ClientApp port (Flower's default 9094)")
+    p.add_argument("--port", type=_port, help="the SuperNode's local ClientApp port (Flower's default 9094)")
     p.set_defaults(handler=_node)
 
     p = sub.add_parser("up", help="a whole pilot on 127.0.0.1: anvil, TLS SuperLink, authenticated SuperNodes "
                                   "on their own files, a paid run, claims with each institution's key")
-    p.add_argument("--institutions", type=int, default=3)
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--institutions", type=int, default=3, help="institutions, each with its own kit and file "
+                   "(%(default)s)")
+    p.add_argument("--rounds", type=int, default=3, help="rounds of the run (%(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the data's split and the run (%(default)s)")
     p.add_argument("--dir", type=Path, help="a new work directory (default: a temporary one)")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.set_defaults(handler=_up)

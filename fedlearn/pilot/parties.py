@@ -17,6 +17,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 import tomllib
 from collections.abc import Iterator, Mapping
@@ -311,8 +312,18 @@ def _signal_group(process: subprocess.Popen[Any], sig: signal.Signals) -> None:
 
 @contextmanager
 def processes(logs: Path) -> Iterator[Processes]:
+    """The processes a block starts, all stopped when it ends: normally, on an error, on Ctrl-C, and on SIGTERM
+    (whose default would end this process at once and leave them running)."""
     group = Processes(logs)
+    main = threading.current_thread() is threading.main_thread()
+
+    def terminated(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, terminated) if main else None
     try:
         yield group
     finally:
         group.stop()
+        if main:
+            signal.signal(signal.SIGTERM, previous)

@@ -108,12 +108,17 @@ def up(workdir: Path, institutions: int = 3, rounds: int = 3, seed: int = 0,
         raise ConfigError(f"a pilot needs at least 2 institutions, got {institutions}")
     if rounds < 1:
         raise ConfigError(f"rounds must be at least 1, got {rounds}")
+    if workdir.exists() and not workdir.is_dir():
+        raise ConfigError(f"{workdir} is a file: pilot up writes a new directory")
     if workdir.exists() and any(workdir.iterdir()):
         raise ConfigError(f"{workdir} is not empty: pilot up writes a new directory")
     anvil_path = anvil_binary()  # before anything is written: a refused start leaves no directory behind
     began = time.perf_counter()
     timings: dict[str, float] = {}
-    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot make the work directory {workdir}: {exc.strerror}") from None
     split = federate(load_dataset("digits"), num_institutions=institutions, scheme="dirichlet", seed=seed,
                      alpha=1.0, validation_fraction=0.15, test_fraction=0.15, name_prefix="clinic")
     keys = anvil_keys(institutions + 1)
@@ -197,6 +202,10 @@ def up(workdir: Path, institutions: int = 3, rounds: int = 3, seed: int = 0,
             address = Account.from_key(key).address
             chain_args = ["--rpc", rpc, "--deployment", str(deployment), "--tree", str(tree)]
             _fed(["chain", "verify", *chain_args, "--account", address], dict(os.environ), f"{name}'s verify")
+            if not earned.get(name):  # nothing in the tree to claim: a claim would only revert
+                claimed[name] = _balance(rpc, deployment, key)
+                say(f"{name}: verified the tree; it earned nothing, so it has nothing to claim")
+                continue
             _fed(["chain", "claim", *chain_args, "--key-env", "INSTITUTION_KEY"],
                  {**os.environ, "INSTITUTION_KEY": key}, f"{name}'s claim")
             claimed[name] = _balance(rpc, deployment, key)

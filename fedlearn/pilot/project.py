@@ -38,6 +38,8 @@ from fedlearn.errors import ConfigError, DataError
 from fedlearn.payout.settlement import checked_address
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+# Entries of the kits directory besides the institutions' kits: no institution may take their names.
+RESERVED = {"coordinator": "the coordinator's kit", "ca": "the kits' certificate authority (kept offline)"}
 
 
 @dataclass(frozen=True)
@@ -100,10 +102,7 @@ class Project:
         name = field(fed, "name", str, "federation.name")
         if not NAME.match(name):
             raise ConfigError(f"{where}: federation.name {name!r} must be lowercase letters, digits, '.', '_' or '-'")
-        superlink = field(fed, "superlink", str, "federation.superlink")
-        if not re.match(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$", superlink) \
-                or not 0 < int(superlink.rsplit(":", 1)[1]) < 65536:
-            raise ConfigError(f"{where}: federation.superlink {superlink!r} must be HOST:PORT")
+        superlink = host_port(field(fed, "superlink", str, "federation.superlink"), f"{where}: federation.superlink")
         rounds = field(fed, "rounds", int, "federation.rounds", 10)
         if rounds < 1:
             raise ConfigError(f"{where}: federation.rounds must be at least 1, got {rounds}")
@@ -143,6 +142,15 @@ class Project:
                     raise ConfigError(f"{where}: institutions {seen[value]} and {inst.name} share the {attribute} "
                                       f"{value}")
                 seen[value] = inst.name
-        if any(inst.name == "coordinator" for inst in institutions):
-            raise ConfigError(f"{where}: 'coordinator' names the coordinator's kit; rename that institution")
+        for inst in institutions:  # names of the kits directory's own entries
+            if inst.name in RESERVED:
+                raise ConfigError(f"{where}: {inst.name!r} names {RESERVED[inst.name]}; rename that institution")
         return cls(name, superlink, rounds, schema, rpc, deployment, tuple(institutions))
+
+
+def host_port(text: str, what: str) -> str:
+    """``text`` when it is HOST:PORT (an IPv6 host in brackets, a port in 1..65535); ConfigError otherwise."""
+    well_formed = re.match(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$", text)
+    if not well_formed or not 0 < int(text.rsplit(":", 1)[1]) < 65536:
+        raise ConfigError(f"{what} {text!r} must be HOST:PORT (a port from 1 to 65535)")
+    return text
