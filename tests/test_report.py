@@ -299,8 +299,9 @@ def test_institutions_csv_is_what_the_run_scored_the_ledger_paid_and_the_chain_h
     assert Decimal(rows["hospital-02"]["tokens_claimed"]) == 0 < Decimal(rows["hospital-02"]["tokens_earned"])
     assert Decimal(rows[FREE_RIDER]["tokens_earned"]) == 0
     assert float(rows[FREE_RIDER]["contribution_share"]) == float(rows[FREE_RIDER]["token_share"]) == 0
-    # The run ended before the claim: its summary says nothing was claimed; the report follows the ledger.
-    assert all(i["tokens_claimed"] == "0" for i in summary["institutions"])
+    # The claim after the run updated its summary: the summary, the report and the chain agree.
+    assert {i["name"]: Decimal(i["tokens_claimed"]) / WEI for i in summary["institutions"]} == {
+        name: Decimal(row["tokens_claimed"]) for name, row in rows.items()}
 
 
 def test_every_view_shows_the_rounds_set_aside_and_the_stake_slashed_as_the_chain_holds_it(paid: Reported) -> None:

@@ -7,6 +7,7 @@ bad config is reported in well under a second.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -106,6 +107,8 @@ def claim(args: argparse.Namespace) -> int:
     if unknown:
         raise ConfigError(f"unknown institution {unknown[0]!r} (this run has {', '.join(run.institutions)})")
     paid = run.paymaster.claim(names)
+    if any(paid.values()):  # the run's summary and report say what was claimed: keep them current
+        _claimed_into_summary(Path(args.run_dir), run.paymaster.token_summary())
     balances = run.paymaster.balances()
     earned = {e.institution: e.cumulative for e in run.paymaster.latest_tree_entries()}
     width = max(len("institution"), *(len(n) for n in names))
@@ -114,6 +117,22 @@ def claim(args: argparse.Namespace) -> int:
         print(f"{name:<{width}}  {_tokens(paid[name]):>14}  {_tokens(earned.get(name, 0)):>14}  "
               f"{_tokens(balances[name]):>14}")
     return 0
+
+
+def _claimed_into_summary(run_dir: Path, tokens: dict[str, dict[str, str]]) -> None:
+    """A finished run's summary.json and report, with what the chain now records as claimed."""
+    from fedlearn.records.rundir import SUMMARY_FILE, write_json
+
+    path = run_dir / SUMMARY_FILE
+    if not path.is_file():  # an unfinished run: its summary, written at its end, reads the chain then
+        return
+    summary = json.loads(path.read_text())
+    for row in summary.get("institutions", []):
+        if row.get("name") in tokens:
+            row["tokens_claimed"] = tokens[row["name"]]["tokens_claimed"]
+    write_json(path, summary)
+    if (run_dir / "report").is_dir():
+        _report_path(run_dir)
 
 
 def settle(args: argparse.Namespace) -> int:
