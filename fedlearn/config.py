@@ -379,6 +379,8 @@ class RunConfig:
             _check_files_mode(self)
         _one_of("data.partition", d.partition, PARTITION_SCHEMES)
         _check(d.alpha > 0, "data.alpha", d.alpha, "must be > 0")
+        _check(bool(d.name_prefix.strip()), "data.name_prefix", d.name_prefix,
+               "must name the institutions (hospital-01, …): a non-empty prefix")
         _check(d.classes_per_institution >= 1, "data.classes_per_institution", d.classes_per_institution,
                "must be at least 1")
         for key, frac in (("data.validation_fraction", d.validation_fraction),

@@ -90,6 +90,15 @@ def test_a_strategy_too_robust_for_the_federation_is_refused_before_anything_is_
     assert not out.exists()
 
 
+def test_more_classes_per_institution_than_the_data_has_names_the_key(tmp_path: Path) -> None:
+    out = tmp_path / "runs"
+    result = fedlearn(*run_args(out, "data.partition='pathological'", "data.classes_per_institution=20"),
+                      cwd=tmp_path)
+    assert result.returncode == 2 and "data.classes_per_institution = 20 is more than the 10 classes of dataset " \
+        "'digits'" in one_line_error(result)
+    assert not out.exists()
+
+
 def test_multikrum_asked_to_keep_more_updates_than_it_can_is_refused(tmp_path: Path) -> None:
     out = tmp_path / "runs"
     result = fedlearn(*run_args(out, "data.institutions=5", "strategy.name='multikrum'", "strategy.num_malicious=1",

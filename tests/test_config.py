@@ -46,6 +46,7 @@ def test_written_toml_reads_back(tmp_path: Path) -> None:
         (["data.alpha=0"], "data.alpha = 0.0 must be > 0"),
         (["data.alpha=-1"], "data.alpha = -1.0 must be > 0"),
         (["run.rounds=0"], "run.rounds = 0 must be at least 1"),
+        (["data.name_prefix=''"], "data.name_prefix = '' must name the institutions"),
         (["run.output_dir=''"], "run.output_dir = '' must name a directory ('.' for the working directory)"),
         (["run.rounds='three'"], "expects int, got 'three'"),
         (["train.learning_rate=true"], "expects float, got True"),

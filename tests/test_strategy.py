@@ -177,7 +177,8 @@ def test_scoring_does_not_move_a_server_optimisers_state(make_reply: ReplyFactor
 
 @pytest.mark.parametrize(
     ("name", "n", "f", "message"),
-    [("bulyan", 6, 1, "needs at least 4f + 3"), ("krum", 4, 1, "more than 2f + 2")],
+    [("bulyan", 6, 1, "needs at least 4f + 3"), ("bulyan", 5, 3, "needs at least 4f + 3"),
+     ("krum", 4, 1, "more than 2f + 2")],
 )
 def test_robust_strategies_refuse_too_many_malicious(name: str, n: int, f: int, message: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(message)):

@@ -52,8 +52,12 @@ def _split(config_json: str) -> FederatedSplit:
         return FederatedSplit(names, [schema.empty(n) for n in names],
                               load_local(d.validation_path, schema, "the coordinator's validation file"),
                               load_local(d.test_path, schema, "the coordinator's test file"))
+    dataset = load_dataset(d.dataset, label_column=d.label_column)
+    if d.partition == "pathological" and d.classes_per_institution > dataset.num_classes:
+        raise ConfigError(f"data.classes_per_institution = {d.classes_per_institution} is more than the "
+                          f"{dataset.num_classes} classes of dataset {dataset.name!r}")
     return federate(
-        load_dataset(d.dataset, label_column=d.label_column),
+        dataset,
         num_institutions=d.institutions,
         scheme=d.partition,
         seed=config.run.seed,

@@ -77,7 +77,7 @@ def build_flower_strategy(
         min_train_nodes=max(1, int(quorum * s.fraction_train)),
         min_available_nodes=quorum,
     )
-    if s.name in ("krum", "multikrum", "bulyan") and n <= 2 * s.num_malicious + 2:
+    if s.name in ("krum", "multikrum") and n <= 2 * s.num_malicious + 2:
         raise ConfigError(
             f"strategy.num_malicious = {s.num_malicious} is too large for {n} institutions "
             f"({s.name} needs more than 2f + 2 updates)"
