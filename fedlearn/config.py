@@ -129,10 +129,14 @@ class ScoringSection:
     # every example's probabilities; accuracy moves in steps.
     utility: str = "brier"
     # A round's gain counts (and pays) only when a paired bootstrap over validation examples puts its lower
-    # `confidence` bound above zero ("none": any positive gain counts).
+    # `confidence` bound above min_gain ("none": any gain above min_gain counts).
     significance: str = "bootstrap"
     confidence: float = 0.95
     bootstrap_samples: int = 1000
+    # The smallest gain that counts, in utility units: a model that barely moved (every example's Brier score
+    # changed by a ten-thousandth) has a tight bootstrap interval above zero and would otherwise release the whole
+    # budget at the true-up for nothing learnt. One example turning right moves accuracy by 1/n, far above it.
+    min_gain: float = 1e-4
     gtg_within_round_epsilon: float = 1e-3
     gtg_between_round_epsilon: float = 1e-3
     gtg_convergence_tolerance: float = 0.05
@@ -253,7 +257,7 @@ class IntegritySection:
 
 
 LEGACY_VALUES: dict[str, Any] = {"integrity.refit_noise": 0.0, "integrity.refit_check_folds": 0,
-                                 "integrity.backdoor_threshold": 0.0}
+                                 "integrity.backdoor_threshold": 0.0, "scoring.min_gain": 0.0}
 """What a key added since meant before it existed: a saved run config that lacks it was made with this value, so a
 run resumed from it replays as it was made (a crash between settling the last round and checkpointing it is
 recovered by refitting the published model again, which must give the same bits)."""
@@ -419,6 +423,7 @@ class RunConfig:
         _one_of("scoring.validation", sc.validation, VALIDATION_SOURCES)
         _one_of("scoring.significance", sc.significance, SIGNIFICANCE_TESTS)
         _check(0.5 < sc.confidence < 1, "scoring.confidence", sc.confidence, "must be in (0.5, 1)")
+        _check(0 <= sc.min_gain < 1, "scoring.min_gain", sc.min_gain, "must be in [0, 1) (utility units)")
         _check(sc.bootstrap_samples >= 100, "scoring.bootstrap_samples", sc.bootstrap_samples, "must be at least 100")
         _check(sc.banzhaf_samples >= 16, "scoring.banzhaf_samples", sc.banzhaf_samples, "must be at least 16")
         _check(0 <= sc.banzhaf_tolerance < 1, "scoring.banzhaf_tolerance", sc.banzhaf_tolerance, "must be in [0, 1)")

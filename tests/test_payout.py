@@ -177,6 +177,18 @@ def test_license_fees_go_to_a_finished_runs_contributors_through_the_trees_the_r
         assert withdrawn[address] == pytest.approx(Decimal(10) * wei / sum(earned.values()), abs=Decimal("1e-15"))
 
 
+def test_a_model_that_learns_next_to_nothing_pays_nothing_and_returns_the_budget(tmp_path: Path) -> None:
+    # A learning rate so small that every round moves the Brier score by about 1e-5: tight intervals just above 0.
+    result = fedlearn(*run_args(tmp_path, "train.learning_rate=0.00001", "integrity.refit_output_layer=false",
+                                "scoring.method='banzhaf'"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count("below scoring.min_gain: contributes nothing") == 3
+    (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    rounds = Ledger.open(run_dir / "ledger.sqlite").rounds()
+    assert all(0 < r.gain_low < 1e-4 and not r.significant for r in rounds)
+    assert sum(r.round_total for r in rounds) == 0 and rounds[-1].returned == rounds[-1].budget
+
+
 def test_resume_refuses_another_config(finished_run: Path, tmp_path: Path) -> None:
     result = fedlearn("run", "--resume", str(finished_run), "--set", "data.alpha=2.0", cwd=tmp_path)
     assert result.returncode == 2 and "made with another config (differs in data.alpha)" in result.stderr

@@ -33,6 +33,18 @@ def test_without_a_test_any_positive_gain_counts() -> None:
     assert gain.significant and gain.low == gain.high == gain.gain
 
 
+def test_a_tight_gain_too_small_to_matter_does_not_count_with_a_floor() -> None:
+    # A model that barely moved: every example's utility up by about 8e-6, so the interval sits just above zero.
+    rng = np.random.default_rng(4)
+    before = -rng.uniform(0.5, 1.0, 270)
+    after = before + 8e-6 + rng.normal(0, 1e-7, 270)
+    assert round_gain(before, after, seed=5).significant  # no floor: counted, and the true-up pays for it
+    floored = round_gain(before, after, seed=5, min_gain=1e-4)
+    assert floored.low > 0 and not floored.significant
+    assert not round_gain(before, after, test="none", min_gain=1e-4).significant
+    assert round_gain(before, before + 0.01, seed=5, min_gain=1e-4).significant
+
+
 def test_the_same_round_gives_the_same_answer() -> None:
     rng = np.random.default_rng(3)
     before, after = rng.normal(size=100), rng.normal(size=100)

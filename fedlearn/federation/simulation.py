@@ -122,7 +122,8 @@ def run_federation(
         if s is not None:
             detail = "round gain below epsilon, no scores" if s.truncated else f"{s.evaluations} evals"
             detail = f"skipped: {s.skipped}" if s.skipped else detail
-            verdict = "significant" if s.significant else "not significant: contributes nothing"
+            verdict = ("significant" if s.significant else "below scoring.min_gain: contributes nothing"
+                       if s.gain_low > 0 else "not significant: contributes nothing")
             detail += f"; gain {s.gain:+.4f} ({s.utility}, lower bound {s.gain_low:+.4f}: {verdict})"
             scoring = f"  scoring {s.scoring_seconds:.2f}s ({s.label}, {detail})"
         rejected = f"  set aside: {', '.join(sorted(s.rejected))}" if s and s.rejected else ""

@@ -516,7 +516,8 @@ class ScoredStrategy(Strategy):
             per_example.append(per_example_utility(self.model(X), y, self.scoring.utility).numpy())
         before, after = per_example
         gain = round_gain(before, after, test=self.scoring.significance, confidence=self.scoring.confidence,
-                          samples=self.scoring.bootstrap_samples, seed=(self.seed, server_round))
+                          samples=self.scoring.bootstrap_samples, seed=(self.seed, server_round),
+                          min_gain=self.scoring.min_gain)
         return float(before.mean()), gain
 
     def _scores(

@@ -62,8 +62,8 @@ class RoundRow:
     """One round: what was measured (rounds.json) and, with a ledger, what was paid and where the budget stands.
 
     ``gain`` is the round's validated utility gain, [``gain_low``, ``gain_high``] its bootstrap interval; only a
-    ``significant`` round (lower bound above zero) counts towards contribution. ``budget_wei`` is the run's whole
-    budget; ``released_wei + carried_wei + returned_wei == budget_wei`` on every journaled round.
+    ``significant`` round (lower bound above ``scoring.min_gain``) counts towards contribution. ``budget_wei`` is
+    the run's whole budget; ``released_wei + carried_wei + returned_wei == budget_wei`` on every journaled round.
     """
 
     round: int

@@ -122,9 +122,11 @@ def facts(report: RunReport) -> dict[str, list[tuple[str, str]]]:
     if judged:
         test = c.get("scoring.significance")
         confidence = c.get("scoring.confidence")
-        how = ("a paired bootstrap's lower bound above zero"
+        least = c.get("scoring.min_gain", 0.0)  # a run made before the key counted any gain above zero
+        floor = f"{least:g}" if isinstance(least, (int, float)) and least > 0 else "zero"
+        how = (f"a paired bootstrap's lower bound above {floor}"
                + (f" at {confidence * 100:g}% confidence" if isinstance(confidence, float) else "")
-               if test == "bootstrap" else "any positive gain" if test == "none" else "")
+               if test == "bootstrap" else f"any gain above {floor}" if test == "none" else "")
         counted = sum(1 for r in judged if r.significant)
         training.append(("Significant rounds", f"{counted} of {_rounds(len(judged))}, only these count as "
                          "contribution" + (f" ({how})" if how else "")))

@@ -39,11 +39,12 @@ def round_gain(
     confidence: float = 0.95,
     samples: int = 1000,
     seed: int | tuple[int, ...] = 0,
+    min_gain: float = 0.0,
 ) -> RoundGain:
     """Gain of ``after`` over ``before``, per-example utilities of the same validation examples in the same order.
 
-    ``test = "none"`` counts any positive gain; ``"bootstrap"`` counts a gain whose lower confidence bound is
-    above zero.
+    ``test = "none"`` counts any gain above ``min_gain``; ``"bootstrap"`` counts a gain whose lower confidence
+    bound is above ``min_gain``.
     """
     b = np.asarray(before, dtype=np.float64).reshape(-1)
     a = np.asarray(after, dtype=np.float64).reshape(-1)
@@ -56,7 +57,7 @@ def round_gain(
     diff = a - b
     gain = float(diff.mean())
     if test == "none":
-        return RoundGain(gain, gain, gain, gain > 0)
+        return RoundGain(gain, gain, gain, gain > max(min_gain, 0.0))
     if not 0.5 < confidence < 1:
         raise ScoringError(f"confidence = {confidence} must be in (0.5, 1)")
     if samples < 100:
@@ -69,4 +70,4 @@ def round_gain(
         stop = min(samples, start + chunk)
         means[start:stop] = diff[rng.integers(0, diff.size, size=(stop - start, diff.size))].mean(axis=1)
     low, high = np.quantile(means, [1 - confidence, confidence])
-    return RoundGain(gain, float(low), float(high), bool(low > 0))
+    return RoundGain(gain, float(low), float(high), bool(low > max(min_gain, 0.0)))
