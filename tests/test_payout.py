@@ -208,9 +208,13 @@ def test_verify_detects_a_tampered_ledger_and_tampered_weights(finished_run: Pat
     np.savez(weights, **arrays)
 
     (copy / "model.npz").unlink()
+    measured = json.loads((copy / "rounds.json").read_text())
+    measured[3]["scores"]["scores"]["hospital-02"] += 0.5  # round 3's record of what it measured, edited
+    (copy / "rounds.json").write_text(json.dumps(measured))
 
     result = fedlearn("verify", str(copy), cwd=tmp_path)
     assert result.returncode == 10
+    assert "round 3: hospital-02 scored" in result.stdout and "in rounds.json" in result.stdout
     assert "round 2: hospital-01 rewarded" in result.stdout
     assert "round 1: model hash" in result.stdout
     assert "model.npz: the run finished (it has a summary) but its final model is missing" in result.stdout

@@ -12,6 +12,7 @@ pass silently.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from fedlearn.payout.schedule import allocate
 from fedlearn.payout.settlement import RunChain, measure_of
 from fedlearn.records import checkpoint
 from fedlearn.records.fingerprint import model_hash
-from fedlearn.records.rundir import MODEL_FILE, SUMMARY_FILE
+from fedlearn.records.rundir import MODEL_FILE, ROUNDS_FILE, SUMMARY_FILE, RunDirError, saved_rounds
 
 _HOW_TO_REVOKE = ("revoke it: `fedlearn chain challenge --account ADDRESS --accepted-tree FILE --pending-tree FILE` "
                   "with an account whose amount it lowers, or a guardian's `fedlearn chain revoke`")
@@ -102,6 +103,37 @@ def _check_slashes(pm: Any, dist: Any, run_dir: Path) -> list[str]:
     return problems
 
 
+def _check_measured(run_dir: Path, rounds: list[RoundEntry]) -> list[str]:
+    """What each journaled round paid on, against what the run recorded it measured (rounds.json): the scores
+    and the round's gain. Slash evidence is rebuilt from rounds.json, so an edit there is a finding too."""
+    try:
+        measured = {r.get("server_round"): r.get("scores") or {} for r in saved_rounds(run_dir)}
+    except RunDirError as exc:
+        return [str(exc)]
+    problems: list[str] = []
+    for record in rounds:
+        m = measured.get(record.round)
+        if m is None:
+            problems.append(f"round {record.round}: {ROUNDS_FILE} does not record what it measured")
+            continue
+        scores = m.get("scores") or {}
+        for e in record.entries:
+            if not _same(scores.get(e.institution, 0.0), e.score):  # absent from the round: it scored 0
+                problems.append(f"round {record.round}: {e.institution} scored {e.score} in the ledger, "
+                                f"{scores.get(e.institution)} in {ROUNDS_FILE}")
+        for key, value in (("gain", record.gain), ("gain_low", record.gain_low), ("gain_high", record.gain_high)):
+            if key in m and not _same(m[key], value):
+                problems.append(f"round {record.round}: {key} {value} in the ledger, {m[key]} in {ROUNDS_FILE}")
+        if "significant" in m and bool(m["significant"]) != record.significant:
+            problems.append(f"round {record.round}: significant {record.significant} in the ledger, "
+                            f"{m['significant']} in {ROUNDS_FILE}")
+    return problems
+
+
+def _same(a: Any, b: float) -> bool:
+    return isinstance(a, (int, float)) and not isinstance(a, bool) and math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+
+
 def verify_run(run_dir: Path) -> tuple[list[str], int]:
     """(mismatches, rounds checked)."""
     run = RunChain.open(run_dir)
@@ -120,6 +152,7 @@ def verify_run(run_dir: Path) -> tuple[list[str], int]:
     settled_here = [r for r in rounds if r.status == "settled"]
     problems += _check_history(pm, dist, settled, offset, opening, {offset + r.round: r.root for r in rounds},
                                pm.leaves(settled_here[-1]) if settled_here else None)
+    problems += _check_measured(Path(run_dir), rounds)
     previous: RoundEntry | None = None
     measures = [measure_of(record) for record in rounds]
     for index, record in enumerate(rounds):
