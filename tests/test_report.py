@@ -36,6 +36,7 @@ from fedlearn.cli.main import main
 from fedlearn.errors import FedlearnError
 from fedlearn.payout.ledger import LEDGER_FILE, Ledger
 from fedlearn.payout.settlement import CHAIN_DIR, DEPLOYMENT_FILE, STATE_FILE
+from fedlearn.payout.slashing import evidence_hash
 from fedlearn.records.rundir import RoundResult
 from fedlearn.report import ReportError, build_report
 from fedlearn.report.load import load_run
@@ -315,6 +316,9 @@ def test_every_view_shows_the_rounds_set_aside_and_the_stake_slashed_as_the_chai
     summary = {i["name"]: i for i in summary_json(paid.run)["institutions"]}
     staked = {name: stake_of(session, deployment, summary[name]["address"])["active"] for name in NAMES}
     assert [(r, name) for r, name, _, _ in slashes] == [(ROUNDS, FREE_RIDER)]
+    # The evidence rests on the update the free rider sent (hashed though it was set aside), not on the reason.
+    sent = rounds_json(paid.run)[ROUNDS]["scores"]["update_hashes"][FREE_RIDER]
+    assert slashes[0][3].removeprefix("0x") == evidence_hash(ROUNDS, sent).hex()
     slashed = slashes[0][2]
     assert staked == {name: int(STAKE * WEI) - (slashed if name == FREE_RIDER else 0) for name in NAMES}
     set_aside = {name: sum(1 for r in rounds_json(paid.run) if name in ((r["scores"] or {}).get("rejected") or {}))

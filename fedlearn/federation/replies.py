@@ -14,6 +14,8 @@ import numpy as np
 from flwr.app import ArrayRecord, Message
 from flwr.common.constant import SUPERLINK_NODE_ID, ErrorCode
 
+from fedlearn.records.fingerprint import model_hash
+
 ARRAYS_KEY = "arrays"
 METRICS_KEY = "metrics"
 META_KEY = "meta"
@@ -33,6 +35,17 @@ class Rejection:
     # check could not read with confidence (fedlearn.federation.free_riders.POWER), and for an error the
     # institution's own ClientApp raised (a crash sends nothing: it is absence, not misconduct).
     evidence: bool = True
+    # The hash of the weights the reply carried (fedlearn.records.fingerprint.model_hash), where it carried any:
+    # what a slash for the offence rests on. None: no weights to hash (a crash, an unregistered node).
+    update_hash: str | None = None
+
+
+def sent_hash(reply: Message) -> str | None:
+    """The hash of the weights ``reply`` carried, or None where it carried none that decode."""
+    try:
+        return model_hash({name: array.numpy() for name, array in arrays_of(reply).items()})
+    except Exception:  # noqa: BLE001 - a reply without decodable weights has nothing to hash
+        return None
 
 
 def arrays_of(reply: Message) -> ArrayRecord:
@@ -155,7 +168,8 @@ def partition_replies(
         if reason is None:
             accepted[name] = reply
         else:
-            rejected.append(Rejection(name, reason, evidence=not reply.has_error()))
+            rejected.append(Rejection(name, reason, evidence=not reply.has_error(),
+                                      update_hash=None if reply.has_error() else sent_hash(reply)))
     # Sorted by name so aggregation order, and so every score, is independent of arrival order.
     return [accepted[name] for name in sorted(accepted)], rejected, unanswered
 
@@ -188,7 +202,7 @@ def apply_weighting(
                 continue
             if claimed > int(registered[name]):
                 rejected.append(Rejection(name, f"claims {claimed} examples, more than the {int(registered[name])} "
-                                                "registered for it"))
+                                                "registered for it", update_hash=sent_hash(reply)))
                 continue
             weight = claimed
         elif rule == "equal":

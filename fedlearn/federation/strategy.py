@@ -268,11 +268,14 @@ class ScoredStrategy(Strategy):
         rejected += unregistered
         # Each update decoded once, here: robust rules pop arrays out of the replies they aggregate.
         self._updates = [numpy_arrays(arrays_of(m)) for m in accepted]
+        # Hashed before the checks that set updates aside: a slash for a free ride or a planted backdoor rests on
+        # the very update that was sent, as any other slash does.
+        self._hashes = {**{r.institution: r.update_hash for r in rejected if r.update_hash},
+                        **{institution_of(m): model_hash(u) for m, u in zip(accepted, self._updates)}}
         self._observe_growth(server_round, accepted)
         accepted, riders = self._set_aside_free_riders(accepted)
         accepted, planted = self._set_aside_backdoors(accepted)
         rejected += riders + planted
-        self._hashes = {institution_of(m): model_hash(u) for m, u in zip(accepted, self._updates)}
         for rejection in rejected:
             money_log.warning("round %d: update from %s set aside: %s", server_round, rejection.institution,
                               rejection.reason)
