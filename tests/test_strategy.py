@@ -503,9 +503,9 @@ def test_under_peer_validation_a_round_whose_every_update_is_voted_down_keeps_it
     assert recorded["commitment"] == "ab" * 32 and recorded["salt"] == "cd" * 32
 
 
-def test_a_round_whose_rule_aggregates_no_model_keeps_the_left_out_updates_scores(make_reply: ReplyFactory) -> None:
-    # Prepare: Bulyan with f = 1 needs 4f + 3 = 7 updates; of 7, one steps away from the fitted model and is
-    # left out, so Bulyan aggregates nothing.
+def test_bulyan_keeps_the_updates_it_needs_and_resists_the_harmful_one_itself(make_reply: ReplyFactory) -> None:
+    # Prepare: Bulyan with f = 1 aggregates nothing below 4f + 3 = 7 updates; of 7, one steps away from the fitted
+    # model. Left out, it would leave Bulyan 6 updates and the round no model (nobody paid, nothing learnt).
     config = RunConfig.load(overrides=["strategy.name='bulyan'", "strategy.num_malicious=1", "scoring.method='loo'",
                                        "data.institutions=7", "model.name='logreg'", "integrity.free_rider_kappa=0"])
     strategy, start = scored(config)
@@ -518,12 +518,14 @@ def test_a_round_whose_rule_aggregates_no_model_keeps_the_left_out_updates_score
                for i, m in enumerate(moves)]
     # Execute
     arrays, _ = strategy.aggregate_train(1, replies)
-    # Assert: nobody is paid for a model that does not exist, but the left-out update is recorded as such, with
-    # its negative score (what slashing reads).
+    # Assert: all 7 reach Bulyan, whose trimmed mean moves towards the fitted model, not the harmful one's way;
+    # the harmful update still scores below 0 (what slashing reads) and earns nothing.
     record = strategy.history[-1]
-    assert arrays is None and "aggregated no model from 6 update(s)" in record.skipped
-    assert set(record.excluded) == {"hospital-07"} and record.scores["hospital-07"] < 0
-    assert all(record.scores[f"hospital-{i:02d}"] == 0.0 for i in range(1, 7))
+    assert arrays is not None and not record.skipped and record.excluded == {}
+    for key in base:
+        towards = (arrays[key].numpy() - base[key]).ravel() @ (good[key] - base[key]).ravel()
+        assert towards > 0, key
+    assert record.scores["hospital-07"] < 0 < min(record.scores[f"hospital-{i:02d}"] for i in range(1, 7))
 
 
 def test_a_claimed_count_above_the_registered_one_is_set_aside(make_reply: ReplyFactory) -> None:

@@ -57,6 +57,13 @@ from fedlearn.scoring.votes import combine_votes, select_voters
 log = logging.getLogger("flwr")  # shown with Flower's own lines under `flwr run`
 
 
+def fewest_updates(config: RunConfig) -> int:
+    """The fewest updates the configured rule aggregates at all: Bulyan's 4f + 3 (Flower's Bulyan skips the
+    round below it; Krum and MultiKrum narrow their neighbourhoods instead); 1 for the others."""
+    s = config.strategy
+    return 4 * s.num_malicious + 3 if s.name == "bulyan" else 1
+
+
 def quorum_of(config: RunConfig, members: int) -> int:
     """How many connected nodes a round needs: ``strategy.min_nodes``, or every participant when it is 0."""
     return min(config.strategy.min_nodes or members, members)
@@ -222,6 +229,7 @@ class ScoredStrategy(Strategy):
                                f"(on few features an honest class concentrates by itself)")
                 self._growth = None
         self.exclude_harmful = config.integrity.exclude_harmful
+        self.fewest = fewest_updates(config)
         self.refit_l2 = config.integrity.refit_l2 if config.integrity.refit_output_layer else None
         self.refit_noise = config.integrity.refit_noise
         self.refit_folds = config.integrity.refit_check_folds
@@ -385,10 +393,16 @@ class ScoredStrategy(Strategy):
         # the GTG configuration's integrity figures are measured with its point estimates.
         margin = scored.errors if self.scoring.method == "banzhaf" else {}
         kept = {i for i, name in enumerate(names) if scores.get(name, 0.0) + margin.get(name, 0.0) >= 0}
+        # A robust rule that aggregates no fewer than `fewest` updates keeps that many, the least harmful ones:
+        # resisting the rest is its job, and below its bound it would aggregate nothing at all.
+        for i in sorted(set(range(len(names))) - kept, key=lambda i: (-scores.get(names[i], 0.0), names[i])):
+            if len(kept) >= self.fewest:
+                break
+            kept.add(i)
         reasons = {names[i]: f"contribution {scores[names[i]]:+.4f} lowers the utility"
                    for i in range(len(names)) if i not in kept}
         before = utility.evaluations
-        while len(kept) > 1:
+        while len(kept) > max(1, self.fewest):
             whole = utility(frozenset(kept))
             order = sorted(kept)
             marginal = {i: whole - u for i, u in zip(order, utility.many([frozenset(kept - {i}) for i in order]))}
