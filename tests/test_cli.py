@@ -72,6 +72,23 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path: Path) -> Non
     assert proc.wait(timeout=120) == 141 and err == ""
 
 
+@pytest.mark.parametrize(("run_config", "message"), [
+    ("data.institutions=2 run.rounds=0", "run.rounds = 0 must be at least 1"),
+    ("run.roundz=2", "unknown config key 'run.roundz' (did you mean run.rounds?)"),
+    ("run.rounds==", "--run-config 'run.rounds==' for the app in"),
+])
+def test_submit_checks_the_run_config_before_flower_sees_it(tmp_path: Path, run_config: str, message: str) -> None:
+    import os
+
+    env = {**os.environ, "FLWR_HOME": str(tmp_path / "flwr-home")}  # no connection: nothing could be submitted
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, "-m", "fedlearn.cli", "submit", "nosuch", "--app", str(root),
+                             "--run-config", run_config], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=300, env=env)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and message in lines[0], result.stderr
+
+
 def test_submitting_to_a_superlink_flower_does_not_know_is_one_line(tmp_path: Path) -> None:
     import os
 

@@ -100,6 +100,8 @@ def test_flwr_run_against_a_superlink_scores_both_institutions(
         assert sorted(record["scores"]["scores"]) == ["hospital-01", "hospital-02"]
         assert record["scores"]["rejected"] == {}
     assert rounds[-1]["test_accuracy"] > rounds[0]["test_accuracy"]
+    # The ServerApp writes the report itself: under `flwr run` no command of this project is there to.
+    assert (run_dir / "report" / "index.html").is_file() and (run_dir / "report" / "institutions.csv").is_file()
 
 
 def test_submit_exits_with_the_serverapps_outcome(tmp_path: Path, federation: tuple[str, dict[str, str]]) -> None:
@@ -107,7 +109,8 @@ def test_submit_exits_with_the_serverapps_outcome(tmp_path: Path, federation: tu
     name, env = federation
     bad = subprocess.run(
         [sys.executable, "-m", "fedlearn.cli", "submit", name, "--app", str(ROOT), "--no-follow",
-         "--run-config", "data.institutions=2 run.rounds=1 strategy.min_nodes=3"],  # more nodes than institutions
+         # three institutions on a federation of two nodes: the ServerApp waits 5 s for a third, then fails
+         "--run-config", "data.institutions=3 run.rounds=1 strategy.node_wait=5.0"],
         env=env, capture_output=True, text=True, timeout=400,
     )
     assert bad.returncode == 11, (bad.stdout + bad.stderr)[-3000:]

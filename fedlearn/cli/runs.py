@@ -159,8 +159,10 @@ def settle(args: argparse.Namespace) -> int:
 
 
 def submit(args: argparse.Namespace) -> int:
+    from fedlearn.federation.submit import check_run_config
     from fedlearn.federation.submit import submit as submit_run
 
+    check_run_config(args.app, args.run_config)  # a bad value is one line here, not a traceback in the run's log
     run_id = submit_run(args.app, args.superlink, args.run_config, follow=not args.no_follow)
     print(f"run {run_id} completed")
     return 0

@@ -17,7 +17,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from fedlearn.errors import FedlearnError
+from fedlearn.config import RunConfig
+from fedlearn.errors import ConfigError, FedlearnError
 
 COMPLETED = "finished:completed"
 
@@ -64,6 +65,22 @@ def run_status(flwr: str, run_id: str, superlink: str, env: Mapping[str, str] | 
     if done.returncode != 0 or not runs:
         raise RunFailed(f"cannot read run {run_id}'s status from {superlink}: {_one_line(done.stderr or done.stdout)}")
     return str(runs[0]["status"])
+
+
+def check_run_config(app: Path, run_config: str) -> RunConfig:
+    """The run config Flower would hand the ServerApp: the app's defaults ([tool.flwr.app.config]) with the
+    ``--run-config`` overrides, checked as a run checks it (ConfigError); an override of a key the app does not
+    have is refused too (Flower would drop it without a word)."""
+    import click
+    from flwr.common.config import flatten_dict, get_project_config, parse_config_args
+
+    try:
+        defaults = flatten_dict(get_project_config(app)["tool"]["flwr"]["app"].get("config", {}))
+        overrides = parse_config_args([run_config] if run_config else None)
+    except (click.ClickException, ValueError, OSError, KeyError) as exc:
+        said = exc.format_message() if isinstance(exc, click.ClickException) else str(exc)
+        raise ConfigError(f"--run-config {run_config!r} for the app in {app}: {_one_line(said)}") from None
+    return RunConfig.from_flat({**defaults, **overrides})
 
 
 def submit(app: Path, superlink: str, run_config: str = "", *, env: Mapping[str, str] | None = None,
