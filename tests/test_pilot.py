@@ -184,6 +184,13 @@ def test_a_node_whose_file_breaks_the_schema_does_not_start(kits: Path, tmp_path
     assert "digit" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     with pytest.raises(ConfigError, match="coordinator's kit"):
         parties.check_node(Kit.read(kits / "coordinator"), str(good))
+    # More rows than the 300 registered for it: every reply would claim more than the registered count.
+    large = tmp_path / "large.csv"
+    big = pd.DataFrame(X[:301] / 16.0, columns=COLUMNS)
+    big["digit"] = y[:301]
+    big.to_csv(large, index=False)
+    with pytest.raises(ConfigError, match="has 301 rows, more than the 300 examples registered for it"):
+        parties.check_node(Kit.read(kits / "clinic-a"), str(large))
 
 
 def test_the_coordinator_refuses_a_run_config_without_its_own_files(kits: Path) -> None:

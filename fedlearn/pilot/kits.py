@@ -136,7 +136,7 @@ def _write(project: Project, out: Path) -> None:
         (kit / "node.pub").write_bytes(public)
         (coordinator / "nodes" / f"{inst.name}.pub").write_bytes(public)
         _toml(kit / KIT_FILE, {
-            "kit": {**head, "party": inst.name, "address": inst.address},
+            "kit": {**head, "party": inst.name, "address": inst.address, "examples": inst.examples},
             "schema": schema,
             # Filled in by the institution's IT: where the node reads its own data (CSV, Parquet or NPZ).
             "node": {"data_path": ""},

@@ -71,6 +71,12 @@ def check_node(kit: Kit, data_path: str | None) -> tuple[Path, int]:
         raise ConfigError(f"{kit.party}: no data file: set data_path in {kit.path}/kit.toml or pass --data-path")
     file = (base / path).resolve() if not Path(path).is_absolute() else Path(path)
     rows = len(load_local(file, kit.schema(), kit.party))
+    registered = kit.table["kit"].get("examples")  # kits provisioned before it was written lack it
+    if isinstance(registered, int) and rows > registered:
+        # Its replies would claim more than the coordinator registered: every one set aside, the node unpaid.
+        raise ConfigError(f"{kit.party}: {file} has {rows} rows, more than the {registered} examples registered for "
+                          f"it at provisioning, and the coordinator sets aside every update that claims more; use "
+                          f"at most {registered} rows, or provision the federation again with examples = {rows}")
     return file, rows
 
 
