@@ -135,6 +135,8 @@ def find_solc(root: Path, workdir: Path, solc: str | None = None) -> tuple[Path,
         if solc is None:
             raise ChainError("no Solidity compiler: run scripts/setup-chain.sh (npm solc) or put solc on PATH")
     found = _native_solc_version(solc)
+    if found is None:
+        raise ChainError(f"solc at {solc} does not run, or does not say its version (`{solc} --version`)")
     if found != version:
         raise ChainError(f"solc at {solc} is version {found}, contracts/package.json pins {version}")
     return Path(solc), f"solc {version} ({solc})"

@@ -31,7 +31,7 @@ from fedlearn.chain.artifacts import (
     contract_at,
     load_artifact,
 )
-from fedlearn.chain.deployment import Deployment, distributor_contract, token_contract
+from fedlearn.chain.deployment import Deployment, distributor_contract, token_contract, token_units
 from fedlearn.chain.merkle import RewardTree
 from fedlearn.chain.session import ChainSession
 from fedlearn.chain.transactions import TxResult, call, deploy_contract, transact
@@ -309,7 +309,8 @@ def _ensure_allowance(session: ChainSession, ld: LicenseDeployment, amount: int,
     token = token_contract(session, ld.base())
     balance = call(token.functions.balanceOf(session.address), "reading balance")
     if balance < amount:
-        raise ChainError(f"{what}: account {session.address} holds {balance} tokens, needs {amount}")
+        raise ChainError(f"{what}: account {session.address} holds {token_units(balance)}, needs "
+                         f"{token_units(amount)}")
     allowance = call(token.functions.allowance(session.address, ld.license), "reading allowance")
     if allowance < amount:
         transact(session, token.functions.approve(ld.license, amount), "approving the license contract")

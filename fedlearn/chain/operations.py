@@ -15,7 +15,7 @@ from web3 import Web3
 from web3.logs import DISCARD
 
 from fedlearn.chain.addresses import address_of
-from fedlearn.chain.deployment import Deployment, distributor_contract, token_contract
+from fedlearn.chain.deployment import Deployment, distributor_contract, token_contract, token_units
 from fedlearn.chain.merkle import RewardTree
 from fedlearn.chain.session import ChainSession
 from fedlearn.chain.transactions import TxResult, call, transact
@@ -53,7 +53,7 @@ def _ensure_allowance(session: ChainSession, deployment: Deployment, amount: int
     token = token_contract(session, deployment)
     balance = call(token.functions.balanceOf(session.address), "reading balance")
     if balance < amount:
-        raise ChainError(f"account {session.address} holds {balance} tokens, needs {amount}")
+        raise ChainError(f"account {session.address} holds {token_units(balance)}, needs {token_units(amount)}")
     allowance = call(token.functions.allowance(session.address, deployment.distributor), "reading allowance")
     if allowance < amount:
         transact(session, token.functions.approve(deployment.distributor, amount), "approving the distributor")

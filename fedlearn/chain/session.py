@@ -104,11 +104,15 @@ def load_private_key(
         raise ChainError(f"no signing key: set ${env} to a hex private key or pass --keystore")
     try:
         raw = bytes.fromhex(value.strip().removeprefix("0x"))
-        if len(raw) != 32:
-            raise ValueError
-        return Account.from_key(raw)
     except ValueError:
-        raise ChainError(f"private key in ${env} is malformed: expected 32 bytes of hex") from None
+        raw = b""
+    if len(raw) != 32:
+        raise ChainError(f"private key in ${env} is malformed: expected 32 bytes of hex")
+    try:
+        return Account.from_key(raw)
+    except ValueError:  # zero, or not below the curve's order
+        raise ChainError(f"private key in ${env} is not a valid secp256k1 key (zero, or beyond the curve's "
+                         "order)") from None
 
 
 def save_state(session: ChainSession, path: str | Path) -> Path:
@@ -212,7 +216,8 @@ def connect(
         signer = account or dev_account(0)
     else:
         if not backend.startswith(("http://", "https://")):
-            raise ChainError(f"backend must be 'eth-tester' or an http(s) JSON-RPC URL, got {backend!r}")
+            raise ChainError(f"backend must be 'eth-tester' or an http(s) JSON-RPC URL such as "
+                             f"http://127.0.0.1:8545, got {backend!r}")
         signer = account or load_private_key(key_env, keystore, password_env, password_file)
         w3 = Web3(Web3.HTTPProvider(backend, request_kwargs={"timeout": timeout}))
     try:

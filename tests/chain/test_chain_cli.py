@@ -96,7 +96,8 @@ def test_cli_bad_input_raises_one_line_chain_errors(deployed: Path, tmp_path: Pa
         (["chain", "claim", *d, "--account", account, "--amount", "10", "--proof", "0x" + "00" * 32], "InvalidProof"),
         (["chain", "slash", *d, "--account", account, "--amount", "1", "--evidence", MODEL],
          "exceeds .* slashable stake 0"),
-        (["chain", "stake", *d, "--institution", "0", "--amount", "5"], "holds 0 tokens, needs 5"),
+        (["chain", "stake", *d, "--institution", "0", "--amount", "5"], r"holds 0 tokens \(0 base units\), needs "
+         r"0\.000000000000000005 tokens \(5 base units\)"),
         (["chain", "status", "--deployment", str(tmp_path / "none.json")], "no eth-tester state at"),
         (["chain", "status", *d, "--chain-id", "1"], r"wrong chain: eth-tester has chain id \d+, expected 1"),
         (["chain", "status", *d, "--rpc", "http://127.0.0.1:9"], "cannot reach JSON-RPC node"),

@@ -198,7 +198,8 @@ def test_stake_unstake_withdraw_and_slash(coordinator, session, deployment, inst
         chain.withdraw(inst, deployment)
     with pytest.raises(ChainError, match=r"UnstakeExceedsStake"):
         chain.request_unstake(inst, deployment, 1)
-    with pytest.raises(ChainError, match="holds 700 tokens, needs 701"):
+    with pytest.raises(ChainError, match=r"holds 0\.0000000000000007 tokens \(700 base units\), needs "
+                       r"0\.000000000000000701 tokens \(701 base units\)"):
         chain.stake(inst, deployment, 701)
 
 

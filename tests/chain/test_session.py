@@ -37,6 +37,13 @@ def test_malformed_private_key(monkeypatch, value: str) -> None:
         load_private_key(key_env="MY_KEY")
 
 
+@pytest.mark.parametrize("value", ["00" * 32, "ff" * 32])
+def test_a_key_outside_the_curve_is_called_that_not_malformed(monkeypatch, value: str) -> None:
+    monkeypatch.setenv("MY_KEY", value)
+    with pytest.raises(ChainError, match=r"private key in \$MY_KEY is not a valid secp256k1 key \(zero, or beyond"):
+        load_private_key(key_env="MY_KEY")
+
+
 def test_private_key_from_env(monkeypatch) -> None:
     monkeypatch.setenv("MY_KEY", KEY)
     assert load_private_key(key_env="MY_KEY").address == Account.from_key(KEY).address
