@@ -491,6 +491,13 @@ def propose_calls(
     gov = governor_contract(session, ld)
     targets, calldatas = _calls(session, ld, changes, actions)
     values = [0] * len(calldatas)
+    # The governor identifies a proposal by its calls and description: the same again would revert with
+    # GovernorUnexpectedProposalState, which says nothing of why.
+    same = int(call(gov.functions.hashProposal(targets, values, calldatas, Web3.keccak(text=description)),
+                    "reading the proposal id"))
+    if int(call(gov.functions.proposalSnapshot(same), "reading the proposal")) != 0:
+        raise ChainError(f"propose: proposal {same} makes these changes with this description already (`fedlearn "
+                         "gov status` shows it); vote on it, or describe the new one differently")
     tx = transact(session, gov.functions.propose(targets, values, calldatas, description), "propose")
     proposal_id = int(gov.events.ProposalCreated().process_receipt(tx.receipt, errors=DISCARD)[0]["args"]["proposalId"])
     return Proposal(proposal_id, targets, values, calldatas, description,

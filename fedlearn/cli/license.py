@@ -65,6 +65,17 @@ def _parameter_value(p: GovParameter, text: str, base_units: bool) -> int:
     return units(text, p.label, base_units and p is not GovParameter.STAKE_RATE)
 
 
+def _change(label: str, value: int) -> str:
+    """A proposal's change as it was typed: X as a decimal, periods in days, amounts in tokens."""
+    try:
+        p = GovParameter.parse(label)
+    except ChainError:  # a parameter this version does not know: as the chain holds it
+        return f"{label}={value}"
+    if p is GovParameter.STAKE_RATE:
+        return f"{label}={Decimal(value) / UNIT:f}"
+    return f"{label}={_days(value) if p.is_duration else tokens(value)}"
+
+
 def _days(seconds: int) -> str:
     return f"{seconds // 86_400} days ({seconds} s)"
 
@@ -336,7 +347,7 @@ def _cmd_propose(args: argparse.Namespace) -> int:
     session = _session(args)
     proposal = gov.propose(session, _license(args, session), changes, args.description, actions)
     _finish(args, session)
-    changes_text = ", ".join([f"{k}={v}" for k, v in proposal.changes.items()] + proposal.actions)
+    changes_text = ", ".join([_change(k, v) for k, v in proposal.changes.items()] + proposal.actions)
     print(
         f"proposal {proposal.proposal_id}: {changes_text}\n"
         "vote opens after the voting delay: `fedlearn gov vote ID --support for`"
@@ -368,7 +379,7 @@ def _cmd_gov_status(args: argparse.Namespace) -> int:
         f"{s.proposal_id}: {s.state}  for {tokens(s.votes_for)} against {tokens(s.votes_against)} "
         f"abstain {tokens(s.votes_abstain)} (quorum {tokens(s.quorum)})  voting {s.snapshot}..{s.deadline}"
         + (f"  eta {s.eta}" if s.eta else "")
-        + f"\n  {s.description}: " + ", ".join([f"{k}={v}" for k, v in s.changes.items()] + s.actions)
+        + f"\n  {s.description}: " + ", ".join([_change(k, v) for k, v in s.changes.items()] + s.actions)
         for s in statuses
     ] or ["no proposals"]
     _print(args, "\n".join(lines), {"proposals": [s.as_dict() for s in statuses]})

@@ -125,6 +125,10 @@ def test_license_fees_and_governance_from_the_cli(setup: Path, capsys) -> None:
                "--set", "reward_per_round=500", "--set", "attestation-ttl=400d",
                "--description", "Longer locks, double X, smaller rounds") == 0
     proposal = re.search(r"proposal (\d+)", capsys.readouterr().out).group(1)
+    with pytest.raises(ChainError, match=f"propose: proposal {proposal} makes these changes with this description"):
+        run("gov", "propose", *d, "--institution", "1", "--set", "lock-period=400d", "--set", "stake-rate=0.002",
+            "--set", "reward_per_round=500", "--set", "attestation-ttl=400d",
+            "--description", "Longer locks, double X, smaller rounds")
     assert run("gov", "advance-time", *d, "61") == 0
     # Institution 0 holds tokens it never delegated: its vote would weigh nothing, and is refused before sending.
     with pytest.raises(ChainError, match=f"had no voting power at proposal {proposal}'s snapshot"):
@@ -138,6 +142,10 @@ def test_license_fees_and_governance_from_the_cli(setup: Path, capsys) -> None:
     assert run("gov", "status", *d, proposal, "--json") == 0
     status = json.loads(capsys.readouterr().out)["proposals"][0]
     assert status["state"] == "Executed" and status["changes"]["lock-period"] == 400 * 86_400
+    assert run("gov", "status", *d, proposal) == 0  # as typed: X as a decimal, periods in days, amounts in tokens
+    shown = capsys.readouterr().out
+    assert "lock-period=400 days (34560000 s)" in shown and "stake-rate=0.002" in shown
+    assert "reward-per-round=500" in shown and "stake-rate=2000000000000000" not in shown
     assert status["changes"]["reward-per-round"] == 500 * UNIT
     assert run("license", "quote", *d, "--revenue", "5000000") == 0
     out = capsys.readouterr().out
