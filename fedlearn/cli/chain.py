@@ -82,9 +82,13 @@ def _session(args: argparse.Namespace, *, fresh: bool = False, read_only: bool =
             expected_chain_id=args.chain_id,
         )
     state = _state_path(args)
+    recorded = ""
     if not fresh and Path(args.deployment).exists():
-        Deployment.load(args.deployment)  # a broken file says so, not that its chain is missing
+        # A broken file says so, not that its chain is missing; one deployed on a node names it.
+        recorded = Deployment.load(args.deployment).backend
     if not fresh and not state.exists():
+        if recorded.startswith(("http://", "https://")):
+            raise ChainError(f"{args.deployment} was deployed on {recorded}: pass --rpc {recorded}")
         raise ChainError(f"no eth-tester state at {state}: run `fedlearn chain deploy` first (or pass --rpc)")
     session = connect(ETH_TESTER, state_file=None if fresh else state, expected_chain_id=args.chain_id)
     if args.institution is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -35,6 +36,9 @@ def test_deploy_settle_two_rounds_claim_stake_slash_on_anvil(anvil: str, tmp_pat
     assert run("chain", "deploy", *node, *admin, "--unstake-delay", "86400", "--root-delay", "60",
                "--slash-delay", "60", "--reward-per-round", "1e22") == 0
     assert run("chain", "fund", *node, *admin, "--amount", "1e21") == 0
+    # The deployment file names its node: a command that forgets --rpc is told which to pass.
+    with pytest.raises(ChainError, match=f"d.json was deployed on {re.escape(anvil)}: pass --rpc {re.escape(anvil)}"):
+        run("chain", "status", "--deployment", str(tmp_path / "d.json"))
     for round_, amounts in ((1, {inst: 10**18, other: 2 * 10**18}), (2, {inst: 3 * 10**18, other: 5 * 10**18})):
         rewards = tmp_path / f"r{round_}.json"
         rewards.write_text(json.dumps({a: str(v) for a, v in amounts.items()}))
