@@ -202,6 +202,21 @@ def test_the_coordinator_refuses_a_run_config_without_its_own_files(kits: Path) 
         parties.resolved_run_config(coordinator, {"data.federation_id": "00" * 32})
 
 
+def test_the_coordinator_refuses_a_chain_node_that_does_not_answer_before_its_superlink_starts(kits: Path) -> None:
+    from fedlearn.errors import ChainError
+
+    coordinator = Kit.read(kits / "coordinator")
+    X, y = load_digits(return_X_y=True)
+    frame = pd.DataFrame(X[:100] / 16.0, columns=COLUMNS)
+    frame["digit"] = y[:100]
+    (coordinator.path / "data").mkdir(exist_ok=True)
+    frame.to_csv(coordinator.path / "data" / "validation.csv", index=False)
+    frame.to_csv(coordinator.path / "data" / "test.csv", index=False)
+    (coordinator.path / "deployment.json").write_text("{}")
+    with pytest.raises(ChainError, match="cannot reach the chain node at http://127.0.0.1:9 .* before the coordinator"):
+        parties.resolved_run_config(coordinator, {"chain.backend": "http://127.0.0.1:9"})
+
+
 def test_a_node_of_another_federation_is_set_aside_and_unpaid(kits: Path, tmp_path: Path) -> None:
     """The node config carries the kit's federation; a run of another federation sets its replies aside."""
     from flwr.app import Context, RecordDict

@@ -29,7 +29,7 @@ import tomli_w
 
 from fedlearn.config import RunConfig, read_toml
 from fedlearn.data.schema import load_local
-from fedlearn.errors import ConfigError, FedlearnError
+from fedlearn.errors import ChainError, ConfigError, FedlearnError
 from fedlearn.federation.submit import printed_json
 from fedlearn.logs import log
 from fedlearn.pilot import credentials as cred
@@ -201,6 +201,13 @@ def resolved_run_config(kit: Kit, overrides: Mapping[str, Any] | None = None) ->
     if not Path(config.chain.deployment).is_file():
         raise ConfigError(f"chain.deployment {config.chain.deployment} does not exist: deploy the federation's "
                           "contracts first (fedlearn chain deploy --deployment …)")
+    if config.chain.enabled and config.chain.backend.startswith(("http://", "https://")):
+        from web3 import Web3
+
+        # Before the SuperLink starts: the run settles every round there, and would fail at its first.
+        if not Web3(Web3.HTTPProvider(config.chain.backend, request_kwargs={"timeout": 10})).is_connected():
+            raise ChainError(f"cannot reach the chain node at {config.chain.backend} (chain.backend): start it, "
+                             "or point the run config at one that runs, before the coordinator")
     return path
 
 
