@@ -90,8 +90,13 @@ def test_resume_after_round_one_equals_the_uninterrupted_run(finished_run: Path,
         assert refused.returncode == 9 and f"cannot go on: {named}" in refused.stderr, refused.stderr[-2000:]
         assert len(refused.stderr.strip().splitlines()) == 1
         assert sorted(p.relative_to(damaged) for p in damaged.rglob("*")) == before
-    second = fedlearn("run", "--no-progress", "--resume", str(run_dir), cwd=tmp_path)
+    second = fedlearn("run", "--no-progress", "--resume", str(run_dir), "--stop-after", "5", cwd=tmp_path)
     assert second.returncode == 0, second.stderr[-2000:]
+    assert "--stop-after 5 is not before the run's last round (3): it runs to its end" in second.stderr
+    journaled = Ledger.open(run_dir / "ledger.sqlite").rounds()
+    third = fedlearn("run", "--no-progress", "--resume", str(run_dir), cwd=tmp_path)  # a finished run: says so
+    assert third.returncode == 0 and "the run had finished all 3 rounds: nothing ran" in third.stdout
+    assert Ledger.open(run_dir / "ledger.sqlite").rounds() == journaled
 
     whole = Ledger.open(finished_run / "ledger.sqlite").rounds()
     resumed = Ledger.open(run_dir / "ledger.sqlite").rounds()

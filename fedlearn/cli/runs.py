@@ -31,6 +31,11 @@ def run(args: argparse.Namespace) -> int:
         if args.stop_after <= done and args.stop_after < config.run.rounds:
             raise ConfigError(f"--stop-after {args.stop_after}: {run_dir} has completed {done} round(s) already; "
                               f"stop after a later one, or resume without --stop-after")
+    if args.stop_after is not None and args.stop_after >= config.run.rounds:
+        print(f"fedlearn: note: --stop-after {args.stop_after} is not before the run's last round "
+              f"({config.run.rounds}): it runs to its end", file=sys.stderr)
+    finished = run_dir is not None and (run_dir / "summary.json").is_file() \
+        and _rounds_done(run_dir) >= config.run.rounds
     from fedlearn.federation.simulation import run_federation  # Flower and torch: after the config is checked
 
     summary = run_federation(config, run_dir=run_dir, quiet=not args.verbose, progress=not args.no_progress,
@@ -40,6 +45,9 @@ def run(args: argparse.Namespace) -> int:
               f"fedlearn run --resume {summary['run_dir']}")
         return 0
     print()
+    if finished:
+        print(f"the run had finished all {config.run.rounds} rounds: nothing ran (anything left to settle, slash "
+              "or claim was done); its table:")
     print(format_table(summary))
     print(f"\nrun directory: {summary['run_dir']}")
     print(f"report: {_report_path(Path(summary['run_dir']))}")

@@ -124,7 +124,9 @@ def run_federation(
             detail = f"skipped: {s.skipped}" if s.skipped else detail
             verdict = ("significant" if s.significant else "below scoring.min_gain: contributes nothing"
                        if s.gain_low > 0 else "not significant: contributes nothing")
-            detail += f"; gain {s.gain:+.4f} ({s.utility}, lower bound {s.gain_low:+.4f}: {verdict})"
+            bound = (f"lower bound {s.gain_low:+.4f}" if config.scoring.significance == "bootstrap" else
+                     "no significance test")
+            detail += f"; gain {s.gain:+.4f} ({s.utility}, {bound}: {verdict})"
             scoring = f"  scoring {s.scoring_seconds:.2f}s ({s.label}, {detail})"
         rejected = f"  set aside: {', '.join(sorted(s.rejected))}" if s and s.rejected else ""
         paid = ""
