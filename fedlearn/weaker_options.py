@@ -54,8 +54,6 @@ WEAKER_OPTIONS: tuple[WeakerOption, ...] = (
                  "trusts every reply's example count: a count lie buys weight in the model and in the pay"),
     WeakerOption("integrity.exclude_harmful", ("false",), "harmful updates reach the model"),
     WeakerOption("integrity.free_rider_kappa", ("0",), "free riders are paid"),
-    WeakerOption("integrity.scaled_update_limit", ("0",), "boosted updates (scaled up to outweigh the others) are "
-                 "aggregated and paid"),
     WeakerOption("integrity.backdoor_threshold", ("0",),
                  "institutions planting one trigger together are paid for their updates"),
     WeakerOption("integrity.refit_output_layer", ("false",), "the published model keeps a planted backdoor"),

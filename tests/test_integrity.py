@@ -92,12 +92,11 @@ def test_peer_votes_score_every_proposer(tmp_path: Path) -> None:
 
 
 def test_under_peer_validation_a_voted_down_update_stays_out_of_the_model(tmp_path: Path) -> None:
-    # Prepare: an all-honest peer-validated run, and the same run with a ×4 sign flipper; the scaled-update check,
-    # which would set a ×4 step aside before any vote, is off: this is about the votes.
-    peers = ("scoring.validation='peers'", "integrity.voters_fraction=0.5", "integrity.scaled_update_limit=0")
-    honest, _ = paying_run(tmp_path / "honest", *peers)
+    # Prepare: an all-honest peer-validated run, and the same run with a ×4 sign flipper.
+    honest, _ = paying_run(tmp_path / "honest", "scoring.validation='peers'", "integrity.voters_fraction=0.5")
     # Execute
-    attacked, ledger = paying_run(tmp_path / "attacked", *peers, "integrity.behaviours='hospital-02=sign_flip:scale=4'")
+    attacked, ledger = paying_run(tmp_path / "attacked", "scoring.validation='peers'", "integrity.voters_fraction=0.5",
+                                  "integrity.behaviours='hospital-02=sign_flip:scale=4'")
     # Assert: every round the voters' consensus on the flipper is negative, so its update is left out (recorded
     # as excluded, with its negative score standing); the model learns as if it were absent, and it earns nothing.
     rounds = json.loads((tmp_path / "attacked" / "run" / "rounds.json").read_text())

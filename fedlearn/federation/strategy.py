@@ -34,8 +34,6 @@ from fedlearn.federation.fltrust import FLTrust, RootTrainer
 from fedlearn.federation.free_riders import flatten, free_riders
 from fedlearn.federation.peer_votes import PeerRound, peer_scores
 from fedlearn.federation.replies import (
-    CLAIMED_KEY,
-    METRICS_KEY,
     Rejection,
     apply_weighting,
     arrays_of,
@@ -43,7 +41,6 @@ from fedlearn.federation.replies import (
     institution_of,
     partition_replies,
 )
-from fedlearn.federation.step_norms import local_steps, scaled_updates
 from fedlearn.federation.unit_growth import MIN_INPUTS, UnitGrowth
 from fedlearn.federation.unit_growth import REASON as BACKDOOR_REASON
 from fedlearn.learning.head import RefitCheck, RefitError, check_refit, refit_output_layer
@@ -58,12 +55,6 @@ from fedlearn.scoring.trust import fltrust_arrays
 from fedlearn.scoring.votes import combine_votes, select_voters
 
 log = logging.getLogger("flwr")  # shown with Flower's own lines under `flwr run`
-
-
-def _claimed(reply: Message) -> int:
-    """The example count a checked reply claimed (the weighting keeps it beside the count it stands behind)."""
-    claimed = reply.content.metric_records[METRICS_KEY].get(CLAIMED_KEY)
-    return int(claimed) if isinstance(claimed, (int, float)) else examples_of(reply)
 
 
 def fewest_updates(config: RunConfig) -> int:
@@ -224,7 +215,6 @@ class ScoredStrategy(Strategy):
         self.voters_fraction = config.integrity.voters_fraction
         self.validator_share = config.integrity.validator_share
         self.free_rider_kappa = config.integrity.free_rider_kappa
-        self.scaled_limit = config.integrity.scaled_update_limit
         # Backdoors planted together (fedlearn.federation.unit_growth): read from the first layer of a model with a
         # hidden one; the history is checkpointed with every round (check_state).
         self._growth = (UnitGrowth(config.integrity.backdoor_threshold)
@@ -291,10 +281,9 @@ class ScoredStrategy(Strategy):
         self._hashes = {**{r.institution: r.update_hash for r in rejected if r.update_hash},
                         **{institution_of(m): model_hash(u) for m, u in zip(accepted, self._updates)}}
         self._observe_growth(server_round, accepted)
-        accepted, scaled = self._set_aside_scaled(accepted)
         accepted, riders = self._set_aside_free_riders(accepted)
         accepted, planted = self._set_aside_backdoors(accepted)
-        rejected += scaled + riders + planted
+        rejected += riders + planted
         for rejection in rejected:
             money_log.warning("round %d: update from %s set aside: %s", server_round, rejection.institution,
                               rejection.reason)
@@ -407,7 +396,7 @@ class ScoredStrategy(Strategy):
         # A robust rule that aggregates no fewer than `fewest` updates keeps that many, the least harmful ones:
         # resisting the rest is its job, and below its bound it would aggregate nothing at all.
         for i in sorted(set(range(len(names))) - kept, key=lambda i: (-scores.get(names[i], 0.0), names[i])):
-            if self.fewest <= 1 or len(kept) >= self.fewest:  # a rule without a floor may keep none
+            if len(kept) >= self.fewest:
                 break
             kept.add(i)
         reasons = {names[i]: f"contribution {scores[names[i]]:+.4f} lowers the utility"
@@ -518,23 +507,6 @@ class ScoredStrategy(Strategy):
                                       f"in one direction every round from a few inputs, as planting a backdoor "
                                       f"does (score {score:.2f} > {self._growth.threshold:g})", evidence=False)
                       for name, score in sorted(flagged.items())]
-
-    def _set_aside_scaled(self, accepted: list[Message]) -> tuple[list[Message], list[Rejection]]:
-        """Updates that move the model far more per local step than the round's median (boosted:
-        ``fedlearn.federation.step_norms``) are set aside, as evidence; steps come from the registered counts
-        where the coordinator has them. ``self._updates`` keeps the decoded arrays of those that stay."""
-        if self.scaled_limit <= 0 or self._start_arrays is None:
-            return accepted, []
-        start = flatten(numpy_arrays(self._start_arrays))
-        names = [institution_of(m) for m in accepted]
-        counts = [(self.registered or {}).get(name) or _claimed(m) for name, m in zip(names, accepted)]
-        steps = [local_steps(n, self.train_spec.batch_size, self.train_spec.local_epochs) for n in counts]
-        flagged = scaled_updates([float(np.linalg.norm(flatten(u) - start)) for u in self._updates], steps,
-                                 self.scaled_limit)
-        kept = self._keep(accepted, {i for i in range(len(accepted)) if i not in flagged})
-        return kept, [Rejection(names[i], f"update moves the model {ratio:.1f}x as far per local step as the round's "
-                                          f"median (limit {self.scaled_limit:g}): scaled up, as boosting does")
-                      for i, ratio in sorted(flagged.items())]
 
     def _set_aside_free_riders(self, accepted: list[Message]) -> tuple[list[Message], list[Rejection]]:
         """Updates with no training signal of their own (``fedlearn.federation.free_riders``) are set aside;
