@@ -396,7 +396,7 @@ class ScoredStrategy(Strategy):
         # A robust rule that aggregates no fewer than `fewest` updates keeps that many, the least harmful ones:
         # resisting the rest is its job, and below its bound it would aggregate nothing at all.
         for i in sorted(set(range(len(names))) - kept, key=lambda i: (-scores.get(names[i], 0.0), names[i])):
-            if len(kept) >= self.fewest:
+            if self.fewest <= 1 or len(kept) >= self.fewest:  # a rule without a floor may keep none
                 break
             kept.add(i)
         reasons = {names[i]: f"contribution {scores[names[i]]:+.4f} lowers the utility"
