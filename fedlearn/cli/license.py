@@ -299,10 +299,13 @@ def _cmd_withdraw(args: argparse.Namespace) -> int:
     owed = [(r, v) for r, v in _shares(args, session, ld, account) if v > 0]
     if not owed:
         raise ChainError(f"withdraw: account {account} has no fee share left to withdraw (NoFeeShare)")
+    lines, paid = [], {}
     for r, _ in owed:
         got = lic.withdraw_fee_share(session, ld, r, _tree(args, session, ld, r), account)
         _finish(args, session)
-        print(_tx_line(f"paid {tokens(got.amount)} of round {r}'s fees to {account}", got.tx))
+        lines.append(_tx_line(f"paid {tokens(got.amount)} of round {r}'s fees to {account}", got.tx))
+        paid[r] = {"amount": got.amount, "tx": got.tx.tx_hash}
+    _print(args, "\n".join(lines), {"account": account, "paid": paid})
     return 0
 
 

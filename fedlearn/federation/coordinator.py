@@ -352,7 +352,7 @@ def build_server_app(config: RunConfig | None = None, options: RunOptions | None
         summary = recorder.finish(published, tokens, refit=strategy.refit)
         if opts.on_finish is not None:
             opts.on_finish(summary)
-        else:  # under `flwr run`: nobody else writes the report, or says where the run is
+        if config is None:  # under `flwr run`: nobody else writes the report, or says where the run is
             from fedlearn.report import build_report
 
             log.info("run directory %s; report %s", run_dir, build_report(run_dir))

@@ -114,6 +114,10 @@ def test_license_fees_and_governance_from_the_cli(setup: Path, capsys) -> None:
     assert "round 1: 75 withdrawable" in capsys.readouterr().out
     assert run("license", "withdraw", *d, "--account", chain.institution_accounts(1)[0].address) == 0
     assert "paid 25 of round 1's fees" in capsys.readouterr().out
+    second = chain.institution_accounts(2)[1].address
+    assert run("license", "withdraw", *d, "--account", second, "--json") == 0
+    withdrawn = json.loads(capsys.readouterr().out)
+    assert withdrawn["account"] == second and withdrawn["paid"]["1"]["amount"] == 75 * UNIT
 
     # Institution 1 claims its rewards, votes with them and changes the lock period and X, and the distributor's
     # reward per round: one name space.
