@@ -399,6 +399,10 @@ def _cmd_slash(args: argparse.Namespace) -> int:
     for flag, slash_id in (("--execute", args.execute), ("--veto", args.veto)):
         if slash_id is not None and slash_id < 1:
             raise ChainError(f"{flag} {slash_id}: slash ids start at 1")
+        given = [f"--{name}" for name in ("account", "amount", "evidence") if getattr(args, name) is not None]
+        if slash_id is not None and given:  # the proposal named by the id fixes them: a second source would mislead
+            raise ChainError(f"{flag} ID acts on the proposal as it was made; drop {', '.join(given)} (for "
+                             "proposing one)")
     if args.execute is not None:
         return _send(args, lambda s: ops.execute_slash(s, _deployment(args, s), args.execute),
                      lambda s: f"executed slash {args.execute}")

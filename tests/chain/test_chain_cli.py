@@ -222,6 +222,9 @@ def test_numbers_beyond_the_chain_and_negative_slash_ids_are_one_line(deployed: 
         run("chain", "fund", *d, "--amount", "1e80")
     assert exit_.value.code == 2 and "1e80 is beyond what the chain holds (2**256)" in capsys.readouterr().err
     for flag in ("--execute", "--veto"):
+        account = chain.institution_accounts(1)[0].address
+        with pytest.raises(ChainError, match=f"{flag} ID acts on the proposal as it was made; drop --account"):
+            run("chain", "slash", *d, flag, "1", "--account", account)
         with pytest.raises(ChainError, match=f"{flag} -1: slash ids start at 1"):
             run("chain", "slash", *d, flag, "-1")
 
