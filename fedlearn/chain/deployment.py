@@ -22,18 +22,22 @@ DEFAULT_ROOT_DELAY_S = 24 * 3600  # a new root waits a day before claims use it:
 DEFAULT_SLASH_DELAY_S = 24 * 3600  # a proposed slash waits a day: time to veto it
 DEFAULT_TOKEN_CAP = 10**9 * 10**18  # a billion whole tokens
 DEFAULT_REWARD_PER_ROUND = 100 * 10**18
-
-
-def token_units(amount: int) -> str:
-    """An amount as a person reads it and as the contracts count it: "4,000 tokens (4000…000 base units)"."""
-    whole = f"{Decimal(amount) / 10**18:,f}"
-    whole = whole.rstrip("0").rstrip(".") if "." in whole else whole
-    return f"{whole} tokens ({amount} base units)"
 MIN_UNSTAKE_DELAY_S = 24 * 3600  # RewardDistributor.MIN_UNSTAKE_DELAY
 MAX_UNSTAKE_DELAY_S = 365 * 24 * 3600
 MAX_ROOT_DELAY_S = 30 * 24 * 3600
 MAX_REWARD_PER_ROUND = 10**27
 FORMAT = "fedlearn-deployment-1"
+
+
+def whole_tokens(amount: int) -> str:
+    """18-decimal base units as whole tokens, thousands separated, without trailing zeros: "4,000", "0.5"."""
+    text = f"{Decimal(amount) / 10**18:,f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def token_units(amount: int) -> str:
+    """An amount as a person reads it and as the contracts count it: "4,000 tokens (4000…000 base units)"."""
+    return f"{whole_tokens(amount)} tokens ({amount} base units)"
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,13 @@ from pathlib import Path
 
 from fedlearn.chain import governance as gov
 from fedlearn.chain import license as lic
+from fedlearn.chain.deployment import Deployment, distributor_contract
+from fedlearn.chain.deployment import whole_tokens as tokens
 from fedlearn.chain.governance import Action, GovParameter
 from fedlearn.chain.license import UNIT, LicenseDeployment, LicenseParameters
 from fedlearn.chain.merkle import RewardTree
 from fedlearn.chain.session import ChainSession, advance_time
+from fedlearn.chain.transactions import call
 from fedlearn.cli.chain import _connection_options, _deployment, _finish, _print, _send, _session, _tx_line
 from fedlearn.errors import ChainError
 
@@ -49,13 +52,6 @@ def duration(text: str, what: str) -> int:
     if not match:
         raise ChainError(f"{what} must be seconds or a number with s, m, h or d, got {text!r}")
     return int(match.group(1)) * _SECONDS[match.group(2)]
-
-
-def tokens(amount: int) -> str:
-    """18-decimal units as whole units, without trailing zeros."""
-    whole = Decimal(amount) / UNIT
-    text = f"{whole:,f}"
-    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def _parameter_value(p: GovParameter, text: str, base_units: bool) -> int:
@@ -99,7 +95,7 @@ def _license_path(args: argparse.Namespace) -> Path:
 def _license(args: argparse.Namespace, session: ChainSession) -> LicenseDeployment:
     path = _license_path(args)
     ld = LicenseDeployment.load(path, chain_id=session.chain_id)
-    ours = _deployment(args, session).distributor
+    ours = Deployment.load(args.deployment, chain_id=session.chain_id).distributor  # ld.check reads its code
     if ld.distributor.lower() != ours.lower():  # another deployment's license: its fees go to other institutions
         raise ChainError(f"license file {path} is for the deployment whose distributor is {ld.distributor}, not "
                          f"{args.deployment}'s {ours}; pass --license-file with this deployment's license")
@@ -115,9 +111,6 @@ def _tree(args: argparse.Namespace, session: ChainSession, ld: LicenseDeployment
     """Round ``round_``'s tree, the one whose root the chain holds for it: `fedlearn chain settle` names its files
     round-N.json, a run names them by root (0x<root>.json); a file holding another root is passed over."""
     import json
-
-    from fedlearn.chain.deployment import distributor_contract
-    from fedlearn.chain.transactions import call
 
     root = bytes(call(distributor_contract(session, ld.base()).functions.roundOf(round_), "reading round"))
     directory = _trees_dir(args)

@@ -130,6 +130,7 @@ def answering_node(reply: Message, sent: list[Message]) -> int:
                 return int(message.metadata.dst_node_id)
     return int(reply.metadata.src_node_id)
 
+
 def partition_replies(
     replies: list[Message], reference: ArrayRecord, nodes: Mapping[int, str] | None = None
 ) -> tuple[list[Message], list[Rejection], list[tuple[str, str]]]:

@@ -253,7 +253,6 @@ def check_budget_fits(config: RunConfig, institutions: int) -> None:
             "fund it")
 
 
-
 @dataclass(frozen=True)
 class FoundSlash:
     """A slash on chain, on a run's evidence, that its ledger does not record."""
@@ -265,6 +264,7 @@ class FoundSlash:
     amount: int
     evidence: str
     tx_hash: str
+
 
 class Paymaster:
     """Turns each round's scores into a journaled, then settled, payout."""
