@@ -5,7 +5,8 @@ Digits, 10 institutions (the default Dirichlet α = 0.5 split), 8 rounds, paying
 institutions (30 %) are adversarial; a sybil set splits one institution over 3 identities instead. Per run:
 final test accuracy, the accuracy drop against the all-honest run of the same configuration and seed, the
 backdoor's attack success rate on the triggered test set, the adversaries' combined token share next to the
-share the same institutions earn when honest, who was slashed, and (sybils) the identities' tokens over what the
+share the same institutions earn when honest, who was slashed, the rounds in which a check set an honest
+institution's update aside (its false positives, slashed or not), and (sybils) the identities' tokens over what the
 whole institution earns. "plain" is FedAvg with no checks and no scoring, the accuracy reference.
 
     .venv/bin/python benchmarks/integrity.py [--seeds 42 43 44] [--rounds 8] [--quick] [--workers 2]
@@ -110,12 +111,16 @@ def run_once(job: tuple[str, list[str], str, str, int, int]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         summary = run_federation(config, run_dir=Path(tmp) / "run", progress=False)
         slashed = sorted({name for _, name, _, _ in Ledger.open(Path(tmp) / "run" / "ledger.sqlite").slashes()})
+        rounds = json.loads((Path(tmp) / "run" / "rounds.json").read_text())
+    # Every update a check set aside (reply checks, free riders, boosted, backdoors), as (round, institution, why).
+    set_aside = [(r["server_round"], name, why) for r in rounds if r.get("scores")
+                 for name, why in (r["scores"].get("rejected") or {}).items()]
     return {
         "configuration": configuration, "behaviours": set_name, "seed": seed,
         "accuracy": float(summary["final_test_accuracy"]),
         "backdoor_success": summary.get("final_backdoor_success"),
         "earned": {i["name"]: int(i["tokens_earned"]) for i in summary["institutions"]},
-        "slashed": slashed,
+        "slashed": slashed, "set_aside": set_aside,
     }
 
 
@@ -149,6 +154,9 @@ def summarise(runs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[st
             "honest_equivalent_share": share(base["earned"], set(ADVERSARIES)) if adversarial else None,
             "adversaries_slashed": len(set(r["slashed"]) & adversarial),
             "honest_slashed": len(set(r["slashed"]) - adversarial),
+            # Rounds in which a check set an honest institution's update aside (a false positive, slashed or not).
+            "honest_set_aside": [[rnd, name, why] for rnd, name, why in r.get("set_aside", [])
+                                 if name not in adversarial],
             "sybil_over_whole": None,
         }
         if r["behaviours"].startswith("sybil_"):
@@ -182,6 +190,7 @@ def summarise(runs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[st
             "worst_backdoor_success": max(backdoors) if backdoors else None,
             "max_sybil_over_whole": max(sybils) if sybils else None,
             "honest_slashed": sum(row["honest_slashed"] for row in mine),
+            "honest_set_aside": sum(len(row["honest_set_aside"]) for row in mine),
             "honest_accuracy_below_plain_fedavg_points": max(plain_gap) if plain_gap else None,
             "per_attack_worst_share": {b: max(row["adversary_share"] for row in attacks if row["behaviours"] == b)
                                        for b in sorted({row["behaviours"] for row in attacks})},
@@ -236,17 +245,20 @@ def main() -> None:
                           max(r["accuracy_drop_points"] for r in mine),
                           max(backdoor) if backdoor else "", max(r["adversary_share"] for r in mine),
                           max(equivalent) if equivalent else "", max(sybil) if sybil else "",
-                          sum(r["adversaries_slashed"] for r in mine), sum(r["honest_slashed"] for r in mine)])
+                          sum(r["adversaries_slashed"] for r in mine), sum(r["honest_slashed"] for r in mine),
+                          sum(len(r["honest_set_aside"]) for r in mine)])
     print(f"worst case over seeds {args.seeds}, {args.rounds} rounds, 3 of 10 institutions adversarial:")
     print_table(["configuration", "behaviours", "min acc.", "max drop pts", "backdoor", "adv. share",
-                 "honest-equiv.", "sybil/whole", "adv. slashed", "honest slashed"], table)
+                 "honest-equiv.", "sybil/whole", "adv. slashed", "honest slashed", "honest set aside"], table)
     print()
     print_table(["configuration", "worst adv. share", "(attack)", "adv. ÷ honest-equiv.", "(attack)", "worst drop pts",
-                 "worst backdoor", "sybil/whole", "honest slashed", "honest acc. below plain pts"],
+                 "worst backdoor", "sybil/whole", "honest slashed", "honest set aside",
+                 "honest acc. below plain pts"],
                 [[name, w["worst_adversary_share"], w["worst_adversary_share_attack"], w["max_adversary_over_honest"],
                   w["max_adversary_over_honest_attack"],
                   w["worst_accuracy_drop_points"], w["worst_backdoor_success"], w["max_sybil_over_whole"],
-                  w["honest_slashed"], w["honest_accuracy_below_plain_fedavg_points"]] for name, w in worst.items()])
+                  w["honest_slashed"], w["honest_set_aside"], w["honest_accuracy_below_plain_fedavg_points"]]
+                 for name, w in worst.items()])
     print(f"\n{len(jobs)} runs in {time.perf_counter() - started:.0f} s")
     if previous is not None:  # the other configurations' figures and runs stay as last measured, marked with when
         measured = previous.get("measured_at", "")
