@@ -58,6 +58,22 @@ def test_config_command_prints_the_effective_config(tmp_path: Path) -> None:
     np.testing.assert_equal(result.stderr, "")
 
 
+def test_the_config_file_may_be_given_as_the_one_positional_argument(tmp_path: Path) -> None:
+    # Prepare: a config file that changes one key from the defaults.
+    config = tmp_path / "mine.toml"
+    config.write_text("[run]\nrounds = 7\n")
+    # Execute
+    positional = fedlearn("config", str(config), cwd=tmp_path)
+    named = fedlearn("config", "--config", str(config), cwd=tmp_path)
+    both = fedlearn("run", str(config), "--config", str(tmp_path / "other.toml"), cwd=tmp_path)
+    # Assert: the same effective config either way; two different files are refused in one line, before a run.
+    assert positional.returncode == 0 and "rounds = 7" in positional.stdout
+    assert positional.stdout == named.stdout
+    assert both.returncode == 2 and both.stderr.strip().splitlines() == [
+        f"fedlearn: error: two config files given: {config} and --config {tmp_path / 'other.toml'}; give one"]
+    assert not (tmp_path / "runs").exists()
+
+
 def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path: Path) -> None:
     # `fedlearn config | head -1`: the pipe is closed before the command writes; no traceback, SIGPIPE's status.
     # Buffered, as a shell runs it: the write fails only when the buffer is flushed.

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from fedlearn.cli import report as report_cli
 from fedlearn.cli import runs
-from fedlearn.errors import FedlearnError
+from fedlearn.errors import ConfigError, FedlearnError
 
 # Commands whose modules import web3 (a second or more): loaded only when one of them is asked for, so that
 # `fedlearn run` with a bad config answers at once.
@@ -25,6 +25,23 @@ CHAIN_COMMANDS = {
 }
 
 
+def _config_arguments(parser: argparse.ArgumentParser) -> None:
+    """The config file, as ``--config FILE`` or as the command's one positional argument (``fedlearn run x.toml``:
+    how most tools take their input file)."""
+    parser.add_argument("config_file", nargs="?", type=Path, metavar="CONFIG", help="TOML config file (as --config)")
+    parser.add_argument("--config", type=Path, help="TOML config file (defaults apply to missing keys)")
+
+
+def _one_config(args: argparse.Namespace) -> None:
+    """Folds the positional config file into ``args.config``; two different files are refused."""
+    given = getattr(args, "config_file", None)
+    if given is None:
+        return
+    if args.config is not None and args.config != given:
+        raise ConfigError(f"two config files given: {given} and --config {args.config}; give one")
+    args.config = given
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The whole command line; the chain commands' own options only when ``command`` is one of them."""
     parser = argparse.ArgumentParser(
@@ -34,7 +51,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="train a federation, score every update, pay every round on chain")
-    run.add_argument("--config", type=Path, help="TOML config file (defaults apply to missing keys)")
+    _config_arguments(run)
     run.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                      help="override one config key; repeatable")
     run.add_argument("--verbose", action="store_true", help="show Flower's and the engine's logs")
@@ -64,7 +81,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     submit.set_defaults(handler=runs.submit)
 
     show = sub.add_parser("config", help="print the effective config as TOML")
-    show.add_argument("--config", type=Path)
+    _config_arguments(show)
     show.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     show.set_defaults(handler=runs.show_config)
 
@@ -85,6 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = next((a for a in argv if not a.startswith("-")), None)
     args = build_parser(command).parse_args(argv)
     try:
+        _one_config(args)
         code = int(args.handler(args) or 0)
         sys.stdout.flush()  # a closed pipe fails here, inside the try, not at the interpreter's exit
         return code
