@@ -26,6 +26,19 @@ def write_results(name: str, data: dict[str, Any]) -> Path:
     return path
 
 
+def measure_and_write(doc: str | None, path: Path, measure: Callable[[], dict[str, Any]],
+                      table: Callable[[dict[str, Any]], str]) -> int:
+    """The main of a benchmark that takes no options: ``--help`` prints what it measures (``doc``'s first line) and
+    anything else is refused before it measures; the results go to ``path`` as JSON and ``table`` prints them."""
+    argparse.ArgumentParser(description=(doc or "").splitlines()[0]).parse_args()
+    results = measure()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    print(table(results))
+    print(f"\nwrote {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}")
+    return 0
+
+
 def print_table(headers: list[str], rows: list[list[Any]]) -> None:
     cells = [[f"{c:.4f}" if isinstance(c, float) else str(c) for c in row] for row in rows]
     widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]

@@ -8,12 +8,11 @@ Prints a table and writes benchmarks/results/gas.json.
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
+from common import measure_and_write  # noqa: I001 - puts the project root on sys.path
 from eth_account import Account
 from eth_utils import keccak
 
@@ -135,14 +134,7 @@ def table(r: dict[str, Any]) -> str:
 
 
 def main() -> int:
-    # It takes no options: --help prints what it measures, anything else is refused before it measures.
-    argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0]).parse_args()
-    results = measure()
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    print(table(results))
-    print(f"\nwrote {RESULTS.relative_to(Path.cwd()) if RESULTS.is_relative_to(Path.cwd()) else RESULTS}")
-    return 0
+    return measure_and_write(__doc__, RESULTS, measure, table)
 
 
 if __name__ == "__main__":
