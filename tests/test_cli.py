@@ -116,3 +116,23 @@ def test_submitting_to_a_superlink_flower_does_not_know_is_one_line(tmp_path: Pa
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 11 and len(lines) == 1, result.stderr
     assert lines[0].startswith("fedlearn: error: the SuperLink did not start the run: ") and "nosuch" in lines[0]
+
+
+@pytest.mark.parametrize("command", [["verify"], ["claim"], ["report"], ["run", "--resume"]])
+def test_the_folder_of_run_directories_is_refused_naming_the_newest_inside(tmp_path: Path, command: list[str]) -> None:
+    # Prepare: runs/ holding two run directories (each with its config.toml), the second written later.
+    import os
+
+    runs = tmp_path / "runs"
+    for i, name in enumerate(("demo-1", "demo-2")):
+        (runs / name).mkdir(parents=True)
+        (runs / name / "config.toml").write_text("[run]\nrounds = 1\n")
+        os.utime(runs / name / "config.toml", (1_000_000 + i, 1_000_000 + i))
+    # Execute
+    result = fedlearn(*command, "runs", cwd=tmp_path)
+    # Assert: one line, non-zero, pointing at the newest run directory; nothing of the kind for a folder holding none.
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode != 0 and len(lines) == 1
+    assert lines[0].endswith("; it holds 2 run directories, the newest runs/demo-2")
+    (tmp_path / "other").mkdir()
+    assert "it holds" not in fedlearn(*command, "other", cwd=tmp_path).stderr

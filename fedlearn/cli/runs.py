@@ -15,6 +15,7 @@ from typing import Any
 from fedlearn.config import LEGACY_VALUES, RunConfig
 from fedlearn.errors import ConfigError
 from fedlearn.payout.rewards import WEI_PER_TOKEN
+from fedlearn.records.rundir import runs_inside
 
 
 def run(args: argparse.Namespace) -> int:
@@ -75,7 +76,7 @@ def _resume_config(args: argparse.Namespace) -> RunConfig:
     run_dir: Path = args.resume
     saved_file = run_dir / "config.toml"
     if not saved_file.is_file():
-        raise ConfigError(f"--resume {run_dir}: not a run directory (no config.toml)")
+        raise ConfigError(f"--resume {run_dir}: not a run directory (no config.toml){runs_inside(run_dir)}")
     saved = RunConfig.load(saved_file)
     written = RunConfig.keys_given(saved_file)
     legacy = {key: value for key, value in LEGACY_VALUES.items() if key not in written}

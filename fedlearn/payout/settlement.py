@@ -54,7 +54,7 @@ from fedlearn.payout.ledger import Entry, Ledger, RoundEntry
 from fedlearn.payout.rewards import WEI_PER_TOKEN, tokens_to_wei
 from fedlearn.payout.schedule import RoundMeasure, allocate
 from fedlearn.payout.slashing import SlashingPolicy, evidence_hash, run_evidence, run_offences, slash_amount
-from fedlearn.records.rundir import saved_rounds
+from fedlearn.records.rundir import runs_inside, saved_rounds
 from fedlearn.scoring.round import RoundScores
 from fedlearn.scoring.utility import UTILITY_MAX
 
@@ -795,7 +795,7 @@ class RunChain:
 
         run_dir = Path(run_dir)
         if not (run_dir / "config.toml").is_file():
-            raise ConfigError(f"{run_dir} is not a run directory (no config.toml)")
+            raise ConfigError(f"{run_dir} is not a run directory (no config.toml){runs_inside(run_dir)}")
         config = RunConfig.load(run_dir / "config.toml")
         if not config.chain.enabled:
             raise ConfigError(f"run {run_dir} ran without a chain (chain.enabled = false)")

@@ -34,6 +34,19 @@ class RunDirError(FedlearnError):
     exit_code = 9
 
 
+def runs_inside(path: Path) -> str:
+    """For a message about ``path`` not being a run directory: where it holds run directories (``fedlearn verify
+    runs`` meant for ``runs/demo-…``), "; it holds N run directories, the newest …"; else ""."""
+    try:
+        inside = sorted((p.parent for p in Path(path).glob(f"*/{CONFIG_FILE}")), key=lambda p: p.stat().st_mtime)
+    except OSError:  # unreadable: say nothing more than the message itself
+        return ""
+    if not inside:
+        return ""
+    count = "1 run directory" if len(inside) == 1 else f"{len(inside)} run directories"
+    return f"; it holds {count}, the newest {inside[-1]}"
+
+
 def new_run_dir(config: RunConfig) -> Path:
     """A fresh directory ``<output_dir>/<name>-<timestamp>`` (suffixed when it exists)."""
     base = Path(config.run.output_dir) / f"{config.run.name}-{time.strftime('%Y%m%d-%H%M%S')}"

@@ -23,7 +23,7 @@ from typing import Any
 from fedlearn.errors import FedlearnError
 from fedlearn.payout.ledger import LEDGER_FILE, Ledger, LedgerError, RoundEntry
 from fedlearn.payout.rewards import WEI_PER_TOKEN
-from fedlearn.records.rundir import CONFIG_FILE, ROUNDS_FILE, SUMMARY_FILE
+from fedlearn.records.rundir import CONFIG_FILE, ROUNDS_FILE, SUMMARY_FILE, runs_inside
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -164,7 +164,7 @@ def load_run(run_dir: Path) -> RunReport:
         raise ReportError(f"{run_dir} is not a directory")
     missing = [f for f in (CONFIG_FILE, ROUNDS_FILE) if not (run_dir / f).is_file()]
     if missing:
-        raise ReportError(f"{run_dir} is not a run directory (no {' or '.join(missing)})")
+        raise ReportError(f"{run_dir} is not a run directory (no {' or '.join(missing)}){runs_inside(run_dir)}")
 
     config = _read_config(run_dir / CONFIG_FILE)
     measured = _read_rounds(run_dir / ROUNDS_FILE)
