@@ -37,7 +37,7 @@ def whole_tokens(amount: int) -> str:
 
 def token_units(amount: int) -> str:
     """An amount as a person reads it and as the contracts count it: "4,000 tokens (4000…000 base units)"."""
-    return f"{whole_tokens(amount)} tokens ({amount} base units)"
+    return f"{whole_tokens(amount)} token{'' if amount == 10**18 else 's'} ({amount} base units)"
 
 
 @dataclass(frozen=True)

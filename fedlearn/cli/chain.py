@@ -26,6 +26,8 @@ from fedlearn.chain.deployment import (
     Deployment,
     deploy,
     distributor_contract,
+    token_units,
+    whole_tokens,
 )
 from fedlearn.chain.merkle import InconsistentTree, RewardTree
 from fedlearn.chain.session import (
@@ -220,6 +222,9 @@ def _deploy_governed(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
+    def t(amount: int) -> str:  # base units, as the chain commands take them, and what a person reads
+        return f"{amount} ({whole_tokens(amount)} tokens)" if amount else "0"
+
     session = _session(args, read_only=True)
     state = ops.status(session, _deployment(args, session), args.account or None)
     lines = [
@@ -227,17 +232,17 @@ def _cmd_status(args: argparse.Namespace) -> int:
         f"last round {state.last_round}  claimable round {state.claimable_round}  root {state.rewards_root}",
         *([f"pending round {state.pending_round} claimable from {state.pending_ready_at} (unix time); a guardian "
            "can revoke it, anyone can challenge it (`fedlearn chain challenge`)"] if state.pending_round else []),
-        f"reward per round {state.reward_per_round}  allowance {state.round_allowance}  root delay "
+        f"reward per round {t(state.reward_per_round)}  allowance {t(state.round_allowance)}  root delay "
         f"{state.root_delay} s  slash delay {state.slash_delay} s",
-        f"funded {state.total_funded}  slashed {state.total_slashed}  settled {state.total_settled}  "
-        f"claimed {state.total_claimed}  available {state.available}",
-        f"staked {state.total_staked}  distributor balance {state.balance}",
+        f"funded {t(state.total_funded)}  slashed {t(state.total_slashed)}  settled {t(state.total_settled)}  "
+        f"claimed {t(state.total_claimed)}  available {t(state.available)}",
+        f"staked {t(state.total_staked)}  distributor balance {t(state.balance)}",
     ]
     lines += [
-        f"round {r.round}: total {r.round_total} root {r.rewards_root} model {r.model_hash}" for r in state.rounds
+        f"round {r.round}: total {t(r.round_total)} root {r.rewards_root} model {r.model_hash}" for r in state.rounds
     ]
     lines += [
-        f"stake {a}: active {s['active']} pending {s['pending']} held {s['held']} unlock {s['unlock_at']}"
+        f"stake {a}: active {t(s['active'])} pending {t(s['pending'])} held {t(s['held'])} unlock {s['unlock_at']}"
         for a, s in state.stakes.items()
     ]
     _print(args, "\n".join(lines), state.as_dict())
@@ -359,12 +364,12 @@ def _cmd_fund(args: argparse.Namespace) -> int:
     if args.amount is None:
         raise ChainError("chain fund needs --amount (or --run RUN_DIR to top up what a run lacks)")
     return _send(args, lambda s: ops.fund(s, _deployment(args, s), args.amount, mint_missing=not args.no_mint),
-                 lambda s: f"funded {args.amount}")
+                 lambda s: f"funded {token_units(args.amount)}")
 
 
 def _cmd_defund(args: argparse.Namespace) -> int:
     return _send(args, lambda s: ops.defund(s, _deployment(args, s), args.to or s.address, args.amount),
-                 lambda s: f"returned {args.amount} unsettled to {args.to or s.address}")
+                 lambda s: f"returned {token_units(args.amount)} unsettled to {args.to or s.address}")
 
 
 def _fund_run(run_dir: Path, amount: int | None) -> int:
@@ -375,20 +380,20 @@ def _fund_run(run_dir: Path, amount: int | None) -> int:
     funded = paymaster.top_up(amount)
     if funded == 0:
         print(f"nothing to fund: the distributor covers the rest of {run_dir} "
-              f"({paymaster.budget_needed()} wei still to pay)")
+              f"({token_units(paymaster.budget_needed())} still to pay)")
     else:
-        print(f"funded {funded} wei for {run_dir}; resume with `fedlearn run --resume {run_dir}`")
+        print(f"funded {token_units(funded)} for {run_dir}; resume with `fedlearn run --resume {run_dir}`")
     return 0
 
 
 def _cmd_stake(args: argparse.Namespace) -> int:
     return _send(args, lambda s: ops.stake(s, _deployment(args, s), args.amount),
-                 lambda s: f"{s.address} staked {args.amount}")
+                 lambda s: f"{s.address} staked {token_units(args.amount)}")
 
 
 def _cmd_unstake(args: argparse.Namespace) -> int:
     return _send(args, lambda s: ops.request_unstake(s, _deployment(args, s), args.amount),
-                 lambda s: f"{s.address} asked to unstake {args.amount}")
+                 lambda s: f"{s.address} asked to unstake {token_units(args.amount)}")
 
 
 def _cmd_withdraw(args: argparse.Namespace) -> int:
