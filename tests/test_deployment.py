@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -115,3 +116,11 @@ def test_submit_exits_with_the_serverapps_outcome(tmp_path: Path, federation: tu
     )
     assert bad.returncode == 11, (bad.stdout + bad.stderr)[-3000:]
     assert "ended finished:failed; its log: `flwr log" in bad.stderr
+    # The run's log says why in fedlearn's one line; Flower's traceback of it stops at the ServerApp's entry, not
+    # in the frames that led to the refusal.
+    run_id = re.search(r"run (\d+) ended", bad.stderr)
+    assert run_id is not None
+    shown = subprocess.run([str(Path(sys.executable).parent / "flwr"), "log", run_id.group(1), name, "--show"],
+                           env=env, capture_output=True, text=True, timeout=120)
+    assert "ServerAppFailed: fedlearn: error: only 2 of the 3 nodes a round needs" in shown.stdout, shown.stdout[-3000:]
+    assert "wait_for_quorum" not in shown.stdout

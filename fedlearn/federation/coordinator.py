@@ -78,6 +78,11 @@ class QuorumNotReached(FedlearnError):
     exit_code = 6
 
 
+class ServerAppFailed(Exception):
+    """What the ServerApp raises under ``flwr run`` for a run it refuses or stops: Flower logs it with its
+    traceback, so it carries the one line ``fedlearn`` would print and none of the frames that led to it."""
+
+
 class RunInterrupted(FedlearnError):
     """The run was asked to stop (``RunOptions.stop``) before it finished."""
 
@@ -219,8 +224,7 @@ def build_server_app(config: RunConfig | None = None, options: RunOptions | None
     app = ServerApp()
     opts = options or RunOptions()
 
-    @app.main()
-    def main(grid: Grid, context: Context) -> None:
+    def run_app(grid: Grid, context: Context) -> None:
         cfg = config or RunConfig.from_flat(context.run_config)
         if opts.run_dir is not None:
             require_whole(opts.run_dir, cfg)
@@ -356,5 +360,15 @@ def build_server_app(config: RunConfig | None = None, options: RunOptions | None
             from fedlearn.report import build_report
 
             log.info("run directory %s; report %s", run_dir, build_report(run_dir))
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        if config is not None:  # a caller (`fedlearn run`) says what went wrong itself, with its exit code
+            run_app(grid, context)
+            return
+        try:
+            run_app(grid, context)
+        except FedlearnError as exc:
+            raise ServerAppFailed(f"fedlearn: error: {exc}") from None
 
     return app
