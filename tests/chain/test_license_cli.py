@@ -235,7 +235,7 @@ def test_license_cli_bad_input_is_one_line(setup: Path) -> None:
         (["license", "attest", *d, company, "--revenue", "1", "--institution", "2"],
          "lacks the license's ATTESTER_ROLE"),
         (["license", "pay-fee", *d, "--institution", "3", "--amount", "1"],
-         r"holds 0 tokens \(0 base units\), needs 1 tokens \(1000000000000000000 base units\)"),
+         r"holds 0 tokens \(0 base units\), needs 1 token \(1000000000000000000 base units\)"),
         (["license", "withdraw", *d, "--institution", "0"], "no fee share left"),
         (["gov", "propose", *d, "--set", "lock-period=1h", "--description", "x"],
          r"lock-period 3600 is outside \[86400, 315360000\] \(ParameterOutOfRange\)"),
