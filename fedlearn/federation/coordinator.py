@@ -363,12 +363,11 @@ def build_server_app(config: RunConfig | None = None, options: RunOptions | None
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
-        if config is not None:  # a caller (`fedlearn run`) says what went wrong itself, with its exit code
-            run_app(grid, context)
-            return
         try:
             run_app(grid, context)
         except FedlearnError as exc:
+            if config is not None:  # a caller (`fedlearn run`) says what went wrong itself, with its exit code
+                raise
             raise ServerAppFailed(f"fedlearn: error: {exc}") from None
 
     return app
