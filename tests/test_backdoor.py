@@ -187,10 +187,11 @@ def test_a_federation_with_backdoored_institutions_learns_the_trigger(tmp_path: 
 
     def run(behaviours: str, name: str, refit: bool = False) -> dict:
         # No defence leaves updates out (nor, unless asked, refits the published model): what is measured is the
-        # attack, not the defences' judgement of it.
+        # attack, not the defences' judgement of it. The default model and training: in a 16-unit MLP the trigger
+        # and the clean digits share units, and the refit keeps up to 37 % of the backdoor (seed 42).
         config = RunConfig.load(overrides=[
-            "run.rounds=5", "data.institutions=6", "simulation.engine='local'", "model.hidden_units=16",
-            "chain.enabled=false", "train.momentum=0.9", "integrity.exclude_harmful=false",
+            "run.rounds=5", "data.institutions=6", "simulation.engine='local'",
+            "chain.enabled=false", "integrity.exclude_harmful=false",
             "integrity.backdoor_threshold=0", f"integrity.refit_output_layer={str(refit).lower()}",
             f"integrity.behaviours='{behaviours}'",
         ])

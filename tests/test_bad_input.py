@@ -159,10 +159,10 @@ def test_an_address_with_a_wrong_checksum_is_refused_before_deploying(tmp_path: 
 
 
 @pytest.mark.parametrize(("setting", "message"), [
-    ("chain.reward_per_round=1e9", "chain.reward_per_round x run.rounds = 1000000000.0 x 2 tokens, exceeds the "
-                                   "token's cap of 1,000,000,000 tokens"),
+    ("chain.reward_per_round=1e9", "chain.reward_per_round x run.rounds = 1000000000.0 x 2 tokens plus 2 stakes of "
+                                   "10.0, exceeds the token's cap of 1,000,000,000 tokens"),
     ("integrity.min_stake=6e8", "= 100.0 x 2 tokens plus 2 stakes of 600000000.0, exceeds the token's cap"),
-    ("run.rounds=100000000000", "= 100.0 x 100000000000 tokens, exceeds the token's cap"),
+    ("run.rounds=100000000000", "= 100.0 x 100000000000 tokens plus 2 stakes of 10.0, exceeds the token's cap"),
 ])
 def test_a_budget_beyond_the_tokens_cap_is_refused_before_deploying(tmp_path: Path, setting: str,
                                                                      message: str) -> None:
@@ -188,7 +188,7 @@ def test_a_real_node_without_a_key_or_without_a_staked_deployment_is_refused_bef
     table = tmp_path / "addresses.toml"
     table.write_text("".join(f'hospital-0{i} = "0x{i:040x}"\n' for i in range(1, 4)))
     node = ["chain.backend='http://127.0.0.1:9'", "chain.key_env='FEDLEARN_TEST_NO_SUCH_KEY'",
-            f"chain.addresses='{table}'"]
+            f"chain.addresses='{table}'", "integrity.min_stake=0"]
     result = fedlearn(*run_args(out, *node), cwd=tmp_path)
     assert result.returncode == 5 and "FEDLEARN_TEST_NO_SUCH_KEY" in one_line_error(result)
     env = {"PATH": "/usr/bin:/bin", "FEDLEARN_TEST_KEY": "0x" + "11" * 32}
@@ -196,8 +196,11 @@ def test_a_real_node_without_a_key_or_without_a_staked_deployment_is_refused_bef
               f"chain.addresses='{table}'"]
     result = fedlearn(*run_args(out, *staked), cwd=tmp_path, env=env)
     assert result.returncode == 2 and "needs chain.deployment" in one_line_error(result)
+    # ... which the default stake asks too: fresh contracts hold no stake.
+    result = fedlearn(*run_args(out, *staked[:2], staked[3]), cwd=tmp_path, env=env)
+    assert result.returncode == 2 and "integrity.min_stake = 10.0 on a real node needs" in one_line_error(result)
     # Derived simulation addresses are refused on a node: their keys come from a public seed.
-    result = fedlearn(*run_args(out, *staked[:2]), cwd=tmp_path, env=env)
+    result = fedlearn(*run_args(out, *staked[:2], "integrity.min_stake=0"), cwd=tmp_path, env=env)
     assert result.returncode == 2 and "set chain.addresses to the institutions' own" in one_line_error(result)
     assert not out.exists()
 

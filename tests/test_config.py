@@ -88,6 +88,18 @@ def test_flower_app_config_lists_every_key() -> None:
     flat = {f"{section}.{key}": value for section, table in app_config.items() for key, value in table.items()}
     assert set(flat) == set(RunConfig().flat())
     RunConfig.from_flat(flat)  # and the values are valid
+    # The defaults a `flwr run` deployment (a pilot's kit included) fills in are fedlearn's own, but for the size
+    # of the example deployment.
+    defaults = RunConfig().flat()
+    assert {k for k in flat if flat[k] != defaults[k]} == {"run.rounds", "data.institutions"}
+
+
+def test_the_demo_is_the_default_configuration_run_longer() -> None:
+    # What the integrity benchmark measures (configs/demo.toml) is what `fedlearn run` does unconfigured: stakes,
+    # training settings and checks alike; only the run's name and length differ.
+    demo = RunConfig.load(Path(__file__).resolve().parents[1] / "configs" / "demo.toml").flat()
+    defaults = RunConfig().flat()
+    assert {k for k in defaults if demo[k] != defaults[k]} == {"run.name", "run.rounds"}
 
 
 def test_keys_given_are_what_the_file_and_overrides_name(tmp_path: Path) -> None:

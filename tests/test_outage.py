@@ -102,7 +102,7 @@ def test_settlements_queue_while_the_node_is_down(tmp_path: Path, node: AnvilNod
 
     config = RunConfig.load(overrides=[
         "run.rounds=4", "data.institutions=3", "scoring.method='loo'", f"chain.backend='{node.url}'",
-        "chain.retry_seconds=30", f"chain.addresses='{addresses_file(tmp_path, 3)}'",
+        "chain.retry_seconds=30", f"chain.addresses='{addresses_file(tmp_path, 3)}'", "integrity.min_stake=0",
     ])
     summary = run_federation(config, run_dir=run_dir, progress=False, observer=observe)
     # Assert: rounds 2 and 3 were queued while the node was down, and nothing is left unsettled.
@@ -129,7 +129,7 @@ def test_a_run_whose_last_settlement_waits_for_the_node_is_finished_by_resuming(
     config = RunConfig.load(overrides=[
         "run.rounds=2", "data.institutions=2", "scoring.method='loo'", "simulation.engine='local'",
         f"chain.backend='{node.url}'", "chain.retry_seconds=2", f"chain.addresses='{addresses_file(tmp_path, 2)}'",
-        f"run.output_dir='{tmp_path}'"])
+        f"run.output_dir='{tmp_path}'", "integrity.min_stake=0"])
     with pytest.raises(ChainError, match=f"`fedlearn run --resume {run_dir}` settles them and finishes"):
         run_federation(config, run_dir=run_dir, progress=False, observer=observe)
     assert not (run_dir / "summary.json").exists()

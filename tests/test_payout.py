@@ -184,8 +184,8 @@ def test_license_fees_go_to_a_finished_runs_contributors_through_the_trees_the_r
 
 def test_a_model_that_learns_next_to_nothing_pays_nothing_and_returns_the_budget(tmp_path: Path) -> None:
     # A learning rate so small that every round moves the Brier score by about 1e-5: tight intervals just above 0.
-    result = fedlearn(*run_args(tmp_path, "train.learning_rate=0.00001", "integrity.refit_output_layer=false",
-                                "scoring.method='banzhaf'"), cwd=tmp_path)
+    result = fedlearn(*run_args(tmp_path, "train.learning_rate=0.00001", "train.momentum=0", "train.local_epochs=1",
+                                "integrity.refit_output_layer=false", "scoring.method='banzhaf'"), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.count("below scoring.min_gain: contributes nothing") == 3
     (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]

@@ -83,6 +83,18 @@ def test_provision_gives_each_party_only_its_own_keys_and_flower_reads_them(kits
     assert "clinic-a,clinic-b,clinic-c" in run and coordinator.federation_id in run
 
 
+@pytest.mark.parametrize(("stake", "min_stake"), [(None, 10.0), (25, 25.0), (0, 0.0)])
+def test_the_run_config_asks_the_stake_the_project_names(tmp_path: Path, stake: int | None, min_stake: float) -> None:
+    from fedlearn.config import RunConfig
+
+    table = pilot_table()
+    if stake is not None:
+        table["chain"]["stake"] = stake
+    provision(Project.parse(table, "test"), tmp_path / "kits")
+    config = RunConfig.load(tmp_path / "kits" / "coordinator" / "run.toml")
+    assert config.integrity.min_stake == min_stake
+
+
 @pytest.mark.parametrize(("change", "message"), [
     (lambda t: t["institution"][1].update(address=ADDRESSES[1].lower().replace("c", "C", 1)),
      "EIP-55 checksum is wrong"),
@@ -94,6 +106,9 @@ def test_provision_gives_each_party_only_its_own_keys_and_flower_reads_them(kits
     (lambda t: t["schema"].update(classes="1"), "at least 2 distinct labels"),
     (lambda t: t["chain"].update(rpc="eth-tester"), "http(s) JSON-RPC URL"),
     (lambda t: t["institution"][0].update(examples=0), "examples must be at least 1"),
+    (lambda t: t["chain"].update(stake=-1), "chain.stake must be a number of tokens >= 0"),
+    (lambda t: t["chain"].update(stake="10"), "chain.stake must be a number of tokens >= 0"),
+    (lambda t: t["chain"].update(stake=True), "chain.stake must be a number of tokens >= 0"),
     (lambda t: t["institution"][0].update(name="../escape"), "names a kit directory"),
     # A misspelt key is refused, not left to its default.
     (lambda t: t["federation"].update(roundz=5), "unknown key federation.roundz"),

@@ -168,6 +168,9 @@ def run_config(project: Project, federation_id: str) -> dict[str, dict[str, Any]
         # --reward-pool`, or `chain fund`): a governed deployment's coordinator holds no tokens to fund from.
         "chain": {"backend": project.rpc, "deployment": project.deployment, "addresses": ADDRESSES_FILE,
                   "funding": "none"},
+        # Every institution stakes this on the deployment before the run (`fedlearn chain stake`); the coordinator
+        # checks before round 1 and stops, naming the first institution short of it.
+        "integrity": {"min_stake": project.stake},
     }
 
 

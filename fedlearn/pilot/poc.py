@@ -155,20 +155,25 @@ def up(workdir: Path, institutions: int = 3, rounds: int = 3, seed: int = 0,
                                       "--accounts", str(institutions + 1)])
         parties.wait_for_port("127.0.0.1", chain_port, anvil, "anvil")
         deployment = coordinator.path / "deployment.json"
-        # Roots and slashes take effect at once here (no challenge window): a proof of concept claims at the end.
-        _fed(["chain", "deploy", "--rpc", rpc, "--deployment", str(deployment), "--root-delay", "0",
-              "--slash-delay", "0"], env, "deploying the contracts")
-        # The federation's reward pool, funded once as a governed deployment's is (--reward-pool): runs pay
-        # from it (the kits' chain.funding = "none").
-        _fed(["chain", "fund", "--rpc", rpc, "--deployment", str(deployment), "--amount",
-              str(rounds * DEFAULT_REWARD_PER_ROUND)], env, "funding the reward pool")
+        node = ["--rpc", rpc, "--deployment", str(deployment)]
+        # A federation's deployment, as a pilot's is made: the reward pool the runs pay from (the kits' chain.funding
+        # = "none") and each institution's stake allocation minted at deployment; the timelock holds every admin
+        # and minter role. Roots and slashes take effect at once here (no challenge window): a proof of concept
+        # claims at the end.
+        stake = round(project.stake * 10**18)
+        allocations = [a for inst in project.institutions for a in ("--allocate", f"{inst.address}={stake}")]
+        _fed(["chain", "deploy", "--governed", *node, "--root-delay", "0", "--slash-delay", "0", "--reward-pool",
+              str(rounds * DEFAULT_REWARD_PER_ROUND), *(allocations if stake else [])], env, "deploying the contracts")
+        for name, key in zip(split.institutions, keys[1:]):
+            if stake:  # each institution stakes with its own key before the run (the coordinator checks it)
+                _fed(["chain", "stake", *node, "--amount", str(stake), "--key-env", "INSTITUTION_KEY"],
+                     {**os.environ, "INSTITUTION_KEY": key}, f"{name}'s stake")
         timings["chain_seconds"] = time.perf_counter() - started
         say(f"anvil on {rpc}; contracts in {deployment}")
 
         # The parties start as a pilot's do: each from its own kit's start script.
         started = time.perf_counter()
-        settings = {"strategy.min_nodes": institutions, "strategy.node_wait": 120.0, "run.seed": seed,
-                    "train.local_epochs": 2, "train.momentum": 0.9}  # the demo's training settings
+        settings = {"strategy.min_nodes": institutions, "strategy.node_wait": 120.0, "run.seed": seed}
         path = parties.flower_environment(workdir / "flwr-home")["PATH"]
         lead = group.start("coordinator", ["sh", str(coordinator.path / "start.sh"), "--bind", "127.0.0.1",
                                            *[a for k, v in settings.items() for a in ("--set", f"{k}={v}")]],

@@ -16,6 +16,7 @@ One file, written by the pilot lead, from which ``fedlearn pilot provision`` mak
     [chain]
     rpc = "http://10.0.0.5:8545"
     deployment = "deployment.json"   # the federation's contracts (fedlearn chain deploy), in the coordinator's kit
+    stake = 10                       # tokens each institution stakes there before joining; what slashes take
 
     [[institution]]
     name = "clinic-a"
@@ -58,6 +59,7 @@ class Project:
     rpc: str
     deployment: str
     institutions: tuple[Institution, ...]
+    stake: float = 10.0
 
     @property
     def host(self) -> str:
@@ -98,7 +100,7 @@ class Project:
         fed, sch, ch = section("federation"), section("schema"), section("chain")
         known(fed, ("name", "superlink", "rounds"), "federation")
         known(sch, ("features", "classes", "label_column", "feature_columns"), "schema")
-        known(ch, ("rpc", "deployment"), "chain")
+        known(ch, ("rpc", "deployment", "stake"), "chain")
         name = field(fed, "name", str, "federation.name")
         if not NAME.match(name):
             raise ConfigError(f"{where}: federation.name {name!r} must be lowercase letters, digits, '.', '_' or '-'")
@@ -117,6 +119,10 @@ class Project:
         if not rpc.startswith(("http://", "https://")):
             raise ConfigError(f"{where}: chain.rpc {rpc!r} must be an http(s) JSON-RPC URL (a pilot pays on a node)")
         deployment = field(ch, "deployment", str, "chain.deployment", "deployment.json")
+        stake = ch.get("stake", 10)
+        if isinstance(stake, bool) or not isinstance(stake, int | float) or not 0 <= stake < float("inf"):
+            raise ConfigError(f"{where}: chain.stake must be a number of tokens >= 0 (0: nothing staked, nobody "
+                              f"slashed), got {stake!r}")
         rows = table.get("institution")
         if not isinstance(rows, list) or len(rows) < 2:
             raise ConfigError(f"{where}: a federation needs at least 2 [[institution]] entries")
@@ -145,7 +151,7 @@ class Project:
         for inst in institutions:  # names of the kits directory's own entries
             if inst.name in RESERVED:
                 raise ConfigError(f"{where}: {inst.name!r} names {RESERVED[inst.name]}; rename that institution")
-        return cls(name, superlink, rounds, schema, rpc, deployment, tuple(institutions))
+        return cls(name, superlink, rounds, schema, rpc, deployment, tuple(institutions), float(stake))
 
 
 def host_port(text: str, what: str) -> str:

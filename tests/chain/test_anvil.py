@@ -142,7 +142,8 @@ def test_a_short_stake_stops_a_pilot_run_before_anything_is_funded(anvil: str, t
 
 def test_a_run_whose_key_cannot_pay_for_gas_is_refused_before_anything_is_written(anvil: str, tmp_path: Path) -> None:
     broke = Account.from_key(b"\x42" * 32)  # an account anvil never funded
-    result = _fedlearn({**os.environ, "FEDLEARN_PRIVATE_KEY": broke.key.hex()}, *_run_args(anvil, tmp_path))
+    result = _fedlearn({**os.environ, "FEDLEARN_PRIVATE_KEY": broke.key.hex()},
+                       *_run_args(anvil, tmp_path, "integrity.min_stake=0"))
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 5 and len(lines) == 1, result.stderr[-2000:]
     assert f"account {broke.address} has no ETH" in lines[0]
