@@ -27,6 +27,9 @@ def _provision(args: argparse.Namespace) -> int:
 
 
 def _coordinator(args: argparse.Namespace) -> int:
+    from fedlearn.chain.session import ETH_TESTER
+    from fedlearn.config import RunConfig
+    from fedlearn.federation.coordinator import check_node
     from fedlearn.federation.submit import submit
 
     kit = Kit.read(args.kit)
@@ -35,6 +38,11 @@ def _coordinator(args: argparse.Namespace) -> int:
     if not os.environ.get(args.key_env):
         raise ConfigError(f"${args.key_env} is empty: the ServerApp signs every round with the coordinator's key, "
                           "and it runs in the SuperLink's environment")
+    config = RunConfig.load(run_config)
+    if config.chain.enabled and config.chain.backend != ETH_TESTER:
+        # Stakes, gas and the reward pool, read before any party starts: the ServerApp would find them short only
+        # once every node had joined.
+        check_node(config, [n for n in config.data.institution_names.split(",") if n], key_env=args.key_env)
     port = args.port or int(kit.superlink.rsplit(":", 1)[1])
     with parties.processes(kit.path / "state" / "logs") as group:
         env = parties.serve(kit, group, args.bind, port, os.environ[args.key_env])

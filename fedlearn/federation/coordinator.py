@@ -190,33 +190,39 @@ def preflight(config: RunConfig, fresh: bool = True) -> dict[str, str] | None:
     if ch.deployment and not Path(ch.deployment).is_file():
         raise ConfigError(f"chain.deployment file {ch.deployment} does not exist")
     if ch.backend != ETH_TESTER:
-        if config.integrity.min_stake > 0 and not ch.deployment:
-            raise ConfigError(
-                f"integrity.min_stake = {config.integrity.min_stake} on a real node needs chain.deployment: "
-                "institutions stake on an existing deployment before the run (fresh contracts hold no stake)"
-            )
-        if not ch.addresses:
-            raise ConfigError(f"chain.backend is {ch.backend}: set chain.addresses to the institutions' own "
-                              "addresses (derived simulation addresses have public keys anyone can spend from)")
-        # The key is readable, the node answers with the expected chain id, the account can pay for gas and the
-        # institutions have staked: reading only, nothing is sent.
-        session = connect(ch.backend, key_env=ch.key_env, keystore=ch.keystore or None, password_env=ch.password_env,
-                          expected_chain_id=ch.chain_id or None)
-        if session.w3.eth.get_balance(session.address) == 0:
-            raise ChainError(f"account {session.address} has no ETH on {ch.backend} to pay for gas; fund it first")
-        addresses = institution_addresses(config, [m.name for m in members])
-        if ch.deployment:
-            deployment = Deployment.load(ch.deployment, chain_id=session.chain_id)
-            if config.integrity.min_stake > 0:
-                require_stakes(session, deployment, addresses, config.integrity.min_stake)
-            if fresh:  # a resumed run funded its budget when it began
-                require_funder(session, deployment, config)
-        return addresses
+        return check_node(config, [m.name for m in members], fresh)
     state = Path(ch.deployment).with_suffix(".eth-tester.json") if ch.deployment else None
     if fresh and state is not None and state.is_file():  # an attached embedded chain: read it, change nothing
         session = connect(ETH_TESTER, state_file=state, expected_chain_id=ch.chain_id or None)
         require_funder(session, Deployment.load(ch.deployment, chain_id=session.chain_id), config)
     return institution_addresses(config, [m.name for m in members])
+
+
+def check_node(config: RunConfig, names: list[str], fresh: bool = True, key_env: str | None = None) -> dict[str, str]:
+    """What a run paying on a JSON-RPC node needs there, read and never sent: the institutions' own addresses, the
+    signing key (from ``key_env``, else ``chain.key_env``), the expected chain id, gas, the stakes on the attached
+    deployment and, ``fresh``, the tokens its funding needs. Returns the payout addresses."""
+    ch = config.chain
+    if config.integrity.min_stake > 0 and not ch.deployment:
+        raise ConfigError(
+            f"integrity.min_stake = {config.integrity.min_stake} on a real node needs chain.deployment: "
+            "institutions stake on an existing deployment before the run (fresh contracts hold no stake)"
+        )
+    if not ch.addresses:
+        raise ConfigError(f"chain.backend is {ch.backend}: set chain.addresses to the institutions' own "
+                          "addresses (derived simulation addresses have public keys anyone can spend from)")
+    session = connect(ch.backend, key_env=key_env or ch.key_env, keystore=ch.keystore or None,
+                      password_env=ch.password_env, expected_chain_id=ch.chain_id or None)
+    if session.w3.eth.get_balance(session.address) == 0:
+        raise ChainError(f"account {session.address} has no ETH on {ch.backend} to pay for gas; fund it first")
+    addresses = institution_addresses(config, names)
+    if ch.deployment:
+        deployment = Deployment.load(ch.deployment, chain_id=session.chain_id)
+        if config.integrity.min_stake > 0:
+            require_stakes(session, deployment, addresses, config.integrity.min_stake)
+        if fresh:  # a resumed run funded its budget when it began
+            require_funder(session, deployment, config)
+    return addresses
 
 
 def build_server_app(config: RunConfig | None = None, options: RunOptions | None = None) -> ServerApp:

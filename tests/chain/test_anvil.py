@@ -14,6 +14,7 @@ from eth_account import Account
 
 from fedlearn import chain
 from fedlearn.errors import ChainError
+from tests.chain.conftest import _free_port
 from tests.chain.test_chain_cli import MODEL, run
 
 # anvil's well-known development keys (accounts 0 and 1 of its default mnemonic).
@@ -148,3 +149,41 @@ def test_a_run_whose_key_cannot_pay_for_gas_is_refused_before_anything_is_writte
     assert result.returncode == 5 and len(lines) == 1, result.stderr[-2000:]
     assert f"account {broke.address} has no ETH" in lines[0]
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_pilot_coordinator_short_of_a_stake_stops_before_its_superlink_starts(anvil: str, tmp_path: Path) -> None:
+    import pandas as pd
+    from sklearn.datasets import load_digits
+
+    from fedlearn.pilot.kits import provision
+    from fedlearn.pilot.project import Project
+    from tests.test_pilot import COLUMNS, pilot_table
+
+    # Prepare: the kits name anvil; the contracts are deployed; clinic-a has staked its 10 tokens, clinic-b none.
+    table = pilot_table()
+    table["chain"] = {"rpc": anvil}
+    provision(Project.parse(table, "test"), tmp_path / "kits")
+    kit = tmp_path / "kits" / "coordinator"
+    X, y = load_digits(return_X_y=True)
+    (kit / "data").mkdir()
+    for name in ("validation", "test"):
+        frame = pd.DataFrame(X[:100] / 16.0, columns=COLUMNS)
+        frame["digit"] = y[:100]
+        frame.to_csv(kit / "data" / f"{name}.csv", index=False)
+    env = {**os.environ, "FEDLEARN_PRIVATE_KEY": ADMIN_KEY, "INSTITUTION_KEY": INSTITUTION_KEY}
+    node = ["--rpc", anvil, "--deployment", str(kit / "deployment.json")]
+    _fedlearn(env, "chain", "deploy", *node, check=True)
+    session = chain.connect(anvil, account=Account.from_key(ADMIN_KEY))
+    deployment = chain.Deployment.load(kit / "deployment.json", chain_id=session.chain_id)
+    clinic_a = Account.from_key(INSTITUTION_KEY).address
+    assert clinic_a == table["institution"][0]["address"]
+    chain.mint(session, deployment, clinic_a, 10 * 10**18)
+    _fedlearn(env, "chain", "stake", *node, "--amount", "1e19", "--key-env", "INSTITUTION_KEY", check=True)
+    # Execute: the coordinator starts from its kit.
+    result = _fedlearn(env, "pilot", "coordinator", str(kit), "--bind", "127.0.0.1", "--port",
+                       str(_free_port()))
+    # Assert: one line naming the first institution short of the stake; no SuperLink was started.
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 5 and len(lines) == 1, result.stderr[-2000:]
+    assert "institution clinic-b" in lines[0] and "has staked 0 wei; this run asks 10000000000000000000" in lines[0]
+    assert not (kit / "state" / "superlink.db").exists() and not (kit / "state" / "logs").exists()
