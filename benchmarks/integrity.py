@@ -74,6 +74,9 @@ CONFIGURATIONS: dict[str, list[str]] = {
     "fltrust": ["strategy.name='fltrust'"],
     "fedmedian": ["strategy.name='fedmedian'"],
     "multikrum": ["strategy.name='multikrum'", "strategy.num_malicious=3"],
+    "krum": ["strategy.name='krum'", "strategy.num_malicious=3"],
+    "fedtrimmedavg": ["strategy.name='fedtrimmedavg'"],
+    "fedadam": ["strategy.name='fedadam'"],
     "no_backdoor_check": ["integrity.backdoor_threshold=0"],
 }
 PLAIN = ["scoring.method='none'", "integrity.free_rider_kappa=0", "integrity.backdoor_threshold=0",
