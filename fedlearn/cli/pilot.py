@@ -135,8 +135,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=_port, help="the SuperNode's local ClientApp port (Flower's default 9094)")
     p.set_defaults(handler=_node)
 
-    p = sub.add_parser("up", help="a whole pilot on 127.0.0.1: anvil, TLS SuperLink, authenticated SuperNodes "
-                                  "on their own files, a paid run, claims with each institution's key")
+    p = sub.add_parser("up", help="a whole pilot on 127.0.0.1: anvil, governed contracts, every institution's "
+                                  "stake, TLS SuperLink, authenticated SuperNodes on their own files, a paid run, "
+                                  "claims with each institution's key")
     p.add_argument("--institutions", type=int, default=3, help="institutions, each with its own kit and file "
                    "(%(default)s)")
     p.add_argument("--rounds", type=int, default=3, help="rounds of the run (%(default)s)")

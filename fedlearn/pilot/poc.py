@@ -2,10 +2,11 @@
 
 On 127.0.0.1 it starts anvil, provisions kits for the coordinator and N institutions, gives each institution its
 own data file (a Dirichlet split of the bundled digits; the coordinator keeps validation and test rows), deploys
-the contracts with the coordinator's key, starts the TLS SuperLink with node authentication and registers the
-institutions' keys, starts one authenticated SuperNode per institution on its own file, runs the federation
-with ``fedlearn submit`` (paying on anvil every round), then lets every institution check the published tree and
-claim with its own key. Everything it started is stopped at the end, whatever happened.
+the federation's governed contracts with the coordinator's key (the reward pool and each institution's stake
+allowance minted at deployment), has each institution stake with its own key, starts the TLS SuperLink with node
+authentication and registers the institutions' keys, starts one authenticated SuperNode per institution on its
+own file, runs the federation with ``fedlearn submit`` (paying on anvil every round), then lets every institution
+check the published tree and claim with its own key. Everything it started is stopped at the end, whatever happened.
 
 Wallets are anvil's deterministic accounts (index 0: the coordinator; 1..N: the institutions): a proof of
 concept, never a pilot's keys.
