@@ -1,7 +1,7 @@
 """Honest institutions at scale: does the free-rider check, or slashing, touch them?
 
 n honest institutions (10, 30 and 100 by default) on the scale benchmark's generated data
-(``benchmarks/scale.py``), 8 rounds, the default configuration with the demo's stakes (10 tokens each, slashing on)
+(``benchmarks/scale.py``), 8 rounds, the default configuration (10-token stakes, slashing on)
 on the embedded chain. Everyone is honest, so every update set aside, every update left out and every slash is a
 false positive. Reported per round: updates set aside (as free riders, or as planting a backdoor: the latter also
 counted apart) and left out as harmful; then the institutions slashed and the final accuracy.
@@ -22,7 +22,7 @@ from pathlib import Path
 from common import whole, write_results  # noqa: I001 - puts the project root on sys.path
 from scale import make_data, one_run
 
-STAKE = 10.0  # configs/demo.toml's integrity.min_stake
+STAKE = 10.0  # the default integrity.min_stake, named: the benchmark's figures are about this stake
 
 
 def main() -> None:

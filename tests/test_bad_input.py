@@ -205,6 +205,19 @@ def test_a_real_node_without_a_key_or_without_a_staked_deployment_is_refused_bef
     assert not out.exists()
 
 
+def test_own_addresses_on_the_embedded_chain_stake_on_a_deployment_or_not_at_all(tmp_path: Path) -> None:
+    # Institutions paid at addresses of their own stake with their own keys, which a fresh deployment never saw.
+    out = tmp_path / "runs"
+    table = tmp_path / "addresses.toml"
+    table.write_text("".join(f'hospital-0{i} = "0x{i:040x}"\n' for i in range(1, 3)))
+    result = fedlearn(*run_args(out, f"chain.addresses='{table}'"), cwd=tmp_path)
+    line = one_line_error(result)
+    assert result.returncode == 2 and "integrity.min_stake = 10.0 with chain.addresses needs chain.deployment" in line
+    assert "or set integrity.min_stake = 0" in line and not out.exists()
+    paid = fedlearn(*run_args(out, f"chain.addresses='{table}'", "integrity.min_stake=0"), cwd=tmp_path)
+    assert paid.returncode == 0, paid.stderr[-2000:]
+
+
 def test_a_round_where_every_update_is_rejected_is_skipped_and_pays_nothing(tmp_path: Path) -> None:
     from fedlearn.payout.ledger import Ledger
 

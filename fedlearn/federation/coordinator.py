@@ -191,11 +191,27 @@ def preflight(config: RunConfig, fresh: bool = True) -> dict[str, str] | None:
         raise ConfigError(f"chain.deployment file {ch.deployment} does not exist")
     if ch.backend != ETH_TESTER:
         return check_node(config, [m.name for m in members], fresh)
+    addresses = institution_addresses(config, [m.name for m in members])
+    if ch.addresses:  # institutions of their own, even on the embedded chain: nobody stakes for them
+        _stakes_need_a_deployment(config, "with chain.addresses")
     state = Path(ch.deployment).with_suffix(".eth-tester.json") if ch.deployment else None
-    if fresh and state is not None and state.is_file():  # an attached embedded chain: read it, change nothing
+    if state is not None and state.is_file():  # an attached embedded chain: read it, change nothing
         session = connect(ETH_TESTER, state_file=state, expected_chain_id=ch.chain_id or None)
-        require_funder(session, Deployment.load(ch.deployment, chain_id=session.chain_id), config)
-    return institution_addresses(config, [m.name for m in members])
+        deployment = Deployment.load(ch.deployment, chain_id=session.chain_id)
+        if ch.addresses and config.integrity.min_stake > 0:
+            require_stakes(session, deployment, addresses, config.integrity.min_stake)
+        if fresh:
+            require_funder(session, deployment, config)
+    return addresses
+
+
+def _stakes_need_a_deployment(config: RunConfig, where: str) -> None:
+    """Institutions that stake for themselves do it on contracts deployed before the run: fresh ones hold none."""
+    if config.integrity.min_stake > 0 and not config.chain.deployment:
+        raise ConfigError(
+            f"integrity.min_stake = {config.integrity.min_stake} {where} needs chain.deployment: institutions stake "
+            "on an existing deployment before the run (fresh contracts hold no stake), or set integrity.min_stake = 0"
+        )
 
 
 def check_node(config: RunConfig, names: list[str], fresh: bool = True, key_env: str | None = None) -> dict[str, str]:
@@ -203,11 +219,7 @@ def check_node(config: RunConfig, names: list[str], fresh: bool = True, key_env:
     signing key (from ``key_env``, else ``chain.key_env``), the expected chain id, gas, the stakes on the attached
     deployment and, ``fresh``, the tokens its funding needs. Returns the payout addresses."""
     ch = config.chain
-    if config.integrity.min_stake > 0 and not ch.deployment:
-        raise ConfigError(
-            f"integrity.min_stake = {config.integrity.min_stake} on a real node needs chain.deployment: "
-            "institutions stake on an existing deployment before the run (fresh contracts hold no stake)"
-        )
+    _stakes_need_a_deployment(config, "on a real node")
     if not ch.addresses:
         raise ConfigError(f"chain.backend is {ch.backend}: set chain.addresses to the institutions' own "
                           "addresses (derived simulation addresses have public keys anyone can spend from)")
