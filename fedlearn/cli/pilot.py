@@ -45,7 +45,7 @@ def _coordinator(args: argparse.Namespace) -> int:
         check_node(config, [n for n in config.data.institution_names.split(",") if n], key_env=args.key_env)
     port = args.port or int(kit.superlink.rsplit(":", 1)[1])
     with parties.processes(kit.path / "state" / "logs") as group:
-        env = parties.serve(kit, group, args.bind, port, os.environ[args.key_env])
+        env = parties.serve(kit, group, args.bind, port, os.environ[args.key_env], config.chain.key_env)
         print(f"SuperLink of {kit.federation} on {args.bind}:{port} (TLS, node authentication); "
               f"nodes registered in {kit.path / 'state' / 'nodes.toml'}")
         run_id = submit(args.app or _default_app(), kit.federation, str(run_config), env=env,

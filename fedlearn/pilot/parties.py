@@ -258,13 +258,15 @@ def register_nodes(kit: Kit, env: Mapping[str, str]) -> dict[str, int]:
     return nodes
 
 
-def serve(kit: Kit, group: Processes, bind: str, port: int, coordinator_key: str) -> dict[str, str]:
+def serve(kit: Kit, group: Processes, bind: str, port: int, coordinator_key: str,
+          key_env: str = "FEDLEARN_PRIVATE_KEY") -> dict[str, str]:
     """Start the SuperLink (in ``group``) and register the institutions' keys; returns the environment in which
-    ``flwr`` reaches it. The ServerApp runs in the SuperLink's environment: the coordinator's key goes there."""
+    ``flwr`` reaches it. The ServerApp runs in the SuperLink's environment: the coordinator's key goes there, under
+    the name the run config reads it from (``chain.key_env``)."""
     local = "127.0.0.1" if bind in ("0.0.0.0", "::", "") else bind
     env = flwr_environment(kit, local, port)
     link = group.start("superlink", superlink_command(kit, bind, port),
-                       env={**env, "FEDLEARN_PRIVATE_KEY": coordinator_key}, cwd=kit.path / STATE_DIR)
+                       env={**env, key_env: coordinator_key}, cwd=kit.path / STATE_DIR)
     wait_for_port(local, port, link, "the SuperLink")
     register_nodes(kit, env)
     return env
