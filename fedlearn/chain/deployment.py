@@ -35,9 +35,14 @@ def whole_tokens(amount: int) -> str:
     return text.rstrip("0").rstrip(".") if "." in text else text
 
 
+def token_count(amount: int) -> str:
+    """Base units as a count of tokens: "1 token", "4,000 tokens"."""
+    return f"{whole_tokens(amount)} token{'' if amount == 10**18 else 's'}"
+
+
 def token_units(amount: int) -> str:
     """An amount as a person reads it and as the contracts count it: "4,000 tokens (4000…000 base units)"."""
-    return f"{whole_tokens(amount)} token{'' if amount == 10**18 else 's'} ({amount} base units)"
+    return f"{token_count(amount)} ({amount} base units)"
 
 
 @dataclass(frozen=True)

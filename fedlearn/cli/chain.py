@@ -26,8 +26,8 @@ from fedlearn.chain.deployment import (
     Deployment,
     deploy,
     distributor_contract,
+    token_count,
     token_units,
-    whole_tokens,
 )
 from fedlearn.chain.merkle import InconsistentTree, RewardTree
 from fedlearn.chain.session import (
@@ -223,7 +223,7 @@ def _deploy_governed(args: argparse.Namespace) -> int:
 
 def _cmd_status(args: argparse.Namespace) -> int:
     def t(amount: int) -> str:  # base units, as the chain commands take them, and what a person reads
-        return f"{amount} ({whole_tokens(amount)} tokens)" if amount else "0"
+        return f"{amount} ({token_count(amount)})" if amount else "0"
 
     session = _session(args, read_only=True)
     state = ops.status(session, _deployment(args, session), args.account or None)

@@ -22,7 +22,7 @@ from flwr.common.serde import message_to_proto
 from flwr.serverapp import Grid, ServerApp
 
 from fedlearn.chain import ETH_TESTER, Deployment, institution_accounts
-from fedlearn.chain.session import connect
+from fedlearn.chain.session import ChainSession, connect
 from fedlearn.config import FILES, RunConfig
 from fedlearn.errors import ChainError, ConfigError, FedlearnError
 from fedlearn.federation.roster import federated_split, node_registry, registered_counts, roster
@@ -197,12 +197,19 @@ def preflight(config: RunConfig, fresh: bool = True) -> dict[str, str] | None:
     state = Path(ch.deployment).with_suffix(".eth-tester.json") if ch.deployment else None
     if state is not None and state.is_file():  # an attached embedded chain: read it, change nothing
         session = connect(ETH_TESTER, state_file=state, expected_chain_id=ch.chain_id or None)
-        deployment = Deployment.load(ch.deployment, chain_id=session.chain_id)
-        if ch.addresses and config.integrity.min_stake > 0:
-            require_stakes(session, deployment, addresses, config.integrity.min_stake)
-        if fresh:
-            require_funder(session, deployment, config)
+        _check_deployment(session, config, addresses, fresh, own_stakes=bool(ch.addresses))
     return addresses
+
+
+def _check_deployment(session: ChainSession, config: RunConfig, addresses: dict[str, str], fresh: bool,
+                      own_stakes: bool) -> None:
+    """On the attached deployment: the stakes of institutions that stake for themselves (``own_stakes``) and, for a
+    ``fresh`` run (a resumed one funded its budget when it began), the tokens its funding needs."""
+    deployment = Deployment.load(config.chain.deployment, chain_id=session.chain_id)
+    if own_stakes and config.integrity.min_stake > 0:
+        require_stakes(session, deployment, addresses, config.integrity.min_stake)
+    if fresh:
+        require_funder(session, deployment, config)
 
 
 def _stakes_need_a_deployment(config: RunConfig, where: str) -> None:
@@ -229,11 +236,7 @@ def check_node(config: RunConfig, names: list[str], fresh: bool = True, key_env:
         raise ChainError(f"account {session.address} has no ETH on {ch.backend} to pay for gas; fund it first")
     addresses = institution_addresses(config, names)
     if ch.deployment:
-        deployment = Deployment.load(ch.deployment, chain_id=session.chain_id)
-        if config.integrity.min_stake > 0:
-            require_stakes(session, deployment, addresses, config.integrity.min_stake)
-        if fresh:  # a resumed run funded its budget when it began
-            require_funder(session, deployment, config)
+        _check_deployment(session, config, addresses, fresh, own_stakes=True)
     return addresses
 
 

@@ -258,8 +258,7 @@ def register_nodes(kit: Kit, env: Mapping[str, str]) -> dict[str, int]:
     return nodes
 
 
-def serve(kit: Kit, group: Processes, bind: str, port: int, coordinator_key: str,
-          key_env: str = "FEDLEARN_PRIVATE_KEY") -> dict[str, str]:
+def serve(kit: Kit, group: Processes, bind: str, port: int, coordinator_key: str, key_env: str) -> dict[str, str]:
     """Start the SuperLink (in ``group``) and register the institutions' keys; returns the environment in which
     ``flwr`` reaches it. The ServerApp runs in the SuperLink's environment: the coordinator's key goes there, under
     the name the run config reads it from (``chain.key_env``)."""

@@ -162,13 +162,13 @@ def up(workdir: Path, institutions: int = 3, rounds: int = 3, seed: int = 0,
         # and minter role. Roots and slashes take effect at once here (no challenge window): a proof of concept
         # claims at the end.
         stake = round(project.stake * 10**18)
-        allocations = [a for inst in project.institutions for a in ("--allocate", f"{inst.address}={stake}")]
+        stakers = list(zip(project.institutions, keys[1:])) if stake else []
+        allocations = [a for inst, _ in stakers for a in ("--allocate", f"{inst.address}={stake}")]
         _fed(["chain", "deploy", "--governed", *node, "--root-delay", "0", "--slash-delay", "0", "--reward-pool",
-              str(rounds * DEFAULT_REWARD_PER_ROUND), *(allocations if stake else [])], env, "deploying the contracts")
-        for name, key in zip(split.institutions, keys[1:]):
-            if stake:  # each institution stakes with its own key before the run (the coordinator checks it)
-                _fed(["chain", "stake", *node, "--amount", str(stake), "--key-env", "INSTITUTION_KEY"],
-                     {**os.environ, "INSTITUTION_KEY": key}, f"{name}'s stake")
+              str(rounds * DEFAULT_REWARD_PER_ROUND), *allocations], env, "deploying the contracts")
+        for inst, key in stakers:  # each stakes with its own key before the run (the coordinator checks it)
+            _fed(["chain", "stake", *node, "--amount", str(stake), "--key-env", "INSTITUTION_KEY"],
+                 {**os.environ, "INSTITUTION_KEY": key}, f"{inst.name}'s stake")
         timings["chain_seconds"] = time.perf_counter() - started
         say(f"anvil on {rpc}; contracts in {deployment}")
 
