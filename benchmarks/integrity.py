@@ -80,7 +80,8 @@ CONFIGURATIONS: dict[str, list[str]] = {
     "no_backdoor_check": ["integrity.backdoor_threshold=0"],
 }
 PLAIN = ["scoring.method='none'", "integrity.free_rider_kappa=0", "integrity.backdoor_threshold=0",
-         "integrity.exclude_harmful=false", "integrity.refit_output_layer=false", "integrity.slash=false"]
+         "integrity.exclude_harmful=false", "integrity.refit_output_layer=false", "integrity.slash=false",
+         "integrity.scaled_update_limit=0"]
 QUICK_CONFIGURATIONS = ["default", "gtg"]
 
 
@@ -115,15 +116,18 @@ def run_once(job: tuple[str, list[str], str, str, int, int]) -> dict[str, Any]:
         summary = run_federation(config, run_dir=Path(tmp) / "run", progress=False)
         slashed = sorted({name for _, name, _, _ in Ledger.open(Path(tmp) / "run" / "ledger.sqlite").slashes()})
         rounds = json.loads((Path(tmp) / "run" / "rounds.json").read_text())
-    # Every update a check set aside (reply checks, free riders, boosted, backdoors), as (round, institution, why).
+    # Every update a check set aside (reply checks, free riders, backdoors), as (round, institution, why).
     set_aside = [(r["server_round"], name, why) for r in rounds if r.get("scores")
                  for name, why in (r["scores"].get("rejected") or {}).items()]
+    # Every update clipped as boosted (aggregated at the limit's length, not paid for the round).
+    clipped = [(r["server_round"], name, why) for r in rounds if r.get("scores")
+               for name, why in (r["scores"].get("clipped") or {}).items()]
     return {
         "configuration": configuration, "behaviours": set_name, "seed": seed,
         "accuracy": float(summary["final_test_accuracy"]),
         "backdoor_success": summary.get("final_backdoor_success"),
         "earned": {i["name"]: int(i["tokens_earned"]) for i in summary["institutions"]},
-        "slashed": slashed, "set_aside": set_aside,
+        "slashed": slashed, "set_aside": set_aside, "clipped": clipped,
     }
 
 
@@ -160,6 +164,8 @@ def summarise(runs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[st
             # Rounds in which a check set an honest institution's update aside (a false positive, slashed or not).
             "honest_set_aside": [[rnd, name, why] for rnd, name, why in r.get("set_aside", [])
                                  if name not in adversarial],
+            # Rounds in which an honest institution's update was clipped as boosted (unpaid for the round).
+            "honest_clipped": [[rnd, name, why] for rnd, name, why in r.get("clipped", []) if name not in adversarial],
             "sybil_over_whole": None,
         }
         if r["behaviours"].startswith("sybil_"):
@@ -194,6 +200,7 @@ def summarise(runs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[st
             "max_sybil_over_whole": max(sybils) if sybils else None,
             "honest_slashed": sum(row["honest_slashed"] for row in mine),
             "honest_set_aside": sum(len(row["honest_set_aside"]) for row in mine),
+            "honest_clipped": sum(len(row.get("honest_clipped", [])) for row in mine),
             "honest_accuracy_below_plain_fedavg_points": max(plain_gap) if plain_gap else None,
             "per_attack_worst_share": {b: max(row["adversary_share"] for row in attacks if row["behaviours"] == b)
                                        for b in sorted({row["behaviours"] for row in attacks})},
@@ -249,18 +256,21 @@ def main() -> None:
                           max(backdoor) if backdoor else "", max(r["adversary_share"] for r in mine),
                           max(equivalent) if equivalent else "", max(sybil) if sybil else "",
                           sum(r["adversaries_slashed"] for r in mine), sum(r["honest_slashed"] for r in mine),
-                          sum(len(r["honest_set_aside"]) for r in mine)])
+                          sum(len(r["honest_set_aside"]) for r in mine),
+                          sum(len(r["honest_clipped"]) for r in mine)])
     print(f"worst case over seeds {args.seeds}, {args.rounds} rounds, 3 of 10 institutions adversarial:")
     print_table(["configuration", "behaviours", "min acc.", "max drop pts", "backdoor", "adv. share",
-                 "honest-equiv.", "sybil/whole", "adv. slashed", "honest slashed", "honest set aside"], table)
+                 "honest-equiv.", "sybil/whole", "adv. slashed", "honest slashed", "honest set aside",
+                 "honest clipped"], table)
     print()
     print_table(["configuration", "worst adv. share", "(attack)", "adv. ÷ honest-equiv.", "(attack)", "worst drop pts",
-                 "worst backdoor", "sybil/whole", "honest slashed", "honest set aside",
+                 "worst backdoor", "sybil/whole", "honest slashed", "honest set aside", "honest clipped",
                  "honest acc. below plain pts"],
                 [[name, w["worst_adversary_share"], w["worst_adversary_share_attack"], w["max_adversary_over_honest"],
                   w["max_adversary_over_honest_attack"],
                   w["worst_accuracy_drop_points"], w["worst_backdoor_success"], w["max_sybil_over_whole"],
-                  w["honest_slashed"], w["honest_set_aside"], w["honest_accuracy_below_plain_fedavg_points"]]
+                  w["honest_slashed"], w["honest_set_aside"], w["honest_clipped"],
+                  w["honest_accuracy_below_plain_fedavg_points"]]
                  for name, w in worst.items()])
     print(f"\n{len(jobs)} runs in {time.perf_counter() - started:.0f} s")
     if previous is not None:  # the other configurations' figures and runs stay as last measured, marked with when

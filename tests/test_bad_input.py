@@ -60,6 +60,8 @@ def test_a_config_error_is_reported_before_flower_torch_or_web3_load(tmp_path: P
     # Defence settings.
     ("integrity.exclude_harmful=2", "config key 'integrity.exclude_harmful' expects bool, got 2"),
     ("integrity.free_rider_kappa=-1", "integrity.free_rider_kappa"),
+    ("integrity.scaled_update_limit=1.2", "integrity.scaled_update_limit = 1.2 must be 0 (off) or in [1.5, 100]"),
+    ("integrity.scaled_update_limit=-3", "integrity.scaled_update_limit = -3.0 must be 0 (off) or in [1.5, 100]"),
     ("scoring.method='banzaf'", "unknown scoring.method 'banzaf'"),
     ("scoring.banzhaf_estimator='kernel'", "unknown scoring.banzhaf_estimator 'kernel'"),
     ("strategy.weighting='trusted'", "unknown strategy.weighting 'trusted'"),

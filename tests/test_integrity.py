@@ -61,6 +61,16 @@ def test_a_harmful_sign_flipper_earns_nothing_and_is_slashed(tmp_path: Path) -> 
     assert first[0] == 3 and first[2] == 5 * 10**18  # at its 3rd bad round, half of the 10-token stake
 
 
+def test_a_boosted_update_is_clipped_every_round_and_earns_nothing(tmp_path: Path) -> None:
+    # A ×5 boost of honest training: a direction the validation split likes, at a length no honest step has.
+    summary, ledger = paying_run(tmp_path, "integrity.behaviours='hospital-02=boosted:scale=5'")
+    rounds = [r["scores"] for r in json.loads((tmp_path / "run" / "rounds.json").read_text()) if r.get("scores")]
+    assert all(set(r["clipped"]) == {"hospital-02"} for r in rounds)
+    assert tokens(summary)["hospital-02"] == 0 and sum(tokens(summary).values()) > 0
+    # Clipped, its training still reaches the model, and it is not slashed for a length alone.
+    assert ledger.slashes() == [] and summary["final_test_accuracy"] > 0.8
+
+
 def test_a_robust_aggregator_keeps_accuracy_and_pays_the_flipper_nothing(tmp_path: Path) -> None:
     summary, _ = paying_run(tmp_path, "integrity.behaviours='hospital-02=sign_flip:scale=4'",
                             "strategy.name='fedmedian'")

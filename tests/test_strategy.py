@@ -28,6 +28,7 @@ from fedlearn.federation.strategy import (
 from fedlearn.federation.unit_growth import MIN_INPUTS
 from fedlearn.learning.head import refit_output_layer
 from fedlearn.learning.models import init_model
+from fedlearn.records.fingerprint import model_hash
 from fedlearn.scoring import CachedUtility, banzhaf, banzhaf_estimator_for, banzhaf_surrogate
 from fedlearn.scoring import methods as scoring_methods
 from fedlearn.scoring.banzhaf_surrogate import check_budget
@@ -54,6 +55,7 @@ def make_config(strategy: str = "fedavg", method: str = "shapley", n: int = 5, *
         # so it is off, as is leaving harmful updates out (most random moves are): these tests are about
         # aggregation and scoring (tests/test_free_riders.py and the test below cover both checks).
         "model.name='logreg'", "integrity.free_rider_kappa=0", "integrity.exclude_harmful=false",
+        "integrity.scaled_update_limit=0",  # random moves have no length per local step to compare
         *[f"strategy.{k}={v}" for k, v in strategy_keys.items()],
     ])
 
@@ -274,6 +276,48 @@ def test_harmful_updates_are_left_out_of_the_aggregate_but_keep_their_negative_s
     assert set(record.excluded) == set(names[honest:]) and record.rejected == {}
     assert max(record.scores[name] for name in names[honest:]) < 0 < min(record.scores[name] for name in names[:honest])
     assert set(names) <= set(record.update_hashes)
+
+
+def test_a_boosted_update_is_clipped_and_unpaid_while_honest_ones_of_any_size_stay_whole(
+        make_reply: ReplyFactory) -> None:
+    # Prepare: six institutions registered with 32 to 192 rows step towards the fitted model in proportion to their
+    # local steps (1 to 6 of batch 32); hospital-06 trains like hospital-02 (2 steps) and sends its step boosted 5x.
+    names = [f"hospital-{i:02d}" for i in range(1, 7)]
+    registered = dict(zip(names, [32, 64, 96, 128, 192, 64]))
+    # Harmful updates stay in: of steps along one line, the shorter ones score below 0 by leave-one-out.
+    overrides = ["scoring.method='loo'", "data.institutions=6", "model.name='logreg'", "integrity.free_rider_kappa=0",
+                 "integrity.exclude_harmful=false", "train.batch_size=32", "train.local_epochs=1"]
+    strategy, start = scored(RunConfig.load(overrides=overrides), registered)
+    base, good = towards_a_fitted_model(RunConfig.load(overrides=overrides), start)
+    per_step = {k: (good[k] - base[k]) / 40 for k in base}  # every aggregate stays short of the fitted model
+    factor = {name: registered[name] / 32 for name in names} | {"hospital-06": 5 * 2}
+    moves = [{k: (base[k] + factor[name] * per_step[k]).astype(np.float32) for k in base} for name in names]
+
+    def replies() -> list[Message]:
+        return [make_reply(m, examples=registered[name], institution=name, node_id=i + 1)
+                for i, (m, name) in enumerate(zip(moves, names))]
+
+    # Execute
+    arrays, _ = strategy.aggregate_train(1, replies())
+    # Assert: only the boosted update is clipped, to 3x the honest length per step (6 steps' worth instead of
+    # 10), and aggregated at that length; it is recorded as clipped, not set aside, and paid nothing for the round.
+    record = strategy.history[-1]
+    assert arrays is not None and record.rejected == {} and record.excluded == {} and record.inconclusive == []
+    assert set(record.clipped) == {"hospital-06"}
+    assert record.clipped["hospital-06"].startswith("update moves the model 5.0x as far per local step as the "
+                                                    "round's reference (limit 3)")
+    assert record.scores["hospital-06"] == 0.0 and record.scores["hospital-05"] > 0
+    weight = sum(registered.values())
+    steps = {**factor, "hospital-06": 6.0}
+    for k in base:
+        expected = base[k] + sum(registered[n] * steps[n] for n in names) / weight * per_step[k]
+        np.testing.assert_allclose(arrays[k].numpy(), expected, rtol=1e-4, atol=1e-6)
+    # The evidence hash is of the update as sent, not as clipped.
+    assert record.update_hashes["hospital-06"] == model_hash(moves[5])
+    # Off, the boosted update reaches the model at full length, and is paid.
+    strategy, _ = scored(RunConfig.load(overrides=[*overrides, "integrity.scaled_update_limit=0"]), registered)
+    strategy.aggregate_train(1, replies())
+    assert strategy.history[-1].clipped == {} and strategy.history[-1].scores["hospital-06"] > 0
 
 
 def test_in_a_large_federation_estimation_noise_leaves_no_honest_update_out(make_reply: ReplyFactory) -> None:
@@ -566,7 +610,7 @@ def real_round(make_reply: ReplyFactory, *overrides: str, n: int = 8) -> tuple[S
     """(the strategy, n replies, their names, the round's utility, built apart from the strategy's) for n
     institutions of different registered sizes stepping 70-100 % of the way to a fitted model."""
     config = RunConfig.load(overrides=[f"data.institutions={n}", "model.name='logreg'", "integrity.free_rider_kappa=0",
-                                       *overrides])
+                                       "integrity.scaled_update_limit=0", *overrides])  # sizes unlike their steps
     names = [f"hospital-{i + 1:02d}" for i in range(n)]
     registered = {name: 100 * (i + 1) for i, name in enumerate(names)}
     strategy, start = scored(config, registered=registered)

@@ -34,6 +34,7 @@ from fedlearn.federation.fltrust import FLTrust, RootTrainer
 from fedlearn.federation.free_riders import flatten, free_riders
 from fedlearn.federation.peer_votes import PeerRound, peer_scores
 from fedlearn.federation.replies import (
+    ARRAYS_KEY,
     Rejection,
     apply_weighting,
     arrays_of,
@@ -41,6 +42,7 @@ from fedlearn.federation.replies import (
     institution_of,
     partition_replies,
 )
+from fedlearn.federation.step_lengths import local_steps, overlong
 from fedlearn.federation.unit_growth import MIN_INPUTS, UnitGrowth
 from fedlearn.federation.unit_growth import REASON as BACKDOOR_REASON
 from fedlearn.learning.head import RefitCheck, RefitError, check_refit, refit_output_layer
@@ -215,6 +217,7 @@ class ScoredStrategy(Strategy):
         self.voters_fraction = config.integrity.voters_fraction
         self.validator_share = config.integrity.validator_share
         self.free_rider_kappa = config.integrity.free_rider_kappa
+        self.scaled_limit = config.integrity.scaled_update_limit
         # Backdoors planted together (fedlearn.federation.unit_growth): read from the first layer of a model with a
         # hidden one; the history is checkpointed with every round (check_state).
         self._growth = (UnitGrowth(config.integrity.backdoor_threshold)
@@ -246,6 +249,7 @@ class ScoredStrategy(Strategy):
         self._sent: list[Message] = []
         self._updates: list[dict[str, np.ndarray]] = []
         self._hashes: dict[str, str] = {}  # every scored update's hash: evidence, kept even when left out
+        self._clipped: dict[str, str] = {}  # this round's boosted updates, clipped: institution → why
 
     def summary(self) -> None:
         log.info("scoring: %s on server validation (%s)", self.scoring.method, self.scoring.utility)
@@ -287,6 +291,10 @@ class ScoredStrategy(Strategy):
         for rejection in rejected:
             money_log.warning("round %d: update from %s set aside: %s", server_round, rejection.institution,
                               rejection.reason)
+        clipped = self._clip_overlong(accepted)
+        for name, reason in clipped.items():
+            money_log.warning("round %d: update from %s clipped and not paid for the round: %s", server_round, name,
+                              reason)
         started = time.perf_counter()
         if not accepted:
             self._record(server_round, {}, [], rejected, 0, started, skipped="every update was rejected")
@@ -508,6 +516,43 @@ class ScoredStrategy(Strategy):
                                       f"does (score {score:.2f} > {self._growth.threshold:g})", evidence=False)
                       for name, score in sorted(flagged.items())]
 
+    def _clip_overlong(self, accepted: list[Message]) -> dict[str, str]:
+        """Updates that move the model far further per local step than the round's reference (boosted:
+        :mod:`fedlearn.federation.step_lengths`) are clipped to the limit, in the replies themselves (so that the
+        scoring, the harmful-update check and the aggregation all see the clipped update) and in
+        ``self._updates``; institution → why. Steps come from the registered counts where the coordinator has
+        them, else from the (already checked) count the reply carries."""
+        self._clipped = {}
+        if self.scaled_limit <= 0 or self._start_arrays is None or not accepted:
+            return {}
+        start = numpy_arrays(self._start_arrays)
+        names = [institution_of(m) for m in accepted]
+        counts = [(self.registered or {}).get(name) or examples_of(m) for name, m in zip(names, accepted)]
+        steps = [local_steps(n, self.train_spec.batch_size, self.train_spec.local_epochs) for n in counts]
+        lengths = [float(np.linalg.norm(flatten({k: u[k] - start[k] for k in start}))) for u in self._updates]
+        for i, ratio in sorted(overlong(lengths, steps, self.scaled_limit).items()):
+            factor = self.scaled_limit / ratio
+            clipped = {k: (start[k] + factor * (self._updates[i][k].astype(np.float64) - start[k]))
+                       .astype(self._updates[i][k].dtype) for k in start}
+            self._updates[i] = clipped
+            accepted[i].content.array_records[ARRAYS_KEY] = ArrayRecord(
+                {k: Array(v) for k, v in clipped.items()})
+            self._clipped[names[i]] = (f"update moves the model {ratio:.1f}x as far per local step as the round's "
+                                       f"reference (limit {self.scaled_limit:g}): scaled up, as boosting does")
+        return dict(self._clipped)
+
+    def _unpaid_clipped(self, scores: Mapping[str, float], ballots: Mapping[str, Mapping[str, Any]]
+                        ) -> dict[str, float]:
+        """``scores`` with each clipped update's share capped at 0: not paid for the round, while a negative
+        score stands for slashing. Under peer validation a validator reward the institution earned as a voter
+        stays its own."""
+        capped = dict(scores)
+        for name in self._clipped:
+            if name in capped:
+                reward = float((ballots.get(name) or {}).get("reward", 0.0))
+                capped[name] = min(capped[name] - reward, 0.0) + reward
+        return capped
+
     def _set_aside_free_riders(self, accepted: list[Message]) -> tuple[list[Message], list[Rejection]]:
         """Updates with no training signal of their own (``fedlearn.federation.free_riders``) are set aside;
         ``self._updates`` keeps the decoded arrays of those that stay."""
@@ -602,7 +647,7 @@ class ScoredStrategy(Strategy):
         """``gain``: (the start model's utility, the round's gain); a skipped round has none."""
         names = [institution_of(m) for m in accepted]
         start_utility, measured = gain
-        scores = {**scores, **{r.institution: 0.0 for r in rejected}}
+        scores = {**self._unpaid_clipped(scores, ballots or {}), **{r.institution: 0.0 for r in rejected}}
         record = RoundScores(
             server_round=server_round,
             scores=scores,
@@ -624,6 +669,7 @@ class ScoredStrategy(Strategy):
             gain_high=measured.high,
             significant=measured.significant,
             excluded=dict(excluded or {}),
+            clipped={name: why for name, why in self._clipped.items() if name in scores},
             ballots=dict(ballots or {}),
             score_errors=dict(errors or {}),
             estimator=estimator,

@@ -35,6 +35,10 @@ class RoundScores:
     # Rejected, but not a bad round for slashing: set aside as free riders in a round whose scores sat too close
     # to the noise line to tell training from noise (fedlearn.federation.free_riders.POWER). Not paid either way.
     inconclusive: list[str] = field(default_factory=list)
+    # Boosted: an update that moved the model far further per local step than the round's others, clipped to the
+    # limit before it was aggregated and scored, and not paid for the round (fedlearn.federation.step_lengths).
+    # Its score is recorded as at most 0; not a bad round for slashing unless that score is itself negative.
+    clipped: dict[str, str] = field(default_factory=dict)
     # Peer validation: voter → its ballot as committed and opened ({"commitment", "salt", "votes", "weight"}, and
     # "broken" with the reason when it did not open), so that anyone can recheck every commitment.
     ballots: dict[str, dict] = field(default_factory=dict)
