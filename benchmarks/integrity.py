@@ -78,10 +78,10 @@ CONFIGURATIONS: dict[str, list[str]] = {
     "fedtrimmedavg": ["strategy.name='fedtrimmedavg'"],
     "fedadam": ["strategy.name='fedadam'"],
     "no_backdoor_check": ["integrity.backdoor_threshold=0"],
+    "clip_boosted": ["integrity.scaled_update_limit=3"],
 }
 PLAIN = ["scoring.method='none'", "integrity.free_rider_kappa=0", "integrity.backdoor_threshold=0",
-         "integrity.exclude_harmful=false", "integrity.refit_output_layer=false", "integrity.slash=false",
-         "integrity.scaled_update_limit=0"]
+         "integrity.exclude_harmful=false", "integrity.refit_output_layer=false", "integrity.slash=false"]
 QUICK_CONFIGURATIONS = ["default", "gtg"]
 
 
@@ -176,11 +176,20 @@ def summarise(runs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[st
         if r["behaviours"] == "honest" and r["seed"] in plain:
             row["plain_fedavg_accuracy"] = plain[r["seed"]]["accuracy"]
         rows.append(row)
+    return rows, worst_cases(rows)
+
+
+def worst_cases(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per configuration, the worst case over its rows (``summarise``'s, or those stored in a results file)."""
     worst: dict[str, dict[str, Any]] = {}
     for name in sorted({row["configuration"] for row in rows}):
         mine = [row for row in rows if row["configuration"] == name]
         attacks = [row for row in mine if row["behaviours"] != "honest" and not row["behaviours"].startswith("sybil")]
         sybils = [row["sybil_over_whole"] for row in mine if row["sybil_over_whole"] is not None]
+        # A split whose identities are paid while the whole institution earns nothing has no ratio, and would
+        # otherwise drop out of the maximum: their share is reported beside it.
+        unpaid_whole = [row["adversary_share"] for row in mine if row["behaviours"].startswith("sybil")
+                        and row["sybil_over_whole"] is None and row["adversary_share"] > 0]
         backdoors = [row["backdoor_success"] for row in attacks if row["backdoor_success"] is not None]
         plain_gap = [100 * (row["plain_fedavg_accuracy"] - row["accuracy"]) for row in mine
                      if "plain_fedavg_accuracy" in row]
@@ -198,6 +207,7 @@ def summarise(runs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[st
             "worst_accuracy_drop_points": max(row["accuracy_drop_points"] for row in attacks),
             "worst_backdoor_success": max(backdoors) if backdoors else None,
             "max_sybil_over_whole": max(sybils) if sybils else None,
+            "sybil_share_with_whole_unpaid": max(unpaid_whole) if unpaid_whole else None,
             "honest_slashed": sum(row["honest_slashed"] for row in mine),
             "honest_set_aside": sum(len(row["honest_set_aside"]) for row in mine),
             "honest_clipped": sum(len(row.get("honest_clipped", [])) for row in mine),
@@ -205,7 +215,7 @@ def summarise(runs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[st
             "per_attack_worst_share": {b: max(row["adversary_share"] for row in attacks if row["behaviours"] == b)
                                        for b in sorted({row["behaviours"] for row in attacks})},
         }
-    return rows, worst
+    return worst
 
 
 def main() -> None:
@@ -264,11 +274,12 @@ def main() -> None:
                  "honest clipped"], table)
     print()
     print_table(["configuration", "worst adv. share", "(attack)", "adv. ÷ honest-equiv.", "(attack)", "worst drop pts",
-                 "worst backdoor", "sybil/whole", "honest slashed", "honest set aside", "honest clipped",
-                 "honest acc. below plain pts"],
+                 "worst backdoor", "sybil/whole", "sybils, whole unpaid", "honest slashed", "honest set aside",
+                 "honest clipped", "honest acc. below plain pts"],
                 [[name, w["worst_adversary_share"], w["worst_adversary_share_attack"], w["max_adversary_over_honest"],
                   w["max_adversary_over_honest_attack"],
                   w["worst_accuracy_drop_points"], w["worst_backdoor_success"], w["max_sybil_over_whole"],
+                  w["sybil_share_with_whole_unpaid"],
                   w["honest_slashed"], w["honest_set_aside"], w["honest_clipped"],
                   w["honest_accuracy_below_plain_fedavg_points"]]
                  for name, w in worst.items()])

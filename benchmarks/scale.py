@@ -59,8 +59,7 @@ def settings(n: int, data: Path, mode: str, rounds: int, out: Path, engine: str 
               f"simulation.engine='{engine}'", f"run.output_dir='{out}'"]
     if mode == "plain":
         return common + ["scoring.method='none'", "chain.enabled=false", "integrity.free_rider_kappa=0",
-                         "integrity.backdoor_threshold=0", "integrity.exclude_harmful=false",
-                         "integrity.scaled_update_limit=0"]
+                         "integrity.backdoor_threshold=0", "integrity.exclude_harmful=false"]
     return common
 
 

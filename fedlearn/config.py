@@ -218,10 +218,11 @@ class IntegritySection:
     # updates' residuals than noise would (score < kappa, or below the line noise passes with probability 1e-6
     # where that is lower; noise scores ~1) is set aside (fedlearn.federation.free_riders). 0 turns the check off.
     free_rider_kappa: float = 5.0
-    # Boosted updates: one that moves the model more than this many times as far per local step (steps from the
-    # registered example counts) as the round's reference is clipped to that length and not paid for the round
-    # (fedlearn.federation.step_lengths: honest federations measured at most 2.21x). 0: no check.
-    scaled_update_limit: float = 3.0
+    # Boosted updates (an option, off by default): one that moves the model more than this many times as far per
+    # local step (steps from the registered example counts) as the round's reference is clipped to that length and
+    # not paid for the round (fedlearn.federation.step_lengths). Off, boosting still earns at most half of what
+    # honest work earns; on (3), it earns about nothing, and so do late rounds of institutions with noisy labels.
+    scaled_update_limit: float = 0.0
     # Backdoors planted together: an institution that grows a hidden unit with another, in the same direction every
     # round from a few inputs, is set aside in each round its pair score exceeds this (fedlearn.federation.unit_growth:
     # honest institutions have scored at most 0.72, on Dirichlet α = 0.05 partitions; planters at α = 0.5 1.24
@@ -264,7 +265,6 @@ class IntegritySection:
 
 
 LEGACY_VALUES: dict[str, Any] = {"integrity.refit_noise": 0.0, "integrity.refit_check_folds": 0,
-                                 "integrity.scaled_update_limit": 0.0,
                                  "integrity.backdoor_threshold": 0.0, "scoring.min_gain": 0.0}
 """What a key added since meant before it existed: a saved run config that lacks it was made with this value, so a
 run resumed from it replays as it was made (a crash between settling the last round and checkpointing it is

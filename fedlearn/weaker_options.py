@@ -60,8 +60,6 @@ WEAKER_OPTIONS: tuple[WeakerOption, ...] = (
                  "trusts every reply's example count: a count lie buys weight in the model and in the pay"),
     WeakerOption("integrity.exclude_harmful", ("false",), "harmful updates reach the model"),
     WeakerOption("integrity.free_rider_kappa", ("0",), "free riders are paid"),
-    WeakerOption("integrity.scaled_update_limit", ("0",), "boosted updates (a trained step scaled up to outweigh "
-                 "the others) reach the model at full length and are paid"),
     WeakerOption("integrity.backdoor_threshold", ("0",),
                  "institutions planting one trigger together are paid for their updates"),
     WeakerOption("integrity.min_stake", ("0",),

@@ -63,7 +63,8 @@ def test_a_harmful_sign_flipper_earns_nothing_and_is_slashed(tmp_path: Path) -> 
 
 def test_a_boosted_update_is_clipped_every_round_and_earns_nothing(tmp_path: Path) -> None:
     # A ×5 boost of honest training: a direction the validation split likes, at a length no honest step has.
-    summary, ledger = paying_run(tmp_path, "integrity.behaviours='hospital-02=boosted:scale=5'")
+    summary, ledger = paying_run(tmp_path, "integrity.behaviours='hospital-02=boosted:scale=5'",
+                                 "integrity.scaled_update_limit=3")
     rounds = [r["scores"] for r in json.loads((tmp_path / "run" / "rounds.json").read_text()) if r.get("scores")]
     assert all(set(r["clipped"]) == {"hospital-02"} for r in rounds)
     assert tokens(summary)["hospital-02"] == 0 and sum(tokens(summary).values()) > 0

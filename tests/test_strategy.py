@@ -55,7 +55,6 @@ def make_config(strategy: str = "fedavg", method: str = "shapley", n: int = 5, *
         # so it is off, as is leaving harmful updates out (most random moves are): these tests are about
         # aggregation and scoring (tests/test_free_riders.py and the test below cover both checks).
         "model.name='logreg'", "integrity.free_rider_kappa=0", "integrity.exclude_harmful=false",
-        "integrity.scaled_update_limit=0",  # random moves have no length per local step to compare
         *[f"strategy.{k}={v}" for k, v in strategy_keys.items()],
     ])
 
@@ -286,7 +285,8 @@ def test_a_boosted_update_is_clipped_and_unpaid_while_honest_ones_of_any_size_st
     registered = dict(zip(names, [32, 64, 96, 128, 192, 64]))
     # Harmful updates stay in: of steps along one line, the shorter ones score below 0 by leave-one-out.
     overrides = ["scoring.method='loo'", "data.institutions=6", "model.name='logreg'", "integrity.free_rider_kappa=0",
-                 "integrity.exclude_harmful=false", "train.batch_size=32", "train.local_epochs=1"]
+                 "integrity.exclude_harmful=false", "train.batch_size=32", "train.local_epochs=1",
+                 "integrity.scaled_update_limit=3"]
     strategy, start = scored(RunConfig.load(overrides=overrides), registered)
     base, good = towards_a_fitted_model(RunConfig.load(overrides=overrides), start)
     per_step = {k: (good[k] - base[k]) / 40 for k in base}  # every aggregate stays short of the fitted model
@@ -314,8 +314,8 @@ def test_a_boosted_update_is_clipped_and_unpaid_while_honest_ones_of_any_size_st
         np.testing.assert_allclose(arrays[k].numpy(), expected, rtol=1e-4, atol=1e-6)
     # The evidence hash is of the update as sent, not as clipped.
     assert record.update_hashes["hospital-06"] == model_hash(moves[5])
-    # Off, the boosted update reaches the model at full length, and is paid.
-    strategy, _ = scored(RunConfig.load(overrides=[*overrides, "integrity.scaled_update_limit=0"]), registered)
+    # Off (the default), the boosted update reaches the model at full length, and is paid.
+    strategy, _ = scored(RunConfig.load(overrides=overrides[:-1]), registered)
     strategy.aggregate_train(1, replies())
     assert strategy.history[-1].clipped == {} and strategy.history[-1].scores["hospital-06"] > 0
 
@@ -610,7 +610,7 @@ def real_round(make_reply: ReplyFactory, *overrides: str, n: int = 8) -> tuple[S
     """(the strategy, n replies, their names, the round's utility, built apart from the strategy's) for n
     institutions of different registered sizes stepping 70-100 % of the way to a fitted model."""
     config = RunConfig.load(overrides=[f"data.institutions={n}", "model.name='logreg'", "integrity.free_rider_kappa=0",
-                                       "integrity.scaled_update_limit=0", *overrides])  # sizes unlike their steps
+                                       *overrides])
     names = [f"hospital-{i + 1:02d}" for i in range(n)]
     registered = {name: 100 * (i + 1) for i, name in enumerate(names)}
     strategy, start = scored(config, registered=registered)

@@ -50,11 +50,9 @@ def test_the_default_and_the_demo_give_up_nothing() -> None:
      ["integrity.refit_output_layer = False: the published model keeps a planted backdoor"]),
     (["integrity.refit_noise=0"], ["integrity.refit_noise = 0.0: the output layer is refitted on clean rows alone"]),
     (["integrity.min_stake=0"], ["integrity.min_stake = 0.0: nothing is staked"]),
-    (["integrity.scaled_update_limit=0"], ["integrity.scaled_update_limit = 0.0: boosted updates"]),
     (["integrity.slash=false"], ["integrity.slash = False: an institution flagged round after round keeps"]),
     # Other values of a protection's setting keep it on.
-    (["integrity.free_rider_kappa=3", "integrity.backdoor_threshold=2", "strategy.weighting='equal'",
-      "integrity.scaled_update_limit=4"], []),
+    (["integrity.free_rider_kappa=3", "integrity.backdoor_threshold=2", "strategy.weighting='equal'"], []),
 ])
 def test_each_weaker_setting_is_named_with_what_it_gives_up(overrides: list[str], expected: list[str]) -> None:
     lines = weaker_options(RunConfig.load(overrides=overrides))
