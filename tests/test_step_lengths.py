@@ -43,6 +43,13 @@ def test_updates_that_barely_move_do_not_pull_the_reference_down() -> None:
     assert np.all(np.array(lengths[5:9]) / 4 > 1.5 * float(np.median(np.array(lengths) / 4)))
 
 
+def test_a_small_limit_around_an_even_median_keeps_a_reference() -> None:
+    # The median of four (1.0) lies beyond 1.5x of both middle updates: the second pass finds none and keeps the
+    # first median instead of none at all.
+    assert reference_per_step(np.array([0.1, 0.4, 1.6, 50.0]), 1.5) == pytest.approx(1.0)
+    assert overlong([0.1, 0.4, 1.6, 50.0], [1] * 4, 1.5) == {2: pytest.approx(1.6), 3: pytest.approx(50.0)}
+
+
 def test_off_or_too_few_updates_flag_nothing() -> None:
     assert overlong([1.0, 1.0, 50.0], [1, 1, 1], 0) == {}
     assert overlong([1.0, 50.0], [1, 1], 3.0) == {}

@@ -277,24 +277,28 @@ def test_harmful_updates_are_left_out_of_the_aggregate_but_keep_their_negative_s
     assert set(names) <= set(record.update_hashes)
 
 
+@pytest.mark.parametrize("counts_registered", [True, False])
 def test_a_boosted_update_is_clipped_and_unpaid_while_honest_ones_of_any_size_stay_whole(
-        make_reply: ReplyFactory) -> None:
-    # Prepare: six institutions registered with 32 to 192 rows step towards the fitted model in proportion to their
-    # local steps (1 to 6 of batch 32); hospital-06 trains like hospital-02 (2 steps) and sends its step boosted 5x.
+        make_reply: ReplyFactory, counts_registered: bool) -> None:
+    # Prepare: six institutions of 32 to 192 rows step towards the fitted model in proportion to their local steps
+    # (1 to 6 of batch 32); hospital-06 trains like hospital-02 (2 steps) and sends its step boosted 5x. Their
+    # counts are registered, or (a pilot without registered counts, weighing every reply equally) only claimed.
     names = [f"hospital-{i:02d}" for i in range(1, 7)]
-    registered = dict(zip(names, [32, 64, 96, 128, 192, 64]))
+    rows = dict(zip(names, [32, 64, 96, 128, 192, 64]))
+    registered = rows if counts_registered else dict.fromkeys(names, 0)
+    weighting = [] if counts_registered else ["strategy.weighting='equal'"]
     # Harmful updates stay in: of steps along one line, the shorter ones score below 0 by leave-one-out.
     overrides = ["scoring.method='loo'", "data.institutions=6", "model.name='logreg'", "integrity.free_rider_kappa=0",
-                 "integrity.exclude_harmful=false", "train.batch_size=32", "train.local_epochs=1",
+                 "integrity.exclude_harmful=false", "train.batch_size=32", "train.local_epochs=1", *weighting,
                  "integrity.scaled_update_limit=3"]
     strategy, start = scored(RunConfig.load(overrides=overrides), registered)
     base, good = towards_a_fitted_model(RunConfig.load(overrides=overrides), start)
     per_step = {k: (good[k] - base[k]) / 40 for k in base}  # every aggregate stays short of the fitted model
-    factor = {name: registered[name] / 32 for name in names} | {"hospital-06": 5 * 2}
+    factor = {name: rows[name] / 32 for name in names} | {"hospital-06": 5 * 2}
     moves = [{k: (base[k] + factor[name] * per_step[k]).astype(np.float32) for k in base} for name in names]
 
     def replies() -> list[Message]:
-        return [make_reply(m, examples=registered[name], institution=name, node_id=i + 1)
+        return [make_reply(m, examples=rows[name], institution=name, node_id=i + 1)
                 for i, (m, name) in enumerate(zip(moves, names))]
 
     # Execute
@@ -307,10 +311,10 @@ def test_a_boosted_update_is_clipped_and_unpaid_while_honest_ones_of_any_size_st
     assert record.clipped["hospital-06"].startswith("update moves the model 5.0x as far per local step as the "
                                                     "round's reference (limit 3)")
     assert record.scores["hospital-06"] == 0.0 and record.scores["hospital-05"] > 0
-    weight = sum(registered.values())
+    weights = rows if counts_registered else dict.fromkeys(names, 1)
     steps = {**factor, "hospital-06": 6.0}
     for k in base:
-        expected = base[k] + sum(registered[n] * steps[n] for n in names) / weight * per_step[k]
+        expected = base[k] + sum(weights[n] * steps[n] for n in names) / sum(weights.values()) * per_step[k]
         np.testing.assert_allclose(arrays[k].numpy(), expected, rtol=1e-4, atol=1e-6)
     # The evidence hash is of the update as sent, not as clipped.
     assert record.update_hashes["hospital-06"] == model_hash(moves[5])

@@ -44,7 +44,8 @@ def reference_per_step(per_step: np.ndarray, limit: float) -> float:
     if not math.isfinite(first) or first <= 0:
         return 0.0
     near = per_step[(per_step >= first / limit) & (per_step <= first * limit)]
-    return float(np.median(near))
+    # An even count's median can fall between two updates that both lie beyond a small limit of it.
+    return float(np.median(near)) if near.size else first
 
 
 def overlong(lengths: Sequence[float], steps: Sequence[int], limit: float) -> dict[int, float]:

@@ -35,6 +35,8 @@ from fedlearn.federation.free_riders import flatten, free_riders
 from fedlearn.federation.peer_votes import PeerRound, peer_scores
 from fedlearn.federation.replies import (
     ARRAYS_KEY,
+    CLAIMED_KEY,
+    METRICS_KEY,
     Rejection,
     apply_weighting,
     arrays_of,
@@ -57,6 +59,12 @@ from fedlearn.scoring.trust import fltrust_arrays
 from fedlearn.scoring.votes import combine_votes, select_voters
 
 log = logging.getLogger("flwr")  # shown with Flower's own lines under `flwr run`
+
+
+def _claimed(reply: Message) -> int:
+    """The example count a checked reply claimed (the weighting keeps it beside the count it stands behind)."""
+    claimed = reply.content.metric_records[METRICS_KEY].get(CLAIMED_KEY)
+    return int(claimed) if isinstance(claimed, (int, float)) else examples_of(reply)
 
 
 def fewest_updates(config: RunConfig) -> int:
@@ -521,13 +529,14 @@ class ScoredStrategy(Strategy):
         :mod:`fedlearn.federation.step_lengths`) are clipped to the limit, in the replies themselves (so that the
         scoring, the harmful-update check and the aggregation all see the clipped update) and in
         ``self._updates``; institution → why. Steps come from the registered counts where the coordinator has
-        them, else from the (already checked) count the reply carries."""
+        them, else from the count the reply claimed (before weighting replaced it: "equal" makes it 1), which
+        a booster can inflate: without registered counts the check is only as good as the claims."""
         self._clipped = {}
         if self.scaled_limit <= 0 or self._start_arrays is None or not accepted:
             return {}
         start = numpy_arrays(self._start_arrays)
         names = [institution_of(m) for m in accepted]
-        counts = [(self.registered or {}).get(name) or examples_of(m) for name, m in zip(names, accepted)]
+        counts = [(self.registered or {}).get(name) or _claimed(m) for name, m in zip(names, accepted)]
         steps = [local_steps(n, self.train_spec.batch_size, self.train_spec.local_epochs) for n in counts]
         lengths = [float(np.linalg.norm(flatten({k: u[k] - start[k] for k in start}))) for u in self._updates]
         for i, ratio in sorted(overlong(lengths, steps, self.scaled_limit).items()):
