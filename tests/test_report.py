@@ -226,7 +226,7 @@ def test_rounds_csv_is_what_the_run_measured_and_the_ledger_paid(paid: Reported)
     rows = read_csv(paid.html.parent / "rounds.csv")
     assert list(rows[0]) == ["round", "institution", "score", "score_error_95", "utility", "gain", "gain_low",
                              "gain_high", "significant", "final", "reward_tokens", "cumulative_tokens", "rejected",
-                             "slashed_tokens"]
+                             "clipped", "slashed_tokens"]
     measured = {r["server_round"]: r["scores"] for r in rounds_json(paid.run) if r["scores"] is not None}
     journaled, _, _ = ledger_of(paid.run)
     assert [r.round for r in journaled] == sorted(measured) == list(range(1, ROUNDS + 1))
@@ -267,7 +267,7 @@ def test_institutions_csv_is_what_the_run_scored_the_ledger_paid_and_the_chain_h
     rows = {r["institution"]: r for r in read_csv(paid.html.parent / "institutions.csv")}
     assert list(next(iter(rows.values()))) == [
         "institution", "address", "examples", "cumulative_score", "contribution", "contribution_share",
-        "token_share", "tokens_earned", "tokens_claimed", "rounds_set_aside", "stake_slashed_tokens"]
+        "token_share", "tokens_earned", "tokens_claimed", "rounds_set_aside", "rounds_clipped", "stake_slashed_tokens"]
     summary = summary_json(paid.run)
     journaled, claimed, _ = ledger_of(paid.run)
     last = {e.institution: e for e in journaled[-1].entries}
@@ -652,6 +652,32 @@ def test_number_formats() -> None:
 
 
 # ---- a run without a chain --------------------------------------------------------------------------------------
+
+
+def test_every_view_shows_the_rounds_an_update_was_clipped_as_boosted(tmp_path: Path) -> None:
+    # Prepare: the boosted-update clip on, one of four institutions sending its trained step ×5 (no chain: the
+    # clip is about scores and the model).
+    booster = "hospital-02"
+    run = tmp_path / "run"
+    real_run(run, "run.rounds=2", "data.institutions=4", "scoring.method='loo'", "chain.enabled=false",
+             "integrity.scaled_update_limit=3", f"integrity.behaviours='{booster}=boosted:scale=5'")
+    clipped = {name: sum(1 for r in rounds_json(run) if name in ((r["scores"] or {}).get("clipped") or {}))
+               for name in [f"hospital-0{i}" for i in range(1, 5)]}
+    assert clipped == {name: 2 if name == booster else 0 for name in clipped}
+    # Execute
+    html = build_report(run)
+    # Assert: institutions.csv, report.json, rounds.csv and the page say the same.
+    out = html.parent
+    rows = {r["institution"]: r for r in read_csv(out / "institutions.csv")}
+    listed = {i["name"]: i for i in json.loads((out / "report.json").read_text())["institutions"]}
+    table, by_round = html_tables(html.read_text())
+    for name, n in clipped.items():
+        assert int(rows[name]["rounds_clipped"]) == listed[name]["rounds_clipped"] == n
+        assert table[name]["Clipped, unpaid"] == ("2 rounds" if n else "")
+    reasons = {(int(r["round"]), r["institution"]): r["clipped"] for r in read_csv(out / "rounds.csv")}
+    assert all(reasons[(k, booster)].startswith("update moves the model") for k in (1, 2))
+    assert all(not why for (k, name), why in reasons.items() if name != booster)
+    assert f"{booster} clipped, unpaid" in by_round[1]["Notes"].split("\n")
 
 
 def test_a_run_without_a_ledger_reports_scores(unpaid: Reported) -> None:

@@ -45,6 +45,7 @@ class Cell:
     rejected: str | None
     score_error: float | None = None  # the 95 % half-width of an estimated score (0: exact; None: not recorded)
     slashed_wei: int = 0  # stake slashed for what the institution sent this round (the ledger's slashes)
+    clipped: str | None = None  # why its update was clipped as boosted (integrity.scaled_update_limit): unpaid
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,7 @@ class InstitutionRow:
     # √Σ half-width²); 0 when every score was exact, None when some round did not record its interval.
     contribution_error: float | None = None
     set_aside: int = 0  # rounds whose update was set aside (rejected): it earned nothing in them
+    clipped: int = 0  # rounds whose update was clipped as boosted: aggregated at the limit, unpaid
     slashed_wei: int | None = None  # stake slashed over the run (None without a ledger)
 
 
@@ -235,6 +237,7 @@ def _read_rounds(path: Path) -> list[dict[str, Any]]:
                 "scores": {str(k): float(v) for k, v in s.get("scores", {}).items()},
                 "score_errors": {str(k): float(v) for k, v in (s.get("score_errors") or {}).items()},
                 "rejected": {str(k): str(v) for k, v in s.get("rejected", {}).items()},
+                "clipped": {str(k): str(v) for k, v in (s.get("clipped") or {}).items()},
                 "method": s.get("method"),
                 "estimator": s.get("estimator") or None,  # Banzhaf's: "exact", "regression" or "surrogate"
                 # The round's validated gain (absent from runs that predate it: then unknown, not zero).
@@ -339,6 +342,7 @@ def _merge_rounds(measured: list[dict[str, Any]], books: _Books | None) -> list[
         p = by_paid.get(n)
         scores: dict[str, float] = m.get("scores", {})
         rejected: dict[str, str] = m.get("rejected", {})
+        clipped: dict[str, str] = m.get("clipped", {})
         entries = {e.institution: e for e in (p.entries if p else ())}
         cells = tuple(
             Cell(
@@ -349,6 +353,7 @@ def _merge_rounds(measured: list[dict[str, Any]], books: _Books | None) -> list[
                 rejected=(entries[name].rejected if name in entries else None) or rejected.get(name),
                 score_error=m.get("score_errors", {}).get(name),
                 slashed_wei=slashed.get((n, name), 0),
+                clipped=clipped.get(name),
             )
             for name in sorted(scores.keys() | rejected.keys() | entries.keys())
         )
@@ -438,6 +443,7 @@ def _institutions(summary: dict[str, Any] | None, rounds: list[RoundRow], books:
             claimed_wei=books.claimed.get(name, 0) if books else _wei(s.get("tokens_claimed")),
             contribution_error=errors.get(name) if mine is not None else None,
             set_aside=sum(1 for r in rounds for c in r.cells if c.institution == name and c.rejected),
+            clipped=sum(1 for r in rounds for c in r.cells if c.institution == name and c.clipped),
             slashed_wei=sum(x.wei for x in books.slashes if x.institution == name) if books else None,
         ))
     return rows
