@@ -38,6 +38,7 @@ BANZHAF_ESTIMATORS = ("auto", "regression", "surrogate")
 VALIDATION_SOURCES = ("server", "peers")
 UTILITIES = ("accuracy", "neg_loss", "brier", "margin")
 SIGNIFICANCE_TESTS = ("bootstrap", "none")
+ROUND_WEIGHTS = ("headroom", "equal")
 PARTITION_SCHEMES = ("iid", "dirichlet", "pathological", "quantity_skew")
 
 
@@ -208,6 +209,11 @@ class PayoutSection:
     # the validated gain; the last round trues every institution up to its share of the cumulative
     # contribution. 0: everything at the end; 1: as fast as the gains come (a larger true-up error).
     interim_fraction: float = 0.5
+    # How a round's scores count in an institution's contribution (what the tokens follow). "headroom": divided by
+    # the error left at the round's start (the best utility less the round's starting utility), so a score counts
+    # as the share of that error the update removed, and the last errors, which only some institutions' data
+    # fixes, count as much as the first, which any data fixes. "equal": in utility units, every round alike.
+    round_weight: str = "headroom"
 
 
 @dataclass(frozen=True)
@@ -265,7 +271,8 @@ class IntegritySection:
 
 
 LEGACY_VALUES: dict[str, Any] = {"integrity.refit_noise": 0.0, "integrity.refit_check_folds": 0,
-                                 "integrity.backdoor_threshold": 0.0, "scoring.min_gain": 0.0}
+                                 "integrity.backdoor_threshold": 0.0, "scoring.min_gain": 0.0,
+                                 "payout.round_weight": "equal"}
 """What a key added since meant before it existed: a saved run config that lacks it was made with this value, so a
 run resumed from it replays as it was made (a crash between settling the last round and checkpointing it is
 recovered by refitting the published model again, which must give the same bits)."""
@@ -309,6 +316,14 @@ class RunConfig:
             flat.update(_flatten_toml(Path(path)))
         flat.update(parse_overrides(overrides or []))
         return cls.from_flat(flat)
+
+    @classmethod
+    def load_saved(cls, path: str | Path) -> RunConfig:
+        """A run's own saved config.toml: a key added since, which the file cannot hold, takes the value the run
+        was made with (``LEGACY_VALUES``), not today's default, so resuming and verifying replay what was done."""
+        legacy = {key: value for key, value in LEGACY_VALUES.items() if key not in cls.keys_given(path)}
+        saved = cls.load(path)
+        return cls.from_flat({**saved.flat(), **legacy}) if legacy else saved
 
     @staticmethod
     def keys_given(path: str | Path | None = None, overrides: list[str] | None = None) -> set[str]:
@@ -436,6 +451,7 @@ class RunConfig:
         _check(sc.banzhaf_samples >= 16, "scoring.banzhaf_samples", sc.banzhaf_samples, "must be at least 16")
         _check(0 <= sc.banzhaf_tolerance < 1, "scoring.banzhaf_tolerance", sc.banzhaf_tolerance, "must be in [0, 1)")
         _one_of("scoring.banzhaf_estimator", sc.banzhaf_estimator, BANZHAF_ESTIMATORS)
+        _one_of("payout.round_weight", self.payout.round_weight, ROUND_WEIGHTS)
         _check(0 <= self.payout.interim_fraction <= 1, "payout.interim_fraction", self.payout.interim_fraction,
                "must be in [0, 1] (the share of the budget paid before the final true-up)")
         g = self.integrity

@@ -13,22 +13,24 @@ NAMES = ["a", "b", "c", "d", "e"]
 TOKEN = 10**18
 
 
-def run(history: list[RoundMeasure], budget: int, alpha: float, best: float = 0.0) -> list[Allocation]:
+def run(history: list[RoundMeasure], budget: int, alpha: float, best: float = 0.0,
+        weighting: str = "headroom") -> list[Allocation]:
     """Every round's allocation, as a run makes them: each from the previous cumulative amounts."""
     out: list[Allocation] = []
     paid = {n: 0 for n in NAMES}
     for t in range(1, len(history) + 1):
-        plan = allocate(history[:t], paid, budget, alpha, best, final=t == len(history))
+        plan = allocate(history[:t], paid, budget, alpha, best, final=t == len(history), weighting=weighting)
         out.append(plan)
         paid = plan.cumulative
     return out
 
 
 scores_st = st.fixed_dictionaries({n: st.floats(-0.2, 0.5, allow_nan=False) for n in NAMES})
-round_st = st.tuples(scores_st, st.floats(-0.05, 0.3, allow_nan=False), st.booleans())
+# Each round starts where it starts (utility below the best, 0): its scores count divided by that error left.
+round_st = st.tuples(scores_st, st.floats(-0.05, 0.3, allow_nan=False), st.booleans(), st.floats(-1.0, -0.01))
 history_st = st.lists(round_st, min_size=1, max_size=8).map(
-    lambda rounds: [RoundMeasure(t + 1, scores, gain, significant and gain > 0, -1.0)
-                    for t, (scores, gain, significant) in enumerate(rounds)])
+    lambda rounds: [RoundMeasure(t + 1, scores, gain, significant and gain > 0, start)
+                    for t, (scores, gain, significant, start) in enumerate(rounds)])
 budget_st = st.integers(0, 10**6 * TOKEN)
 alpha_st = st.sampled_from([0.0, 0.25, 0.5, 1.0])
 
@@ -48,7 +50,7 @@ def test_every_wei_is_paid_carried_or_returned_and_amounts_never_decrease(histor
 @given(history_st, budget_st)
 def test_with_nothing_paid_early_the_end_is_proportional_to_positive_contribution(history, budget) -> None:
     final = run(history, budget, alpha=0.0)[-1]
-    positive = {n: max(c, Fraction(0)) for n, c in contributions(history).items()}
+    positive = {n: max(c, Fraction(0)) for n, c in contributions(history, 0.0, "headroom").items()}
     total = sum(positive.values())
     if total == 0:
         assert final.released == 0 and final.returned == budget  # nothing measurable: everything goes back
@@ -63,7 +65,7 @@ def test_with_nothing_paid_early_the_end_is_proportional_to_positive_contributio
 def test_the_end_is_the_closest_allocation_amounts_that_never_decrease_allow(history, budget, alpha) -> None:
     plans = run(history, budget, alpha)
     final, before = plans[-1], (plans[-2].cumulative if len(plans) > 1 else {n: 0 for n in NAMES})
-    positive = {n: max(c, Fraction(0)) for n, c in contributions(history).items()}
+    positive = {n: max(c, Fraction(0)) for n, c in contributions(history, 0.0, "headroom").items()}
     raised = [n for n in NAMES if final.cumulative[n] > before[n]]
     if not raised:
         return
@@ -85,7 +87,8 @@ def test_a_noisy_or_harmful_round_pays_nothing_and_leaves_no_budget_for_later_no
         history, budget, alpha, where, noise_scores, noise_gain) -> None:
     # Insert a round whose gain is not significant (noise, or a loss) before the last round.
     where = min(where, len(history) - 1)
-    noisy = RoundMeasure(0, noise_scores, noise_gain, False, -1.0)
+    # It starts where the round it comes before starts (as a round that moved nothing leaves the model).
+    noisy = RoundMeasure(0, noise_scores, noise_gain, False, history[where].start_utility)
     with_noise = [*history[:where], noisy, *history[where:]]
     with_noise = [RoundMeasure(t + 1, m.scores, m.gain, m.significant, m.start_utility)
                   for t, m in enumerate(with_noise)]
@@ -100,7 +103,7 @@ def test_a_noisy_or_harmful_round_pays_nothing_and_leaves_no_budget_for_later_no
 def test_institutions_see_payments_during_the_run(history, budget) -> None:
     # A gain of 1e-6 on a budget of a token releases 5e11 wei before the end (α = 0.5, headroom 1).
     plans = run(history, budget, alpha=0.5)
-    if sum(max(c, Fraction(0)) for c in contributions(history[:-1]).values()) > 0:
+    if sum(max(c, Fraction(0)) for c in contributions(history[:-1], 0.0, "headroom").values()) > 0:
         assert plans[-2].released > 0
 
 
@@ -109,16 +112,41 @@ def test_the_worked_example_of_the_module() -> None:
     history = [
         RoundMeasure(1, {"A": 0.3, "B": 0.1}, 0.4, True, 0.0),
         RoundMeasure(2, {"A": 0.2, "B": -0.1}, 0.001, False, 0.4),
-        RoundMeasure(3, {"A": 0.0, "B": 0.2}, 0.2, True, 0.4),
+        RoundMeasure(3, {"A": 0.0, "B": 0.12}, 0.2, True, 0.4),  # 0.6 of the error left: B's 0.12 counts 0.2
     ]
     paid = {"A": 0, "B": 0}
     amounts = []
     for t in range(1, 4):
-        plan = allocate(history[:t], paid, budget, 0.5, 1.0, final=t == 3)
+        plan = allocate(history[:t], paid, budget, 0.5, 1.0, final=t == 3, weighting="headroom")
         # In whole tokens: 0.3 + 0.1 is not 0.4 in binary floats, so the wei are a hair off round numbers.
         amounts.append(tuple(round(x / TOKEN) for x in (plan.cumulative["A"], plan.cumulative["B"], plan.carried)))
         paid = plan.cumulative
     assert amounts == [(150, 50, 800), (150, 50, 800), (500, 500, 0)]
+
+
+@given(history_st, budget_st)
+def test_a_score_counts_as_the_share_of_the_error_left_at_its_rounds_start(history, budget) -> None:
+    # The same scores in a round that began with half the error left count twice; "equal" sums them as they are.
+    # The expected shares are computed here from the scores, not taken from the module.
+    final = run(history, budget, alpha=0.0)[-1]
+    plain = run(history, budget, alpha=0.0, weighting="equal")[-1]
+    for plan, weight in ((final, lambda m: 1 / -m.start_utility), (plain, lambda m: 1.0)):
+        weighed = {n: max(sum(m.scores[n] * weight(m) for m in history if m.significant), 0.0) for n in NAMES}
+        total = sum(weighed.values())
+        if total < 1e-9 or plan.released == 0:
+            continue
+        for n in NAMES:  # within a wei of the integer split (and float error on budgets of 1e24 wei)
+            assert abs(plan.cumulative[n] - plan.released * weighed[n] / total) <= 1 + plan.released * 1e-9
+
+
+def test_a_later_round_that_removes_as_much_of_the_error_left_counts_as_much() -> None:
+    # A removes 0.3 of a 0.9 error in round 1; B 0.05 of the 0.15 left in round 8: a third of the error each.
+    history = [RoundMeasure(1, {"A": 0.3, "B": 0.0}, 0.3, True, -0.9),
+               RoundMeasure(2, {"A": 0.0, "B": 0.05}, 0.05, True, -0.15)]
+    weighed = allocate(history, {"A": 0, "B": 0}, 1000, 0.0, 0.0, final=True, weighting="headroom")
+    plain = allocate(history, {"A": 0, "B": 0}, 1000, 0.0, 0.0, final=True, weighting="equal")
+    assert weighed.cumulative == {"A": 500, "B": 500}
+    assert plain.cumulative == {"A": 857, "B": 143}
 
 
 def test_waterfill_keeps_overpaid_institutions_and_splits_the_rest_in_proportion() -> None:

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from fedlearn.config import LEGACY_VALUES, RunConfig
+from fedlearn.config import RunConfig
 from fedlearn.errors import ConfigError
 from fedlearn.payout.rewards import WEI_PER_TOKEN
 from fedlearn.records.rundir import runs_inside
@@ -77,11 +77,7 @@ def _resume_config(args: argparse.Namespace) -> RunConfig:
     saved_file = run_dir / "config.toml"
     if not saved_file.is_file():
         raise ConfigError(f"--resume {run_dir}: not a run directory (no config.toml){runs_inside(run_dir)}")
-    saved = RunConfig.load(saved_file)
-    written = RunConfig.keys_given(saved_file)
-    legacy = {key: value for key, value in LEGACY_VALUES.items() if key not in written}
-    if legacy:  # made before those keys existed: keep what the run was made with, not today's default
-        saved = RunConfig.from_flat({**saved.flat(), **legacy})
+    saved = RunConfig.load_saved(saved_file)  # keys added since keep what the run was made with
     if args.config is None and not args.set:
         return saved
     given = RunConfig.load(args.config, args.set) if args.config else RunConfig.load(saved_file, args.set)

@@ -282,6 +282,7 @@ class Paymaster:
         self.per_round = int(journaled) if journaled is not None else self.governed_reward_per_round()
         self.budget = self.per_round * self.rounds
         self.interim_fraction = config.payout.interim_fraction
+        self.round_weight = config.payout.round_weight
         # A simulation resumes (`fedlearn run --resume`); a pilot under `flwr run` starts a new run directory.
         self.resumable = config.data.dataset != FILES
         self.best_utility = UTILITY_MAX[config.scoring.utility]
@@ -447,7 +448,8 @@ class Paymaster:
         measure = RoundMeasure(server_round, all_scores, scores.gain, scores.significant, scores.start_utility)
         final = server_round >= self.rounds
         plan = allocate([*map(measure_of, earlier), measure], {n: before.get(n, 0) for n in self.addresses},
-                        self.budget, self.interim_fraction, self.best_utility, final, self.per_round)
+                        self.budget, self.interim_fraction, self.best_utility, final, self.per_round,
+                        weighting=self.round_weight)
         cumulative = plan.cumulative
         tree = RewardTree.of(self._with_opening({self.addresses[n]: amount for n, amount in cumulative.items()}))
         return RoundEntry(
@@ -796,7 +798,7 @@ class RunChain:
         run_dir = Path(run_dir)
         if not (run_dir / "config.toml").is_file():
             raise ConfigError(f"{run_dir} is not a run directory (no config.toml){runs_inside(run_dir)}")
-        config = RunConfig.load(run_dir / "config.toml")
+        config = RunConfig.load_saved(run_dir / "config.toml")
         if not config.chain.enabled:
             raise ConfigError(f"run {run_dir} ran without a chain (chain.enabled = false)")
         ledger = Ledger.open(run_dir / LEDGER_FILE)

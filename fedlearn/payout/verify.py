@@ -162,7 +162,8 @@ def verify_run(run_dir: Path) -> tuple[list[str], int]:
         # Payout: the rule applied to the journaled history gives every cumulative amount.
         before: dict[str, int] = {e.institution: e.cumulative for e in previous.entries} if previous else {}
         plan = allocate(measures[:index + 1], {e.institution: before.get(e.institution, 0) for e in record.entries},
-                        record.budget, pm.interim_fraction, pm.best_utility, record.final, per_round)
+                        record.budget, pm.interim_fraction, pm.best_utility, record.final, per_round,
+                        weighting=pm.round_weight)
         for e in record.entries:
             if e.cumulative != plan.cumulative.get(e.institution):
                 problems.append(f"round {r}: {e.institution} cumulative {e.cumulative} wei, the payout rule gives "

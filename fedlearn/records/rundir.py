@@ -19,6 +19,7 @@ from fedlearn.config import RunConfig
 from fedlearn.errors import FedlearnError
 from fedlearn.records.checkpoint import numpy_arrays
 from fedlearn.scoring.round import RoundScores
+from fedlearn.scoring.utility import UTILITY_MAX, round_weight
 from fedlearn.weaker_options import weaker_options
 
 if TYPE_CHECKING:
@@ -138,14 +139,18 @@ class RunRecorder:
         write_json(self.path / ROUNDS_FILE, [dataclasses.asdict(r) for r in self.rounds])
         return result
 
-    def cumulative_scores(self, significant_only: bool = False) -> dict[str, float]:
-        """Each institution's scores summed over every round (or over the rounds whose gain was significant:
-        its contribution, what the payout rule follows)."""
+    def cumulative_scores(self, contribution: bool = False) -> dict[str, float]:
+        """Each institution's scores summed over every round, or its contribution, what the payout rule follows:
+        scores summed over the rounds whose gain was significant, each round's weighed by ``payout.round_weight``
+        (``fedlearn.payout.schedule``)."""
+        best = UTILITY_MAX[self.config.scoring.utility]
         total = {name: 0.0 for name in self.institutions}
         for r in self.rounds:
-            if r.scores is not None and (r.scores.significant or not significant_only):
+            if r.scores is not None and (r.scores.significant or not contribution):
+                weight = round_weight(r.scores.start_utility, best, self.config.payout.round_weight) \
+                    if contribution else 1.0
                 for name, value in r.scores.scores.items():
-                    total[name] = total.get(name, 0.0) + value
+                    total[name] = total.get(name, 0.0) + value * weight
         return total
 
     def finish(self, arrays: ArrayRecord, tokens: dict[str, dict[str, Any]] | None = None,
@@ -154,7 +159,7 @@ class RunRecorder:
         what the last round's refit of the published model did (None: the refit is off)."""
         save_model(self.path / MODEL_FILE, arrays)
         cumulative = self.cumulative_scores()
-        contribution = self.cumulative_scores(significant_only=True)
+        contribution = self.cumulative_scores(contribution=True)
         positive = sum(max(v, 0.0) for v in contribution.values())
         earned = {name: int(t.get("tokens_earned", 0)) for name, t in (tokens or {}).items()}
         paid = sum(earned.values())

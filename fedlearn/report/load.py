@@ -20,10 +20,12 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from fedlearn.config import LEGACY_VALUES
 from fedlearn.errors import FedlearnError
 from fedlearn.payout.ledger import LEDGER_FILE, Ledger, LedgerError, RoundEntry
 from fedlearn.payout.rewards import WEI_PER_TOKEN
 from fedlearn.records.rundir import CONFIG_FILE, ROUNDS_FILE, SUMMARY_FILE, runs_inside
+from fedlearn.scoring.utility import UTILITY_MAX, round_weight
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -175,7 +177,8 @@ def load_run(run_dir: Path) -> RunReport:
     books = _read_ledger(ledger_path) if ledger_path.exists() else None
 
     rounds = _merge_rounds(measured, books)
-    institutions = _institutions(summary, rounds, books)
+    weighting = str(config.get("payout.round_weight", LEGACY_VALUES["payout.round_weight"]))
+    institutions = _institutions(summary, rounds, books, weighting)
     final = summary.get("final_test_accuracy") if summary else None
     if final is None and rounds:
         final = rounds[-1].test_accuracy
@@ -377,35 +380,44 @@ def _merge_rounds(measured: list[dict[str, Any]], books: _Books | None) -> list[
     return rows
 
 
-def _contributions(rounds: list[RoundRow], names: list[str]) -> dict[str, float | None]:
-    """Scores summed over the significant rounds (what the tokens follow); None for everyone when some scored
-    round does not say whether its gain was significant (a run from before the payout rule)."""
+def _weight(r: RoundRow, weighting: str) -> float:
+    """What a unit of the round's scores counts for in a contribution (``payout.round_weight``)."""
+    best = UTILITY_MAX.get(r.utility or "")
+    return 1.0 if best is None else round_weight(r.start_utility, best, weighting)
+
+
+def _contributions(rounds: list[RoundRow], names: list[str], weighting: str) -> dict[str, float | None]:
+    """Scores summed over the significant rounds, each round's weighed by ``weighting`` (what the tokens follow);
+    None for everyone when some scored round does not say whether its gain was significant (a run from before
+    the payout rule)."""
     scored = [r for r in rounds if r.round > 0 and r.cells]
     if any(r.significant is None for r in scored):
         return {name: None for name in names}
     total = {name: 0.0 for name in names}
     for r in scored:
         if r.counts:
+            weight = _weight(r, weighting)
             for c in r.cells:
-                total[c.institution] = total.get(c.institution, 0.0) + (c.score or 0.0)
+                total[c.institution] = total.get(c.institution, 0.0) + (c.score or 0.0) * weight
     return dict(total)
 
 
-def _contribution_errors(rounds: list[RoundRow], names: list[str]) -> dict[str, float | None]:
-    """Each contribution's 95 % half-width: √Σ (score half-width)² over the rounds that count (independent
-    estimates); None where a counting round did not record the institution's interval."""
+def _contribution_errors(rounds: list[RoundRow], names: list[str], weighting: str) -> dict[str, float | None]:
+    """Each contribution's 95 % half-width: √Σ (weighed score half-width)² over the rounds that count
+    (independent estimates); None where a counting round did not record the institution's interval."""
     squares: dict[str, float | None] = {name: 0.0 for name in names}
     for r in rounds:
         if r.round == 0 or not r.counts:
             continue
+        weight = _weight(r, weighting)
         for c in r.cells:
             known = squares.get(c.institution, 0.0)
             error = 0.0 if c.rejected else c.score_error  # a set-aside update scores exactly 0
-            squares[c.institution] = None if known is None or error is None else known + error ** 2
+            squares[c.institution] = None if known is None or error is None else known + (error * weight) ** 2
     return {name: None if v is None else math.sqrt(v) for name, v in squares.items()}
 
 
-def _institutions(summary: dict[str, Any] | None, rounds: list[RoundRow], books: _Books | None
+def _institutions(summary: dict[str, Any] | None, rounds: list[RoundRow], books: _Books | None, weighting: str
                   ) -> list[InstitutionRow]:
     listed = {row["name"]: row for row in (summary or {}).get("institutions", [])}
     seen = {c.institution for r in rounds for c in r.cells}
@@ -413,8 +425,8 @@ def _institutions(summary: dict[str, Any] | None, rounds: list[RoundRow], books:
     names = list(listed) + sorted(seen - listed.keys())
     addresses = {e.institution: e.address for r in (books.rounds if books else []) for e in r.entries}
     score_sum = {name: sum(c.score or 0.0 for r in rounds for c in r.cells if c.institution == name) for name in names}
-    contribution = _contributions(rounds, names)
-    errors = _contribution_errors(rounds, names)
+    contribution = _contributions(rounds, names, weighting)
+    errors = _contribution_errors(rounds, names, weighting)
     positive = sum(max(v or 0.0, 0.0) for v in contribution.values())
     # Earned: the last settled round's cumulative amounts, what the chain lets each institution claim. The ledger
     # is what was paid; the summary only repeats it, so it is the fallback.

@@ -14,6 +14,23 @@ UTILITY_MAX = {"accuracy": 1.0, "neg_loss": 0.0, "brier": 0.0, "margin": 1.0}
 it starts."""
 
 
+def round_weight(start_utility: float | None, best_utility: float, weighting: str) -> float:
+    """What one unit of a round's scores counts for in an institution's contribution (``payout.round_weight``).
+
+    "headroom": 1 / (best − start), the error left when the round began, so a score counts as the share of that
+    error its update removed. Measured in raw utility, the first rounds, which any data moves a long way from a
+    random start, outweighed the last, which only data the others lack moves: tokens went to the largest
+    institutions beyond what their data was worth to the finished model (``benchmarks/payout_fairness.py``).
+    A round that started at the best utility cannot gain; it weighs 0. "equal" (and a round that recorded no
+    starting utility): 1."""
+    if weighting == "equal" or start_utility is None:
+        return 1.0
+    if weighting != "headroom":
+        raise ValueError(f"unknown round weighting {weighting!r} (choose from headroom, equal)")
+    headroom = best_utility - start_utility
+    return 1.0 / headroom if headroom > 0 else 0.0
+
+
 class CachedUtility:
     """Caches ``utility(subset)`` by frozenset and counts distinct evaluations.
 
