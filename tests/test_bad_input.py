@@ -56,6 +56,7 @@ def test_a_config_error_is_reported_before_flower_torch_or_web3_load(tmp_path: P
     ("scoring.significance='t-test'", "unknown scoring.significance 't-test'"),
     ("scoring.utility='f1'", "unknown scoring.utility 'f1'"),
     ("payout.interim_fraction=1.5", "payout.interim_fraction = 1.5 must be in [0, 1]"),
+    ("payout.round_weight='linear'", "unknown payout.round_weight 'linear'"),
     ("chain.reward_per_round=-1", "chain.reward_per_round = -1.0 must be >= 0"),
     # Defence settings.
     ("integrity.exclude_harmful=2", "config key 'integrity.exclude_harmful' expects bool, got 2"),

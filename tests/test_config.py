@@ -161,17 +161,19 @@ def test_a_run_made_before_a_key_existed_resumes_with_what_it_was_made_with(tmp_
 
     from fedlearn.cli.runs import _resume_config
 
-    # Prepare: a saved config written before integrity.refit_noise, integrity.refit_check_folds and
-    # integrity.backdoor_threshold existed (the keys removed from today's file), and one written now.
+    # Prepare: a saved config written before integrity.refit_noise, integrity.refit_check_folds,
+    # integrity.backdoor_threshold and payout.round_weight existed (the keys removed from today's file), and one
+    # written now.
     old_dir, new_dir = tmp_path / "old", tmp_path / "new"
     for path in (old_dir, new_dir):
         path.mkdir()
     made = RunConfig.load(overrides=["run.rounds=4"])
     text = made.to_toml()
     assert "refit_noise = 1.0" in text and "refit_check_folds = 5" in text and "backdoor_threshold = 1.0" in text
+    assert 'round_weight = "headroom"' in text
     (old_dir / "config.toml").write_text("\n".join(
         line for line in text.splitlines() if not line.startswith(("refit_noise", "refit_check_folds",
-                                                                   "backdoor_threshold"))))
+                                                                   "backdoor_threshold", "round_weight"))))
     (new_dir / "config.toml").write_text(text)
     # Execute
     old = _resume_config(Namespace(resume=old_dir, config=None, set=["run.rounds=6"]))
@@ -179,7 +181,8 @@ def test_a_run_made_before_a_key_existed_resumes_with_what_it_was_made_with(tmp_
     # Assert: the older run refits as it would have (no noisy copies, no check first) and checks for no backdoor,
     # the newer one with today's defaults; naming another value for the key is refused like any other change.
     assert old.integrity.refit_noise == 0.0 and old.integrity.refit_check_folds == 0 and old.run.rounds == 6
-    assert old.integrity.backdoor_threshold == 0.0
+    assert old.integrity.backdoor_threshold == 0.0 and old.payout.round_weight == "equal"
+    assert RunConfig.load_saved(old_dir / "config.toml") == old.replace(run={"rounds": 4})
     assert new == made and new.integrity.refit_noise == 1.0 and new.integrity.refit_check_folds == 5
     assert new.integrity.backdoor_threshold == 1.0
     with pytest.raises(ConfigError, match=r"differs in integrity\.refit_noise\)"):
