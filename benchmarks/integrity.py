@@ -79,6 +79,7 @@ CONFIGURATIONS: dict[str, list[str]] = {
     "fedadam": ["strategy.name='fedadam'"],
     "no_backdoor_check": ["integrity.backdoor_threshold=0"],
     "clip_boosted": ["integrity.scaled_update_limit=3"],
+    "headroom_rounds": ["payout.round_weight='headroom'"],
 }
 PLAIN = ["scoring.method='none'", "integrity.free_rider_kappa=0", "integrity.backdoor_threshold=0",
          "integrity.exclude_harmful=false", "integrity.refit_output_layer=false", "integrity.slash=false"]

@@ -32,6 +32,7 @@ VARIANTS: dict[str, list[str]] = {
     "neg_loss": ["scoring.utility='neg_loss'"],
     "harmful_kept": ["integrity.exclude_harmful=false"],
     "accuracy_harmful_kept": ["scoring.utility='accuracy'", "integrity.exclude_harmful=false"],
+    "headroom": ["payout.round_weight='headroom'"],
 }
 TRUTH_FILES = ("payout_fairness.json", "payout_fairness_more_seeds.json")
 

@@ -209,11 +209,12 @@ class PayoutSection:
     # the validated gain; the last round trues every institution up to its share of the cumulative
     # contribution. 0: everything at the end; 1: as fast as the gains come (a larger true-up error).
     interim_fraction: float = 0.5
-    # How a round's scores count in an institution's contribution (what the tokens follow). "headroom": divided by
-    # the error left at the round's start (the best utility less the round's starting utility), so a score counts
-    # as the share of that error the update removed, and the last errors, which only some institutions' data
-    # fixes, count as much as the first, which any data fixes. "equal": in utility units, every round alike.
-    round_weight: str = "headroom"
+    # How a round's scores count in an institution's contribution (what the tokens follow). "equal": in utility
+    # units, every round alike. "headroom" (an option): divided by the error left at the round's start, so a score
+    # counts as the share of that error the update removed: tokens closer to the retraining Shapley value, but late
+    # rounds, where a near-idle update that shortens the step helps, then outweigh the early ones where it hurts
+    # (low-effort updates, near-copies and sybils are paid: fedlearn.weaker_options).
+    round_weight: str = "equal"
 
 
 @dataclass(frozen=True)

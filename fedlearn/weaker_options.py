@@ -58,6 +58,8 @@ WEAKER_OPTIONS: tuple[WeakerOption, ...] = (
     WeakerOption("strategy.name", ('"bulyan"', '"fedprox"'), "unmeasured against the attacks"),
     WeakerOption("strategy.weighting", ('"claimed"',),
                  "trusts every reply's example count: a count lie buys weight in the model and in the pay"),
+    WeakerOption("payout.round_weight", ('"headroom"',),
+                 "late rounds outweigh early ones: low-effort updates, near-copies and sybils are paid"),
     WeakerOption("integrity.exclude_harmful", ("false",), "harmful updates reach the model"),
     WeakerOption("integrity.free_rider_kappa", ("0",), "free riders are paid"),
     WeakerOption("integrity.backdoor_threshold", ("0",),

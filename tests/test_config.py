@@ -170,7 +170,7 @@ def test_a_run_made_before_a_key_existed_resumes_with_what_it_was_made_with(tmp_
     made = RunConfig.load(overrides=["run.rounds=4"])
     text = made.to_toml()
     assert "refit_noise = 1.0" in text and "refit_check_folds = 5" in text and "backdoor_threshold = 1.0" in text
-    assert 'round_weight = "headroom"' in text
+    assert 'round_weight = "equal"' in text
     (old_dir / "config.toml").write_text("\n".join(
         line for line in text.splitlines() if not line.startswith(("refit_noise", "refit_check_folds",
                                                                    "backdoor_threshold", "round_weight"))))

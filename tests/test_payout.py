@@ -194,24 +194,24 @@ def test_a_model_that_learns_next_to_nothing_pays_nothing_and_returns_the_budget
     assert sum(r.round_total for r in rounds) == 0 and rounds[-1].returned == rounds[-1].budget
 
 
-def test_a_run_paid_before_rounds_were_weighed_verifies_as_it_was_paid(tmp_path: Path) -> None:
-    # Prepare: a run paid with every round's scores summed as they are, its config.toml then written as a run made
-    # before payout.round_weight existed would be (the key absent), and a copy claiming today's weighing.
-    result = fedlearn(*run_args(tmp_path / "out", "payout.round_weight='equal'"), cwd=tmp_path)
+def test_verify_weighs_rounds_as_the_run_did_and_a_config_without_the_key_as_before_it_existed(
+        tmp_path: Path) -> None:
+    # Prepare: a run paid with rounds weighed by their headroom; a copy whose config.toml lacks the key, as a run
+    # made before payout.round_weight existed would (every round's scores summed as they are).
+    result = fedlearn(*run_args(tmp_path / "out", "payout.round_weight='headroom'"), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     (run_dir,) = [p for p in (tmp_path / "out").iterdir() if p.is_dir()]
     text = (run_dir / "config.toml").read_text()
-    assert 'round_weight = "equal"' in text
-    (run_dir / "config.toml").write_text(text.replace('round_weight = "equal"\n', ""))
-    claimed = tmp_path / "claimed"
-    shutil.copytree(run_dir, claimed)
-    (claimed / "config.toml").write_text(text.replace('round_weight = "equal"', 'round_weight = "headroom"'))
+    assert 'round_weight = "headroom"' in text
+    older = tmp_path / "older"
+    shutil.copytree(run_dir, older)
+    (older / "config.toml").write_text(text.replace('round_weight = "headroom"\n', ""))
     # Execute
-    old, today = (fedlearn("verify", str(d), cwd=tmp_path) for d in (run_dir, claimed))
-    # Assert: without the key the run is checked with what it was made with; under today's default its amounts
-    # are not what the rule gives (the three rounds started with different errors left).
-    assert old.returncode == 0 and "verified 3 round(s)" in old.stdout, old.stdout + old.stderr
-    assert today.returncode == 10 and "the payout rule gives" in today.stdout
+    mine, before = (fedlearn("verify", str(d), cwd=tmp_path) for d in (run_dir, older))
+    # Assert: the run checks out under its own weighing; read as made before the key, its amounts are not what the
+    # rule gives (its three rounds started with different errors left).
+    assert mine.returncode == 0 and "verified 3 round(s)" in mine.stdout, mine.stdout + mine.stderr
+    assert before.returncode == 10 and "the payout rule gives" in before.stdout
 
 
 def test_resume_refuses_another_config(finished_run: Path, tmp_path: Path) -> None:

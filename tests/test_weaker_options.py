@@ -50,6 +50,7 @@ def test_the_default_and_the_demo_give_up_nothing() -> None:
      ["integrity.refit_output_layer = False: the published model keeps a planted backdoor"]),
     (["integrity.refit_noise=0"], ["integrity.refit_noise = 0.0: the output layer is refitted on clean rows alone"]),
     (["integrity.min_stake=0"], ["integrity.min_stake = 0.0: nothing is staked"]),
+    (["payout.round_weight='headroom'"], ["payout.round_weight = 'headroom': late rounds outweigh early ones"]),
     (["integrity.slash=false"], ["integrity.slash = False: an institution flagged round after round keeps"]),
     # Other values of a protection's setting keep it on.
     (["integrity.free_rider_kappa=3", "integrity.backdoor_threshold=2", "strategy.weighting='equal'"], []),

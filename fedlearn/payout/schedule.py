@@ -4,12 +4,12 @@ Inputs, per round: each institution's contribution score and whether the round's
 ``fedlearn.scoring.significance``). The run's budget B is ``chain.reward_per_round × run.rounds`` wei.
 
 1. **Contribution.** An institution's cumulative contribution C_i is the sum of its scores over the rounds whose
-   gain was significant, each round's divided by the error left at its start, best utility − U(start of round)
-   (``payout.round_weight = "headroom"``; "equal" sums them as they are): a score counts as the share of the
-   remaining error the update removed. Without it the first rounds, where any data moves a random model a long
-   way, outweigh the last, where only the data the others lack still helps, and the largest institutions were
-   paid beyond what their data was worth to the finished model. A round whose gain is noise, or negative,
-   contributes nothing to anyone. The contribution share is max(C_i, 0) / Σ max(C, 0).
+   gain was significant (``payout.round_weight = "equal"``, the default). With "headroom" (an option) each
+   round's scores are first divided by the error left at its start, best utility − U(start of round): a score
+   counts as the share of the remaining error the update removed, so the last rounds, where only the data the
+   others lack still helps, count as much as the first, where any data moves a random model a long way. A round
+   whose gain is noise, or negative, contributes nothing to anyone. The contribution share is
+   max(C_i, 0) / Σ max(C, 0).
 2. **Release.** By round t the run has released P(t) = ⌊α · B · min(1, G(t) / H)⌋, where G(t) is the sum of the
    significant gains so far, H the headroom (the best utility minus the first round's starting utility) and α
    ``payout.interim_fraction``. A round with no significant gain adds nothing to P; no budget piles up for a
@@ -25,12 +25,12 @@ Inputs, per round: each institution's contribution score and whether the round's
    remainder go, one each, to the largest fractions the floor cut off (ties: the larger contributor, then the
    name), so every wei is paid, carried or returned.
 
-Worked example (B = 1,000 tokens, α = 0.5, best utility 1.0, the first round starting at 0.0, so H = 1.0): round 1
-gains 0.4 (significant), A scores 0.3 and B 0.1: P(1) = 0.5·1000·0.4 = 200, paid A 150, B 50. Round 2 starts at
-0.4; its gain is noise: nothing released, nothing paid. Round 3 (the last) starts at 0.4 (0.6 of error left) and
-gains 0.2 significantly, A scores 0.0 and B 0.12: C = (0.3/1.0, 0.1/1.0 + 0.12/0.6) = (0.3, 0.3), P = 1,000,
-λ = 1000/0.6, so A and B each end at 500 (A had 150, B 50: A gets 350 more, B 450). Had A been paid more than its
-share before the true-up, it would keep it and the others would split the rest in proportion.
+Worked example (B = 1,000 tokens, α = 0.5, H = 1.0): round 1 gains 0.4 (significant), A scores 0.3 and B 0.1:
+P(1) = 0.5·1000·0.4 = 200, paid A 150, B 50. Round 2's gain is noise: nothing released, nothing paid. Round 3
+(the last) gains 0.2 significantly, A scores 0.0 and B 0.2: C = (0.3, 0.3), P = 1,000, λ = 1000/0.6, so A and B
+each end at 500 (A had 150, B 50: A gets 350 more, B 450). Had A been paid more than its share before the true-up,
+it would keep it and the others would split the rest in proportion. With "headroom", round 3 having started at
+0.4 of a best 1.0, B's 0.2 would count 0.2 / 0.6 and B would end above A.
 """
 
 from __future__ import annotations
