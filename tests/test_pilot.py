@@ -228,8 +228,13 @@ def test_the_coordinator_refuses_a_chain_node_that_does_not_answer_before_its_su
     frame.to_csv(coordinator.path / "data" / "validation.csv", index=False)
     frame.to_csv(coordinator.path / "data" / "test.csv", index=False)
     (coordinator.path / "deployment.json").write_text("{}")
+    written = coordinator.path / "state" / "run.toml"
+    before = written.read_text() if written.exists() else None
     with pytest.raises(ChainError, match="cannot reach the chain node at http://127.0.0.1:9 .* before the coordinator"):
         parties.resolved_run_config(coordinator, {"chain.backend": "http://127.0.0.1:9"})
+    # Refused: the run config the coordinator would start from is as it was (no draft left either).
+    assert (written.read_text() if written.exists() else None) == before
+    assert not list((coordinator.path / "state").glob(".*draft"))
 
 
 def test_a_node_of_another_federation_is_set_aside_and_unpaid(kits: Path, tmp_path: Path) -> None:

@@ -173,7 +173,8 @@ def _run_table(kit: Kit) -> dict[str, Any]:
 
 def resolved_run_config(kit: Kit, overrides: Mapping[str, Any] | None = None) -> Path:
     """The kit's run config with relative paths made absolute and ``overrides`` applied, checked whole (config,
-    the coordinator's own data files, the addresses) and written to ``state/run.toml``; returns that path."""
+    the coordinator's own data files, the addresses) and written to ``state/run.toml``; returns that path. A config
+    refused leaves ``state/run.toml`` as it was: the checks read a draft, put in place only once they all pass."""
     table = _run_table(kit)
     for key, value in (overrides or {}).items():
         section, _, name = key.partition(".")
@@ -189,9 +190,20 @@ def resolved_run_config(kit: Kit, overrides: Mapping[str, Any] | None = None) ->
         raise ConfigError(f"{kit.path}/{RUN_FILE} names another federation than its kit ({kit.federation})")
     state = kit.path / STATE_DIR
     state.mkdir(exist_ok=True)
-    path = state / RUN_FILE
-    path.write_text(tomli_w.dumps(table))
-    config = RunConfig.load(path)
+    path, draft = state / RUN_FILE, state / f".{RUN_FILE}.draft"
+    draft.write_text(tomli_w.dumps(table))
+    try:
+        _check_run_config(kit, RunConfig.load(draft))
+    except BaseException:
+        draft.unlink(missing_ok=True)
+        raise
+    draft.replace(path)
+    return path
+
+
+def _check_run_config(kit: Kit, config: RunConfig) -> None:
+    """The coordinator's own data files, the addresses, the deployment file and the chain node, before anything
+    starts."""
     schema = kit.schema()
     load_local(config.data.validation_path, schema, "the coordinator's validation file")
     load_local(config.data.test_path, schema, "the coordinator's test file")
@@ -208,7 +220,6 @@ def resolved_run_config(kit: Kit, overrides: Mapping[str, Any] | None = None) ->
         if not Web3(Web3.HTTPProvider(config.chain.backend, request_kwargs={"timeout": 10})).is_connected():
             raise ChainError(f"cannot reach the chain node at {config.chain.backend} (chain.backend): start it, "
                              "or point the run config at one that runs, before the coordinator")
-    return path
 
 
 def superlink_command(kit: Kit, bind: str, port: int) -> list[str]:
