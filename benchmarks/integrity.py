@@ -77,6 +77,7 @@ CONFIGURATIONS: dict[str, list[str]] = {
     "krum": ["strategy.name='krum'", "strategy.num_malicious=3"],
     "fedtrimmedavg": ["strategy.name='fedtrimmedavg'"],
     "fedadam": ["strategy.name='fedadam'"],
+    "fedprox": ["strategy.name='fedprox'", "train.proximal_mu=0.1"],
     "no_backdoor_check": ["integrity.backdoor_threshold=0"],
     "clip_boosted": ["integrity.scaled_update_limit=3"],
     "headroom_rounds": ["payout.round_weight='headroom'"],
