@@ -680,6 +680,33 @@ def test_every_view_shows_the_rounds_an_update_was_clipped_as_boosted(tmp_path: 
     assert f"{booster} clipped, unpaid" in by_round[1]["Notes"].split("\n")
 
 
+def test_every_view_shows_the_rounds_an_update_was_left_out_as_harmful(tmp_path: Path) -> None:
+    # Prepare: one of four institutions sends its trained step reversed and ×4, which lowers what the others'
+    # aggregate reaches; the run records each round's left-out updates in rounds.json (no chain needed).
+    flipper = "hospital-02"
+    run = tmp_path / "run"
+    real_run(run, "run.rounds=2", "data.institutions=4", "scoring.method='loo'", "chain.enabled=false",
+             f"integrity.behaviours='{flipper}=sign_flip:scale=4'")
+    names = [f"hospital-0{i}" for i in range(1, 5)]
+    left_out = {name: [r["server_round"] for r in rounds_json(run) if name in ((r["scores"] or {}).get("excluded")
+                                                                                or {})] for name in names}
+    assert left_out[flipper] == [1, 2]
+    # Execute
+    html = build_report(run)
+    # Assert: institutions.csv, report.json, rounds.csv and the page say what rounds.json says.
+    out = html.parent
+    rows = {r["institution"]: r for r in read_csv(out / "institutions.csv")}
+    listed = {i["name"]: i for i in json.loads((out / "report.json").read_text())["institutions"]}
+    table, by_round = html_tables(html.read_text())
+    for name, rounds in left_out.items():
+        assert int(rows[name]["rounds_left_out"]) == listed[name]["rounds_left_out"] == len(rounds)
+        assert table[name]["Left out"] == {0: "", 1: "1 round", 2: "2 rounds"}[len(rounds)]
+    reasons = {(int(r["round"]), r["institution"]): r["left_out"] for r in read_csv(out / "rounds.csv")}
+    assert {key for key, why in reasons.items() if why} == {(k, n) for n, rounds in left_out.items() for k in rounds}
+    assert all("lowers the utility" in reasons[(k, flipper)] for k in (1, 2))
+    assert f"{flipper} left out as harmful" in by_round[1]["Notes"].split("\n")
+
+
 def test_a_run_without_a_ledger_reports_scores(unpaid: Reported) -> None:
     out = unpaid.html.parent
     assert not (unpaid.run / LEDGER_FILE).exists()

@@ -14,12 +14,12 @@ from fedlearn.report.text import clean_reason, exact_tokens, facts, opening_amou
 
 # The round's gain repeats on each of its institutions' rows: one flat table a spreadsheet filters as it likes.
 ROUNDS_COLUMNS = ("round", "institution", "score", "score_error_95", "utility", "gain", "gain_low", "gain_high",
-                  "significant", "final", "reward_tokens", "cumulative_tokens", "rejected", "clipped",
+                  "significant", "final", "reward_tokens", "cumulative_tokens", "rejected", "left_out", "clipped",
                   "slashed_tokens")
 # contribution_share is of the positive contribution, token_share of the tokens earned: two different things.
 INSTITUTION_COLUMNS = ("institution", "address", "examples", "cumulative_score", "contribution",
                        "contribution_share", "token_share", "tokens_earned", "tokens_claimed", "rounds_set_aside",
-                       "rounds_clipped", "stake_slashed_tokens")
+                       "rounds_left_out", "rounds_clipped", "stake_slashed_tokens")
 
 
 def write_rounds_csv(report: RunReport, path: Path) -> None:
@@ -33,6 +33,7 @@ def write_rounds_csv(report: RunReport, path: Path) -> None:
                                  _plain(r.gain), _plain(r.gain_low), _plain(r.gain_high), _flag(r.significant),
                                  _flag(r.final if r.budget_wei is not None else None), exact_tokens(c.reward_wei),
                                  exact_tokens(c.cumulative_wei), clean_reason(c.rejected) if c.rejected else "",
+                                 clean_reason(c.left_out) if c.left_out else "",
                                  clean_reason(c.clipped) if c.clipped else "",
                                  exact_tokens(c.slashed_wei if report.has_ledger else None)))
 
@@ -44,7 +45,8 @@ def write_institutions_csv(report: RunReport, path: Path) -> None:
         for i in report.institutions:
             writer.writerow((i.name, i.address or "", _plain(i.examples), _plain(i.cumulative_score),
                              _plain(i.contribution), _plain(i.contribution_share), _plain(i.token_share),
-                             exact_tokens(i.earned_wei), exact_tokens(i.claimed_wei), i.set_aside, i.clipped,
+                             exact_tokens(i.earned_wei), exact_tokens(i.claimed_wei), i.set_aside, i.left_out,
+                             i.clipped,
                              exact_tokens(i.slashed_wei)))
 
 
@@ -66,7 +68,7 @@ def report_data(report: RunReport, plots: dict[str, Path]) -> dict[str, Any]:
                 "contribution_share": i.contribution_share, "token_share": i.token_share,
                 "tokens_earned": exact_tokens(i.earned_wei) or None, "wei_earned": _wei(i.earned_wei),
                 "tokens_claimed": exact_tokens(i.claimed_wei) or None, "wei_claimed": _wei(i.claimed_wei),
-                "rounds_set_aside": i.set_aside, "rounds_clipped": i.clipped,
+                "rounds_set_aside": i.set_aside, "rounds_left_out": i.left_out, "rounds_clipped": i.clipped,
                 "tokens_slashed": exact_tokens(i.slashed_wei) or None, "wei_slashed": _wei(i.slashed_wei),
             }
             for i in report.institutions

@@ -48,6 +48,8 @@ class Cell:
     score_error: float | None = None  # the 95 % half-width of an estimated score (0: exact; None: not recorded)
     slashed_wei: int = 0  # stake slashed for what the institution sent this round (the ledger's slashes)
     clipped: str | None = None  # why its update was clipped as boosted (integrity.scaled_update_limit): unpaid
+    # Why its update was left out of the model as harmful (integrity.exclude_harmful): its negative score counts.
+    left_out: str | None = None
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,7 @@ class InstitutionRow:
     contribution_error: float | None = None
     set_aside: int = 0  # rounds whose update was set aside (rejected): it earned nothing in them
     clipped: int = 0  # rounds whose update was clipped as boosted: aggregated at the limit, unpaid
+    left_out: int = 0  # rounds whose update was left out of the model as harmful: scored (below 0), not aggregated
     slashed_wei: int | None = None  # stake slashed over the run (None without a ledger)
 
 
@@ -241,6 +244,7 @@ def _read_rounds(path: Path) -> list[dict[str, Any]]:
                 "score_errors": {str(k): float(v) for k, v in (s.get("score_errors") or {}).items()},
                 "rejected": {str(k): str(v) for k, v in s.get("rejected", {}).items()},
                 "clipped": {str(k): str(v) for k, v in (s.get("clipped") or {}).items()},
+                "excluded": {str(k): str(v) for k, v in (s.get("excluded") or {}).items()},
                 "method": s.get("method"),
                 "estimator": s.get("estimator") or None,  # Banzhaf's: "exact", "regression" or "surrogate"
                 # The round's validated gain (absent from runs that predate it: then unknown, not zero).
@@ -346,6 +350,7 @@ def _merge_rounds(measured: list[dict[str, Any]], books: _Books | None) -> list[
         scores: dict[str, float] = m.get("scores", {})
         rejected: dict[str, str] = m.get("rejected", {})
         clipped: dict[str, str] = m.get("clipped", {})
+        excluded: dict[str, str] = m.get("excluded", {})
         entries = {e.institution: e for e in (p.entries if p else ())}
         cells = tuple(
             Cell(
@@ -357,6 +362,7 @@ def _merge_rounds(measured: list[dict[str, Any]], books: _Books | None) -> list[
                 score_error=m.get("score_errors", {}).get(name),
                 slashed_wei=slashed.get((n, name), 0),
                 clipped=clipped.get(name),
+                left_out=excluded.get(name),
             )
             for name in sorted(scores.keys() | rejected.keys() | entries.keys())
         )
@@ -456,6 +462,7 @@ def _institutions(summary: dict[str, Any] | None, rounds: list[RoundRow], books:
             contribution_error=errors.get(name) if mine is not None else None,
             set_aside=sum(1 for r in rounds for c in r.cells if c.institution == name and c.rejected),
             clipped=sum(1 for r in rounds for c in r.cells if c.institution == name and c.clipped),
+            left_out=sum(1 for r in rounds for c in r.cells if c.institution == name and c.left_out),
             slashed_wei=sum(x.wei for x in books.slashes if x.institution == name) if books else None,
         ))
     return rows

@@ -115,6 +115,8 @@ HINTS = {
     "Released (tokens)": "paid to institutions so far, of the run's budget",
     "Set aside": "rounds whose update was rejected before scoring (no training signal of its own, a copy, "
                  "a failed check): it earned nothing in them",
+    "Left out": "rounds whose update was left out of the model because it lowered the others' utility "
+                "(integrity.exclude_harmful): scored, below 0, and not aggregated",
     "Clipped, unpaid": "rounds whose update moved the model far further per local step than the round's others "
                        "(integrity.scaled_update_limit): aggregated at the limit's length, not paid",
     "Stake slashed": "stake taken on chain for updates that harmed the model or carried no work",
@@ -127,11 +129,13 @@ def _institutions(report: RunReport) -> str:
     addresses = any(i.address for i in rows)
     # Offences get their columns where there were any: most runs have none.
     aside, clipped = any(i.set_aside for i in rows), any(i.clipped for i in rows)
+    left_out = any(i.left_out for i in rows)
     slashed = any(i.slashed_wei for i in rows)
     head = ["Institution"] + (["Address"] if addresses else [])
     head += ["Examples", "Score, all rounds", "Contribution", "Contribution share"]
     head += ["Token share", "Tokens earned", "Tokens claimed"] if tokens else []
-    head += ["Set aside"] * aside + ["Clipped, unpaid"] * clipped + ["Stake slashed"] * slashed
+    head += ["Set aside"] * aside + ["Left out"] * left_out + ["Clipped, unpaid"] * clipped
+    head += ["Stake slashed"] * slashed
     body = []
     for i in rows:
         cells = [_td(escape(i.name))]
@@ -140,14 +144,16 @@ def _institutions(report: RunReport) -> str:
                   _num(fmt_pct(i.contribution_share))]
         cells += [_num(fmt_pct(i.token_share)), _num(fmt_tokens(i.earned_wei)),
                   _num(fmt_tokens(i.claimed_wei))] if tokens else []
-        cells += [_num(_of_rounds(i.set_aside))] * aside + [_num(_of_rounds(i.clipped))] * clipped
+        cells += [_num(_of_rounds(i.set_aside))] * aside + [_num(_of_rounds(i.left_out))] * left_out
+        cells += [_num(_of_rounds(i.clipped))] * clipped
         cells += [_num(fmt_tokens(i.slashed_wei))] * slashed
         body.append(f'<tr data-institution="{escape(i.name)}">' + "".join(cells) + "</tr>")
     total = [_td("Total")] + ([_td("")] if addresses else [])
     total += [_num(fmt_int(sum(i.examples or 0 for i in rows))), _num(""), _num(""), _num("")]
     total += [_num(""), _num(fmt_tokens(sum(i.earned_wei or 0 for i in rows))),
               _num(fmt_tokens(sum(i.claimed_wei or 0 for i in rows)))] if tokens else []
-    total += [_num("")] * (aside + clipped) + [_num(fmt_tokens(sum(i.slashed_wei or 0 for i in rows)))] * slashed
+    total += [_num("")] * (aside + left_out + clipped)
+    total += [_num(fmt_tokens(sum(i.slashed_wei or 0 for i in rows)))] * slashed
     return _table(head, body, "<tr>" + "".join(total) + "</tr>")
 
 
@@ -233,6 +239,9 @@ def _notes(r: RoundRow) -> str:
             shown = reason if len(reason) <= 60 else reason[:57] + "…"
             # The whole reason (a client's traceback, say) stays one hover away, not in the table's way.
             notes.append(f'<span title="{escape(reason)}">{escape(c.institution)} rejected: {escape(shown)}</span>')
+        if c.left_out:
+            notes.append(f'<span title="{escape(clean_reason(c.left_out))}">{escape(c.institution)} left out as '
+                         f'harmful</span>')
         if c.clipped:
             notes.append(f'<span title="{escape(clean_reason(c.clipped))}">{escape(c.institution)} clipped, '
                          f'unpaid</span>')
