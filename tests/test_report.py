@@ -654,43 +654,25 @@ def test_number_formats() -> None:
 # ---- a run without a chain --------------------------------------------------------------------------------------
 
 
-def test_every_view_shows_the_rounds_an_update_was_clipped_as_boosted(tmp_path: Path) -> None:
-    # Prepare: the boosted-update clip on, one of four institutions sending its trained step ×5 (no chain: the
-    # clip is about scores and the model).
-    booster = "hospital-02"
+@pytest.mark.parametrize(("behaviour", "settings", "key", "column", "field", "note", "reason"), [
+    # The boosted-update clip on, the step sent ×5: clipped and unpaid.
+    ("boosted:scale=5", ["integrity.scaled_update_limit=3"], "clipped", "Clipped, unpaid", "clipped",
+     "clipped, unpaid", "update moves the model"),
+    # The step sent reversed and ×4: it lowers what the others' aggregate reaches, and is left out of the model.
+    ("sign_flip:scale=4", [], "excluded", "Left out", "left_out", "left out as harmful", "lowers the utility"),
+], ids=["clipped", "left_out"])
+def test_every_view_shows_the_rounds_an_update_was_clipped_or_left_out(
+        tmp_path: Path, behaviour: str, settings: list[str], key: str, column: str, field: str, note: str,
+        reason: str) -> None:
+    # Prepare: one of four institutions behaves so; the run records each round's such updates in rounds.json (no
+    # chain: this is about scores and the model).
+    odd = "hospital-02"
     run = tmp_path / "run"
-    real_run(run, "run.rounds=2", "data.institutions=4", "scoring.method='loo'", "chain.enabled=false",
-             "integrity.scaled_update_limit=3", f"integrity.behaviours='{booster}=boosted:scale=5'")
-    clipped = {name: sum(1 for r in rounds_json(run) if name in ((r["scores"] or {}).get("clipped") or {}))
-               for name in [f"hospital-0{i}" for i in range(1, 5)]}
-    assert clipped == {name: 2 if name == booster else 0 for name in clipped}
-    # Execute
-    html = build_report(run)
-    # Assert: institutions.csv, report.json, rounds.csv and the page say the same.
-    out = html.parent
-    rows = {r["institution"]: r for r in read_csv(out / "institutions.csv")}
-    listed = {i["name"]: i for i in json.loads((out / "report.json").read_text())["institutions"]}
-    table, by_round = html_tables(html.read_text())
-    for name, n in clipped.items():
-        assert int(rows[name]["rounds_clipped"]) == listed[name]["rounds_clipped"] == n
-        assert table[name]["Clipped, unpaid"] == ("2 rounds" if n else "")
-    reasons = {(int(r["round"]), r["institution"]): r["clipped"] for r in read_csv(out / "rounds.csv")}
-    assert all(reasons[(k, booster)].startswith("update moves the model") for k in (1, 2))
-    assert all(not why for (k, name), why in reasons.items() if name != booster)
-    assert f"{booster} clipped, unpaid" in by_round[1]["Notes"].split("\n")
-
-
-def test_every_view_shows_the_rounds_an_update_was_left_out_as_harmful(tmp_path: Path) -> None:
-    # Prepare: one of four institutions sends its trained step reversed and ×4, which lowers what the others'
-    # aggregate reaches; the run records each round's left-out updates in rounds.json (no chain needed).
-    flipper = "hospital-02"
-    run = tmp_path / "run"
-    real_run(run, "run.rounds=2", "data.institutions=4", "scoring.method='loo'", "chain.enabled=false",
-             f"integrity.behaviours='{flipper}=sign_flip:scale=4'")
-    names = [f"hospital-0{i}" for i in range(1, 5)]
-    left_out = {name: [r["server_round"] for r in rounds_json(run) if name in ((r["scores"] or {}).get("excluded")
-                                                                                or {})] for name in names}
-    assert left_out[flipper] == [1, 2]
+    real_run(run, "run.rounds=2", "data.institutions=4", "scoring.method='loo'", "chain.enabled=false", *settings,
+             f"integrity.behaviours='{odd}={behaviour}'")
+    recorded = {name: [r["server_round"] for r in rounds_json(run) if name in ((r["scores"] or {}).get(key) or {})]
+                for name in [f"hospital-0{i}" for i in range(1, 5)]}
+    assert recorded[odd] == [1, 2]
     # Execute
     html = build_report(run)
     # Assert: institutions.csv, report.json, rounds.csv and the page say what rounds.json says.
@@ -698,13 +680,13 @@ def test_every_view_shows_the_rounds_an_update_was_left_out_as_harmful(tmp_path:
     rows = {r["institution"]: r for r in read_csv(out / "institutions.csv")}
     listed = {i["name"]: i for i in json.loads((out / "report.json").read_text())["institutions"]}
     table, by_round = html_tables(html.read_text())
-    for name, rounds in left_out.items():
-        assert int(rows[name]["rounds_left_out"]) == listed[name]["rounds_left_out"] == len(rounds)
-        assert table[name]["Left out"] == {0: "", 1: "1 round", 2: "2 rounds"}[len(rounds)]
-    reasons = {(int(r["round"]), r["institution"]): r["left_out"] for r in read_csv(out / "rounds.csv")}
-    assert {key for key, why in reasons.items() if why} == {(k, n) for n, rounds in left_out.items() for k in rounds}
-    assert all("lowers the utility" in reasons[(k, flipper)] for k in (1, 2))
-    assert f"{flipper} left out as harmful" in by_round[1]["Notes"].split("\n")
+    for name, rounds in recorded.items():
+        assert int(rows[name][f"rounds_{field}"]) == listed[name][f"rounds_{field}"] == len(rounds)
+        assert table[name][column] == {0: "", 1: "1 round", 2: "2 rounds"}[len(rounds)]
+    reasons = {(int(r["round"]), r["institution"]): r[field] for r in read_csv(out / "rounds.csv")}
+    assert {k for k, why in reasons.items() if why} == {(n, name) for name, rounds in recorded.items() for n in rounds}
+    assert all(reason in reasons[(n, odd)] for n in (1, 2))
+    assert f"{odd} {note}" in by_round[1]["Notes"].split("\n")
 
 
 def test_a_run_without_a_ledger_reports_scores(unpaid: Reported) -> None:
