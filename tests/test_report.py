@@ -789,6 +789,9 @@ BAD: dict[str, tuple[Callable[[Path], object], str]] = {
     "summary weaker options": (_edit_json("summary.json", lambda summary: {**summary, "weaker_options": "loo"}),
                                "weaker_options is not a list of lines"),
     "config not TOML": (_write("config.toml", b"[run\nname ="), "not valid TOML"),
+    # A weighting a later version may add: this one cannot recompute contributions with it.
+    "config round weight": (lambda run: (run / "config.toml").write_text((run / "config.toml").read_text().replace(
+        'round_weight = "equal"', 'round_weight = "log"')), "payout.round_weight = 'log' is not one this version"),
     "ledger garbage": (_write(LEDGER_FILE, b"this is not a database" * 50), "not a SQLite file"),
     "ledger empty": (_write(LEDGER_FILE, b""), "not a SQLite file"),
     "ledger truncated": (_truncate_ledger, "is corrupt"),

@@ -20,7 +20,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from fedlearn.config import LEGACY_VALUES
+from fedlearn.config import LEGACY_VALUES, ROUND_WEIGHTS
 from fedlearn.errors import FedlearnError
 from fedlearn.payout.ledger import LEDGER_FILE, Ledger, LedgerError, RoundEntry
 from fedlearn.payout.rewards import WEI_PER_TOKEN
@@ -181,6 +181,9 @@ def load_run(run_dir: Path) -> RunReport:
 
     rounds = _merge_rounds(measured, books)
     weighting = str(config.get("payout.round_weight", LEGACY_VALUES["payout.round_weight"]))
+    if weighting not in ROUND_WEIGHTS:  # a newer version's weighting: its contributions cannot be recomputed here
+        raise ReportError(f"{run_dir / CONFIG_FILE}: payout.round_weight = {weighting!r} is not one this version "
+                          f"knows ({', '.join(ROUND_WEIGHTS)})")
     institutions = _institutions(summary, rounds, books, weighting)
     final = summary.get("final_test_accuracy") if summary else None
     if final is None and rounds:
