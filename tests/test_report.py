@@ -226,7 +226,7 @@ def test_rounds_csv_is_what_the_run_measured_and_the_ledger_paid(paid: Reported)
     rows = read_csv(paid.html.parent / "rounds.csv")
     assert list(rows[0]) == ["round", "institution", "score", "score_error_95", "utility", "gain", "gain_low",
                              "gain_high", "significant", "final", "reward_tokens", "cumulative_tokens", "rejected",
-                             "clipped", "slashed_tokens"]
+                             "left_out", "clipped", "slashed_tokens"]
     measured = {r["server_round"]: r["scores"] for r in rounds_json(paid.run) if r["scores"] is not None}
     journaled, _, _ = ledger_of(paid.run)
     assert [r.round for r in journaled] == sorted(measured) == list(range(1, ROUNDS + 1))
@@ -243,6 +243,7 @@ def test_rounds_csv_is_what_the_run_measured_and_the_ledger_paid(paid: Reported)
             assert Decimal(row["reward_tokens"]) == tokens(entries[name].reward)
             assert Decimal(row["cumulative_tokens"]) == tokens(entries[name].cumulative)
             assert row["rejected"] == m["rejected"].get(name, "")
+            assert row["left_out"] == (m.get("excluded") or {}).get(name, "")
             # Slashed in the round its offence completed (the third set-aside round of three).
             assert Decimal(row["slashed_tokens"]) == (STAKE / 2 if (record.round, name) == (ROUNDS, FREE_RIDER) else 0)
             # The round's gain: as the run measured it (rounds.json) and as the payout read it (the ledger).
@@ -267,7 +268,8 @@ def test_institutions_csv_is_what_the_run_scored_the_ledger_paid_and_the_chain_h
     rows = {r["institution"]: r for r in read_csv(paid.html.parent / "institutions.csv")}
     assert list(next(iter(rows.values()))) == [
         "institution", "address", "examples", "cumulative_score", "contribution", "contribution_share",
-        "token_share", "tokens_earned", "tokens_claimed", "rounds_set_aside", "rounds_clipped", "stake_slashed_tokens"]
+        "token_share", "tokens_earned", "tokens_claimed", "rounds_set_aside", "rounds_left_out", "rounds_clipped",
+        "stake_slashed_tokens"]
     summary = summary_json(paid.run)
     journaled, claimed, _ = ledger_of(paid.run)
     last = {e.institution: e for e in journaled[-1].entries}
@@ -283,6 +285,7 @@ def test_institutions_csv_is_what_the_run_scored_the_ledger_paid_and_the_chain_h
         row, entry = rows[name], last[name]
         assert row["address"] == entry.address == i["address"]
         assert int(row["examples"]) == i["examples"]
+        assert int(row["rounds_left_out"]) == sum(1 for s in measured if name in (s.get("excluded") or {}))
         assert float(row["cumulative_score"]) == pytest.approx(sum(s["scores"][name] for s in measured))
         # Contribution: the scores of the significant rounds only; its share of the positive total.
         assert float(row["contribution"]) == pytest.approx(counted[name]) == i["contribution"]
