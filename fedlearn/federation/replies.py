@@ -61,6 +61,13 @@ def examples_of(reply: Message) -> int:
     return int(value)
 
 
+def claimed_of(reply: Message) -> int:
+    """The example count a weighed reply claimed: weighting keeps it beside the count it stands behind (which
+    "equal" weighting sets to 1)."""
+    claimed = reply.content.metric_records[METRICS_KEY].get(CLAIMED_KEY)
+    return int(claimed) if isinstance(claimed, (int, float)) else examples_of(reply)
+
+
 def institution_of(reply: Message) -> str:
     """The institution a reply names, or a node label when it names none."""
     if not reply.has_error():

@@ -35,11 +35,10 @@ from fedlearn.federation.free_riders import flatten, free_riders
 from fedlearn.federation.peer_votes import PeerRound, peer_scores
 from fedlearn.federation.replies import (
     ARRAYS_KEY,
-    CLAIMED_KEY,
-    METRICS_KEY,
     Rejection,
     apply_weighting,
     arrays_of,
+    claimed_of,
     examples_of,
     institution_of,
     partition_replies,
@@ -59,12 +58,6 @@ from fedlearn.scoring.trust import fltrust_arrays
 from fedlearn.scoring.votes import combine_votes, select_voters
 
 log = logging.getLogger("flwr")  # shown with Flower's own lines under `flwr run`
-
-
-def _claimed(reply: Message) -> int:
-    """The example count a checked reply claimed (the weighting keeps it beside the count it stands behind)."""
-    claimed = reply.content.metric_records[METRICS_KEY].get(CLAIMED_KEY)
-    return int(claimed) if isinstance(claimed, (int, float)) else examples_of(reply)
 
 
 def fewest_updates(config: RunConfig) -> int:
@@ -536,7 +529,7 @@ class ScoredStrategy(Strategy):
             return {}
         start = numpy_arrays(self._start_arrays)
         names = [institution_of(m) for m in accepted]
-        counts = [(self.registered or {}).get(name) or _claimed(m) for name, m in zip(names, accepted)]
+        counts = [(self.registered or {}).get(name) or claimed_of(m) for name, m in zip(names, accepted)]
         steps = [local_steps(n, self.train_spec.batch_size, self.train_spec.local_epochs) for n in counts]
         lengths = [float(np.linalg.norm(flatten({k: u[k] - start[k] for k in start}))) for u in self._updates]
         for i, ratio in sorted(overlong(lengths, steps, self.scaled_limit).items()):

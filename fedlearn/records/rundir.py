@@ -144,11 +144,11 @@ class RunRecorder:
         scores summed over the rounds whose gain was significant, each round's weighed by ``payout.round_weight``
         (``fedlearn.payout.schedule``)."""
         best = UTILITY_MAX[self.config.scoring.utility]
+        weighting = self.config.payout.round_weight if contribution else "equal"
         total = {name: 0.0 for name in self.institutions}
         for r in self.rounds:
             if r.scores is not None and (r.scores.significant or not contribution):
-                weight = round_weight(r.scores.start_utility, best, self.config.payout.round_weight) \
-                    if contribution else 1.0
+                weight = round_weight(r.scores.start_utility, best, weighting)
                 for name, value in r.scores.scores.items():
                     total[name] = total.get(name, 0.0) + value * weight
         return total
