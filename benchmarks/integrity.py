@@ -63,6 +63,9 @@ UNLISTED = {
     "half_replay": "disguised_free_rider:replay_scale=0.5:claim_factor=1",
     "backdoor_10_percent": "backdoor:poison_fraction=0.1",
     "backdoor_target_7": "backdoor:target=7",
+    # The listed targeted flip relabels class 1 whatever the three hold (at seed 46, 2 of their 335 rows): here
+    # each seed's three relabel the class they hold most between them, as an attacker who knows its data would.
+    "targeted_flip_held_class": "targeted_label_flip:source={held}:target={target}",
 }
 MIX = "hospital-02=sign_flip:scale=4, hospital-05=disguised_free_rider:claim_factor=1, hospital-08=backdoor"
 # The default configuration is configs/demo.toml as it stands; each alternative changes it as named.
@@ -98,6 +101,25 @@ def behaviour_sets(unlisted: bool = False) -> dict[str, str]:
     sets["mix"] = MIX
     sets.update({f"sybil_{origin}": f"{origin}=sybil:sybil_identities=3" for origin in SYBIL_ORIGINS})
     return sets
+
+
+def held_class(seed: int) -> dict[str, int]:
+    """The class the adversaries hold most rows of between them in this seed's split, and a target for it (7, or 1
+    when that class is 7 itself): what ``targeted_flip_held_class`` relabels."""
+    import numpy as np
+
+    from fedlearn.config import RunConfig
+    from fedlearn.federation.roster import federated_split
+
+    split = federated_split(RunConfig.load(ROOT / "configs" / "demo.toml", overrides=[f"run.seed={seed}"]))
+    counts = sum(np.bincount(split.partition(name).y, minlength=split.test.num_classes) for name in ADVERSARIES)
+    source = int(np.argmax(counts))
+    return {"held": source, "target": 1 if source == 7 else 7}
+
+
+def for_seed(behaviours: str, seed: int) -> str:
+    """``behaviours`` with this seed's ``{held}`` and ``{target}`` (:func:`held_class`) filled in."""
+    return behaviours.format(**held_class(seed)) if "{held}" in behaviours else behaviours
 
 
 def run_once(job: tuple[str, list[str], str, str, int, int]) -> dict[str, Any]:
@@ -243,7 +265,7 @@ def main() -> None:
                          "exist: run without --only first")
     previous = json.loads(previous_path.read_text()) if merge else None
     sets = behaviour_sets(args.unlisted)
-    jobs = [(name, overrides, set_name, behaviours, seed, args.rounds)
+    jobs = [(name, overrides, set_name, for_seed(behaviours, seed), seed, args.rounds)
             for seed in args.seeds for name, overrides in configurations.items()
             for set_name, behaviours in sets.items()]
     jobs += [("plain", PLAIN, "honest", "", seed, args.rounds) for seed in args.seeds]
@@ -297,6 +319,7 @@ def main() -> None:
     path = write_results(args.results or ("integrity_unlisted" if args.unlisted else "integrity"), {
         "rounds": args.rounds, "institutions": 10, "seeds": args.seeds, "adversaries": ADVERSARIES,
         "attacks": UNLISTED if args.unlisted else ATTACKS, "mix": None if args.unlisted else MIX,
+        "held_classes": {seed: held_class(seed) for seed in args.seeds} if args.unlisted else None,
         "configurations_overrides": configurations,
         "default": worst.get("default", {}), "configurations": worst, "runs": rows,
         "targets": {"worst_adversary_share": 0.03, "worst_accuracy_drop_points": 2.0, "worst_backdoor_success": 0.05,
