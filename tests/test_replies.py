@@ -90,7 +90,7 @@ def test_a_node_that_went_away_is_missing_and_a_crashed_clientapp_is_its_own_ins
     first = Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason="OSError: disk"),
                     reply_to=Message(content=RecordDict(), dst_node_id=SUPERLINK_NODE_ID, message_type="train"))
     accepted, rejected, unanswered = partition_replies(
-        [make_reply(good(), institution="clinic-a", node_id=7), crashed, gone], REFERENCE, nodes)
+        [make_reply(good(), institution="clinic-a", node_id=7), crashed, gone], REFERENCE, nodes, [to_c])
     assert partition_replies([first], REFERENCE)[1:] == (
         [Rejection("node-1", "client error: OSError: disk", evidence=False)], [])
     # Assert: clinic-b's rejection says what happened (not an impersonation) and is no evidence for slashing (a
@@ -98,7 +98,7 @@ def test_a_node_that_went_away_is_missing_and_a_crashed_clientapp_is_its_own_ins
     assert [institution_of(m) for m in accepted] == ["clinic-a"]
     assert [(r.institution, r.reason, r.evidence) for r in rejected] == [
         ("clinic-b", "client error: ValueError: unreadable data", False)]
-    assert unanswered == [("to-clinic-c", "Error: Node Unavailable")]
+    assert unanswered == [(9, "Error: Node Unavailable")]
     # Peer votes ask who a reply answers for the same way: the node the instruction went to.
     assert [answering_node(r, [to_c]) for r in (gone, crashed)] == [9, 8]
 

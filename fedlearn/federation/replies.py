@@ -7,7 +7,7 @@ set aside with a reason; it scores 0 and the round goes on without it.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -128,33 +128,40 @@ def is_superlink_error(reply: Message) -> bool:
             and int(reply.metadata.src_node_id) == SUPERLINK_NODE_ID)
 
 
-def answering_node(reply: Message, sent: list[Message]) -> int:
+def instructed_node(reply: Message, sent: Sequence[Message]) -> int | None:
+    """The node the instruction ``reply`` answers went to (``sent``: the instructions, pushed, so they carry their
+    ids); ``None`` when it is not among them."""
+    for message in sent:
+        if message.metadata.message_id == reply.metadata.reply_to_message_id:
+            return int(message.metadata.dst_node_id)
+    return None
+
+
+def answering_node(reply: Message, sent: Sequence[Message]) -> int:
     """The node ``reply`` answers for: its sender, or for an error the SuperLink sent in its place, the node the
-    instruction went to (``sent``: the instructions, pushed, so they carry their ids)."""
-    if is_superlink_error(reply):
-        for message in sent:
-            if message.metadata.message_id == reply.metadata.reply_to_message_id:
-                return int(message.metadata.dst_node_id)
-    return int(reply.metadata.src_node_id)
+    instruction went to."""
+    node = instructed_node(reply, sent) if is_superlink_error(reply) else None
+    return int(reply.metadata.src_node_id) if node is None else node
 
 
 def partition_replies(
-    replies: list[Message], reference: ArrayRecord, nodes: Mapping[int, str] | None = None
-) -> tuple[list[Message], list[Rejection], list[tuple[str, str]]]:
+    replies: list[Message], reference: ArrayRecord, nodes: Mapping[int, str] | None = None,
+    sent: Sequence[Message] = (),
+) -> tuple[list[Message], list[Rejection], list[tuple[int | None, str]]]:
     """(usable replies sorted by institution name, rejections, unanswered); a repeated institution is rejected.
 
     ``nodes``: in a pilot, the institution each authenticated node was registered for at provisioning. A reply is
     then its node's institution's, whatever name it gives: one claiming another's name is set aside and recorded
     under its own node's institution; one from an unregistered node is set aside; an error its ClientApp raised
-    is that institution's client error (no evidence for slashing). ``unanswered``: (the instruction's message id,
-    the reason) of each error the SuperLink sent in place of a reply (a node that went away): the institution is
-    missing from the round, not rejected, and no phantom name is recorded for it."""
+    is that institution's client error (no evidence for slashing). ``unanswered``: (the node the instruction went
+    to, among ``sent``, else ``None``; the reason) of each error the SuperLink sent in place of a reply (a node that
+    went away): the institution is missing from the round, not rejected, and no phantom name is recorded for it."""
     accepted: dict[str, Message] = {}
     rejected: list[Rejection] = []
-    unanswered: list[tuple[str, str]] = []
+    unanswered: list[tuple[int | None, str]] = []
     for reply in replies:
         if is_superlink_error(reply):
-            unanswered.append((str(reply.metadata.reply_to_message_id), reply.error.reason or "no reason given"))
+            unanswered.append((instructed_node(reply, sent), reply.error.reason or "no reason given"))
             continue
         name = institution_of(reply)
         if nodes is not None:

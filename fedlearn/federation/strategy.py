@@ -270,10 +270,8 @@ class ScoredStrategy(Strategy):
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         if self._start_arrays is None:
             raise RuntimeError("aggregate_train called before configure_train")
-        accepted, rejected, unanswered = partition_replies(list(replies), self._start_arrays, self.nodes)
-        sent = {str(m.metadata.message_id): int(m.metadata.dst_node_id) for m in self._sent}
-        for message_id, reason in unanswered:
-            node = sent.get(message_id)
+        accepted, rejected, unanswered = partition_replies(list(replies), self._start_arrays, self.nodes, self._sent)
+        for node, reason in unanswered:
             who = (self.nodes or {}).get(node, f"node {node}") if node is not None else "a node"
             # Missing, not rejected: it earns nothing for the round and is not slashed for it.
             money_log.warning("round %d: no reply from %s: %s", server_round, who, reason)
