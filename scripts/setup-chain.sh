@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs the contracts' npm packages (solc-js, OpenZeppelin Contracts and merkle-tree, anvil) from the
+# Installs the contracts' npm packages (solc-js, OpenZeppelin Contracts and merkle-tree, anvil, ethers) from the
 # committed lockfile. Idempotent: does nothing when contracts/node_modules already matches the lockfile.
 set -euo pipefail
 cd "$(dirname "$0")/../contracts"

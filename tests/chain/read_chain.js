@@ -1,0 +1,71 @@
+// Reads a deployment's payouts off the node with ethers.js, from event and function signatures written out here by
+// hand from the Solidity sources (not from fedlearn's artifacts or web3.py), and checks a published payout tree with
+// @openzeppelin/merkle-tree: a second reading of the chain, to compare with what fedlearn says it paid.
+//
+//   node read_chain.js RPC_URL DISTRIBUTOR TREE_DUMP ACCOUNT...
+//
+// Prints JSON: every RoundSettled event, the claimable round and root, the tree's root and each account's leaf
+// (verified against the tree's root), and per account what the distributor says it claimed, its Claimed events,
+// its Staked events and its token balance. Amounts are decimal strings (wei).
+const fs = require("fs");
+const { ethers } = require("ethers");
+const { StandardMerkleTree } = require("@openzeppelin/merkle-tree");
+
+const DISTRIBUTOR = [
+  "event RoundSettled(uint256 indexed round, bytes32 indexed modelHash, bytes32 rewardsRoot, uint256 roundTotal, uint256 leavesTotal, uint256 readyAt)",
+  "event Claimed(address indexed account, uint256 amount, uint256 cumulativeAmount)",
+  "event Staked(address indexed account, uint256 amount)",
+  "function token() view returns (address)",
+  "function claimableRound() view returns (uint64)",
+  "function rewardsRoot() view returns (bytes32)",
+  "function claimed(address account) view returns (uint256)",
+];
+const TOKEN = ["function balanceOf(address account) view returns (uint256)"];
+
+async function main() {
+  const [rpc, distributorAddress, treeFile, ...accounts] = process.argv.slice(2);
+  const provider = new ethers.JsonRpcProvider(rpc, undefined, { staticNetwork: true });
+  const distributor = new ethers.Contract(distributorAddress, DISTRIBUTOR, provider);
+  const token = new ethers.Contract(await distributor.token(), TOKEN, provider);
+  const settled = await distributor.queryFilter(distributor.filters.RoundSettled(), 0, "latest");
+  const rounds = settled.map((e) => ({
+    round: Number(e.args.round),
+    modelHash: e.args.modelHash,
+    rewardsRoot: e.args.rewardsRoot,
+    roundTotal: e.args.roundTotal.toString(),
+    leavesTotal: e.args.leavesTotal.toString(),
+  }));
+  const tree = StandardMerkleTree.load(JSON.parse(fs.readFileSync(treeFile, "utf8")));
+  const leaves = {};
+  for (const [i, [address, amount]] of tree.entries()) {
+    const proof = tree.getProof(i);
+    if (!StandardMerkleTree.verify(tree.root, ["address", "uint256"], [address, amount], proof)) {
+      throw new Error(`leaf of ${address} does not verify against the tree's root`);
+    }
+    leaves[ethers.getAddress(address)] = amount.toString();
+  }
+  const perAccount = {};
+  for (const account of accounts) {
+    const claims = await distributor.queryFilter(distributor.filters.Claimed(account), 0, "latest");
+    const stakes = await distributor.queryFilter(distributor.filters.Staked(account), 0, "latest");
+    perAccount[ethers.getAddress(account)] = {
+      claimed: (await distributor.claimed(account)).toString(),
+      claimedEvents: claims.map((e) => e.args.amount.toString()),
+      staked: stakes.map((e) => e.args.amount.toString()),
+      balance: (await token.balanceOf(account)).toString(),
+    };
+  }
+  process.stdout.write(JSON.stringify({
+    rounds,
+    claimableRound: Number(await distributor.claimableRound()),
+    rewardsRoot: await distributor.rewardsRoot(),
+    treeRoot: tree.root,
+    leaves,
+    accounts: perAccount,
+  }));
+}
+
+main().catch((err) => {
+  process.stderr.write(`${err.stack || err}\n`);
+  process.exit(1);
+});
