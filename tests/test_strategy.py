@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import pickle
 import re
@@ -28,6 +29,7 @@ from fedlearn.federation.strategy import (
 from fedlearn.federation.unit_growth import MIN_INPUTS
 from fedlearn.learning.head import refit_output_layer
 from fedlearn.learning.models import init_model
+from fedlearn.payout.slashing import SlashingPolicy, run_offences
 from fedlearn.records.fingerprint import model_hash
 from fedlearn.scoring import CachedUtility, banzhaf, banzhaf_estimator_for, banzhaf_surrogate
 from fedlearn.scoring import methods as scoring_methods
@@ -496,6 +498,54 @@ def test_under_peer_validation_an_update_no_voter_graded_is_checked_on_the_serve
     assert record.scores["hospital-02"] == 0.02
     # The round's evaluations count the server's check, {all three} and {the other two}, with the voters' two.
     assert record.evaluations == 2 + 2
+
+
+@pytest.mark.parametrize("slash", [True, False])
+def test_under_peer_validation_a_vote_below_the_slashing_bar_counts_against_a_stake_only_where_the_server_agrees(
+    make_reply: ReplyFactory, monkeypatch: pytest.MonkeyPatch, slash: bool
+) -> None:
+    # Prepare: three institutions; the voter, hospital-01, votes both others below the slashing bar (-0.03):
+    # hospital-02, which steps towards the fitted model (its voter's rows happen to disagree), and hospital-03,
+    # which steps away from it. The same round three times over: three bad rounds slash (slash_k = 3 of 4).
+    config = RunConfig.load(overrides=["scoring.validation='peers'", "data.institutions=3", "model.name='logreg'",
+                                       "integrity.free_rider_kappa=0", f"integrity.slash={str(slash).lower()}"])
+    strategy, start = scored(config)
+    base, good = towards_a_fitted_model(config, start)
+    replies = [make_reply({k: (base[k] + scale * (good[k] - base[k])).astype(np.float32) for k in base},
+                          examples=50, institution=f"hospital-{i + 1:02d}", node_id=i + 1)
+               for i, scale in enumerate((1.0, 0.9, -2.0))]
+    votes = {"hospital-02": -0.05, "hospital-03": -0.05}
+    ballot = PeerRound(scores={"hospital-01": 0.0, **votes}, disagreeing=frozenset(), evaluations=2,
+                       commitments={"hospital-01": "ab" * 32}, voter_weights={"hospital-01": 1.0},
+                       votes={"hospital-01": votes}, salts={"hospital-01": "cd" * 32})
+    monkeypatch.setattr(strategy, "_peer_scores", lambda *_: ballot)
+    # Execute
+    rounds = []
+    for server_round in (1, 2, 3):
+        list(strategy.configure_train(server_round, start, ConfigRecord(), LoopbackGrid(3)))
+        strategy.aggregate_train(server_round, [copy.deepcopy(m) for m in replies])
+        rounds.append({"server_round": server_round, "scores": dataclasses.asdict(strategy.history[-1])})
+    # Assert: both are left out and unpaid, as the votes say; the server's split confirms hospital-03's harm, not
+    # hospital-02's, so hospital-02's rounds count neither way and only hospital-03 is slashed.
+    record = strategy.history[-1]
+    assert set(record.excluded) == {"hospital-02", "hospital-03"}
+    assert record.scores["hospital-02"] == record.scores["hospital-03"] == -0.05
+    policy = SlashingPolicy.of(config.integrity)
+    if slash:
+        assert record.inconclusive == ["hospital-02"]
+        assert "not held against its stake" in record.excluded["hospital-02"]
+        found = re.search(r"aggregate by ([+-]\d+\.\d+)", record.excluded["hospital-02"])
+        assert found is not None
+        change = float(found.group(1))
+        assert change > -config.integrity.slash_threshold
+        assert "not held" not in record.excluded["hospital-03"]
+        assert set(run_offences(rounds, policy)) == {(3, "hospital-03")}
+        # The voters' 2 evaluations, the ungraded voter's own check on the server's split (2), and the
+        # confirmation: all three, and all but each suspect.
+        assert record.evaluations == 2 + 2 + 3
+    else:  # nobody is slashed: nothing to confirm, no evaluation spent on it
+        assert record.inconclusive == [] and record.evaluations == 2 + 2
+        assert set(run_offences(rounds, policy)) == {(3, "hospital-02"), (3, "hospital-03")}
 
 
 def test_several_ungraded_updates_are_left_out_worst_first_whatever_their_order(

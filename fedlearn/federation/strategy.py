@@ -233,6 +233,9 @@ class ScoredStrategy(Strategy):
                                f"(on few features an honest class concentrates by itself)")
                 self._growth = None
         self.exclude_harmful = config.integrity.exclude_harmful
+        # Under peer validation a vote below the slashing bar is held against a stake only where the server's
+        # split confirms the harm (_unconfirmed_votes); None: nobody is slashed, nothing to confirm.
+        self.slash_threshold = config.integrity.slash_threshold if config.integrity.slash else None
         self.fewest = fewest_updates(config)
         self.refit_l2 = config.integrity.refit_l2 if config.integrity.refit_output_layer else None
         self.refit_noise = config.integrity.refit_noise
@@ -251,6 +254,7 @@ class ScoredStrategy(Strategy):
         self._updates: list[dict[str, np.ndarray]] = []
         self._hashes: dict[str, str] = {}  # every scored update's hash: evidence, kept even when left out
         self._clipped: dict[str, str] = {}  # this round's boosted updates, clipped: institution → why
+        self._unconfirmed: dict[str, str] = {}  # this round's votes below the slashing bar the server did not confirm
 
     def summary(self) -> None:
         log.info("scoring: %s on server validation (%s)", self.scoring.method, self.scoring.utility)
@@ -270,6 +274,7 @@ class ScoredStrategy(Strategy):
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         if self._start_arrays is None:
             raise RuntimeError("aggregate_train called before configure_train")
+        self._unconfirmed = {}
         accepted, rejected, unanswered = partition_replies(list(replies), self._start_arrays, self.nodes, self._sent)
         for node, reason in unanswered:
             who = (self.nodes or {}).get(node, f"node {node}") if node is not None else "a node"
@@ -454,6 +459,9 @@ class ScoredStrategy(Strategy):
         graded = graded_proposers(scored.ballots)
         scores = dict(scored.scores)
         before = utility.evaluations
+        self._unconfirmed = self._unconfirmed_votes(names, graded, scores, utility)
+        for name, why in self._unconfirmed.items():  # voted below the bar means voted below 0: left out
+            reasons[name] += f"; {why}"
         # Worst first, as the masking pass on the server's split goes: which one of several ungraded updates is
         # harmful must not depend on the order they came in.
         while ungraded := sorted(i for i in kept if names[i] not in graded):
@@ -470,6 +478,25 @@ class ScoredStrategy(Strategy):
         recorded = dataclasses.replace(scored, scores=scores,
                                        evaluations=scored.evaluations + utility.evaluations - before)
         return self._keep(accepted, kept), reasons, recorded
+
+    def _unconfirmed_votes(self, names: list[str], graded: set[str], scores: Mapping[str, float],
+                           utility: CachedUtility) -> dict[str, str]:
+        """Institution → why its round is not held against its stake: its voters scored its update below the
+        slashing bar (−``integrity.slash_threshold``, the score slashing reads), but on the server's validation
+        split it lowers the others' aggregate by less than that. Votes rest on a few dozen rows each, from data
+        unlike the proposer's: in the integrity benchmark they voted the largest honest institution below the bar
+        round after round and slashed it. A slash needs both witnesses; pay still follows the votes alone."""
+        if self.slash_threshold is None:
+            return {}
+        suspects = [i for i, name in enumerate(names) if name in graded and scores[name] < -self.slash_threshold]
+        if not suspects:
+            return {}
+        every = frozenset(range(len(names)))
+        whole = utility(every)
+        marginal = {i: whole - u for i, u in zip(suspects, utility.many([every - {i} for i in suspects]))}
+        return {names[i]: (f"not held against its stake: below the slashing bar by its votes, but on the server's "
+                           f"validation split it changes the others' aggregate by {marginal[i]:+.4f}")
+                for i in suspects if marginal[i] >= -self.slash_threshold}
 
     def _keep(self, accepted: list[Message], kept: set[int]) -> list[Message]:
         """The replies at the ``kept`` indices; ``self._updates``, aligned with them, keeps the same ones."""
@@ -653,7 +680,7 @@ class ScoredStrategy(Strategy):
             scores=scores,
             num_examples={name: examples_of(m) for name, m in zip(names, accepted)},
             rejected={r.institution: r.reason for r in rejected},
-            inconclusive=sorted(r.institution for r in rejected if not r.evidence),
+            inconclusive=sorted({r.institution for r in rejected if not r.evidence} | set(self._unconfirmed)),
             evaluations=evaluations,
             # Scoring time includes building the utility, not the real aggregation in between.
             scoring_seconds=time.perf_counter() - started,

@@ -32,8 +32,10 @@ class RoundScores:
     # Scored, but left out of the aggregate because their contribution was negative (integrity.exclude_harmful):
     # they keep their score, which is what slashing reads.
     excluded: dict[str, str] = field(default_factory=dict)
-    # Rejected, but not a bad round for slashing: set aside as free riders in a round whose scores sat too close
-    # to the noise line to tell training from noise (fedlearn.federation.free_riders.POWER). Not paid either way.
+    # Neither a bad round for slashing nor a clean one: set aside as free riders in a round whose scores sat too
+    # close to the noise line to tell training from noise (fedlearn.federation.free_riders.POWER), or, under peer
+    # validation, voted below the slashing bar where the server's validation split did not confirm the harm (the
+    # reason is in ``excluded``). Not paid either way.
     inconclusive: list[str] = field(default_factory=list)
     # Boosted: an update that moved the model far further per local step than the round's others, clipped to the
     # limit before it was aggregated and scored, and not paid for the round (fedlearn.federation.step_lengths).
