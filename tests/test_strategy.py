@@ -500,15 +500,16 @@ def test_under_peer_validation_an_update_no_voter_graded_is_checked_on_the_serve
     assert record.evaluations == 2 + 2
 
 
-@pytest.mark.parametrize("slash", [True, False])
+@pytest.mark.parametrize(("slash", "exclude"), [(True, True), (False, True), (True, False)])
 def test_under_peer_validation_a_vote_below_the_slashing_bar_counts_against_a_stake_only_where_the_server_agrees(
-    make_reply: ReplyFactory, monkeypatch: pytest.MonkeyPatch, slash: bool
+    make_reply: ReplyFactory, monkeypatch: pytest.MonkeyPatch, slash: bool, exclude: bool
 ) -> None:
     # Prepare: three institutions; the voter, hospital-01, votes both others below the slashing bar (-0.03):
     # hospital-02, which steps towards the fitted model (its voter's rows happen to disagree), and hospital-03,
     # which steps away from it. The same round three times over: three bad rounds slash (slash_k = 3 of 4).
     config = RunConfig.load(overrides=["scoring.validation='peers'", "data.institutions=3", "model.name='logreg'",
-                                       "integrity.free_rider_kappa=0", f"integrity.slash={str(slash).lower()}"])
+                                       "integrity.free_rider_kappa=0", f"integrity.slash={str(slash).lower()}",
+                                       f"integrity.exclude_harmful={str(exclude).lower()}"])
     strategy, start = scored(config)
     base, good = towards_a_fitted_model(config, start)
     replies = [make_reply({k: (base[k] + scale * (good[k] - base[k])).astype(np.float32) for k in base},
@@ -528,21 +529,29 @@ def test_under_peer_validation_a_vote_below_the_slashing_bar_counts_against_a_st
     # Assert: both are left out and unpaid, as the votes say; the server's split confirms hospital-03's harm, not
     # hospital-02's, so hospital-02's rounds count neither way and only hospital-03 is slashed.
     record = strategy.history[-1]
-    assert set(record.excluded) == {"hospital-02", "hospital-03"}
     assert record.scores["hospital-02"] == record.scores["hospital-03"] == -0.05
     policy = SlashingPolicy.of(config.integrity)
+    if not exclude:  # both stay in the aggregate; the slashing verdict is the same
+        assert record.excluded == {} and record.inconclusive == ["hospital-02"]
+        assert set(run_offences(rounds, policy)) == {(3, "hospital-03")}
+        return
+    assert set(record.excluded) == {"hospital-02", "hospital-03"}
     if slash:
         assert record.inconclusive == ["hospital-02"]
         assert "not held against its stake" in record.excluded["hospital-02"]
-        found = re.search(r"aggregate by ([+-]\d+\.\d+)", record.excluded["hospital-02"])
+        found = re.search(r"let in by ([+-]\d+\.\d+)", record.excluded["hospital-02"])
         assert found is not None
         change = float(found.group(1))
         assert change > -config.integrity.slash_threshold
         assert "not held" not in record.excluded["hospital-03"]
         assert set(run_offences(rounds, policy)) == {(3, "hospital-03")}
-        # The voters' 2 evaluations, the ungraded voter's own check on the server's split (2), and the
-        # confirmation: all three, and all but each suspect.
-        assert record.evaluations == 2 + 2 + 3
+        # The voters' 2 evaluations; the confirmation: what the votes let in (hospital-01's), and that with each
+        # suspect added; the ungraded voter's own check on the server's split: without it (with it is cached).
+        assert record.evaluations == 2 + 3 + 1
+        # A round without votes (one update) finds nothing to confirm: the last round's verdict is not carried over.
+        list(strategy.configure_train(4, start, ConfigRecord(), LoopbackGrid(3)))
+        strategy.aggregate_train(4, [copy.deepcopy(replies[0])])
+        assert strategy.history[-1].inconclusive == []
     else:  # nobody is slashed: nothing to confirm, no evaluation spent on it
         assert record.inconclusive == [] and record.evaluations == 2 + 2
         assert set(run_offences(rounds, policy)) == {(3, "hospital-02"), (3, "hospital-03")}

@@ -307,6 +307,11 @@ class ScoredStrategy(Strategy):
         utility = CachedUtility(round_utility(self.inner, server_round, accepted, self._start_arrays, self.model,
                                               self.validation, self.scoring.utility))
         scored = None if self.scoring.method == "trust" else self._scores(server_round, accepted, utility)
+        if scored is not None and self.scoring.validation == "peers" and len(accepted) > 1:
+            scored = self._confirm_votes(accepted, scored, utility)
+            if not self.exclude_harmful:  # otherwise the reason is recorded with the update's exclusion
+                for name, why in self._unconfirmed.items():
+                    log.info("round %d: update from %s %s", server_round, name, why)
         excluded: dict[str, str] = {}
         if scored is not None and self.exclude_harmful:
             # A lone update is scored on the server's split even under peer validation (_scores): checked there too.
@@ -459,7 +464,6 @@ class ScoredStrategy(Strategy):
         graded = graded_proposers(scored.ballots)
         scores = dict(scored.scores)
         before = utility.evaluations
-        self._unconfirmed = self._unconfirmed_votes(names, graded, scores, utility)
         for name, why in self._unconfirmed.items():  # voted below the bar means voted below 0: left out
             reasons[name] += f"; {why}"
         # Worst first, as the masking pass on the server's split goes: which one of several ungraded updates is
@@ -479,24 +483,37 @@ class ScoredStrategy(Strategy):
                                        evaluations=scored.evaluations + utility.evaluations - before)
         return self._keep(accepted, kept), reasons, recorded
 
-    def _unconfirmed_votes(self, names: list[str], graded: set[str], scores: Mapping[str, float],
-                           utility: CachedUtility) -> dict[str, str]:
-        """Institution → why its round is not held against its stake: its voters scored its update below the
-        slashing bar (−``integrity.slash_threshold``, the score slashing reads), but on the server's validation
-        split it lowers the others' aggregate by less than that. Votes rest on a few dozen rows each, from data
-        unlike the proposer's: in the integrity benchmark they voted the largest honest institution below the bar
-        round after round and slashed it. A slash needs both witnesses; pay still follows the votes alone."""
+    def _confirm_votes(self, accepted: list[Message], scored: RoundScoring, utility: CachedUtility) -> RoundScoring:
+        """Under peer validation, a vote is held against a stake only where the server's split confirms the harm.
+
+        Sets ``self._unconfirmed``: institution → why its round is not held against its stake. Its voters scored
+        its update below the slashing bar (−``integrity.slash_threshold``, on the score slashing reads), but on the
+        server's validation split adding it to the updates the votes let in lowers their aggregate's utility by
+        no more than that bar (it is still left out and unpaid: pay follows the votes). Votes rest on a few dozen
+        rows each, from data unlike the proposer's: in the integrity benchmark they voted the largest honest
+        institution below the bar round after round and slashed it. Measured against the updates the votes let
+        in, harmful updates left out by their votes cannot hide one another; under a robust rule that resists an
+        outlier the server sees no harm done, and votes alone no longer slash it. Returns ``scored`` with the
+        evaluations this took (one per suspect, one for the set let in)."""
         if self.slash_threshold is None:
-            return {}
-        suspects = [i for i, name in enumerate(names) if name in graded and scores[name] < -self.slash_threshold]
+            return scored
+        names = [institution_of(m) for m in accepted]
+        graded = graded_proposers(scored.ballots)
+        rewards = {voter: float(ballot.get("reward", 0.0)) for voter, ballot in scored.ballots.items()}
+        let_in = frozenset(i for i, name in enumerate(names) if scored.scores.get(name, 0.0) - rewards.get(name, 0.0)
+                           >= 0)
+        suspects = [i for i, name in enumerate(names)
+                    if name in graded and scored.scores.get(name, 0.0) < -self.slash_threshold]
         if not suspects:
-            return {}
-        every = frozenset(range(len(names)))
-        whole = utility(every)
-        marginal = {i: whole - u for i, u in zip(suspects, utility.many([every - {i} for i in suspects]))}
-        return {names[i]: (f"not held against its stake: below the slashing bar by its votes, but on the server's "
-                           f"validation split it changes the others' aggregate by {marginal[i]:+.4f}")
-                for i in suspects if marginal[i] >= -self.slash_threshold}
+            return scored
+        before = utility.evaluations
+        base = utility(let_in)
+        change = {i: u - base for i, u in zip(suspects, utility.many([let_in | {i} for i in suspects]))}
+        self._unconfirmed = {
+            names[i]: (f"not held against its stake: below the slashing bar by its votes, but on the server's "
+                       f"validation split it changes the aggregate of the updates its round's votes let in by "
+                       f"{change[i]:+.4f}") for i in suspects if change[i] >= -self.slash_threshold}
+        return dataclasses.replace(scored, evaluations=scored.evaluations + utility.evaluations - before)
 
     def _keep(self, accepted: list[Message], kept: set[int]) -> list[Message]:
         """The replies at the ``kept`` indices; ``self._updates``, aligned with them, keeps the same ones."""
