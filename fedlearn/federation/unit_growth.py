@@ -20,9 +20,10 @@ with little data moves every unit less: each is measured against itself, so neit
 sybil split shift anyone else's scale). A pair scores max_h min(U_i,h, U_j,h) × max(cos(S_i,h, S_j,h), 0); an
 institution scores its best pair, and is flagged when that exceeds :data:`THRESHOLD`
 (``integrity.backdoor_threshold``). One institution alone is never flagged: it takes two planting one trigger.
-A unit score alone does not tell a planter: over seeds 42-50 (every round, 10 institutions), honest institutions'
-best units reach 4.28 at α = 0.1 (seed 42: 0.91 of the growth in 4 inputs, 6.7 times the median unit) and 2.17 at
-α = 0.5, where one planter alone scores 0.99-8.19 (1.49 at most at seed 43); the pair's cosine is what separates.
+A unit score alone does not tell a planter: over seeds 42-50 (every round, 10 institutions;
+``benchmarks/backdoor_check.py --planters hospital-05``), honest institutions' best units reach 4.28 at α = 0.1
+(seed 42: 0.91 of the growth in 4 inputs, 6.7 times the median unit) and 1.84 at α = 0.5, where one planter alone
+scores 0.99-8.19 from round 3 on (1.49 at most at seed 43); the pair's cosine is what separates.
 The median stands for the honest cohort while fewer than half of a round's institutions plant one trigger; with
 half or more, the honest residuals mirror the trigger and are flagged with the planters. Among 3 institutions
 nobody is: no two residuals share a sign on any element.
