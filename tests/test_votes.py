@@ -415,6 +415,14 @@ def test_the_readme_example_pays_validators_by_agreement() -> None:
     assert scores == pytest.approx({"p1": 0.036, "p2": 0.018, "p3": -0.01, "A": 0.004, "B": 0.002})
 
 
+def test_an_update_paid_nothing_for_its_round_funds_no_validator_and_gives_nothing_up() -> None:
+    # The README example with p1 clipped as boosted: its +0.04 is not released, so it funds no validator pay.
+    scores, rewards = pay_validators({"p1": 0.04, "p2": 0.02, "p3": -0.01}, {"A": 1.0, "B": 0.5}, 0.1,
+                                     unpaid={"p1"})
+    assert rewards == pytest.approx({"A": 0.002 * 2 / 3, "B": 0.002 / 3})
+    assert scores == pytest.approx({"p1": 0.04, "p2": 0.018, "p3": -0.01, **rewards})
+
+
 def test_agreeing_voters_out_earn_a_lifting_colluder_who_validates_for_nothing() -> None:
     """Real ballots: the colluder that lifts the attacker disagrees, so its validation earns nothing and its own
     update nothing; the honest voters take the whole pot, in proportion to how far they agreed."""

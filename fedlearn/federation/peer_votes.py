@@ -31,7 +31,7 @@ import hmac
 import json
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -119,6 +119,7 @@ def peer_scores(
     grid: Grid, server_round: int, start: ArrayRecord, candidates: list[Candidate], voters: list[str],
     stakes: Mapping[str, float] | None = None,
     validator_share: float = 0.0,
+    unpaid: Collection[str] = (),
 ) -> PeerRound:
     """Run the round's ballot (commit, then reveal) among ``voters`` and combine the opened ballots.
 
@@ -126,7 +127,8 @@ def peer_scores(
     (its node id is looked up there). ``stakes``: each voter's stake (``None``: equal); see
     :func:`fedlearn.scoring.votes.combine_votes`, whose ConfigError it raises for invalid stakes. Votes on
     proposers that are not candidates are dropped. ``validator_share`` of the positive score mass pays the voters
-    by agreement (:func:`fedlearn.scoring.votes.pay_validators`); the scores returned include those rewards.
+    by agreement (:func:`fedlearn.scoring.votes.pay_validators`; ``unpaid`` proposers' scores fund none of it); the
+    scores returned include those rewards.
     """
     combine_votes(dict.fromkeys(voters, {}), stakes=stakes)  # invalid stakes fail before any voter works
     node_of = {name: node for name, node, _, _ in candidates}
@@ -148,7 +150,7 @@ def peer_scores(
         if voter in scores:
             scores[voter] = min(scores[voter], 0.0)
     weights = {**combined.voter_weights, **dict.fromkeys(broken, 0.0)}
-    scores, rewards = pay_validators(scores, weights, validator_share, stakes=stakes)
+    scores, rewards = pay_validators(scores, weights, validator_share, stakes=stakes, unpaid=unpaid)
     return PeerRound(
         scores=scores,
         disagreeing=disagreeing,

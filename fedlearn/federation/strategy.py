@@ -741,7 +741,7 @@ class ScoredStrategy(Strategy):
             return PeerRound(scores=dict.fromkeys(names, 0.0), disagreeing=frozenset(), evaluations=0,
                              commitments={}, voter_weights={}, stakes=stakes)
         return peer_scores(self._grid, server_round, self._start_arrays, candidates, voters, stakes=stakes,
-                           validator_share=self.validator_share)
+                           validator_share=self.validator_share, unpaid=frozenset(self._clipped))
 
     def _voter_stakes(self, server_round: int, voters: list[str]) -> dict[str, int] | None:
         """What each voter's votes weigh this round, as the stake reader gives it (a slash proposed against a voter

@@ -75,7 +75,7 @@ from __future__ import annotations
 import math
 import numbers
 import operator
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
 
@@ -287,12 +287,15 @@ def pay_validators(
     share: float,
     *,
     stakes: Mapping[str, float] | None = None,
+    unpaid: Collection[str] = (),
 ) -> tuple[dict[str, float], dict[str, float]]:
     """(every institution's score with its validation reward, voter → that reward); see the module docstring.
 
     ``scores``: the round's proposer scores; ``voter_weights``: each voter's agreement in [0, 1]; ``share``: ν in
     [0, 1). Voters need not be proposers. The rewards add up to ν × Σ max(score, 0), what the positive scores
     gave up; a voter whose own update scored negative gets its reward added to that score (net contribution).
+    ``unpaid``: proposers not paid for their update this round whatever it scored (clipped as boosted): their
+    scores neither fund the pot nor give anything up, since nothing is released for them.
     """
     if not 0 <= share < 1:
         raise ConfigError(f"integrity.validator_share must be in [0, 1), got {share}")
@@ -302,13 +305,13 @@ def pay_validators(
     top = max(positive.values(), default=0.0)
     weight = {v: w / top for v, w in positive.items()}
     total_weight = sum(weight.values())
-    pot = share * sum(max(s, 0.0) for s in scores.values())
+    pot = share * sum(max(s, 0.0) for name, s in scores.items() if name not in unpaid)
     if pot <= 0 or total_weight <= 0:
         return dict(scores), {}
     rewards = {v: r for v, w in sorted(weight.items()) if (r := pot * w / total_weight) > 0}
     if not rewards:  # a pot too small to split in floating point
         return dict(scores), {}
-    paid = {name: (1 - share) * s if s > 0 else s for name, s in scores.items()}
+    paid = {name: (1 - share) * s if s > 0 and name not in unpaid else s for name, s in scores.items()}
     for voter, reward in rewards.items():
         paid[voter] = paid.get(voter, 0.0) + reward
     return paid, rewards
