@@ -2,11 +2,13 @@
 // hand from the Solidity sources (not from fedlearn's artifacts or web3.py), and checks a published payout tree with
 // @openzeppelin/merkle-tree: a second reading of the chain, to compare with what fedlearn says it paid.
 //
-//   node read_chain.js RPC_URL DISTRIBUTOR TREE_DUMP ACCOUNT...
+//   node read_chain.js < {"rpc", "distributor", "tree", "accounts": [...], "updates": [{"round", "hash"}, ...]}
 //
 // Prints JSON: every RoundSettled event, the claimable round and root, the tree's root and each account's leaf
-// (verified against the tree's root), and per account what the distributor says it claimed, its Claimed events,
-// its Staked events and its token balance. Amounts are decimal strings (wei).
+// (verified against the tree's root), per account what the distributor says it claimed, its Claimed events, its
+// Staked events and its token balance, every SlashProposed event, and the slash evidence each given update would
+// carry, computed here from the rule the contracts' users are told (sha256 of the domain, the chain's round as 32
+// bytes and the update's 32-byte hash). Amounts are decimal strings (wei).
 const fs = require("fs");
 const { ethers } = require("ethers");
 const { StandardMerkleTree } = require("@openzeppelin/merkle-tree");
@@ -15,6 +17,7 @@ const DISTRIBUTOR = [
   "event RoundSettled(uint256 indexed round, bytes32 indexed modelHash, bytes32 rewardsRoot, uint256 roundTotal, uint256 leavesTotal, uint256 readyAt)",
   "event Claimed(address indexed account, uint256 amount, uint256 cumulativeAmount)",
   "event Staked(address indexed account, uint256 amount)",
+  "event SlashProposed(uint256 indexed id, address indexed account, uint256 amount, bytes32 indexed evidenceHash, uint256 executableAt)",
   "function token() view returns (address)",
   "function claimableRound() view returns (uint64)",
   "function rewardsRoot() view returns (bytes32)",
@@ -22,8 +25,16 @@ const DISTRIBUTOR = [
 ];
 const TOKEN = ["function balanceOf(address account) view returns (uint256)"];
 
+const EVIDENCE_DOMAIN = "fedlearn/slash-evidence/v1";
+
+function evidenceOf(round, updateHash) {
+  return ethers.sha256(ethers.concat([ethers.toUtf8Bytes(EVIDENCE_DOMAIN), ethers.zeroPadValue(ethers.toBeHex(round), 32),
+                                      updateHash]));
+}
+
 async function main() {
-  const [rpc, distributorAddress, treeFile, ...accounts] = process.argv.slice(2);
+  const input = JSON.parse(fs.readFileSync(0, "utf8"));
+  const { rpc, distributor: distributorAddress, tree: treeFile, accounts, updates } = input;
   const provider = new ethers.JsonRpcProvider(rpc, undefined, { staticNetwork: true });
   const distributor = new ethers.Contract(distributorAddress, DISTRIBUTOR, provider);
   const token = new ethers.Contract(await distributor.token(), TOKEN, provider);
@@ -55,8 +66,15 @@ async function main() {
       balance: (await token.balanceOf(account)).toString(),
     };
   }
+  const proposed = await distributor.queryFilter(distributor.filters.SlashProposed(), 0, "latest");
   process.stdout.write(JSON.stringify({
     rounds,
+    slashProposals: proposed.map((e) => ({
+      account: e.args.account,
+      amount: e.args.amount.toString(),
+      evidenceHash: e.args.evidenceHash,
+    })),
+    evidence: (updates || []).map((u) => evidenceOf(u.round, u.hash)),
     claimableRound: Number(await distributor.claimableRound()),
     rewardsRoot: await distributor.rewardsRoot(),
     treeRoot: tree.root,
