@@ -149,9 +149,13 @@ def run_once(job: tuple[str, list[str], str, str, int, int]) -> dict[str, Any]:
     # Every update clipped as boosted (aggregated at the limit's length, not paid for the round).
     clipped = [(r["server_round"], name, why) for r in rounds if r.get("scores")
                for name, why in (r["scores"].get("clipped") or {}).items()]
+    # Under peer validation, every round voted below the slashing bar that the server's split did not confirm
+    # (inconclusive, but not a set-aside): neither for nor against a slash.
+    unconfirmed = [(r["server_round"], name) for r in rounds if r.get("scores")
+                   for name in r["scores"].get("inconclusive", []) if name not in (r["scores"].get("rejected") or {})]
     return {
         "configuration": configuration, "behaviours": set_name, "seed": seed,
-        "accuracy": float(summary["final_test_accuracy"]),
+        "accuracy": float(summary["final_test_accuracy"]), "unconfirmed": unconfirmed,
         "backdoor_success": summary.get("final_backdoor_success"),
         "earned": {i["name"]: int(i["tokens_earned"]) for i in summary["institutions"]},
         "slashed": slashed, "set_aside": set_aside, "clipped": clipped,
@@ -193,6 +197,9 @@ def summarise(runs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[st
                                  if name not in adversarial],
             # Rounds in which an honest institution's update was clipped as boosted (unpaid for the round).
             "honest_clipped": [[rnd, name, why] for rnd, name, why in r.get("clipped", []) if name not in adversarial],
+            # Under peer validation: rounds voted below the slashing bar the server's split did not confirm.
+            "votes_unconfirmed": {"honest": sum(name not in adversarial for _, name in r.get("unconfirmed", [])),
+                                  "adversaries": sum(name in adversarial for _, name in r.get("unconfirmed", []))},
             "sybil_over_whole": None,
         }
         if r["behaviours"].startswith("sybil_"):
@@ -238,6 +245,8 @@ def worst_cases(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             "honest_slashed": sum(row["honest_slashed"] for row in mine),
             "honest_set_aside": sum(len(row["honest_set_aside"]) for row in mine),
             "honest_clipped": sum(len(row.get("honest_clipped", [])) for row in mine),
+            "votes_unconfirmed": {who: sum(row.get("votes_unconfirmed", {}).get(who, 0) for row in mine)
+                                  for who in ("honest", "adversaries")},
             "honest_accuracy_below_plain_fedavg_points": max(plain_gap) if plain_gap else None,
             "per_attack_worst_share": {b: max(row["adversary_share"] for row in attacks if row["behaviours"] == b)
                                        for b in sorted({row["behaviours"] for row in attacks})},
