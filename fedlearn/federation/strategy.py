@@ -60,6 +60,13 @@ from fedlearn.scoring.votes import combine_votes, select_voters
 log = logging.getLogger("flwr")  # shown with Flower's own lines under `flwr run`
 
 
+def _consensus(scored: RoundScoring, names: list[str]) -> dict[str, float]:
+    """Each update's score before the validator reward its institution earned as a voter: the voters' consensus,
+    scaled by 1 − validator share when positive. Its sign decides whether the votes let the update in."""
+    rewards = {voter: float(ballot.get("reward", 0.0)) for voter, ballot in scored.ballots.items()}
+    return {name: scored.scores.get(name, 0.0) - rewards.get(name, 0.0) for name in names}
+
+
 def fewest_updates(config: RunConfig) -> int:
     """The fewest updates the configured rule aggregates at all: Bulyan's 4f + 3 (Flower's Bulyan skips the
     round below it; Krum and MultiKrum narrow their neighbourhoods instead); 1 for the others."""
@@ -234,7 +241,7 @@ class ScoredStrategy(Strategy):
                 self._growth = None
         self.exclude_harmful = config.integrity.exclude_harmful
         # Under peer validation a vote below the slashing bar is held against a stake only where the server's
-        # split confirms the harm (_unconfirmed_votes); None: nobody is slashed, nothing to confirm.
+        # split confirms the harm (_confirm_votes); None: nobody is slashed, nothing to confirm.
         self.slash_threshold = config.integrity.slash_threshold if config.integrity.slash else None
         self.fewest = fewest_updates(config)
         self.refit_l2 = config.integrity.refit_l2 if config.integrity.refit_output_layer else None
@@ -455,9 +462,8 @@ class ScoredStrategy(Strategy):
         consensus, plus any validator reward the institution earned that round as a voter. ``self._updates``
         keeps the arrays of those that stay.
         """
-        rewards = {voter: float(ballot.get("reward", 0.0)) for voter, ballot in scored.ballots.items()}
         names = [institution_of(m) for m in accepted]
-        consensus = {name: scored.scores.get(name, 0.0) - rewards.get(name, 0.0) for name in names}
+        consensus = _consensus(scored, names)
         kept = {i for i, name in enumerate(names) if consensus[name] >= 0}
         reasons = {names[i]: f"its voters' consensus {consensus[names[i]]:+.4f} says it lowers the utility"
                    for i in range(len(names)) if i not in kept}
@@ -499,9 +505,8 @@ class ScoredStrategy(Strategy):
             return scored
         names = [institution_of(m) for m in accepted]
         graded = graded_proposers(scored.ballots)
-        rewards = {voter: float(ballot.get("reward", 0.0)) for voter, ballot in scored.ballots.items()}
-        let_in = frozenset(i for i, name in enumerate(names) if scored.scores.get(name, 0.0) - rewards.get(name, 0.0)
-                           >= 0)
+        consensus = _consensus(scored, names)
+        let_in = frozenset(i for i, name in enumerate(names) if consensus[name] >= 0)  # as _exclude_voted_down keeps
         suspects = [i for i, name in enumerate(names)
                     if name in graded and scored.scores.get(name, 0.0) < -self.slash_threshold]
         if not suspects:
