@@ -81,7 +81,7 @@ def test_every_behaviour_parses_with_each_of_its_parameters() -> None:
     values = {"scale": "2", "sigma": "0.3", "flip_fraction": "0.5", "sybil_identities": "2",
               "free_rider_noise": "0.01", "claimed_examples": "7", "replay_scale": "1.5", "effort": "0.2",
               "effort_rows": "4", "claim_factor": "3", "poison_fraction": "0.4", "target": "3", "source": "2",
-              "copy_noise": "0.01"}
+              "copy_noise": "0.01", "from_round": "3"}
     for name in BEHAVIOURS:
         params = "".join(f":{p}={values[p]}" for p in PARAMETERS[name])
         spec = parse_behaviours(f"hospital-01={name}{params}", INSTITUTIONS)["hospital-01"]
@@ -125,6 +125,8 @@ def test_every_behaviour_parses_with_each_of_its_parameters() -> None:
         ("hospital-03=backdoor:source=1", "'source' for backdoor"),
         ("hospital-03=targeted_label_flip:source=7", "source = 7 must differ from target = 7"),
         ("hospital-03=targeted_label_flip:target=1", "source = 1 must differ from target = 1"),
+        ("hospital-03=low_effort:from_round=0", "from_round = 0 must be at least 1"),
+        ("hospital-03=sybil:from_round=2", "'from_round' for sybil"),
     ],
 )
 def test_bad_entries_raise_one_line_naming_the_offending_part(text: str, offending: str) -> None:
@@ -492,6 +494,29 @@ def test_train_as_low_effort_at_full_effort_is_honest() -> None:
     _, honest, sent, claimed = local_round(BehaviourSpec("low_effort", effort=1.0))
     assert claimed == 60
     assert_same(sent, honest)
+
+
+@pytest.mark.parametrize("name", ["low_effort", "sign_flip", "free_rider", "colluder"])
+def test_a_late_starting_attack_trains_honestly_before_its_round_and_attacks_from_it(name: str) -> None:
+    X, y = separable()
+    spec = BehaviourSpec(name, from_round=3)
+    honest, honest_claim = arrays_after(HONEST, X, y)
+    always = arrays_after(BehaviourSpec(name), X, y)
+
+    def sent_in(server_round: int) -> tuple[dict[str, np.ndarray], int]:
+        model = fresh()
+        sent, claimed, _ = train_as(spec, model, X, y, 2, TRAIN_SPEC, CPU, seed=3, server_round=server_round)
+        return sent, claimed
+
+    for early in (1, 2):
+        sent, claimed = sent_in(early)
+        assert_same(sent, honest)
+        assert claimed == honest_claim
+    for late in (3, 7):
+        sent, claimed = sent_in(late)
+        assert_same(sent, always[0])
+        assert claimed == always[1]
+        assert differs(sent, honest)
 
 
 def test_train_as_targeted_label_flip_trains_on_the_relabelled_rows() -> None:

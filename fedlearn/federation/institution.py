@@ -71,7 +71,7 @@ def build_client_app(config: RunConfig | None = None) -> ClientApp:
         _, claimed, result = train_as(member.behaviour, model, X, y, member.data.num_classes, spec,
                                       select_device(spec.device),
                                       seed=seed_of(cfg, server_round, partition_id),
-                                      previous=previous, collusion=collusion)
+                                      previous=previous, collusion=collusion, server_round=server_round)
         context.state[PREVIOUS_GLOBAL_KEY] = received.copy()
 
         reply = RecordDict({

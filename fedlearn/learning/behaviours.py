@@ -44,7 +44,7 @@ BEHAVIOURS: tuple[str, ...] = ("honest", "label_flip", "sign_flip", "gaussian_no
                                 "targeted_label_flip", "colluder")
 
 # The parameters each behaviour reads; any other parameter in its config is a mistake and is refused.
-PARAMETERS: dict[str, tuple[str, ...]] = {
+_OWN_PARAMETERS: dict[str, tuple[str, ...]] = {
     "honest": (),
     "label_flip": ("flip_fraction",),
     "sign_flip": ("scale",),
@@ -59,9 +59,15 @@ PARAMETERS: dict[str, tuple[str, ...]] = {
     "targeted_label_flip": ("source", "target"),
     "colluder": ("effort_rows", "copy_noise"),
 }
+# Every behaviour but honesty and a sybil split (what the data is, not what a round does) can also start late:
+# honest before round ``from_round``, then the attack, so that the first rounds' scores look like anyone's.
+PARAMETERS: dict[str, tuple[str, ...]] = {
+    name: own if name in ("honest", "sybil") else (*own, "from_round") for name, own in _OWN_PARAMETERS.items()
+}
 
 # Parameters read as integers (the rest are floats).
-INT_PARAMETERS: tuple[str, ...] = ("sybil_identities", "claimed_examples", "effort_rows", "target", "source")
+INT_PARAMETERS: tuple[str, ...] = ("sybil_identities", "claimed_examples", "effort_rows", "target", "source",
+                                   "from_round")
 
 # A class parameter left out takes its behaviour's default: the same name means different classes to each.
 DEFAULT_CLASSES: dict[str, dict[str, int]] = {
@@ -101,7 +107,8 @@ class BehaviourSpec:
     ``claim_factor``: count_lie's and a free rider's multiplier of its row count (default 10);
     ``poison_fraction``: backdoor's share of rows;
     ``target``/``source``: the classes backdoor and targeted_label_flip use (None: :data:`DEFAULT_CLASSES`;
-    read them through :attr:`target_class` and :attr:`source_class`); ``copy_noise``: a colluder's noise.
+    read them through :attr:`target_class` and :attr:`source_class`); ``copy_noise``: a colluder's noise;
+    ``from_round``: the first round it behaves so (honest before it; 1: from the start).
     """
 
     name: str
@@ -119,6 +126,7 @@ class BehaviourSpec:
     target: int | None = None
     source: int | None = None
     copy_noise: float = 1e-3
+    from_round: int = 1
 
     def __post_init__(self) -> None:
         if self.name not in BEHAVIOURS:
@@ -150,6 +158,7 @@ class BehaviourSpec:
             (self.target is None or self.target >= 0, "target", self.target, "must be >= 0"),
             (self.source is None or self.source >= 0, "source", self.source, "must be >= 0"),
             (self.copy_noise >= 0, "copy_noise", self.copy_noise, "must be >= 0"),
+            (self.from_round >= 1, "from_round", self.from_round, "must be at least 1"),
             (self.name != "targeted_label_flip" or self.source_class != self.target_class, "source",
              self.source_class, f"must differ from target = {self.target_class}"),
         ]
@@ -431,6 +440,7 @@ def train_as(
     seed: int,
     previous: Mapping[str, np.ndarray] | None = None,
     collusion: Collusion | None = None,
+    server_round: int | None = None,
 ) -> tuple[dict[str, np.ndarray], int, TrainResult]:
     """One local round as ``spec`` behaves: poison, train, tamper; (arrays to send, examples to claim, result).
 
@@ -440,8 +450,10 @@ def train_as(
     ``collusion``'s rows with ``collusion``'s seed (without one it leads its own group: its rows, ``seed``) and
     only its noise comes from ``seed``. Every behaviour but free riders' and count_lie claims ``len(y)``, its
     own rows, whatever it trained on. The result's ``num_examples`` is the claim, so a ClientApp reports it
-    unchanged.
+    unchanged. Before ``spec.from_round`` (when ``server_round`` is given) it trains honestly.
     """
+    if server_round is not None and server_round < spec.from_round:
+        spec, collusion = HONEST, None
     rng = np.random.default_rng(seed)
     start = {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
     if spec.name in ("free_rider", "disguised_free_rider"):
