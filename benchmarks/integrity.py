@@ -67,6 +67,11 @@ UNLISTED = {
     # The listed targeted flip relabels class 1 whatever the three hold (at seed 46, 2 of their 335 rows): here
     # each seed's three relabel the class they hold most between them, as an attacker who knows its data would.
     "targeted_flip_held_class": "targeted_label_flip:source={held}:target={target}",
+    # Sleepers: honest for the first two rounds, whose scores are the largest, then the attack.
+    "late_low_effort_5_rows": "low_effort:effort_rows=5:from_round=3",
+    "late_colluding_copies": "colluder:from_round=3",
+    "late_boosted": "boosted:scale=5:from_round=3",
+    "late_label_flip": "label_flip:from_round=3",
 }
 MIX = "hospital-02=sign_flip:scale=4, hospital-05=disguised_free_rider:claim_factor=1, hospital-08=backdoor"
 # The default configuration is configs/demo.toml as it stands; each alternative changes it as named.
