@@ -24,6 +24,7 @@ import argparse
 import functools
 import json
 import os
+import re
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -161,10 +162,31 @@ def run_once(job: tuple[str, list[str], str, str, int, int]) -> dict[str, Any]:
     return {
         "configuration": configuration, "behaviours": set_name, "seed": seed,
         "accuracy": float(summary["final_test_accuracy"]), "unconfirmed": unconfirmed,
+        "share_before_attack": share_before_attack(rounds, behaviours),
         "backdoor_success": summary.get("final_backdoor_success"),
         "earned": {i["name"]: int(i["tokens_earned"]) for i in summary["institutions"]},
         "slashed": slashed, "set_aside": set_aside, "clipped": clipped,
     }
+
+
+def share_before_attack(rounds: list[dict[str, Any]], behaviours: str) -> float | None:
+    """For a sleeper (``from_round``): the adversaries' contribution share had every score of theirs from that
+    round on been 0 — what the rounds in which they trained honestly earn them under the payout rule (amounts
+    already paid never go down). None for an attack from the first round."""
+    found = re.search(r"from_round=(\d+)", behaviours)
+    if found is None:
+        return None
+    start, total = int(found.group(1)), dict.fromkeys(ADVERSARIES, 0.0)
+    for r in rounds:
+        scores = r.get("scores") or {}
+        if not scores.get("significant"):
+            continue
+        for name, value in scores["scores"].items():
+            if name not in ADVERSARIES or scores["server_round"] < start:
+                total[name] = total.get(name, 0.0) + value
+    positive = {name: max(value, 0.0) for name, value in total.items()}
+    whole = sum(positive.values())
+    return sum(positive[name] for name in ADVERSARIES) / whole if whole else 0.0
 
 
 def adversaries_of(set_name: str, earned: dict[str, int]) -> set[str]:
@@ -194,6 +216,7 @@ def summarise(runs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[st
             "accuracy": r["accuracy"], "accuracy_drop_points": 100 * (base["accuracy"] - r["accuracy"]),
             "backdoor_success": r["backdoor_success"],
             "adversary_share": share(r["earned"], adversarial),
+            "adversary_share_before_attack": r.get("share_before_attack"),
             "honest_equivalent_share": share(base["earned"], set(ADVERSARIES)) if adversarial else None,
             "adversaries_slashed": len(set(r["slashed"]) & adversarial),
             "honest_slashed": len(set(r["slashed"]) - adversarial),
@@ -302,16 +325,19 @@ def main() -> None:
             backdoor = [r["backdoor_success"] for r in mine if r["backdoor_success"] is not None]
             equivalent = [r["honest_equivalent_share"] for r in mine if r["honest_equivalent_share"] is not None]
             sybil = [r["sybil_over_whole"] for r in mine if r["sybil_over_whole"] is not None]
+            before = [r["adversary_share_before_attack"] for r in mine
+                      if r["adversary_share_before_attack"] is not None]
             table.append([config, set_name, min(r["accuracy"] for r in mine),
                           max(r["accuracy_drop_points"] for r in mine),
                           max(backdoor) if backdoor else "", max(r["adversary_share"] for r in mine),
-                          max(equivalent) if equivalent else "", max(sybil) if sybil else "",
+                          max(equivalent) if equivalent else "", max(before) if before else "",
+                          max(sybil) if sybil else "",
                           sum(r["adversaries_slashed"] for r in mine), sum(r["honest_slashed"] for r in mine),
                           sum(len(r["honest_set_aside"]) for r in mine),
                           sum(len(r["honest_clipped"]) for r in mine)])
     print(f"worst case over seeds {args.seeds}, {args.rounds} rounds, 3 of 10 institutions adversarial:")
     print_table(["configuration", "behaviours", "min acc.", "max drop pts", "backdoor", "adv. share",
-                 "honest-equiv.", "sybil/whole", "adv. slashed", "honest slashed", "honest set aside",
+                 "honest-equiv.", "before attack", "sybil/whole", "adv. slashed", "honest slashed", "honest set aside",
                  "honest clipped"], table)
     print()
     print_table(["configuration", "worst adv. share", "(attack)", "adv. ÷ honest-equiv.", "(attack)", "worst drop pts",
