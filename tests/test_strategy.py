@@ -207,6 +207,23 @@ def test_fast_mean_utility_equals_flowers_fedavg_on_every_subset(make_reply: Rep
         # All subset models at once (vmap over stacked weights), in a shuffled order with repeats.
         order = np.random.default_rng(0).permutation(len(subsets) * 2) % len(subsets)
         assert fast.many([subsets[i] for i in order]) == pytest.approx([expected[i] for i in order], abs=1e-6)
+    # Any mix of the updates with the start model: half of update 0's step, update 1's doubled, and the mean of
+    # updates 2 and 3 beside a zero step of update 4's weight — each against the model built by hand.
+    examples = np.array([examples_of(m) for m in replies], dtype=np.float64)
+    mixes = np.zeros((3, 5))
+    mixes[0, 0], mixes[1, 1] = 0.5, 2.0
+    mixes[2, [2, 3]] = examples[[2, 3]] / examples[[2, 3, 4]].sum()
+    start_state = {k: v.detach().numpy().astype(np.float64) for k, v in model.state_dict().items()}
+    update_states = [{k: v.numpy().astype(np.float64) for k, v in arrays_of(m).to_torch_state_dict().items()}
+                     for m in replies]
+    for row, value in zip(mixes, fast.mixes(torch.as_tensor(mixes))):
+        by_hand = copy.deepcopy(model)
+        by_hand.load_state_dict({k: torch.as_tensor(start_state[k] + sum(c * (u[k] - start_state[k])
+                                                                         for c, u in zip(row, update_states)),
+                                                    dtype=torch.float32) for k in start_state})
+        record = ArrayRecord(by_hand.state_dict())
+        assert value == pytest.approx(ModelUtility(by_hand, lambda subset, record=record: record,
+                                                   *validation_set(), metric="brier")(frozenset()), abs=1e-6)
 
 
 @pytest.mark.parametrize("metric", ["accuracy", "neg_loss", "brier", "margin"])

@@ -122,26 +122,34 @@ class MeanUtility:
             k: torch.stack([s[k].to(torch.float64) for s in states]).to(self._device) for k in self._start
         }
 
-    @torch.no_grad()
     def many(self, subsets: Sequence[frozenset[int]]) -> list[float]:
-        """U of every subset, ``BATCH`` subset models at a time: their weights are one matrix product with the
-        stacked updates, and the model runs on all of them at once (``torch.func.vmap``). The same values as
-        one call each, to float rounding."""
+        """U of every subset, ``BATCH`` subset models at a time (:meth:`mixes`, each subset's weight shares as its
+        row). The same values as one call each, to float rounding."""
+        members = torch.zeros((len(subsets), len(self._examples)), dtype=torch.float64)
+        for row, subset in enumerate(subsets):
+            members[row, sorted(subset)] = 1.0
+        weights = members * self._examples
+        # The empty subset's row stays 0: the round's start model, not a mean of nothing.
+        return self.mixes(weights / weights.sum(dim=1, keepdim=True).clamp_min(1e-300))
+
+    @torch.no_grad()
+    def mixes(self, coefficients: torch.Tensor) -> list[float]:
+        """U of the model start + Σ_j c_j (update_j − start) for each row c of ``coefficients`` (one column per
+        update): a subset's mean when c holds its weight shares, and any other mix of the round's updates with
+        its start model (a coalition beside an update that did not move, a step of another length). Evaluated
+        ``BATCH`` models at a time: their weights are one matrix product with the stacked updates, and the model
+        runs on all of them at once (``torch.func.vmap``)."""
         values: list[float] = []
-        n = len(self._examples)
-        for begin in range(0, len(subsets), BATCH):
-            chunk = subsets[begin:begin + BATCH]
-            members = torch.zeros((len(chunk), n), dtype=torch.float64)
-            for row, subset in enumerate(chunk):
-                members[row, sorted(subset)] = 1.0
-            weights = members * self._examples
-            empty = weights.sum(dim=1) == 0
-            weights = (weights / weights.sum(dim=1, keepdim=True).clamp_min(1e-300)).to(self._device)
+        for begin in range(0, len(coefficients), BATCH):
+            chunk = coefficients[begin:begin + BATCH].to(torch.float64)
+            rest = 1.0 - chunk.sum(dim=1)
+            # A row of weight shares sums to 1 up to rounding: its model is their mean exactly, as Flower's is.
+            rest = torch.where(rest.abs() < 1e-9, torch.zeros_like(rest), rest).to(self._device)
+            chunk = chunk.to(self._device)
             params = {}
             for k, v in self._stacked.items():
-                mixed = torch.tensordot(weights, v, dims=1)
-                # The empty subset is the round's start model, not a mean of nothing.
-                mixed[empty.to(self._device)] = self._start[k].to(torch.float64)
+                start = self._start[k].to(torch.float64)
+                mixed = torch.tensordot(chunk, v, dims=1) + rest.reshape(-1, *[1] * start.dim()) * start
                 params[k] = mixed.to(self._start[k].dtype)
             logits = torch.func.vmap(lambda p: torch.func.functional_call(self._model, p, (self._X,)))(params)
             values.extend(per_example_utility(logits, self._y, self._metric).mean(dim=-1).tolist())
