@@ -122,6 +122,12 @@ class MeanUtility:
             k: torch.stack([s[k].to(torch.float64) for s in states]).to(self._device) for k in self._start
         }
 
+    @property
+    def weights(self) -> np.ndarray:
+        """Each update's aggregation weight (the example count its reply carries, checked against the registered
+        one), in the order of the replies."""
+        return self._examples.numpy().copy()
+
     def many(self, subsets: Sequence[frozenset[int]]) -> list[float]:
         """U of every subset, ``BATCH`` subset models at a time (:meth:`mixes`, each subset's weight shares as its
         row). The same values as one call each, to float rounding."""

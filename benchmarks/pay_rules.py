@@ -1,0 +1,204 @@
+"""Pay rules, offline: what other scoring games and round weights would pay on the very same runs.
+
+A change to what is paid is judged against two references at once: the retraining Shapley value of the
+payout-fairness federation (``benchmarks/payout_fairness.py``, stored per seed) and what attacks earn in the
+integrity benchmark's default configuration (``benchmarks/integrity.py``). Each run is made once, in the default
+configuration; every round's coalition utility is kept (the project's own, :class:`MeanUtility`), and each rule
+below is applied to it with the run's own exclusions and significant rounds. A rule that would leave out other
+updates would also move the model, which this does not follow: the figures say what the rule pays on the
+default's trajectory. Contribution shares stand in for token shares (the true-up makes them equal unless someone
+was paid early beyond its final share).
+
+Games, per round, exact Banzhaf over the round's updates (an update left out keeps its recorded score when that is
+negative, else 0, under every game):
+  mean       the default's: a coalition's model is its members' weighted mean (reproduces the recorded scores)
+  zero_twin  each update against a zero step of its registered weight: U(S + i) − U(S beside a zero step of
+             weight w_i), so an update earns nothing for shortening the averaged step (n · 2^(n−1) more
+             evaluations)
+  best_step  a coalition's mean step taken at the best of the lengths in STEPS, so that no update earns for the
+             length of the step, only for its direction
+Round weights: equal (the default), from_round_2 (round 1 counts nothing), headroom (the option of that name).
+
+    .venv/bin/python benchmarks/pay_rules.py [--seeds 42 ... 50] [--attack-seeds 42 43 44]
+
+Writes benchmarks/results/pay_rules.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import itertools
+import json
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from common import ROOT, print_table, whole, write_results  # noqa: I001 - puts the project root on sys.path
+from payout_variants import stored_truth
+from scipy.stats import spearmanr
+
+GAMES = ("mean", "zero_twin", "best_step")
+WEIGHTS = ("equal", "from_round_2", "headroom")
+STEPS = (0.5, 0.75, 1.0, 1.25, 1.5)
+NOISY = ("hospital-01", "hospital-02")
+ADVERSARIES = ("hospital-02", "hospital-05", "hospital-08")
+ATTACKS = ("honest", "low_effort_5_rows", "colluding_copies", "boosted", "targeted_label_flip", "backdoor",
+           "label_flip", "late_low_effort_5_rows", "late_colluding_copies", "late_boosted")
+
+
+def banzhaf_values(n: int, utility: dict[tuple[int, ...], float]) -> np.ndarray:
+    beta = np.zeros(n)
+    for coalition, value in utility.items():
+        member = np.zeros(n, dtype=bool)
+        member[list(coalition)] = True
+        beta += np.where(member, value, -value)
+    return beta / 2 ** (n - 1)
+
+
+def round_games(mean_utility: Any, n: int) -> dict[str, np.ndarray]:
+    """Every game's Banzhaf values for one round, from its :class:`MeanUtility`."""
+    weights = mean_utility.weights
+    coalitions = [c for size in range(n + 1) for c in itertools.combinations(range(n), size)]
+    shares = np.zeros((len(coalitions), n))
+    for row, c in enumerate(coalitions):
+        if c:
+            shares[row, list(c)] = weights[list(c)] / weights[list(c)].sum()
+    mean = dict(zip(coalitions, mean_utility.mixes(torch.as_tensor(shares))))
+    # The best step: each coalition's mean step at every length in STEPS, the best one taken.
+    stepped = np.array(mean_utility.mixes(torch.as_tensor(np.concatenate([s * shares for s in STEPS]))))
+    best = dict(zip(coalitions, stepped.reshape(len(STEPS), -1).max(axis=0)))
+    best[()] = mean[()]
+    # The zero twin: S beside a zero step of i's weight, for every i and every S without i.
+    twin = np.zeros(n)
+    for i in range(n):
+        without = [c for c in coalitions if i not in c]
+        beside = np.zeros((len(without), n))
+        for row, c in enumerate(without):
+            if c:
+                beside[row, list(c)] = weights[list(c)] / (weights[list(c)].sum() + weights[i])
+        values = mean_utility.mixes(torch.as_tensor(beside))
+        twin[i] = np.mean([mean[tuple(sorted((*c, i)))] - v for c, v in zip(without, values)])
+    return {"mean": banzhaf_values(n, mean), "zero_twin": twin, "best_step": banzhaf_values(n, best)}
+
+
+def captured_run(job: tuple[str, str, int]) -> dict[str, Any]:
+    """One run in the default configuration; per round, every game's values and what the run recorded."""
+    kind, name, seed = job
+    import fedlearn.federation.strategy as strategy_module
+    from fedlearn.config import RunConfig
+    from fedlearn.federation.replies import institution_of
+    from fedlearn.federation.simulation import run_federation
+
+    torch.set_num_threads(1)
+    captured: dict[int, tuple[list[str], Any]] = {}
+    real = strategy_module.round_utility
+
+    def recording(strategy: Any, server_round: int, replies: list[Any], *rest: Any) -> Any:
+        utility = real(strategy, server_round, replies, *rest)
+        captured[server_round] = ([institution_of(m) for m in replies], utility)
+        return utility
+
+    strategy_module.round_utility = recording
+    if kind == "fairness":
+        from payout_fairness import federation_config
+        config = federation_config(seed, "banzhaf")
+    else:
+        import integrity
+        sets = {**integrity.behaviour_sets(), **integrity.behaviour_sets(unlisted=True)}
+        config = RunConfig.load(ROOT / "configs" / "demo.toml", overrides=[
+            f"run.seed={seed}", "run.rounds=8", "simulation.engine='local'",
+            f"integrity.behaviours=\"{integrity.for_seed(sets[name], seed)}\""])
+    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
+        run_federation(config.replace(run={"output_dir": tmp}), run_dir=Path(tmp) / "run", progress=False)
+        recorded = json.loads((Path(tmp) / "run" / "rounds.json").read_text())[1:]
+    rounds = []
+    for record in recorded:
+        scores = record["scores"]
+        if scores["server_round"] not in captured:  # every update set aside before scoring: nothing to score
+            continue
+        names, utility = captured[scores["server_round"]]
+        games = round_games(utility, len(names))
+        rounds.append({"names": names, "games": {g: v.tolist() for g, v in games.items()},
+                       "recorded": [scores["scores"][n] for n in names],
+                       "excluded": [n in scores["excluded"] for n in names],
+                       "significant": scores["significant"], "start_utility": scores["start_utility"],
+                       "server_round": scores["server_round"]})
+    return {"kind": kind, "name": name, "seed": seed, "rounds": rounds}
+
+
+def contribution(run: dict[str, Any], game: str, weight: str) -> dict[str, float]:
+    total: dict[str, float] = {}
+    for r in run["rounds"]:
+        if not r["significant"]:
+            continue
+        factor = {"equal": 1.0, "from_round_2": float(r["server_round"] > 1),
+                  "headroom": 1.0 / -r["start_utility"]}[weight]
+        for name, value, recorded, left_out in zip(r["names"], r["games"][game], r["recorded"], r["excluded"]):
+            # Left out: the recorded score where it is negative (what the check charged), else nothing.
+            value = min(recorded, 0.0) if left_out else value
+            total[name] = total.get(name, 0.0) + factor * value
+    return total
+
+
+def shares(values: dict[str, float], names: list[str]) -> np.ndarray:
+    v = np.maximum(np.array([values.get(n, 0.0) for n in names]), 0.0)
+    return v / v.sum() if v.sum() > 0 else v
+
+
+def adversaries_share(run: dict[str, Any], game: str, weight: str) -> float:
+    names = sorted({n for r in run["rounds"] for n in r["names"]})
+    paid = shares(contribution(run, game, weight), names)
+    return float(sum(paid[names.index(a)] for a in ADVERSARIES))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=whole(0), nargs="+", default=list(range(42, 51)))
+    parser.add_argument("--attack-seeds", type=whole(0), nargs="+", default=[42, 43, 44])
+    parser.add_argument("--workers", type=whole(1), default=2)
+    args = parser.parse_args()
+    truth = stored_truth()
+    missing = sorted(set(args.seeds) - set(truth))
+    if missing:
+        parser.error(f"no stored ground truth for seed(s) {missing}: run benchmarks/payout_fairness.py for them")
+    jobs = [("fairness", "", s) for s in args.seeds] + [("attack", a, s) for a in ATTACKS for s in args.attack_seeds]
+    started = time.perf_counter()
+    with ProcessPoolExecutor(args.workers) as pool:
+        runs = list(pool.map(captured_run, jobs))
+    seconds = time.perf_counter() - started
+    results: dict[str, Any] = {"seeds": args.seeds, "attack_seeds": args.attack_seeds, "steps": list(STEPS),
+                               "rules": {}}
+    rows = []
+    for game, weight in itertools.product(GAMES, WEIGHTS):
+        fairness = []
+        for run in (r for r in runs if r["kind"] == "fairness"):
+            names = sorted(run["rounds"][0]["names"])
+            paid = shares(contribution(run, game, weight), names)
+            gt = shares(dict(zip(names, truth[run["seed"]])), names)
+            noisy = [names.index(n) for n in NOISY]
+            fairness.append({"seed": run["seed"], "l1": float(np.abs(paid - gt).sum()),
+                             "spearman": float(spearmanr(paid, gt).statistic), "noisy": float(paid[noisy].sum())})
+        attacks = {attack: max(adversaries_share(r, game, weight) for r in runs
+                               if r["kind"] == "attack" and r["name"] == attack) for attack in ATTACKS}
+        rule = {"token_l1_median": float(np.median([f["l1"] for f in fairness])),
+                "token_spearman_median": float(np.median([f["spearman"] for f in fairness])),
+                "noisy_share_median": float(np.median([f["noisy"] for f in fairness])),
+                "per_seed": fairness, "adversaries_share_max": attacks}
+        results["rules"][f"{game}/{weight}"] = rule
+        rows.append([f"{game}/{weight}", rule["token_l1_median"], rule["token_spearman_median"],
+                     rule["noisy_share_median"], *[attacks[a] for a in ATTACKS]])
+    print(f"Against the retraining Shapley value (median over seeds {args.seeds}) and the adversaries' share "
+          f"(max over seeds {args.attack_seeds}; 'honest': the same three, honest):")
+    print_table(["rule", "Σ|Δshare|", "Spearman", "noisy", *ATTACKS], rows)
+    print(f"\n{len(jobs)} runs in {seconds:.0f} s")
+    print(f"wrote {write_results('pay_rules', results)}")
+
+
+if __name__ == "__main__":
+    main()
