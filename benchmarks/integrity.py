@@ -162,28 +162,33 @@ def run_once(job: tuple[str, list[str], str, str, int, int]) -> dict[str, Any]:
     return {
         "configuration": configuration, "behaviours": set_name, "seed": seed,
         "accuracy": float(summary["final_test_accuracy"]), "unconfirmed": unconfirmed,
-        "share_before_attack": share_before_attack(rounds, behaviours),
+        "share_before_attack": share_before_attack(rounds, behaviours, config),
+        "contribution_share": {i["name"]: float(i["contribution_share"]) for i in summary["institutions"]},
         "backdoor_success": summary.get("final_backdoor_success"),
         "earned": {i["name"]: int(i["tokens_earned"]) for i in summary["institutions"]},
         "slashed": slashed, "set_aside": set_aside, "clipped": clipped,
     }
 
 
-def share_before_attack(rounds: list[dict[str, Any]], behaviours: str) -> float | None:
+def share_before_attack(rounds: list[dict[str, Any]], behaviours: str, config: Any) -> float | None:
     """For a sleeper (``from_round``): the adversaries' contribution share had every score of theirs from that
     round on been 0 — what the rounds in which they trained honestly earn them under the payout rule (amounts
     already paid never go down). None for an attack from the first round."""
+    from fedlearn.scoring.utility import UTILITY_MAX, round_weight
+
     found = re.search(r"from_round=(\d+)", behaviours)
     if found is None:
         return None
     start, total = int(found.group(1)), dict.fromkeys(ADVERSARIES, 0.0)
+    best, weighting = UTILITY_MAX[config.scoring.utility], config.payout.round_weight
     for r in rounds:
         scores = r.get("scores") or {}
         if not scores.get("significant"):
             continue
+        weight = round_weight(scores["start_utility"], best, weighting)
         for name, value in scores["scores"].items():
             if name not in ADVERSARIES or scores["server_round"] < start:
-                total[name] = total.get(name, 0.0) + value
+                total[name] = total.get(name, 0.0) + value * weight
     positive = {name: max(value, 0.0) for name, value in total.items()}
     whole = sum(positive.values())
     return sum(positive[name] for name in ADVERSARIES) / whole if whole else 0.0
@@ -217,6 +222,8 @@ def summarise(runs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[st
             "backdoor_success": r["backdoor_success"],
             "adversary_share": share(r["earned"], adversarial),
             "adversary_share_before_attack": r.get("share_before_attack"),
+            "adversary_contribution_share": sum(r["contribution_share"].get(n, 0.0) for n in adversarial)
+            if "contribution_share" in r else None,
             "honest_equivalent_share": share(base["earned"], set(ADVERSARIES)) if adversarial else None,
             "adversaries_slashed": len(set(r["slashed"]) & adversarial),
             "honest_slashed": len(set(r["slashed"]) - adversarial),

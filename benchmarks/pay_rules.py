@@ -17,7 +17,7 @@ negative, else 0, under every game):
              evaluations)
   best_step  a coalition's mean step taken at the best of the lengths in STEPS, so that no update earns for the
              length of the step, only for its direction
-Round weights: equal (the default), from_round_2 (round 1 counts nothing), headroom (the option of that name).
+Round weights: equal (the default), round_1_unpaid (round 1 counts nothing), headroom (the option of that name).
 
     .venv/bin/python benchmarks/pay_rules.py [--seeds 42 ... 50] [--attack-seeds 42 43 44]
 
@@ -43,8 +43,11 @@ from common import ROOT, print_table, whole, write_results  # noqa: I001 - puts 
 from payout_variants import stored_truth
 from scipy.stats import spearmanr
 
+from fedlearn.federation.coalitions import MeanUtility
+from fedlearn.scoring.utility import UTILITY_MAX, round_weight
+
 GAMES = ("mean", "zero_twin", "best_step")
-WEIGHTS = ("equal", "from_round_2", "headroom")
+WEIGHTS = ("equal", "round_1_unpaid", "headroom")
 STEPS = (0.5, 0.75, 1.0, 1.25, 1.5)
 NOISY = ("hospital-01", "hospital-02")
 ADVERSARIES = ("hospital-02", "hospital-05", "hospital-08")
@@ -61,7 +64,7 @@ def banzhaf_values(n: int, utility: dict[tuple[int, ...], float]) -> np.ndarray:
     return beta / 2 ** (n - 1)
 
 
-def round_games(mean_utility: Any, n: int) -> dict[str, np.ndarray]:
+def round_games(mean_utility: MeanUtility, n: int) -> dict[str, np.ndarray]:
     """Every game's Banzhaf values for one round, from its :class:`MeanUtility`."""
     weights = mean_utility.weights
     coalitions = [c for size in range(n + 1) for c in itertools.combinations(range(n), size)]
@@ -99,12 +102,12 @@ def captured_run(job: tuple[str, str, int]) -> dict[str, Any]:
     captured: dict[int, tuple[list[str], Any]] = {}
     real = strategy_module.round_utility
 
-    def recording(strategy: Any, server_round: int, replies: list[Any], *rest: Any) -> Any:
-        utility = real(strategy, server_round, replies, *rest)
+    def recording(strategy: Any, server_round: int, replies: list[Any], start: Any, model: Any,
+                  validation: tuple[np.ndarray, np.ndarray], metric: str) -> Any:
+        utility = real(strategy, server_round, replies, start, model, validation, metric)
         captured[server_round] = ([institution_of(m) for m in replies], utility)
         return utility
 
-    strategy_module.round_utility = recording
     if kind == "fairness":
         from payout_fairness import federation_config
         config = federation_config(seed, "banzhaf")
@@ -114,9 +117,14 @@ def captured_run(job: tuple[str, str, int]) -> dict[str, Any]:
         config = RunConfig.load(ROOT / "configs" / "demo.toml", overrides=[
             f"run.seed={seed}", "run.rounds=8", "simulation.engine='local'",
             f"integrity.behaviours=\"{integrity.for_seed(sets[name], seed)}\""])
-    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
-        run_federation(config.replace(run={"output_dir": tmp}), run_dir=Path(tmp) / "run", progress=False)
-        recorded = json.loads((Path(tmp) / "run" / "rounds.json").read_text())[1:]
+    strategy_module.round_utility = recording
+    try:
+        with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
+            summary = run_federation(config.replace(run={"output_dir": tmp}), run_dir=Path(tmp) / "run",
+                                     progress=False)
+            recorded = json.loads((Path(tmp) / "run" / "rounds.json").read_text())[1:]
+    finally:  # a worker runs many jobs: the next one wraps the real function, not this wrapper
+        strategy_module.round_utility = real
     rounds = []
     for record in recorded:
         scores = record["scores"]
@@ -127,9 +135,14 @@ def captured_run(job: tuple[str, str, int]) -> dict[str, Any]:
         rounds.append({"names": names, "games": {g: v.tolist() for g, v in games.items()},
                        "recorded": [scores["scores"][n] for n in names],
                        "excluded": [n in scores["excluded"] for n in names],
-                       "significant": scores["significant"], "start_utility": scores["start_utility"],
+                       "clipped": [n in (scores.get("clipped") or {}) for n in names],
+                       "significant": scores["significant"],
+                       "weight": {"headroom": round_weight(scores["start_utility"], UTILITY_MAX[scores["utility"]],
+                                                           "headroom")},
                        "server_round": scores["server_round"]})
-    return {"kind": kind, "name": name, "seed": seed, "rounds": rounds}
+    # The roster's order (the ground truth's), every institution whether or not it was ever scored.
+    return {"kind": kind, "name": name, "seed": seed, "rounds": rounds,
+            "names": [i["name"] for i in summary["institutions"]]}
 
 
 def contribution(run: dict[str, Any], game: str, weight: str) -> dict[str, float]:
@@ -137,11 +150,13 @@ def contribution(run: dict[str, Any], game: str, weight: str) -> dict[str, float
     for r in run["rounds"]:
         if not r["significant"]:
             continue
-        factor = {"equal": 1.0, "from_round_2": float(r["server_round"] > 1),
-                  "headroom": 1.0 / -r["start_utility"]}[weight]
-        for name, value, recorded, left_out in zip(r["names"], r["games"][game], r["recorded"], r["excluded"]):
-            # Left out: the recorded score where it is negative (what the check charged), else nothing.
-            value = min(recorded, 0.0) if left_out else value
+        factor = {"equal": 1.0, "round_1_unpaid": float(r["server_round"] > 1),
+                  "headroom": r["weight"]["headroom"]}[weight]
+        for name, value, recorded, left_out, clipped in zip(r["names"], r["games"][game], r["recorded"],
+                                                            r["excluded"], r["clipped"]):
+            # Left out: the recorded score where it is negative (what the check charged), else nothing; clipped as
+            # boosted: never paid for the round (as the run records it).
+            value = min(recorded, 0.0) if left_out else min(value, 0.0) if clipped else value
             total[name] = total.get(name, 0.0) + factor * value
     return total
 
@@ -152,7 +167,7 @@ def shares(values: dict[str, float], names: list[str]) -> np.ndarray:
 
 
 def adversaries_share(run: dict[str, Any], game: str, weight: str) -> float:
-    names = sorted({n for r in run["rounds"] for n in r["names"]})
+    names = run["names"]
     paid = shares(contribution(run, game, weight), names)
     return float(sum(paid[names.index(a)] for a in ADVERSARIES))
 
@@ -178,7 +193,10 @@ def main() -> None:
     for game, weight in itertools.product(GAMES, WEIGHTS):
         fairness = []
         for run in (r for r in runs if r["kind"] == "fairness"):
-            names = sorted(run["rounds"][0]["names"])
+            names = run["names"]
+            if len(names) != len(truth[run["seed"]]):
+                raise SystemExit(f"seed {run['seed']}: {len(names)} institutions, the stored truth has "
+                                 f"{len(truth[run['seed']])}")
             paid = shares(contribution(run, game, weight), names)
             gt = shares(dict(zip(names, truth[run["seed"]])), names)
             noisy = [names.index(n) for n in NOISY]

@@ -519,6 +519,20 @@ def test_a_late_starting_attack_trains_honestly_before_its_round_and_attacks_fro
         assert differs(sent, honest)
 
 
+def test_a_late_starting_colluder_trains_on_its_own_rows_until_its_round() -> None:
+    X, y = separable()
+    leader = Collusion(*separable(seed=12), seed=5)  # another institution's rows and seed
+    spec = BehaviourSpec("colluder", from_round=2)
+    honest, _ = arrays_after(HONEST, X, y)
+    grouped, _ = arrays_after(BehaviourSpec("colluder"), X, y, collusion=leader)
+    for server_round, expected in ((1, honest), (2, grouped)):
+        model = fresh()
+        sent, _, _ = train_as(spec, model, X, y, 2, TRAIN_SPEC, CPU, seed=3, collusion=leader,
+                              server_round=server_round)
+        assert_same(sent, expected)
+    assert differs(honest, grouped)
+
+
 def test_train_as_targeted_label_flip_trains_on_the_relabelled_rows() -> None:
     X, y = separable()
     spec = BehaviourSpec("targeted_label_flip", source=1, target=0)

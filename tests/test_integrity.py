@@ -61,6 +61,20 @@ def test_a_harmful_sign_flipper_earns_nothing_and_is_slashed(tmp_path: Path) -> 
     assert first[0] == 3 and first[2] == 5 * 10**18  # at its 3rd bad round, half of the 10-token stake
 
 
+def test_a_sleeper_sends_what_an_honest_institution_sends_until_its_round_then_attacks(tmp_path: Path) -> None:
+    # The ClientApp tells the behaviour which round it is in: before from_round the update is the honest one
+    # (the same hash as in an all-honest run, from the same global model), from it on the attack.
+    def hashes(run: str, *overrides: str) -> list[str]:
+        paying_run(tmp_path / run, "run.rounds=3", *overrides)
+        rounds = json.loads((tmp_path / run / "run" / "rounds.json").read_text())[1:]
+        return [r["scores"]["update_hashes"]["hospital-02"] for r in rounds]
+
+    honest = hashes("honest")
+    sleeper = hashes("sleeper", "integrity.behaviours='hospital-02=sign_flip:scale=4:from_round=3'")
+    assert sleeper[:2] == honest[:2]
+    assert sleeper[2] != honest[2]
+
+
 def test_a_boosted_update_is_clipped_every_round_and_earns_nothing(tmp_path: Path) -> None:
     # A ×5 boost of honest training: a direction the validation split likes, at a length no honest step has.
     summary, ledger = paying_run(tmp_path, "integrity.behaviours='hospital-02=boosted:scale=5'",
