@@ -19,6 +19,11 @@ negative, else 0, under every game):
              length of the step, only for its direction
 Round weights: equal (the default), round_1_unpaid (round 1 counts nothing), headroom (the option of that name).
 
+The default game's tokens are also recomputed under other ``payout.interim_fraction`` values, by the payout rule
+itself (``fedlearn.payout.schedule.allocate``) on each run's recorded rounds: the rule is pure and nothing it pays
+feeds back into training or scoring, so these are the tokens those runs would have paid (at the run's own
+fraction the recomputation equals the run's tokens to the wei, which is checked).
+
     .venv/bin/python benchmarks/pay_rules.py [--seeds 42 ... 50] [--attack-seeds 42 43 44]
 
 Writes benchmarks/results/pay_rules.json.
@@ -44,15 +49,18 @@ from payout_variants import stored_truth
 from scipy.stats import spearmanr
 
 from fedlearn.federation.coalitions import MeanUtility
+from fedlearn.payout.rewards import tokens_to_wei
+from fedlearn.payout.schedule import RoundMeasure, allocate
 from fedlearn.scoring.utility import UTILITY_MAX, round_weight
 
 GAMES = ("mean", "zero_twin", "best_step")
 WEIGHTS = ("equal", "round_1_unpaid", "headroom")
 STEPS = (0.5, 0.75, 1.0, 1.25, 1.5)
+INTERIM = (0.5, 0.25, 0.1, 0.0)
 NOISY = ("hospital-01", "hospital-02")
 ADVERSARIES = ("hospital-02", "hospital-05", "hospital-08")
 ATTACKS = ("honest", "low_effort_5_rows", "colluding_copies", "boosted", "targeted_label_flip", "backdoor",
-           "label_flip", "late_low_effort_5_rows", "late_colluding_copies", "late_boosted")
+           "label_flip", "late_low_effort_5_rows", "late_colluding_copies", "late_boosted", "late_label_flip")
 
 
 def banzhaf_values(n: int, utility: dict[tuple[int, ...], float]) -> np.ndarray:
@@ -125,9 +133,11 @@ def captured_run(job: tuple[str, str, int]) -> dict[str, Any]:
             recorded = json.loads((Path(tmp) / "run" / "rounds.json").read_text())[1:]
     finally:  # a worker runs many jobs: the next one wraps the real function, not this wrapper
         strategy_module.round_utility = real
-    rounds = []
+    rounds, measures = [], []
     for record in recorded:
         scores = record["scores"]
+        measures.append([scores["server_round"], scores["scores"], scores["gain"], scores["significant"],
+                         scores["start_utility"]])
         if scores["server_round"] not in captured:  # every update set aside before scoring: nothing to score
             continue
         names, utility = captured[scores["server_round"]]
@@ -142,7 +152,23 @@ def captured_run(job: tuple[str, str, int]) -> dict[str, Any]:
                        "server_round": scores["server_round"]})
     # The roster's order (the ground truth's), every institution whether or not it was ever scored.
     return {"kind": kind, "name": name, "seed": seed, "rounds": rounds,
-            "names": [i["name"] for i in summary["institutions"]]}
+            "names": [i["name"] for i in summary["institutions"]], "measures": measures,
+            "schedule": {"per_round": tokens_to_wei(config.chain.reward_per_round), "rounds": config.run.rounds,
+                         "interim_fraction": config.payout.interim_fraction,
+                         "best_utility": UTILITY_MAX[config.scoring.utility],
+                         "round_weight": config.payout.round_weight},
+            "tokens": {i["name"]: int(i["tokens_earned"]) for i in summary["institutions"]}}
+
+
+def tokens_at(run: dict[str, Any], interim_fraction: float) -> dict[str, int]:
+    """What the run's recorded rounds pay under ``interim_fraction``: the payout rule, round by round."""
+    plan, history, paid = run["schedule"], [], {n: 0 for n in run["names"]}
+    for server_round, scores, gain, significant, start in run["measures"]:
+        history.append(RoundMeasure(server_round, {n: float(scores.get(n, 0.0)) for n in run["names"]}, gain,
+                                    significant, start))
+        paid = allocate(history, paid, plan["per_round"] * plan["rounds"], interim_fraction, plan["best_utility"],
+                        server_round >= plan["rounds"], plan["per_round"], weighting=plan["round_weight"]).cumulative
+    return paid
 
 
 def contribution(run: dict[str, Any], game: str, weight: str) -> dict[str, float]:
@@ -214,6 +240,32 @@ def main() -> None:
     print(f"Against the retraining Shapley value (median over seeds {args.seeds}) and the adversaries' share "
           f"(max over seeds {args.attack_seeds}; 'honest': the same three, honest):")
     print_table(["rule", "Σ|Δshare|", "Spearman", "noisy", *ATTACKS], rows)
+    interim_rows = []
+    results["interim_fraction"] = {}
+    for fraction in INTERIM:
+        fits: list[tuple[float, float]] = []
+        taken: dict[str, float] = {}
+        for run in runs:
+            amounts = tokens_at(run, fraction)
+            if fraction == run["schedule"]["interim_fraction"] and amounts != run["tokens"]:
+                raise SystemExit(f"{run['kind']} {run['name']} seed {run['seed']}: the recomputed tokens differ from "
+                                 "the run's")
+            names = run["names"]
+            tokens = shares({n: float(v) for n, v in amounts.items()}, names)
+            if run["kind"] == "fairness":
+                gt = shares(dict(zip(names, truth[run["seed"]])), names)
+                fits.append((float(np.abs(tokens - gt).sum()), float(spearmanr(tokens, gt).statistic)))
+            else:
+                share = float(sum(tokens[names.index(a)] for a in ADVERSARIES))
+                taken[run["name"]] = max(taken.get(run["name"], 0.0), share)
+        entry = {"token_l1_median": float(np.median([f[0] for f in fits])),
+                 "token_spearman_median": float(np.median([f[1] for f in fits])),
+                 "adversaries_token_share_max": taken}
+        results["interim_fraction"][str(fraction)] = entry
+        interim_rows.append([fraction, entry["token_l1_median"], entry["token_spearman_median"],
+                             *[taken[a] for a in ATTACKS]])
+    print("\nTokens under other payout.interim_fraction values (the default game, the same runs):")
+    print_table(["interim", "Σ|Δshare|", "Spearman", *ATTACKS], interim_rows)
     print(f"\n{len(jobs)} runs in {seconds:.0f} s")
     print(f"wrote {write_results('pay_rules', results)}")
 
