@@ -7,7 +7,9 @@ final test accuracy, the accuracy drop against the all-honest run of the same co
 backdoor's attack success rate on the triggered test set, the adversaries' combined token share next to the
 share the same institutions earn when honest, who was slashed, the rounds in which a check set an honest
 institution's update aside (its false positives, slashed or not), and (sybils) the identities' tokens over what the
-whole institution earns. "plain" is FedAvg with no checks and no scoring, the accuracy reference.
+whole institution earns; for a sleeper (an attack from ``from_round``) also the adversaries' contribution share had
+their scores from that round on been 0, what their honest rounds earn them. "plain" is FedAvg with no checks and
+no scoring, the accuracy reference.
 
     .venv/bin/python benchmarks/integrity.py [--seeds 42 43 44] [--rounds 8] [--quick] [--workers 2]
     .venv/bin/python benchmarks/integrity.py --unlisted --only default
