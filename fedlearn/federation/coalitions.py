@@ -148,14 +148,17 @@ class MeanUtility:
         values: list[float] = []
         for begin in range(0, len(coefficients), BATCH):
             chunk = coefficients[begin:begin + BATCH].to(torch.float64)
-            rest = 1.0 - chunk.sum(dim=1)
-            # A row of weight shares sums to 1 up to rounding: its model is their mean exactly, as Flower's is.
-            rest = torch.where(rest.abs() < 1e-9, torch.zeros_like(rest), rest).to(self._device)
+            rest = (1.0 - chunk.sum(dim=1)).to(self._device)
+            # A row of weight shares sums to 1 up to rounding: its model is their mean exactly, as Flower's is, and
+            # only the other rows (the empty subset's, in scoring) take the start model in.
+            moved = rest.abs() >= 1e-9
             chunk = chunk.to(self._device)
             params = {}
             for k, v in self._stacked.items():
-                start = self._start[k].to(torch.float64)
-                mixed = torch.tensordot(chunk, v, dims=1) + rest.reshape(-1, *[1] * start.dim()) * start
+                mixed = torch.tensordot(chunk, v, dims=1)
+                if bool(moved.any()):
+                    start = self._start[k].to(torch.float64)
+                    mixed[moved] += rest[moved].reshape(-1, *[1] * start.dim()) * start
                 params[k] = mixed.to(self._start[k].dtype)
             logits = torch.func.vmap(lambda p: torch.func.functional_call(self._model, p, (self._X,)))(params)
             values.extend(per_example_utility(logits, self._y, self._metric).mean(dim=-1).tolist())
