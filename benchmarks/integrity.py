@@ -26,7 +26,6 @@ import argparse
 import functools
 import json
 import os
-import re
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -173,27 +172,26 @@ def run_once(job: tuple[str, list[str], str, str, int, int]) -> dict[str, Any]:
 
 
 def share_before_attack(rounds: list[dict[str, Any]], behaviours: str, config: Any) -> float | None:
-    """For a sleeper (``from_round``): the adversaries' contribution share had every score of theirs from that
-    round on been 0 — what the rounds in which they trained honestly earn them under the payout rule (amounts
-    already paid never go down). None for an attack from the first round."""
-    from fedlearn.scoring.utility import UTILITY_MAX, round_weight
+    """For a sleeper (``from_round``): the adversaries' contribution share had every score of each from its
+    ``from_round`` on been 0 — what the rounds in which they trained honestly earn them under the payout rule
+    (amounts already paid never go down). None for an attack from the first round."""
+    from fedlearn.data.partition import institution_names
+    from fedlearn.learning.behaviours import parse_behaviours
+    from fedlearn.payout.schedule import RoundMeasure, contributions
+    from fedlearn.scoring.utility import UTILITY_MAX
 
-    found = re.search(r"from_round=(\d+)", behaviours)
-    if found is None:
+    specs = parse_behaviours(behaviours, institution_names(config.data.institutions))
+    start = {name: spec.from_round for name, spec in specs.items() if name in ADVERSARIES and spec.from_round > 1}
+    if not start:
         return None
-    start, total = int(found.group(1)), dict.fromkeys(ADVERSARIES, 0.0)
-    best, weighting = UTILITY_MAX[config.scoring.utility], config.payout.round_weight
-    for r in rounds:
-        scores = r.get("scores") or {}
-        if not scores.get("significant"):
-            continue
-        weight = round_weight(scores["start_utility"], best, weighting)
-        for name, value in scores["scores"].items():
-            if name not in ADVERSARIES or scores["server_round"] < start:
-                total[name] = total.get(name, 0.0) + value * weight
-    positive = {name: max(value, 0.0) for name, value in total.items()}
+    history = [RoundMeasure(s["server_round"], {n: 0.0 if n in start and s["server_round"] >= start[n] else v
+                                                for n, v in s["scores"].items()},
+                            s["gain"], s["significant"], s["start_utility"])
+               for s in (r["scores"] for r in rounds if r.get("scores"))]
+    total = contributions(history, UTILITY_MAX[config.scoring.utility], config.payout.round_weight)
+    positive = {name: max(float(value), 0.0) for name, value in total.items()}
     whole = sum(positive.values())
-    return sum(positive[name] for name in ADVERSARIES) / whole if whole else 0.0
+    return sum(positive.get(name, 0.0) for name in ADVERSARIES) / whole if whole else 0.0
 
 
 def adversaries_of(set_name: str, earned: dict[str, int]) -> set[str]:
