@@ -45,12 +45,14 @@ from typing import Any
 import numpy as np
 import torch
 from common import ROOT, print_table, whole, write_results  # noqa: I001 - puts the project root on sys.path
+from payout_fairness import shares
 from payout_variants import stored_truth
 from scipy.stats import spearmanr
 
 from fedlearn.federation.coalitions import MeanUtility
 from fedlearn.payout.rewards import tokens_to_wei
 from fedlearn.payout.schedule import RoundMeasure, allocate
+from fedlearn.scoring.banzhaf import banzhaf
 from fedlearn.scoring.utility import UTILITY_MAX, round_weight
 
 GAMES = ("mean", "zero_twin", "best_step")
@@ -64,25 +66,22 @@ ATTACKS = ("honest", "low_effort_5_rows", "colluding_copies", "boosted", "target
 
 
 def banzhaf_values(n: int, utility: dict[tuple[int, ...], float]) -> np.ndarray:
-    beta = np.zeros(n)
-    for coalition, value in utility.items():
-        member = np.zeros(n, dtype=bool)
-        member[list(coalition)] = True
-        beta += np.where(member, value, -value)
-    return beta / 2 ** (n - 1)
+    """The project's exact Banzhaf value of a game given as a table over every coalition."""
+    return banzhaf(n, lambda subset: utility[tuple(sorted(subset))], rng=np.random.default_rng(0),
+                   samples=2**n).values
 
 
 def round_games(mean_utility: MeanUtility, n: int) -> dict[str, np.ndarray]:
     """Every game's Banzhaf values for one round, from its :class:`MeanUtility`."""
     weights = mean_utility.weights
     coalitions = [c for size in range(n + 1) for c in itertools.combinations(range(n), size)]
-    shares = np.zeros((len(coalitions), n))
+    share_rows = np.zeros((len(coalitions), n))
     for row, c in enumerate(coalitions):
         if c:
-            shares[row, list(c)] = weights[list(c)] / weights[list(c)].sum()
-    mean = dict(zip(coalitions, mean_utility.mixes(torch.as_tensor(shares))))
+            share_rows[row, list(c)] = weights[list(c)] / weights[list(c)].sum()
+    mean = dict(zip(coalitions, mean_utility.mixes(torch.as_tensor(share_rows))))
     # The best step: each coalition's mean step at every length in STEPS, the best one taken.
-    stepped = np.array(mean_utility.mixes(torch.as_tensor(np.concatenate([s * shares for s in STEPS]))))
+    stepped = np.array(mean_utility.mixes(torch.as_tensor(np.concatenate([s * share_rows for s in STEPS]))))
     best = dict(zip(coalitions, stepped.reshape(len(STEPS), -1).max(axis=0)))
     best[()] = mean[()]
     # The zero twin: S beside a zero step of i's weight, for every i and every S without i.
@@ -185,11 +184,6 @@ def contribution(run: dict[str, Any], game: str, weight: str) -> dict[str, float
             value = min(recorded, 0.0) if left_out else min(value, 0.0) if clipped else value
             total[name] = total.get(name, 0.0) + factor * value
     return total
-
-
-def shares(values: dict[str, float], names: list[str]) -> np.ndarray:
-    v = np.maximum(np.array([values.get(n, 0.0) for n in names]), 0.0)
-    return v / v.sum() if v.sum() > 0 else v
 
 
 def adversaries_share(run: dict[str, Any], game: str, weight: str) -> float:

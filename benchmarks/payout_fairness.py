@@ -137,7 +137,7 @@ def ground_truth(seed: int, retraining: int = 0, noisy: tuple[str, ...] = NOISY
 
 
 def shares(values: dict[str, float] | np.ndarray, names: list[str]) -> np.ndarray:
-    v = np.array([values[n] for n in names] if isinstance(values, dict) else values, dtype=np.float64)
+    v = np.array([values.get(n, 0.0) for n in names] if isinstance(values, dict) else values, dtype=np.float64)
     v = np.maximum(v, 0.0)
     return v / v.sum() if v.sum() > 0 else np.zeros_like(v)
 
