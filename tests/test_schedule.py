@@ -114,13 +114,13 @@ def test_the_worked_example_of_the_module() -> None:
         RoundMeasure(2, {"A": 0.2, "B": -0.1}, 0.001, False, 0.4),
         RoundMeasure(3, {"A": 0.0, "B": 0.2}, 0.2, True, 0.4),
     ]
-    for weighting, expected in (("equal", [(150, 50, 800), (150, 50, 800), (500, 500, 0)]),
+    for weighting, expected in (("equal", [(75, 25, 900), (75, 25, 900), (500, 500, 0)]),
                                 # Round 3 began with 0.6 of the error left: B's 0.2 counts 1/3, A ends at 0.3/0.73.
-                                ("headroom", [(150, 50, 800), (150, 50, 800), (409, 591, 0)])):
+                                ("headroom", [(75, 25, 900), (75, 25, 900), (409, 591, 0)])):
         paid = {"A": 0, "B": 0}
         amounts = []
         for t in range(1, 4):
-            plan = allocate(history[:t], paid, budget, 0.5, 1.0, final=t == 3, weighting=weighting)
+            plan = allocate(history[:t], paid, budget, 0.25, 1.0, final=t == 3, weighting=weighting)
             # In whole tokens: 0.3 + 0.1 is not 0.4 in binary floats, so the wei are a hair off round numbers.
             amounts.append(tuple(round(x / TOKEN) for x in (plan.cumulative["A"], plan.cumulative["B"],
                                                               plan.carried)))

@@ -25,10 +25,10 @@ Inputs, per round: each institution's contribution score and whether the round's
    remainder go, one each, to the largest fractions the floor cut off (ties: the larger contributor, then the
    name), so every wei is paid, carried or returned.
 
-Worked example (B = 1,000 tokens, α = 0.5, H = 1.0): round 1 gains 0.4 (significant), A scores 0.3 and B 0.1:
-P(1) = 0.5·1000·0.4 = 200, paid A 150, B 50. Round 2's gain is noise: nothing released, nothing paid. Round 3
-(the last) gains 0.2 significantly, A scores 0.0 and B 0.2: C = (0.3, 0.3), P = 1,000, λ = 1000/0.6, so A and B
-each end at 500 (A had 150, B 50: A gets 350 more, B 450). Had A been paid more than its share before the true-up,
+Worked example (B = 1,000 tokens, α = 0.25, the default, H = 1.0): round 1 gains 0.4 (significant), A scores 0.3
+and B 0.1: P(1) = 0.25·1000·0.4 = 100, paid A 75, B 25. Round 2's gain is noise: nothing released, nothing paid.
+Round 3 (the last) gains 0.2 significantly, A scores 0.0 and B 0.2: C = (0.3, 0.3), P = 1,000, λ = 1000/0.6, so A
+and B each end at 500 (A had 75, B 25: A gets 425 more, B 475). Had A been paid more than its share before the true-up,
 it would keep it and the others would split the rest in proportion. With "headroom", round 3 having started at
 0.4 of a best 1.0, B's 0.2 would count 0.2 / 0.6 and B would end above A.
 """
