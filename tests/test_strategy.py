@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import gc
 import logging
 import pickle
 import re
+import weakref
 
 import numpy as np
 import pytest
@@ -16,7 +18,7 @@ from flwr.serverapp.strategy import FedAdam
 
 from fedlearn.config import STRATEGY_NAMES, RunConfig
 from fedlearn.errors import ConfigError, ScoringError
-from fedlearn.federation.coalitions import models_follow_weight_shares, round_utility
+from fedlearn.federation.coalitions import long_lived_objects_frozen, models_follow_weight_shares, round_utility
 from fedlearn.federation.peer_votes import PeerRound
 from fedlearn.federation.replies import arrays_of, examples_of, institution_of
 from fedlearn.federation.strategy import (
@@ -913,3 +915,28 @@ def test_the_backdoor_check_reads_only_a_hidden_layer_over_enough_inputs_and_say
     assert [r.levelno for r in said] == [logging.INFO, logging.INFO]
     assert f"reads {MIN_INPUTS - 1} input features" in said[0].getMessage()
     assert "no hidden layer" in said[1].getMessage()
+
+
+class _Cycle:
+    def __init__(self) -> None:
+        self.me = self
+
+
+def test_collections_during_a_subset_aggregation_skip_what_lived_before_it_and_still_free_its_own_garbage() -> None:
+    # Prepare: a reference cycle that exists before (only a collection frees a cycle; automatic ones are held off
+    # so that none frees it before the aggregation begins).
+    gc.disable()
+    try:
+        before = weakref.ref(_Cycle())
+        # Execute and Assert: inside, a forced collection leaves the older cycle alone and frees one made inside.
+        with pytest.raises(RuntimeError, match="aggregation failed"), long_lived_objects_frozen():
+            inside = weakref.ref(_Cycle())
+            gc.collect()
+            assert inside() is None and before() is not None
+            raise RuntimeError("aggregation failed")
+        # Assert: after it, even when the aggregation raised, everything is collectable again.
+        assert gc.get_freeze_count() == 0
+        gc.collect()
+        assert before() is None
+    finally:
+        gc.enable()

@@ -29,7 +29,12 @@ from torch import nn
 
 from fedlearn.config import RunConfig
 from fedlearn.errors import ConfigError, ScoringError
-from fedlearn.federation.coalitions import models_follow_weight_shares, per_example_utility, round_utility
+from fedlearn.federation.coalitions import (
+    long_lived_objects_frozen,
+    models_follow_weight_shares,
+    per_example_utility,
+    round_utility,
+)
 from fedlearn.federation.fltrust import FLTrust, RootTrainer
 from fedlearn.federation.free_riders import flatten, free_riders
 from fedlearn.federation.peer_votes import PeerRound, peer_scores
@@ -335,7 +340,8 @@ class ScoredStrategy(Strategy):
                              excluded=excluded, ballots=scored.ballots, errors=scored.errors,
                              estimator=scored.estimator)
                 return None, None
-        arrays, metrics = self.inner.aggregate_train(server_round, accepted)
+        with long_lived_objects_frozen():  # Bulyan collects garbage once per reply
+            arrays, metrics = self.inner.aggregate_train(server_round, accepted)
         if arrays is None:
             # A model that does not exist cannot be paid for: score nobody (Bulyan below 4f + 3 updates). A left-out
             # update's negative score still stands: slashing reads it, as in any other round.
