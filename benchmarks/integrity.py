@@ -86,6 +86,8 @@ CONFIGURATIONS: dict[str, list[str]] = {
     "fedmedian": ["strategy.name='fedmedian'"],
     "multikrum": ["strategy.name='multikrum'", "strategy.num_malicious=3"],
     "krum": ["strategy.name='krum'", "strategy.num_malicious=3"],
+    # Bulyan needs 4f + 3 updates: among 10 institutions f can be 1 at most, below the 3 adversaries.
+    "bulyan": ["strategy.name='bulyan'", "strategy.num_malicious=1"],
     "fedtrimmedavg": ["strategy.name='fedtrimmedavg'"],
     "fedadam": ["strategy.name='fedadam'"],
     "fedprox": ["strategy.name='fedprox'", "train.proximal_mu=0.1"],
