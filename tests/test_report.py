@@ -444,11 +444,11 @@ def test_html_rounds_show_the_gain_its_verdict_and_where_the_budget_stands(paid:
 
 def test_a_round_paying_gains_the_per_round_rate_held_back_says_so(tmp_path: Path,
                                                                      capsys: pytest.CaptureFixture[str]) -> None:
-    # One institution: round 1 gains most of the headroom, more than the chain lets one round release (100 tokens
-    # a round), so later rounds pay it out, significant or not.
+    # One institution: round 1 gains most of the headroom and, with half the budget advanced as the run goes, earns
+    # more than the chain lets one round release (100 tokens a round), so later rounds pay it out, significant or not.
     run = tmp_path / "run"
     real_run(run, "data.institutions=1", "run.rounds=5", "model.hidden_units=64", "train.local_epochs=2",
-             "train.momentum=0.9", "train.learning_rate=0.05")
+             "train.momentum=0.9", "train.learning_rate=0.05", "payout.interim_fraction=0.5")
     printed = {int(line.split()[1].split("/")[0]): line for line in capsys.readouterr().out.splitlines()
                if line.startswith("round ")}
     journaled, _, _ = ledger_of(run)
