@@ -128,6 +128,8 @@ def test_the_folder_of_run_directories_is_refused_naming_the_newest_inside(tmp_p
         (runs / name).mkdir(parents=True)
         (runs / name / "config.toml").write_text("[run]\nrounds = 1\n")
         os.utime(runs / name / "config.toml", (1_000_000 + i, 1_000_000 + i))
+        # The older run was written to since (a resume): its directory's time is the later one.
+        os.utime(runs / name, (2_000_000 - i, 2_000_000 - i))
     # Execute
     result = fedlearn(*command, "runs", cwd=tmp_path)
     # Assert: one line, non-zero, pointing at the newest run directory; nothing of the kind for a folder holding none.

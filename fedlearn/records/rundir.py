@@ -39,7 +39,10 @@ def runs_inside(path: Path) -> str:
     """For a message about ``path`` not being a run directory: where it holds run directories (``fedlearn verify
     runs`` meant for ``runs/demo-…``), "; it holds N run directories, the newest …"; else ""."""
     try:
-        inside = sorted((p.parent for p in Path(path).glob(f"*/{CONFIG_FILE}")), key=lambda p: p.stat().st_mtime)
+        # Newest by when each run wrote its config (the run's start): a directory's own time moves with every file
+        # written in it, and two made in the same instant would tie.
+        configs = sorted(Path(path).glob(f"*/{CONFIG_FILE}"), key=lambda p: p.stat().st_mtime)
+        inside = [p.parent for p in configs]
     except OSError:  # unreadable: say nothing more than the message itself
         return ""
     if not inside:
