@@ -134,20 +134,26 @@ def for_seed(behaviours: str, seed: int) -> str:
     return behaviours.format(**held_class(seed)) if "{held}" in behaviours else behaviours
 
 
+def run_config(seed: int, rounds: int, behaviours: str, *overrides: str) -> Any:
+    """The benchmark's federation: ``configs/demo.toml`` in process, with ``behaviours`` and ``overrides``."""
+    from fedlearn.config import RunConfig
+
+    return RunConfig.load(ROOT / "configs" / "demo.toml", overrides=[
+        f"run.seed={seed}", f"run.rounds={rounds}", "simulation.engine='local'",
+        f"integrity.behaviours=\"{behaviours}\"", *overrides,
+    ])
+
+
 def run_once(job: tuple[str, list[str], str, str, int, int]) -> dict[str, Any]:
     """One federated run; what the tables read of it."""
     configuration, overrides, set_name, behaviours, seed, rounds = job
     import torch
 
-    from fedlearn.config import RunConfig
     from fedlearn.federation.simulation import run_federation
     from fedlearn.payout.ledger import Ledger
 
     torch.set_num_threads(1)
-    config = RunConfig.load(ROOT / "configs" / "demo.toml", overrides=[
-        f"run.seed={seed}", f"run.rounds={rounds}", "simulation.engine='local'",
-        f"integrity.behaviours=\"{behaviours}\"", *overrides,
-    ])
+    config = run_config(seed, rounds, behaviours, *overrides)
     with tempfile.TemporaryDirectory() as tmp:
         summary = run_federation(config, run_dir=Path(tmp) / "run", progress=False)
         slashed = sorted({name for _, name, _, _ in Ledger.open(Path(tmp) / "run" / "ledger.sqlite").slashes()})

@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from common import ROOT, print_table, whole, write_results  # noqa: I001 - puts the project root on sys.path
+from common import print_table, whole, write_results  # noqa: I001 - puts the project root on sys.path
 from payout_fairness import shares
 from payout_variants import stored_truth
 from scipy.stats import spearmanr
@@ -101,7 +101,6 @@ def captured_run(job: tuple[str, str, int]) -> dict[str, Any]:
     """One run in the default configuration; per round, every game's values and what the run recorded."""
     kind, name, seed = job
     import fedlearn.federation.strategy as strategy_module
-    from fedlearn.config import RunConfig
     from fedlearn.federation.replies import institution_of
     from fedlearn.federation.simulation import run_federation
 
@@ -121,9 +120,7 @@ def captured_run(job: tuple[str, str, int]) -> dict[str, Any]:
     else:
         import integrity
         sets = {**integrity.behaviour_sets(), **integrity.behaviour_sets(unlisted=True)}
-        config = RunConfig.load(ROOT / "configs" / "demo.toml", overrides=[
-            f"run.seed={seed}", "run.rounds=8", "simulation.engine='local'",
-            f"integrity.behaviours=\"{integrity.for_seed(sets[name], seed)}\""])
+        config = integrity.run_config(seed, 8, integrity.for_seed(sets[name], seed))
     strategy_module.round_utility = recording
     try:
         with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
